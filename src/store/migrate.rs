@@ -1,0 +1,97 @@
+//! Ordered, idempotent schema migrations, embedded from `schema/*.sql` and recorded by number.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Append-only: a released migration is never edited, a change is a new file.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "0001_init",
+    sql: include_str!("../../schema/0001_init.sql"),
+}];
+
+pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version     INTEGER PRIMARY KEY,
+             name        TEXT NOT NULL,
+             applied_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+         )",
+    )?;
+    let known = MIGRATIONS.last().map_or(0, |migration| migration.version);
+    let mut applied = 0;
+    for migration in MIGRATIONS {
+        // One immediate transaction per migration: two processes migrating at once serialise,
+        // and the second finds the version recorded and skips it.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |row| row.get(0),
+        )?;
+        if current > known {
+            return Err(StoreError::SchemaTooNew {
+                found: current,
+                known,
+            });
+        }
+        if current >= migration.version {
+            continue;
+        }
+        tx.execute_batch(migration.sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
+            (migration.version, migration.name),
+        )?;
+        tx.commit()?;
+        log::info!("applied migration {}", migration.name);
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::test_support::temp_store;
+
+    #[test]
+    fn migrating_twice_applies_nothing_the_second_time() {
+        let (_dir, store) = temp_store();
+        assert_eq!(store.migrate().unwrap(), 0);
+        let version: i64 = store
+            .conn()
+            .unwrap()
+            .query_row("SELECT MAX(version) FROM schema_migrations", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(version, super::MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn contract_tables_accept_inserts_naming_only_contract_columns() {
+        let (_dir, store) = temp_store();
+        let conn = store.conn().unwrap();
+        conn.execute_batch(
+            "INSERT INTO tenants (id, name, active) VALUES ('t1', 'T', 1);
+             INSERT INTO interaction_history (id, tenant_id, customer_id, channel, outcome, payload, created_at)
+                 VALUES ('i1', 't1', 'c1', 'email', 'opened', '{}', '2026-01-01T00:00:00.000Z');
+             INSERT INTO suppressions (id, tenant_id, customer_id, expires_at) VALUES ('s1', 't1', 'c1', NULL);
+             INSERT INTO interaction_summaries (id, tenant_id, period_type, period_start) VALUES ('m1', 't1', 'daily', '2026-01-01');
+             INSERT INTO retention_policies (tenant_id, data_class, retention_days, legal_hold) VALUES ('t1', 'all', 30, 0);
+             INSERT INTO decision_traces (id, tenant_id, created_at) VALUES ('d1', 't1', '2026-01-01T00:00:00.000Z');
+             INSERT INTO ai_attachments (id, tenant_id, created_at, blob_path) VALUES ('a1', 't1', '2026-01-01T00:00:00.000Z', 'x');
+             INSERT INTO audit_log (id, tenant_id, created_at) VALUES ('l1', 't1', '2026-01-01T00:00:00.000Z');
+             INSERT INTO telemetry_events (id, event, user_id, meta, created_at) VALUES ('e1', 'login', 'u1', '{}', '2026-01-01T00:00:00.000Z');
+             INSERT INTO telemetry_daily (date, event, count, unique_users, meta) VALUES ('2026-01-01', 'login', 1, 1, '{}');",
+        )
+        .unwrap();
+    }
+}

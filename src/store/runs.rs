@@ -1,0 +1,392 @@
+//! Run history, per-job leases and the scheduler's last fire times: the runner's tables.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, TransactionBehavior};
+use serde::Serialize;
+
+use super::{Store, StoreError};
+use crate::clock::{from_store_text, to_store_text};
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Schedule,
+    Http,
+    Cli,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Http => "http",
+            Trigger::Cli => "cli",
+        }
+    }
+}
+
+/// How a run ended (or that it has not yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Ok,
+    /// Finished, but some items (a tenant, a flow) failed.
+    Partial,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Ok => "ok",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One row of run history, as `edgecron runs --json` and `/api/v1/runs` show it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    pub id: i64,
+    pub job: String,
+    pub trigger: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub status: String,
+    pub error: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub rows_processed: i64,
+}
+
+/// The run currently holding a job's lease.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseHolder {
+    pub run_id: i64,
+    pub trigger: String,
+    pub started_at: String,
+    pub holder: String,
+    #[serde(skip)]
+    pub heartbeat_at: DateTime<Utc>,
+}
+
+pub enum LeaseAttempt {
+    Acquired { run_id: i64 },
+    Busy(LeaseHolder),
+}
+
+/// The end of a run, written with the lease's release in one transaction.
+pub struct RunEnd<'a> {
+    pub status: RunStatus,
+    pub result_json: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub rows_processed: i64,
+    pub duration_ms: i64,
+}
+
+const RUN_COLUMNS: &str =
+    "id, job, trigger, started_at, finished_at, status, error, duration_ms, rows_processed";
+
+fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        id: row.get(0)?,
+        job: row.get(1)?,
+        trigger: row.get(2)?,
+        started_at: row.get(3)?,
+        finished_at: row.get(4)?,
+        status: row.get(5)?,
+        error: row.get(6)?,
+        duration_ms: row.get(7)?,
+        rows_processed: row.get(8)?,
+    })
+}
+
+impl Store {
+    /// Takes `job`'s lease and records a new running run, or names the run that holds it.
+    /// A lease whose holder `is_alive` says is dead is taken over and its run marked failed.
+    pub fn begin_run(
+        &self,
+        job: &str,
+        trigger: Trigger,
+        holder: &str,
+        now: DateTime<Utc>,
+        is_alive: impl Fn(&LeaseHolder) -> bool,
+    ) -> Result<LeaseAttempt, StoreError> {
+        let now_text = to_store_text(now);
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current = tx
+            .query_row(
+                "SELECT l.run_id, COALESCE(r.trigger, ''), l.acquired_at, l.holder, l.heartbeat_at
+                 FROM job_leases l LEFT JOIN job_runs r ON r.id = l.run_id
+                 WHERE l.job = ?1",
+                [job],
+                |row| {
+                    let heartbeat: String = row.get(4)?;
+                    Ok(LeaseHolder {
+                        run_id: row.get(0)?,
+                        trigger: row.get(1)?,
+                        started_at: row.get(2)?,
+                        holder: row.get(3)?,
+                        heartbeat_at: from_store_text(&heartbeat).unwrap_or_default(),
+                    })
+                },
+            )
+            .optional()?;
+        if let Some(current) = current {
+            if is_alive(&current) {
+                return Ok(LeaseAttempt::Busy(current));
+            }
+            log::warn!(
+                "{job}: taking over the lease of run {} whose holder {} is gone",
+                current.run_id,
+                current.holder
+            );
+            tx.execute(
+                "UPDATE job_runs SET status = 'failed', finished_at = ?2,
+                     error = 'abandoned: the process running it died'
+                 WHERE id = ?1 AND status = 'running'",
+                (current.run_id, &now_text),
+            )?;
+            tx.execute("DELETE FROM job_leases WHERE job = ?1", [job])?;
+        }
+        tx.execute(
+            "INSERT INTO job_runs (job, trigger, status, started_at, holder)
+             VALUES (?1, ?2, 'running', ?3, ?4)",
+            (job, trigger.as_str(), &now_text, holder),
+        )?;
+        let run_id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO job_leases (job, run_id, holder, acquired_at, heartbeat_at)
+             VALUES (?1, ?2, ?3, ?4, ?4)",
+            (job, run_id, holder, &now_text),
+        )?;
+        tx.commit()?;
+        Ok(LeaseAttempt::Acquired { run_id })
+    }
+
+    pub fn heartbeat(&self, job: &str, run_id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.conn()?.execute(
+            "UPDATE job_leases SET heartbeat_at = ?3 WHERE job = ?1 AND run_id = ?2",
+            (job, run_id, to_store_text(now)),
+        )?;
+        Ok(())
+    }
+
+    /// Records the end of a run and releases its lease, atomically.
+    pub fn finish_run(
+        &self,
+        job: &str,
+        run_id: i64,
+        end: &RunEnd<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE job_runs SET status = ?2, finished_at = ?3, result = ?4, error = ?5,
+                 rows_processed = ?6, duration_ms = ?7
+             WHERE id = ?1",
+            (
+                run_id,
+                end.status.as_str(),
+                to_store_text(now),
+                end.result_json,
+                end.error,
+                end.rows_processed,
+                end.duration_ms,
+            ),
+        )?;
+        tx.execute(
+            "DELETE FROM job_leases WHERE job = ?1 AND run_id = ?2",
+            (job, run_id),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks failed every `running` run whose process `is_alive` says is gone and that holds
+    /// no live lease, releasing such leases. Returns how many runs were closed.
+    pub fn close_orphaned_runs(
+        &self,
+        now: DateTime<Utc>,
+        is_alive: impl Fn(&str, DateTime<Utc>) -> bool,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let candidates: Vec<(i64, String, String, Option<String>)> = {
+            let mut statement = tx.prepare(
+                "SELECT r.id, r.job, r.holder, l.heartbeat_at
+                 FROM job_runs r LEFT JOIN job_leases l ON l.run_id = r.id
+                 WHERE r.status = 'running'",
+            )?;
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut closed = 0;
+        for (run_id, job, holder, heartbeat) in candidates {
+            let heartbeat = heartbeat
+                .as_deref()
+                .and_then(from_store_text)
+                .unwrap_or_default();
+            if is_alive(&holder, heartbeat) {
+                continue;
+            }
+            tx.execute(
+                "UPDATE job_runs SET status = 'failed', finished_at = ?2,
+                     error = 'abandoned: the process running it died'
+                 WHERE id = ?1",
+                (run_id, to_store_text(now)),
+            )?;
+            tx.execute("DELETE FROM job_leases WHERE run_id = ?1", [run_id])?;
+            log::warn!("{job}: run {run_id} of {holder} was left running; marked failed");
+            closed += 1;
+        }
+        tx.commit()?;
+        Ok(closed)
+    }
+
+    /// Keeps the newest `keep_succeeded` finished-ok runs and `keep_failed` failed runs of a job.
+    pub fn prune_runs(
+        &self,
+        job: &str,
+        keep_succeeded: i64,
+        keep_failed: i64,
+    ) -> Result<usize, StoreError> {
+        let conn = self.conn()?;
+        let mut deleted = 0;
+        for (statuses, keep) in [("('ok', 'partial')", keep_succeeded), ("('failed')", keep_failed)] {
+            deleted += conn.execute(
+                &format!(
+                    "DELETE FROM job_runs WHERE job = ?1 AND status IN {statuses} AND id < COALESCE(
+                         (SELECT id FROM job_runs WHERE job = ?1 AND status IN {statuses}
+                          ORDER BY id DESC LIMIT 1 OFFSET ?2), -1)"
+                ),
+                (job, keep - 1),
+            )?;
+        }
+        Ok(deleted)
+    }
+
+    /// Run history, newest first.
+    pub fn list_runs(&self, job: Option<&str>, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
+        let conn = self.conn()?;
+        let mut statement = conn.prepare(&format!(
+            "SELECT {RUN_COLUMNS} FROM job_runs WHERE ?1 IS NULL OR job = ?1 ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let runs = statement
+            .query_map((job, limit), run_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(runs)
+    }
+
+    /// The newest run of a job, and its newest failed run.
+    pub fn latest_runs(
+        &self,
+        job: &str,
+    ) -> Result<(Option<RunRecord>, Option<RunRecord>), StoreError> {
+        let conn = self.conn()?;
+        let latest = conn
+            .query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM job_runs WHERE job = ?1 ORDER BY id DESC LIMIT 1"),
+                [job],
+                run_from_row,
+            )
+            .optional()?;
+        let latest_failed = conn
+            .query_row(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM job_runs WHERE job = ?1 AND status = 'failed'
+                     ORDER BY id DESC LIMIT 1"
+                ),
+                [job],
+                run_from_row,
+            )
+            .optional()?;
+        Ok((latest, latest_failed))
+    }
+
+    pub fn last_fire(&self, job: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let text: Option<String> = self
+            .conn()?
+            .query_row(
+                "SELECT last_fire_at FROM schedule_state WHERE job = ?1",
+                [job],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(text.as_deref().and_then(from_store_text))
+    }
+
+    pub fn set_last_fire(&self, job: &str, fire: DateTime<Utc>) -> Result<(), StoreError> {
+        self.conn()?.execute(
+            "INSERT INTO schedule_state (job, last_fire_at) VALUES (?1, ?2)
+             ON CONFLICT (job) DO UPDATE SET last_fire_at = excluded.last_fire_at",
+            (job, to_store_text(fire)),
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::temp_store;
+    use chrono::TimeZone;
+
+    fn at(second: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, second).unwrap()
+    }
+
+    #[test]
+    fn a_live_lease_makes_the_second_run_busy_and_a_dead_one_is_taken_over() {
+        let (_dir, store) = temp_store();
+        let LeaseAttempt::Acquired { run_id: first } =
+            store.begin_run("cleanup", Trigger::Cli, "h/1/1", at(0), |_| true).unwrap()
+        else {
+            panic!("first run must get the lease");
+        };
+        let LeaseAttempt::Busy(holder) =
+            store.begin_run("cleanup", Trigger::Http, "h/2/2", at(1), |_| true).unwrap()
+        else {
+            panic!("second run must be refused while the first is alive");
+        };
+        assert_eq!(holder.run_id, first);
+        assert_eq!(holder.trigger, "cli");
+
+        let LeaseAttempt::Acquired { run_id: third } =
+            store.begin_run("cleanup", Trigger::Http, "h/3/3", at(2), |_| false).unwrap()
+        else {
+            panic!("a dead holder's lease must be taken over");
+        };
+        let runs = store.list_runs(Some("cleanup"), 10).unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!((runs[0].id, runs[0].status.as_str()), (third, "running"));
+        assert_eq!((runs[1].id, runs[1].status.as_str()), (first, "failed"));
+    }
+
+    #[test]
+    fn finishing_releases_the_lease_and_pruning_keeps_more_failures() {
+        let (_dir, store) = temp_store();
+        for n in 0..10 {
+            let LeaseAttempt::Acquired { run_id } =
+                store.begin_run("cleanup", Trigger::Cli, "h/1/1", at(n), |_| true).unwrap()
+            else {
+                panic!("lease must be free after the previous run finished");
+            };
+            let status = if n % 2 == 0 { RunStatus::Ok } else { RunStatus::Failed };
+            let end = RunEnd { status, result_json: None, error: None, rows_processed: 0, duration_ms: 1 };
+            store.finish_run("cleanup", run_id, &end, at(n)).unwrap();
+        }
+        assert_eq!(store.prune_runs("cleanup", 2, 4).unwrap(), 4);
+        let runs = store.list_runs(Some("cleanup"), 100).unwrap();
+        let statuses: Vec<&str> = runs.iter().map(|run| run.status.as_str()).collect();
+        assert_eq!(statuses, ["failed", "ok", "failed", "ok", "failed", "failed"]);
+    }
+}
