@@ -1,6 +1,11 @@
 //! edgecron: periodic data jobs for a multi-tenant SaaS backend, against a local SQLite store.
 
 pub mod clock;
+pub mod config;
+pub mod export;
 pub mod holder;
+pub mod jobs;
+pub mod runner;
 pub mod scheduler;
+pub mod shutdown;
 pub mod store;

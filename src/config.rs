@@ -1,0 +1,225 @@
+//! Every environment variable edgecron reads, parsed and validated in one place before
+//! anything runs. A bad value stops start-up with one line naming it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+
+use crate::scheduler::schedule::Schedule;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// A shared secret. Its `Debug` never shows it, so it cannot leak through a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("Secret(..)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub db_path: PathBuf,
+    pub listen: SocketAddr,
+    /// `CRON_SECRET`, split on commas for rotation; empty means `serve` generates one.
+    pub cron_secrets: Vec<Secret>,
+    pub maintenance_secret: Option<Secret>,
+    pub cron_token: Option<Secret>,
+    pub cron_enabled: bool,
+    pub zone: Tz,
+    /// Per-job schedule expressions from `EDGECRON_SCHEDULE_<JOB>`, already validated.
+    pub schedule_overrides: BTreeMap<String, String>,
+    /// Per-job `EDGECRON_ENABLED_<JOB>`.
+    pub enabled_overrides: BTreeMap<String, bool>,
+    pub export_batch_size: usize,
+    pub job_deadline: Duration,
+    pub shutdown_grace: Duration,
+    pub http_workers: usize,
+    pub outbox_lease: Duration,
+    pub outbox_max_attempts: i64,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env(job_names: &[&str]) -> Result<Config, ConfigError> {
+        Config::from_vars(std::env::vars(), job_names)
+    }
+
+    /// Reads configuration from `vars`; `job_names` are the jobs that overrides may name.
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+        job_names: &[&str],
+    ) -> Result<Config, ConfigError> {
+        let vars: BTreeMap<String, String> = vars.into_iter().collect();
+        let get = |name: &str| vars.get(name).map(|value| value.trim()).filter(|value| !value.is_empty());
+
+        let data_dir = PathBuf::from(get("EDGECRON_DATA_DIR").unwrap_or("./data"));
+        let db_path = get("EDGECRON_DB").map_or_else(|| data_dir.join("edgecron.db"), PathBuf::from);
+        let listen_text = get("EDGECRON_LISTEN").unwrap_or("127.0.0.1:8787");
+        let listen = listen_text.parse().map_err(|_| {
+            ConfigError(format!("EDGECRON_LISTEN: {listen_text:?} is not an address like 127.0.0.1:8787"))
+        })?;
+        let zone = parse_zone("EDGECRON_TZ", get("EDGECRON_TZ").unwrap_or("UTC"))?;
+
+        let mut schedule_overrides = BTreeMap::new();
+        let mut enabled_overrides = BTreeMap::new();
+        for (name, value) in &vars {
+            if let Some(suffix) = name.strip_prefix("EDGECRON_SCHEDULE_") {
+                let job = job_from_suffix(name, suffix, job_names)?;
+                Schedule::parse(value, zone).map_err(|error| ConfigError(format!("{name}: {error}")))?;
+                schedule_overrides.insert(job, value.trim().to_string());
+            } else if let Some(suffix) = name.strip_prefix("EDGECRON_ENABLED_") {
+                let job = job_from_suffix(name, suffix, job_names)?;
+                enabled_overrides.insert(job, parse_bool(name, value)?);
+            }
+        }
+
+        Ok(Config {
+            db_path,
+            listen,
+            cron_secrets: get("CRON_SECRET")
+                .map(|list| {
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|secret| !secret.is_empty())
+                        .map(|secret| Secret::new(secret.to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            maintenance_secret: get("MAINTENANCE_CRON_SECRET").map(|value| Secret::new(value.to_string())),
+            cron_token: get("CRON_TOKEN").map(|value| Secret::new(value.to_string())),
+            cron_enabled: get("CRON_ENABLED").map_or(Ok(true), |value| parse_bool("CRON_ENABLED", value))?,
+            zone,
+            schedule_overrides,
+            enabled_overrides,
+            export_batch_size: parse_number("EXPORT_BATCH_SIZE", get("EXPORT_BATCH_SIZE"), 10_000, 1)?,
+            job_deadline: Duration::from_secs(parse_number(
+                "EDGECRON_JOB_DEADLINE_SECS",
+                get("EDGECRON_JOB_DEADLINE_SECS"),
+                600,
+                1,
+            )?),
+            shutdown_grace: Duration::from_secs(parse_number(
+                "EDGECRON_SHUTDOWN_GRACE_SECS",
+                get("EDGECRON_SHUTDOWN_GRACE_SECS"),
+                30,
+                0,
+            )?),
+            http_workers: parse_number("EDGECRON_HTTP_WORKERS", get("EDGECRON_HTTP_WORKERS"), 16, 1)?,
+            outbox_lease: Duration::from_secs(parse_number(
+                "OUTBOX_LEASE_SECS",
+                get("OUTBOX_LEASE_SECS"),
+                300,
+                1,
+            )?),
+            outbox_max_attempts: parse_number("OUTBOX_MAX_ATTEMPTS", get("OUTBOX_MAX_ATTEMPTS"), 5, 1)?,
+            data_dir,
+        })
+    }
+}
+
+pub fn parse_zone(name: &str, value: &str) -> Result<Tz, ConfigError> {
+    value
+        .parse::<Tz>()
+        .map_err(|_| ConfigError(format!("{name}: unknown time zone {value:?} (use an IANA name like Europe/Berlin)")))
+}
+
+fn job_from_suffix(variable: &str, suffix: &str, job_names: &[&str]) -> Result<String, ConfigError> {
+    let job = suffix.to_ascii_lowercase().replace('_', "-");
+    if job_names.contains(&job.as_str()) {
+        return Ok(job);
+    }
+    Err(ConfigError(format!("{variable}: there is no job named {job:?}")))
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError(format!("{name}: expected true or false, got {value:?}"))),
+    }
+}
+
+fn parse_number<T>(name: &str, value: Option<&str>, default: T, minimum: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+{
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    match value.parse::<T>() {
+        Ok(number) if number >= minimum => Ok(number),
+        _ => Err(ConfigError(format!("{name}: expected a whole number of at least {minimum}, got {value:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JOBS: &[&str] = &["cleanup", "export-interactions"];
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())), JOBS)
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.db_path, PathBuf::from("./data/edgecron.db"));
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8787");
+        assert!(config.cron_enabled && config.cron_secrets.is_empty());
+        assert_eq!(config.export_batch_size, 10_000);
+        assert_eq!(config.zone, chrono_tz::UTC);
+    }
+
+    #[test]
+    fn secrets_rotate_and_overrides_name_jobs() {
+        let config = config(&[
+            ("CRON_SECRET", "new, old ,"),
+            ("EDGECRON_SCHEDULE_EXPORT_INTERACTIONS", "0 * * * *"),
+            ("EDGECRON_ENABLED_EXPORT_INTERACTIONS", "true"),
+        ])
+        .unwrap();
+        let secrets: Vec<&str> = config.cron_secrets.iter().map(Secret::expose).collect();
+        assert_eq!(secrets, ["new", "old"]);
+        assert_eq!(config.schedule_overrides["export-interactions"], "0 * * * *");
+        assert!(config.enabled_overrides["export-interactions"]);
+        assert_eq!(format!("{:?}", config.cron_secrets[0]), "Secret(..)");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (vars, variable) in [
+            (vec![("EDGECRON_LISTEN", "nowhere")], "EDGECRON_LISTEN"),
+            (vec![("EDGECRON_TZ", "Mars/Olympus")], "EDGECRON_TZ"),
+            (vec![("EDGECRON_SCHEDULE_CLEANUP", "99 * * * *")], "EDGECRON_SCHEDULE_CLEANUP"),
+            (vec![("EDGECRON_SCHEDULE_NOPE", "* * * * *")], "EDGECRON_SCHEDULE_NOPE"),
+            (vec![("CRON_ENABLED", "maybe")], "CRON_ENABLED"),
+            (vec![("EXPORT_BATCH_SIZE", "0")], "EXPORT_BATCH_SIZE"),
+        ] {
+            let error = config(&vars).unwrap_err().to_string();
+            assert!(error.starts_with(variable), "{error}");
+        }
+    }
+}

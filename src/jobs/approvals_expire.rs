@@ -1,0 +1,90 @@
+//! `approvals-expire`: pending approvals past `expires_at` become `expired`.
+
+use rusqlite::types::Value;
+use serde_json::json;
+
+use super::{Job, JobCtx, JobError, JobOutput};
+use crate::clock::to_store_text;
+use crate::store::{BatchOutcome, BatchedChange};
+
+pub struct ApprovalsExpire;
+
+impl Job for ApprovalsExpire {
+    fn name(&self) -> &'static str {
+        "approvals-expire"
+    }
+
+    fn default_schedule(&self) -> &'static str {
+        "*/15 * * * *"
+    }
+
+    fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
+        let now = to_store_text(ctx.now());
+        let change = BatchedChange {
+            label: "approvals-expire",
+            table: "approvals",
+            filter: "status = 'pending' AND expires_at IS NOT NULL AND expires_at < ?1",
+            set_clause: Some("status = 'expired', decided_at = ?1"),
+            params: vec![Value::Text(now)],
+            batch_size: 1_000,
+        };
+        let (expired, outcome) = if ctx.params.dry_run {
+            (change.count(ctx.store)?, BatchOutcome::Finished)
+        } else {
+            change.run(ctx.store, || ctx.should_stop())?
+        };
+        Ok(JobOutput {
+            body: json!({
+                "ok": true,
+                "expired": expired,
+                "finished": outcome == BatchOutcome::Finished,
+                "dryRun": ctx.params.dry_run,
+            }),
+            item_errors: 0,
+            rows_processed: expired,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::test_support::Harness;
+    use chrono::TimeZone;
+
+    #[test]
+    fn expires_only_pending_approvals_past_their_expiry() {
+        let harness = Harness::new(chrono::Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap());
+        harness.exec(
+            "INSERT INTO approvals (id, status, expires_at) VALUES
+                 ('past', 'pending', '2026-06-01T11:59:59.999Z'),
+                 ('future', 'pending', '2026-06-01T12:00:00.001Z'),
+                 ('never', 'pending', NULL),
+                 ('approved-past', 'approved', '2026-05-01T00:00:00.000Z'),
+                 ('rejected-past', 'rejected', '2026-05-01T00:00:00.000Z');",
+        );
+        let output = ApprovalsExpire.run(&harness.ctx()).unwrap();
+        assert_eq!(output.body["expired"], 1);
+        let statuses = harness.strings("SELECT id || '=' || status || '@' || COALESCE(decided_at, '-') FROM approvals ORDER BY id");
+        assert_eq!(
+            statuses,
+            [
+                "approved-past=approved@-",
+                "future=pending@-",
+                "never=pending@-",
+                "past=expired@2026-06-01T12:00:00.000Z",
+                "rejected-past=rejected@-",
+            ]
+        );
+        assert_eq!(ApprovalsExpire.run(&harness.ctx()).unwrap().body["expired"], 0);
+    }
+
+    #[test]
+    fn dry_run_counts_and_changes_nothing() {
+        let mut harness = Harness::new(chrono::Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap());
+        harness.exec("INSERT INTO approvals (id, status, expires_at) VALUES ('past', 'pending', '2026-01-01T00:00:00.000Z');");
+        harness.params.dry_run = true;
+        assert_eq!(ApprovalsExpire.run(&harness.ctx()).unwrap().body["expired"], 1);
+        assert_eq!(harness.query::<String>("SELECT status FROM approvals"), "pending");
+    }
+}

@@ -1,0 +1,169 @@
+//! `cleanup`: delete expired suppressions and daily summaries older than 365 days, pre-create
+//! the coming days' export partition directories, and keep the store in shape (WAL checkpoint,
+//! `PRAGMA optimize`).
+
+use chrono::{Days, NaiveDate};
+use rusqlite::types::Value;
+use serde_json::json;
+
+use super::{Job, JobCtx, JobError, JobOutput};
+use crate::clock::to_store_text;
+use crate::export::partition::{TenantDir, partition_dir};
+use crate::store::{BatchOutcome, BatchedChange};
+
+pub struct Cleanup;
+
+const SUMMARY_RETENTION_DAYS: u64 = 365;
+const BATCH_SIZE: usize = 2_000;
+
+impl Job for Cleanup {
+    fn name(&self) -> &'static str {
+        "cleanup"
+    }
+
+    fn default_schedule(&self) -> &'static str {
+        "30 4 * * *"
+    }
+
+    fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
+        let now = ctx.now();
+        let today = now.date_naive();
+        let summary_cutoff = today
+            .checked_sub_days(Days::new(SUMMARY_RETENTION_DAYS))
+            .unwrap_or(NaiveDate::MIN);
+        let suppressions = BatchedChange {
+            label: "cleanup expired suppressions",
+            table: "suppressions",
+            filter: "expires_at IS NOT NULL AND expires_at < ?1",
+            set_clause: None,
+            params: vec![Value::Text(to_store_text(now))],
+            batch_size: BATCH_SIZE,
+        };
+        // period_start is a date or a timestamp; either sorts before the cutoff date's text
+        // exactly when it is on an earlier day.
+        let summaries = BatchedChange {
+            label: "cleanup old daily summaries",
+            table: "interaction_summaries",
+            filter: "period_type = 'daily' AND period_start < ?1",
+            set_clause: None,
+            params: vec![Value::Text(summary_cutoff.format("%Y-%m-%d").to_string())],
+            batch_size: BATCH_SIZE,
+        };
+
+        if ctx.params.dry_run {
+            let expired = suppressions.count(ctx.store)?;
+            let old = summaries.count(ctx.store)?;
+            return Ok(JobOutput {
+                body: json!({
+                    "status": "ok",
+                    "cleaned": {"expiredSuppressions": expired, "oldDailySummaries": old, "partitionsEnsured": 0},
+                    "timestamp": to_store_text(now),
+                    "dryRun": true,
+                }),
+                item_errors: 0,
+                rows_processed: 0,
+            });
+        }
+
+        let (expired, expired_outcome) = suppressions.run(ctx.store, || ctx.should_stop())?;
+        let (old, old_outcome) = summaries.run(ctx.store, || ctx.should_stop())?;
+        let partitions = ensure_partitions(ctx, today)?;
+        let upkeep = store_upkeep(ctx)?;
+        let finished = expired_outcome == BatchOutcome::Finished && old_outcome == BatchOutcome::Finished;
+        Ok(JobOutput {
+            body: json!({
+                "status": "ok",
+                "cleaned": {
+                    "expiredSuppressions": expired,
+                    "oldDailySummaries": old,
+                    "partitionsEnsured": partitions,
+                },
+                "upkeep": upkeep,
+                "finished": finished,
+                "timestamp": to_store_text(now),
+                "dryRun": false,
+            }),
+            item_errors: 0,
+            rows_processed: expired + old,
+        })
+    }
+}
+
+/// Creates today's and tomorrow's partition directories for every active tenant, so exports
+/// rename into directories that already exist and readers see the day's partition early.
+fn ensure_partitions(ctx: &JobCtx<'_>, today: NaiveDate) -> Result<u64, JobError> {
+    let tenant_ids: Vec<String> = {
+        let conn = ctx.store.conn()?;
+        let mut statement = conn.prepare("SELECT id FROM tenants WHERE active = 1 ORDER BY id")?;
+        statement
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?
+    };
+    let days = [today, today.succ_opt().unwrap_or(today)];
+    let mut ensured = 0;
+    for id in &tenant_ids {
+        let tenant = match TenantDir::new(id) {
+            Ok(tenant) => tenant,
+            Err(error) => {
+                log::warn!("cleanup: {error}; no partition directories made for it");
+                continue;
+            }
+        };
+        for day in days {
+            let dir = ctx.data_dir().join(partition_dir(tenant, day));
+            std::fs::create_dir_all(&dir).map_err(JobError::io(format!("creating {}", dir.display())))?;
+            ensured += 1;
+        }
+    }
+    Ok(ensured)
+}
+
+fn store_upkeep(ctx: &JobCtx<'_>) -> Result<serde_json::Value, JobError> {
+    let conn = ctx.store.conn()?;
+    // TRUNCATE waits for readers briefly (busy_timeout) and resets the WAL when it can.
+    let (busy, log_frames, checkpointed): (i64, i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+    conn.execute_batch("PRAGMA optimize")?;
+    Ok(json!({
+        "walCheckpoint": {"busy": busy != 0, "logFrames": log_frames, "checkpointedFrames": checkpointed},
+        "optimized": true,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::test_support::Harness;
+    use chrono::TimeZone;
+
+    #[test]
+    fn deletes_exactly_the_expired_and_the_old() {
+        let harness = Harness::new(chrono::Utc.with_ymd_and_hms(2026, 6, 1, 4, 30, 0).unwrap());
+        harness.exec(
+            "INSERT INTO tenants (id, name, active) VALUES ('acme', 'Acme', 1), ('gone', 'Gone', 0), ('../evil', 'Evil', 1);
+             INSERT INTO suppressions (id, expires_at) VALUES
+                 ('expired', '2026-06-01T04:29:59.999Z'),
+                 ('live', '2026-06-01T04:30:00.001Z'),
+                 ('forever', NULL);
+             INSERT INTO interaction_summaries (id, period_type, period_start) VALUES
+                 ('old-day', 'daily', '2025-05-31'),
+                 ('old-stamp', 'daily', '2025-05-31T23:59:59.999Z'),
+                 ('cutoff-day', 'daily', '2025-06-01'),
+                 ('recent', 'daily', '2026-05-01'),
+                 ('old-month', 'monthly', '2020-01-01');",
+        );
+        let output = Cleanup.run(&harness.ctx()).unwrap();
+        assert_eq!(output.body["status"], "ok");
+        assert_eq!(output.body["cleaned"]["expiredSuppressions"], 1);
+        assert_eq!(output.body["cleaned"]["oldDailySummaries"], 2);
+        assert_eq!(output.body["cleaned"]["partitionsEnsured"], 2);
+        assert_eq!(harness.strings("SELECT id FROM suppressions ORDER BY id"), ["forever", "live"]);
+        assert_eq!(harness.strings("SELECT id FROM interaction_summaries ORDER BY id"), ["cutoff-day", "old-month", "recent"]);
+        let partition = harness.config.data_dir.join("exports/acme/interaction_history/year=2026/month=06/day=02");
+        assert!(partition.is_dir());
+        assert!(!harness.config.data_dir.join("exports/gone").exists());
+        assert!(!harness.config.data_dir.join("evil").exists());
+    }
+}

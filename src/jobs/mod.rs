@@ -1,0 +1,202 @@
+//! The `Job` trait, what a job is given to run (`JobCtx`), and the registry of every job.
+//!
+//! A job knows how to do its work; it does not know who triggered it, whether it overlaps
+//! itself (the runner's lease sees to that) or when it is due (the scheduler's business).
+
+mod approvals_expire;
+mod cleanup;
+mod due_enqueue;
+mod flow_scheduler_tick;
+mod outbox_reaper;
+mod scheduled_retrains;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::Value;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::shutdown::Shutdown;
+use crate::store::{Store, StoreError};
+
+/// Parameters a trigger may pass: `dryRun`, `startDate`, `endDate`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunParams {
+    pub dry_run: bool,
+    pub start_date: Option<NaiveDate>,
+    pub end_date: Option<NaiveDate>,
+}
+
+/// Everything a running job may use.
+pub struct JobCtx<'a> {
+    pub store: &'a Store,
+    pub config: &'a Config,
+    pub clock: &'a dyn Clock,
+    pub params: &'a RunParams,
+    pub run_id: i64,
+    pub deadline: Instant,
+    pub shutdown: &'a Shutdown,
+}
+
+impl JobCtx<'_> {
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// True once the job's deadline has passed or shutdown was requested: long jobs check it
+    /// between batches and stop with their progress kept.
+    pub fn should_stop(&self) -> bool {
+        Instant::now() >= self.deadline || self.shutdown.is_requested()
+    }
+
+    pub fn data_dir(&self) -> &PathBuf {
+        &self.config.data_dir
+    }
+}
+
+/// What a finished job reports.
+pub struct JobOutput {
+    /// The JSON result body that the route returns and `edgecron run` prints.
+    pub body: Value,
+    /// Items (tenants, flows) that failed while the rest went on; non-zero means `partial`.
+    pub item_errors: u64,
+    pub rows_processed: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+impl JobError {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> JobError {
+        let context = context.into();
+        move |source| JobError::Io { context, source }
+    }
+}
+
+pub trait Job: Send + Sync {
+    /// The job's name, as routes, the CLI and the environment name it.
+    fn name(&self) -> &'static str;
+    /// Its crontab schedule unless `EDGECRON_SCHEDULE_<JOB>` says otherwise.
+    fn default_schedule(&self) -> &'static str;
+    /// Whether the scheduler runs it unless `EDGECRON_ENABLED_<JOB>` says otherwise;
+    /// operator-wired jobs answer false.
+    fn enabled_by_default(&self, _config: &Config) -> bool {
+        true
+    }
+    /// Whether it reads `startDate`/`endDate`; other jobs refuse them rather than ignore them.
+    fn takes_date_range(&self) -> bool {
+        false
+    }
+    fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError>;
+}
+
+/// Every job edgecron has, in the order listings show them.
+pub struct Registry {
+    jobs: Vec<Box<dyn Job>>,
+}
+
+impl Registry {
+    pub fn all() -> Registry {
+        Registry {
+            jobs: vec![
+                Box::new(cleanup::Cleanup),
+                Box::new(approvals_expire::ApprovalsExpire),
+                Box::new(flow_scheduler_tick::FlowSchedulerTick),
+                Box::new(scheduled_retrains::ScheduledRetrains),
+                Box::new(outbox_reaper::OutboxReaper),
+            ],
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&dyn Job> {
+        self.jobs.iter().find(|job| job.name() == name).map(|job| job.as_ref())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &dyn Job> {
+        self.jobs.iter().map(|job| job.as_ref())
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.jobs.iter().map(|job| job.name()).collect()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::time::{Duration, Instant};
+
+    use chrono::{DateTime, Utc};
+
+    use super::{JobCtx, RunParams};
+    use crate::clock::FixedClock;
+    use crate::config::Config;
+    use crate::shutdown::Shutdown;
+    use crate::store::Store;
+
+    /// Owns what a `JobCtx` borrows, for unit tests of a job on a temp store.
+    pub struct Harness {
+        pub store: Store,
+        pub config: Config,
+        pub clock: FixedClock,
+        pub params: RunParams,
+        pub shutdown: Shutdown,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Harness {
+        pub fn new(now: DateTime<Utc>) -> Harness {
+            let (dir, store) = crate::store::test_support::temp_store();
+            let vars = [("EDGECRON_DATA_DIR".to_string(), dir.path().display().to_string())];
+            Harness {
+                store,
+                config: Config::from_vars(vars, &[]).expect("config"),
+                clock: FixedClock(now),
+                params: RunParams::default(),
+                shutdown: Shutdown::default(),
+                _dir: dir,
+            }
+        }
+
+        pub fn ctx(&self) -> JobCtx<'_> {
+            JobCtx {
+                store: &self.store,
+                config: &self.config,
+                clock: &self.clock,
+                params: &self.params,
+                run_id: 1,
+                deadline: Instant::now() + Duration::from_secs(600),
+                shutdown: &self.shutdown,
+            }
+        }
+
+        pub fn exec(&self, sql: &str) {
+            self.store.conn().expect("conn").execute_batch(sql).expect("sql");
+        }
+
+        pub fn query<T: rusqlite::types::FromSql>(&self, sql: &str) -> T {
+            self.store.conn().expect("conn").query_row(sql, [], |row| row.get(0)).expect("query")
+        }
+
+        pub fn strings(&self, sql: &str) -> Vec<String> {
+            let conn = self.store.conn().expect("conn");
+            let mut statement = conn.prepare(sql).expect("prepare");
+            statement
+                .query_map([], |row| row.get(0))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        }
+    }
+}

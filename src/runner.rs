@@ -1,0 +1,296 @@
+//! The one path every run takes, whoever triggered it: take the job's lease, record the run,
+//! keep the lease alive, run the job with its deadline, record how it ended, release.
+//!
+//! Steps of [`Runner::run`]:
+//! 1. find the job and check its parameters;
+//! 2. take the lease in the store (a live holder means `AlreadyRunning`, a dead one is
+//!    taken over), which also inserts the `running` history row;
+//! 3. heartbeat the lease from a side thread while the job runs;
+//! 4. run the job, turning a panic into a failed run;
+//! 5. write the end of the run and release the lease in one transaction; prune history.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::holder;
+use crate::jobs::{Job, JobCtx, JobOutput, Registry, RunParams};
+use crate::shutdown::Shutdown;
+use crate::store::runs::{LeaseAttempt, LeaseHolder, RunEnd, RunStatus, Trigger};
+use crate::store::{Store, StoreError};
+
+/// Run history kept per job: this many successful runs, and more of the failed ones.
+const KEEP_SUCCEEDED_RUNS: i64 = 200;
+const KEEP_FAILED_RUNS: i64 = 1_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("no job named {0:?}")]
+    UnknownJob(String),
+    #[error("{0}")]
+    InvalidParams(String),
+    #[error("{job} is already running (run {}, started {} by {})", holder.run_id, holder.started_at, holder.trigger)]
+    AlreadyRunning { job: String, holder: LeaseHolder },
+    #[error("shutting down; not starting new runs")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl RunError {
+    /// The JSON body this error answers with, on a route or on stdout.
+    pub fn body(&self) -> Value {
+        match self {
+            RunError::AlreadyRunning { holder, .. } => json!({
+                "ok": false,
+                "error": self.to_string(),
+                "running": holder,
+            }),
+            _ => json!({"ok": false, "error": self.to_string()}),
+        }
+    }
+}
+
+/// A run that reached its end (successfully or not).
+#[derive(Debug)]
+pub struct Completed {
+    pub run_id: i64,
+    pub status: RunStatus,
+    pub body: Value,
+}
+
+pub struct Runner {
+    store: Store,
+    config: Arc<Config>,
+    clock: Arc<dyn Clock>,
+    jobs: Registry,
+    holder: String,
+    shutdown: Arc<Shutdown>,
+    active: Mutex<HashMap<i64, &'static str>>,
+    idle: Condvar,
+}
+
+impl Runner {
+    pub fn new(store: Store, config: Arc<Config>, clock: Arc<dyn Clock>, shutdown: Arc<Shutdown>) -> Runner {
+        Runner {
+            store,
+            config,
+            clock,
+            jobs: Registry::all(),
+            holder: holder::this_process(),
+            shutdown,
+            active: Mutex::new(HashMap::new()),
+            idle: Condvar::new(),
+        }
+    }
+
+    pub fn jobs(&self) -> &Registry {
+        &self.jobs
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    /// Checks a job's parameters without running it.
+    pub fn check(&self, name: &str, params: &RunParams) -> Result<&dyn Job, RunError> {
+        let job = self
+            .jobs
+            .get(name)
+            .ok_or_else(|| RunError::UnknownJob(name.to_string()))?;
+        let has_dates = params.start_date.is_some() || params.end_date.is_some();
+        if has_dates && !job.takes_date_range() {
+            return Err(RunError::InvalidParams(format!("{name} takes no startDate/endDate")));
+        }
+        if let (Some(start), Some(end)) = (params.start_date, params.end_date)
+            && start > end
+        {
+            return Err(RunError::InvalidParams(format!(
+                "startDate {start} is after endDate {end}"
+            )));
+        }
+        Ok(job)
+    }
+
+    pub fn run(&self, name: &str, trigger: Trigger, params: RunParams) -> Result<Completed, RunError> {
+        let job = self.check(name, &params)?;
+        if self.shutdown.is_requested() {
+            return Err(RunError::ShuttingDown);
+        }
+        let job_name = job.name();
+        let started_at = self.clock.now();
+        let attempt = self.store.begin_run(job_name, trigger, &self.holder, started_at, |current| {
+            holder::is_alive(&current.holder, current.heartbeat_at, started_at)
+        })?;
+        let run_id = match attempt {
+            LeaseAttempt::Acquired { run_id } => run_id,
+            LeaseAttempt::Busy(holder) => {
+                return Err(RunError::AlreadyRunning {
+                    job: job_name.to_string(),
+                    holder,
+                });
+            }
+        };
+        self.lock_active().insert(run_id, job_name);
+        log::info!("{job_name}: run {run_id} started ({})", trigger.as_str());
+
+        let started = Instant::now();
+        let heartbeat = self.start_heartbeat(job_name, run_id);
+        let ctx = JobCtx {
+            store: &self.store,
+            config: &self.config,
+            clock: self.clock.as_ref(),
+            params: &params,
+            run_id,
+            deadline: started + self.config.job_deadline,
+            shutdown: &self.shutdown,
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| job.run(&ctx)));
+        drop(heartbeat);
+        let duration = started.elapsed();
+
+        let (status, body, error, rows) = match result {
+            Ok(Ok(JobOutput { body, item_errors, rows_processed })) => {
+                let status = if item_errors > 0 { RunStatus::Partial } else { RunStatus::Ok };
+                (status, body, None, rows_processed)
+            }
+            Ok(Err(error)) => (RunStatus::Failed, Value::Null, Some(error.to_string()), 0),
+            Err(panic) => (RunStatus::Failed, Value::Null, Some(panic_message(panic.as_ref())), 0),
+        };
+        let body = match &error {
+            Some(message) => json!({"ok": false, "error": message}),
+            None => body,
+        };
+        self.finish(job_name, run_id, status, &body, error.as_deref(), rows, duration);
+        Ok(Completed { run_id, status, body })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        job_name: &'static str,
+        run_id: i64,
+        status: RunStatus,
+        body: &Value,
+        error: Option<&str>,
+        rows: u64,
+        duration: Duration,
+    ) {
+        let result_json = body.to_string();
+        let end = RunEnd {
+            status,
+            result_json: Some(&result_json),
+            error,
+            rows_processed: rows as i64,
+            duration_ms: duration.as_millis() as i64,
+        };
+        if let Err(store_error) = self.store.finish_run(job_name, run_id, &end, self.clock.now()) {
+            // The lease stays behind with our holder; the next run sees us gone and takes over.
+            log::error!("{job_name}: run {run_id} could not be recorded as finished: {store_error}");
+        }
+        if let Err(store_error) = self.store.prune_runs(job_name, KEEP_SUCCEEDED_RUNS, KEEP_FAILED_RUNS) {
+            log::warn!("{job_name}: pruning run history: {store_error}");
+        }
+        self.lock_active().remove(&run_id);
+        self.idle.notify_all();
+        match error {
+            None => log::info!(
+                "{job_name}: run {run_id} {} in {:.3}s, {rows} rows",
+                status.as_str(),
+                duration.as_secs_f64()
+            ),
+            Some(message) => log::error!(
+                "{job_name}: run {run_id} failed after {:.3}s: {message}",
+                duration.as_secs_f64()
+            ),
+        }
+    }
+
+    /// Refreshes the lease until the returned guard is dropped.
+    fn start_heartbeat(&self, job_name: &'static str, run_id: i64) -> HeartbeatGuard {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let store = self.store.clone();
+        let clock = Arc::clone(&self.clock);
+        let spawned = std::thread::Builder::new()
+            .name(format!("heartbeat-{job_name}"))
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(holder::HEARTBEAT_INTERVAL) {
+                    if let Err(error) = store.heartbeat(job_name, run_id, clock.now()) {
+                        log::warn!("{job_name}: heartbeat of run {run_id} failed: {error}");
+                    }
+                }
+            });
+        if let Err(error) = spawned {
+            log::warn!("{job_name}: no heartbeat thread ({error}); the lease may look stale");
+        }
+        HeartbeatGuard { _stop: stop }
+    }
+
+    /// Waits until no run is active, or `grace` has passed; answers whether all finished.
+    pub fn wait_idle(&self, grace: Duration) -> bool {
+        let active = self.lock_active();
+        let (active, _) = self
+            .idle
+            .wait_timeout_while(active, grace, |active| !active.is_empty())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        active.is_empty()
+    }
+
+    /// Records every still-active run as failed and releases its lease: the last step of a
+    /// shutdown whose grace period ran out, so no run is left `running`.
+    pub fn abandon_active(&self, reason: &str) {
+        let active: Vec<(i64, &'static str)> = self.lock_active().drain().collect();
+        for (run_id, job_name) in active {
+            let end = RunEnd {
+                status: RunStatus::Failed,
+                result_json: None,
+                error: Some(reason),
+                rows_processed: 0,
+                duration_ms: 0,
+            };
+            match self.store.finish_run(job_name, run_id, &end, self.clock.now()) {
+                Ok(()) => log::warn!("{job_name}: run {run_id} {reason}"),
+                Err(error) => log::error!("{job_name}: run {run_id} could not be closed: {error}"),
+            }
+        }
+    }
+
+    /// Closes runs left `running` by processes that died.
+    pub fn close_orphaned_runs(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        self.store
+            .close_orphaned_runs(now, |holder, heartbeat| holder::is_alive(holder, heartbeat, now))
+    }
+
+    fn lock_active(&self) -> std::sync::MutexGuard<'_, HashMap<i64, &'static str>> {
+        self.active.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Stops the heartbeat thread when dropped (the channel closes).
+struct HeartbeatGuard {
+    _stop: mpsc::Sender<()>,
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|text| text.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    format!("job panicked: {detail}")
+}
