@@ -70,13 +70,20 @@ impl Config {
         job_names: &[&str],
     ) -> Result<Config, ConfigError> {
         let vars: BTreeMap<String, String> = vars.into_iter().collect();
-        let get = |name: &str| vars.get(name).map(|value| value.trim()).filter(|value| !value.is_empty());
+        let get = |name: &str| {
+            vars.get(name)
+                .map(|value| value.trim())
+                .filter(|value| !value.is_empty())
+        };
 
         let data_dir = PathBuf::from(get("EDGECRON_DATA_DIR").unwrap_or("./data"));
-        let db_path = get("EDGECRON_DB").map_or_else(|| data_dir.join("edgecron.db"), PathBuf::from);
+        let db_path =
+            get("EDGECRON_DB").map_or_else(|| data_dir.join("edgecron.db"), PathBuf::from);
         let listen_text = get("EDGECRON_LISTEN").unwrap_or("127.0.0.1:8787");
         let listen = listen_text.parse().map_err(|_| {
-            ConfigError(format!("EDGECRON_LISTEN: {listen_text:?} is not an address like 127.0.0.1:8787"))
+            ConfigError(format!(
+                "EDGECRON_LISTEN: {listen_text:?} is not an address like 127.0.0.1:8787"
+            ))
         })?;
         let zone = parse_zone("EDGECRON_TZ", get("EDGECRON_TZ").unwrap_or("UTC"))?;
 
@@ -85,7 +92,8 @@ impl Config {
         for (name, value) in &vars {
             if let Some(suffix) = name.strip_prefix("EDGECRON_SCHEDULE_") {
                 let job = job_from_suffix(name, suffix, job_names)?;
-                Schedule::parse(value, zone).map_err(|error| ConfigError(format!("{name}: {error}")))?;
+                Schedule::parse(value, zone)
+                    .map_err(|error| ConfigError(format!("{name}: {error}")))?;
                 schedule_overrides.insert(job, value.trim().to_string());
             } else if let Some(suffix) = name.strip_prefix("EDGECRON_ENABLED_") {
                 let job = job_from_suffix(name, suffix, job_names)?;
@@ -105,13 +113,20 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or_default(),
-            maintenance_secret: get("MAINTENANCE_CRON_SECRET").map(|value| Secret::new(value.to_string())),
+            maintenance_secret: get("MAINTENANCE_CRON_SECRET")
+                .map(|value| Secret::new(value.to_string())),
             cron_token: get("CRON_TOKEN").map(|value| Secret::new(value.to_string())),
-            cron_enabled: get("CRON_ENABLED").map_or(Ok(true), |value| parse_bool("CRON_ENABLED", value))?,
+            cron_enabled: get("CRON_ENABLED")
+                .map_or(Ok(true), |value| parse_bool("CRON_ENABLED", value))?,
             zone,
             schedule_overrides,
             enabled_overrides,
-            export_batch_size: parse_number("EXPORT_BATCH_SIZE", get("EXPORT_BATCH_SIZE"), 10_000, 1)?,
+            export_batch_size: parse_number(
+                "EXPORT_BATCH_SIZE",
+                get("EXPORT_BATCH_SIZE"),
+                10_000,
+                1,
+            )?,
             job_deadline: Duration::from_secs(parse_number(
                 "EDGECRON_JOB_DEADLINE_SECS",
                 get("EDGECRON_JOB_DEADLINE_SECS"),
@@ -124,42 +139,67 @@ impl Config {
                 30,
                 0,
             )?),
-            http_workers: parse_number("EDGECRON_HTTP_WORKERS", get("EDGECRON_HTTP_WORKERS"), 16, 1)?,
+            http_workers: parse_number(
+                "EDGECRON_HTTP_WORKERS",
+                get("EDGECRON_HTTP_WORKERS"),
+                16,
+                1,
+            )?,
             outbox_lease: Duration::from_secs(parse_number(
                 "OUTBOX_LEASE_SECS",
                 get("OUTBOX_LEASE_SECS"),
                 300,
                 1,
             )?),
-            outbox_max_attempts: parse_number("OUTBOX_MAX_ATTEMPTS", get("OUTBOX_MAX_ATTEMPTS"), 5, 1)?,
+            outbox_max_attempts: parse_number(
+                "OUTBOX_MAX_ATTEMPTS",
+                get("OUTBOX_MAX_ATTEMPTS"),
+                5,
+                1,
+            )?,
             data_dir,
         })
     }
 }
 
 pub fn parse_zone(name: &str, value: &str) -> Result<Tz, ConfigError> {
-    value
-        .parse::<Tz>()
-        .map_err(|_| ConfigError(format!("{name}: unknown time zone {value:?} (use an IANA name like Europe/Berlin)")))
+    value.parse::<Tz>().map_err(|_| {
+        ConfigError(format!(
+            "{name}: unknown time zone {value:?} (use an IANA name like Europe/Berlin)"
+        ))
+    })
 }
 
-fn job_from_suffix(variable: &str, suffix: &str, job_names: &[&str]) -> Result<String, ConfigError> {
+fn job_from_suffix(
+    variable: &str,
+    suffix: &str,
+    job_names: &[&str],
+) -> Result<String, ConfigError> {
     let job = suffix.to_ascii_lowercase().replace('_', "-");
     if job_names.contains(&job.as_str()) {
         return Ok(job);
     }
-    Err(ConfigError(format!("{variable}: there is no job named {job:?}")))
+    Err(ConfigError(format!(
+        "{variable}: there is no job named {job:?}"
+    )))
 }
 
 fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(ConfigError(format!("{name}: expected true or false, got {value:?}"))),
+        _ => Err(ConfigError(format!(
+            "{name}: expected true or false, got {value:?}"
+        ))),
     }
 }
 
-fn parse_number<T>(name: &str, value: Option<&str>, default: T, minimum: T) -> Result<T, ConfigError>
+fn parse_number<T>(
+    name: &str,
+    value: Option<&str>,
+    default: T,
+    minimum: T,
+) -> Result<T, ConfigError>
 where
     T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
 {
@@ -168,7 +208,9 @@ where
     };
     match value.parse::<T>() {
         Ok(number) if number >= minimum => Ok(number),
-        _ => Err(ConfigError(format!("{name}: expected a whole number of at least {minimum}, got {value:?}"))),
+        _ => Err(ConfigError(format!(
+            "{name}: expected a whole number of at least {minimum}, got {value:?}"
+        ))),
     }
 }
 
@@ -179,7 +221,10 @@ mod tests {
     const JOBS: &[&str] = &["cleanup", "export-interactions"];
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())), JOBS)
+        Config::from_vars(
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            JOBS,
+        )
     }
 
     #[test]
@@ -203,7 +248,10 @@ mod tests {
         .unwrap();
         let secrets: Vec<&str> = config.cron_secrets.iter().map(Secret::expose).collect();
         assert_eq!(secrets, ["new", "old"]);
-        assert_eq!(config.schedule_overrides["export-interactions"], "0 * * * *");
+        assert_eq!(
+            config.schedule_overrides["export-interactions"],
+            "0 * * * *"
+        );
         assert!(config.enabled_overrides["export-interactions"]);
         assert_eq!(format!("{:?}", config.cron_secrets[0]), "Secret(..)");
     }
@@ -213,8 +261,14 @@ mod tests {
         for (vars, variable) in [
             (vec![("EDGECRON_LISTEN", "nowhere")], "EDGECRON_LISTEN"),
             (vec![("EDGECRON_TZ", "Mars/Olympus")], "EDGECRON_TZ"),
-            (vec![("EDGECRON_SCHEDULE_CLEANUP", "99 * * * *")], "EDGECRON_SCHEDULE_CLEANUP"),
-            (vec![("EDGECRON_SCHEDULE_NOPE", "* * * * *")], "EDGECRON_SCHEDULE_NOPE"),
+            (
+                vec![("EDGECRON_SCHEDULE_CLEANUP", "99 * * * *")],
+                "EDGECRON_SCHEDULE_CLEANUP",
+            ),
+            (
+                vec![("EDGECRON_SCHEDULE_NOPE", "* * * * *")],
+                "EDGECRON_SCHEDULE_NOPE",
+            ),
             (vec![("CRON_ENABLED", "maybe")], "CRON_ENABLED"),
             (vec![("EXPORT_BATCH_SIZE", "0")], "EXPORT_BATCH_SIZE"),
         ] {

@@ -76,6 +76,10 @@ mod tests {
     fn a_holder_on_another_host_lives_by_its_heartbeat() {
         let now = Utc::now();
         assert!(is_alive("elsewhere/1/1", now, now));
-        assert!(!is_alive("elsewhere/1/1", now - chrono::Duration::minutes(5), now));
+        assert!(!is_alive(
+            "elsewhere/1/1",
+            now - chrono::Duration::minutes(5),
+            now
+        ));
     }
 }

@@ -1,11 +1,15 @@
 //! edgecron: periodic data jobs for a multi-tenant SaaS backend, against a local SQLite store.
 
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod export;
 pub mod holder;
+pub mod http;
 pub mod jobs;
 pub mod runner;
 pub mod scheduler;
 pub mod shutdown;
+pub mod status;
 pub mod store;

@@ -72,12 +72,24 @@ pub struct Runner {
     jobs: Registry,
     holder: String,
     shutdown: Arc<Shutdown>,
-    active: Mutex<HashMap<i64, &'static str>>,
+    active: Mutex<ActiveRuns>,
     idle: Condvar,
 }
 
+/// Runs in this process: those taking their lease, and those holding one.
+#[derive(Default)]
+struct ActiveRuns {
+    starting: usize,
+    running: HashMap<i64, &'static str>,
+}
+
 impl Runner {
-    pub fn new(store: Store, config: Arc<Config>, clock: Arc<dyn Clock>, shutdown: Arc<Shutdown>) -> Runner {
+    pub fn new(
+        store: Store,
+        config: Arc<Config>,
+        clock: Arc<dyn Clock>,
+        shutdown: Arc<Shutdown>,
+    ) -> Runner {
         Runner {
             store,
             config,
@@ -85,7 +97,7 @@ impl Runner {
             jobs: Registry::all(),
             holder: holder::this_process(),
             shutdown,
-            active: Mutex::new(HashMap::new()),
+            active: Mutex::new(ActiveRuns::default()),
             idle: Condvar::new(),
         }
     }
@@ -114,7 +126,9 @@ impl Runner {
             .ok_or_else(|| RunError::UnknownJob(name.to_string()))?;
         let has_dates = params.start_date.is_some() || params.end_date.is_some();
         if has_dates && !job.takes_date_range() {
-            return Err(RunError::InvalidParams(format!("{name} takes no startDate/endDate")));
+            return Err(RunError::InvalidParams(format!(
+                "{name} takes no startDate/endDate"
+            )));
         }
         if let (Some(start), Some(end)) = (params.start_date, params.end_date)
             && start > end
@@ -126,26 +140,46 @@ impl Runner {
         Ok(job)
     }
 
-    pub fn run(&self, name: &str, trigger: Trigger, params: RunParams) -> Result<Completed, RunError> {
+    pub fn run(
+        &self,
+        name: &str,
+        trigger: Trigger,
+        params: RunParams,
+    ) -> Result<Completed, RunError> {
         let job = self.check(name, &params)?;
-        if self.shutdown.is_requested() {
-            return Err(RunError::ShuttingDown);
-        }
         let job_name = job.name();
+        // Checked under the lock that `wait_idle` takes after shutdown is requested: a run
+        // either counts as active for the shutdown, or never starts.
+        {
+            let mut active = self.lock_active();
+            if self.shutdown.is_requested() {
+                return Err(RunError::ShuttingDown);
+            }
+            active.starting += 1;
+        }
         let started_at = self.clock.now();
-        let attempt = self.store.begin_run(job_name, trigger, &self.holder, started_at, |current| {
-            holder::is_alive(&current.holder, current.heartbeat_at, started_at)
-        })?;
-        let run_id = match attempt {
-            LeaseAttempt::Acquired { run_id } => run_id,
-            LeaseAttempt::Busy(holder) => {
-                return Err(RunError::AlreadyRunning {
-                    job: job_name.to_string(),
-                    holder,
+        let attempt =
+            self.store
+                .begin_run(job_name, trigger, &self.holder, started_at, |current| {
+                    holder::is_alive(&current.holder, current.heartbeat_at, started_at)
                 });
+        let run_id = {
+            let mut active = self.lock_active();
+            active.starting -= 1;
+            if let Ok(LeaseAttempt::Acquired { run_id }) = attempt {
+                active.running.insert(run_id, job_name);
+            }
+            self.idle.notify_all();
+            match attempt? {
+                LeaseAttempt::Acquired { run_id } => run_id,
+                LeaseAttempt::Busy(holder) => {
+                    return Err(RunError::AlreadyRunning {
+                        job: job_name.to_string(),
+                        holder,
+                    });
+                }
             }
         };
-        self.lock_active().insert(run_id, job_name);
         log::info!("{job_name}: run {run_id} started ({})", trigger.as_str());
 
         let started = Instant::now();
@@ -164,19 +198,44 @@ impl Runner {
         let duration = started.elapsed();
 
         let (status, body, error, rows) = match result {
-            Ok(Ok(JobOutput { body, item_errors, rows_processed })) => {
-                let status = if item_errors > 0 { RunStatus::Partial } else { RunStatus::Ok };
+            Ok(Ok(JobOutput {
+                body,
+                item_errors,
+                rows_processed,
+            })) => {
+                let status = if item_errors > 0 {
+                    RunStatus::Partial
+                } else {
+                    RunStatus::Ok
+                };
                 (status, body, None, rows_processed)
             }
             Ok(Err(error)) => (RunStatus::Failed, Value::Null, Some(error.to_string()), 0),
-            Err(panic) => (RunStatus::Failed, Value::Null, Some(panic_message(panic.as_ref())), 0),
+            Err(panic) => (
+                RunStatus::Failed,
+                Value::Null,
+                Some(panic_message(panic.as_ref())),
+                0,
+            ),
         };
         let body = match &error {
             Some(message) => json!({"ok": false, "error": message}),
             None => body,
         };
-        self.finish(job_name, run_id, status, &body, error.as_deref(), rows, duration);
-        Ok(Completed { run_id, status, body })
+        self.finish(
+            job_name,
+            run_id,
+            status,
+            &body,
+            error.as_deref(),
+            rows,
+            duration,
+        );
+        Ok(Completed {
+            run_id,
+            status,
+            body,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -198,14 +257,22 @@ impl Runner {
             rows_processed: rows as i64,
             duration_ms: duration.as_millis() as i64,
         };
-        if let Err(store_error) = self.store.finish_run(job_name, run_id, &end, self.clock.now()) {
+        if let Err(store_error) = self
+            .store
+            .finish_run(job_name, run_id, &end, self.clock.now())
+        {
             // The lease stays behind with our holder; the next run sees us gone and takes over.
-            log::error!("{job_name}: run {run_id} could not be recorded as finished: {store_error}");
+            log::error!(
+                "{job_name}: run {run_id} could not be recorded as finished: {store_error}"
+            );
         }
-        if let Err(store_error) = self.store.prune_runs(job_name, KEEP_SUCCEEDED_RUNS, KEEP_FAILED_RUNS) {
+        if let Err(store_error) =
+            self.store
+                .prune_runs(job_name, KEEP_SUCCEEDED_RUNS, KEEP_FAILED_RUNS)
+        {
             log::warn!("{job_name}: pruning run history: {store_error}");
         }
-        self.lock_active().remove(&run_id);
+        self.lock_active().running.remove(&run_id);
         self.idle.notify_all();
         match error {
             None => log::info!(
@@ -228,7 +295,9 @@ impl Runner {
         let spawned = std::thread::Builder::new()
             .name(format!("heartbeat-{job_name}"))
             .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(holder::HEARTBEAT_INTERVAL) {
+                while let Err(RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(holder::HEARTBEAT_INTERVAL)
+                {
                     if let Err(error) = store.heartbeat(job_name, run_id, clock.now()) {
                         log::warn!("{job_name}: heartbeat of run {run_id} failed: {error}");
                     }
@@ -245,15 +314,17 @@ impl Runner {
         let active = self.lock_active();
         let (active, _) = self
             .idle
-            .wait_timeout_while(active, grace, |active| !active.is_empty())
+            .wait_timeout_while(active, grace, |active| {
+                active.starting > 0 || !active.running.is_empty()
+            })
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        active.is_empty()
+        active.starting == 0 && active.running.is_empty()
     }
 
     /// Records every still-active run as failed and releases its lease: the last step of a
     /// shutdown whose grace period ran out, so no run is left `running`.
     pub fn abandon_active(&self, reason: &str) {
-        let active: Vec<(i64, &'static str)> = self.lock_active().drain().collect();
+        let active: Vec<(i64, &'static str)> = self.lock_active().running.drain().collect();
         for (run_id, job_name) in active {
             let end = RunEnd {
                 status: RunStatus::Failed,
@@ -262,7 +333,10 @@ impl Runner {
                 rows_processed: 0,
                 duration_ms: 0,
             };
-            match self.store.finish_run(job_name, run_id, &end, self.clock.now()) {
+            match self
+                .store
+                .finish_run(job_name, run_id, &end, self.clock.now())
+            {
                 Ok(()) => log::warn!("{job_name}: run {run_id} {reason}"),
                 Err(error) => log::error!("{job_name}: run {run_id} could not be closed: {error}"),
             }
@@ -272,12 +346,15 @@ impl Runner {
     /// Closes runs left `running` by processes that died.
     pub fn close_orphaned_runs(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
-        self.store
-            .close_orphaned_runs(now, |holder, heartbeat| holder::is_alive(holder, heartbeat, now))
+        self.store.close_orphaned_runs(now, |holder, heartbeat| {
+            holder::is_alive(holder, heartbeat, now)
+        })
     }
 
-    fn lock_active(&self) -> std::sync::MutexGuard<'_, HashMap<i64, &'static str>> {
-        self.active.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock_active(&self) -> std::sync::MutexGuard<'_, ActiveRuns> {
+        self.active
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -13,7 +13,10 @@ pub struct Shutdown {
 
 impl Shutdown {
     pub fn request(&self) {
-        let _guard = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = self
+            .lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.requested.store(true, Ordering::SeqCst);
         self.wake.notify_all();
     }
@@ -24,7 +27,10 @@ impl Shutdown {
 
     /// Sleeps for `duration` or until shutdown is requested; answers whether it was.
     pub fn wait(&self, duration: Duration) -> bool {
-        let guard = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let guard = self
+            .lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let (_guard, _) = self
             .wake
             .wait_timeout_while(guard, duration, |_| !self.is_requested())

@@ -53,7 +53,9 @@ impl<'a> TenantDir<'a> {
 
 /// `exports/{tenant}/interaction_history`, relative to the data dir.
 pub fn tenant_root(tenant: TenantDir<'_>) -> PathBuf {
-    Path::new("exports").join(tenant.0).join("interaction_history")
+    Path::new("exports")
+        .join(tenant.0)
+        .join("interaction_history")
 }
 
 /// `exports/{tenant}/interaction_history/year=YYYY/month=MM/day=DD`, relative to the data dir.
@@ -80,7 +82,19 @@ mod tests {
     #[test]
     fn ids_that_could_escape_or_confuse_a_path_are_refused() {
         let long = "x".repeat(201);
-        for id in ["", ".", "..", "../etc", "a/b", "a\\b", "nul\0byte", "new\nline", "tab\t", "a..b", &long] {
+        for id in [
+            "",
+            ".",
+            "..",
+            "../etc",
+            "a/b",
+            "a\\b",
+            "nul\0byte",
+            "new\nline",
+            "tab\t",
+            "a..b",
+            &long,
+        ] {
             assert!(TenantDir::new(id).is_err(), "{id:?} must be refused");
         }
     }
@@ -89,6 +103,9 @@ mod tests {
     fn partition_paths_are_hive_style() {
         let day = NaiveDate::from_ymd_opt(2026, 3, 9).unwrap();
         let path = partition_dir(TenantDir::new("acme").unwrap(), day);
-        assert_eq!(path, Path::new("exports/acme/interaction_history/year=2026/month=03/day=09"));
+        assert_eq!(
+            path,
+            Path::new("exports/acme/interaction_history/year=2026/month=03/day=09")
+        );
     }
 }

@@ -76,7 +76,10 @@ mod tests {
                 "rejected-past=rejected@-",
             ]
         );
-        assert_eq!(ApprovalsExpire.run(&harness.ctx()).unwrap().body["expired"], 0);
+        assert_eq!(
+            ApprovalsExpire.run(&harness.ctx()).unwrap().body["expired"],
+            0
+        );
     }
 
     #[test]
@@ -84,7 +87,13 @@ mod tests {
         let mut harness = Harness::new(chrono::Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap());
         harness.exec("INSERT INTO approvals (id, status, expires_at) VALUES ('past', 'pending', '2026-01-01T00:00:00.000Z');");
         harness.params.dry_run = true;
-        assert_eq!(ApprovalsExpire.run(&harness.ctx()).unwrap().body["expired"], 1);
-        assert_eq!(harness.query::<String>("SELECT status FROM approvals"), "pending");
+        assert_eq!(
+            ApprovalsExpire.run(&harness.ctx()).unwrap().body["expired"],
+            1
+        );
+        assert_eq!(
+            harness.query::<String>("SELECT status FROM approvals"),
+            "pending"
+        );
     }
 }

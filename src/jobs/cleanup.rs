@@ -69,7 +69,8 @@ impl Job for Cleanup {
         let (old, old_outcome) = summaries.run(ctx.store, || ctx.should_stop())?;
         let partitions = ensure_partitions(ctx, today)?;
         let upkeep = store_upkeep(ctx)?;
-        let finished = expired_outcome == BatchOutcome::Finished && old_outcome == BatchOutcome::Finished;
+        let finished =
+            expired_outcome == BatchOutcome::Finished && old_outcome == BatchOutcome::Finished;
         Ok(JobOutput {
             body: json!({
                 "status": "ok",
@@ -111,7 +112,8 @@ fn ensure_partitions(ctx: &JobCtx<'_>, today: NaiveDate) -> Result<u64, JobError
         };
         for day in days {
             let dir = ctx.data_dir().join(partition_dir(tenant, day));
-            std::fs::create_dir_all(&dir).map_err(JobError::io(format!("creating {}", dir.display())))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(JobError::io(format!("creating {}", dir.display())))?;
             ensured += 1;
         }
     }
@@ -159,9 +161,18 @@ mod tests {
         assert_eq!(output.body["cleaned"]["expiredSuppressions"], 1);
         assert_eq!(output.body["cleaned"]["oldDailySummaries"], 2);
         assert_eq!(output.body["cleaned"]["partitionsEnsured"], 2);
-        assert_eq!(harness.strings("SELECT id FROM suppressions ORDER BY id"), ["forever", "live"]);
-        assert_eq!(harness.strings("SELECT id FROM interaction_summaries ORDER BY id"), ["cutoff-day", "old-month", "recent"]);
-        let partition = harness.config.data_dir.join("exports/acme/interaction_history/year=2026/month=06/day=02");
+        assert_eq!(
+            harness.strings("SELECT id FROM suppressions ORDER BY id"),
+            ["forever", "live"]
+        );
+        assert_eq!(
+            harness.strings("SELECT id FROM interaction_summaries ORDER BY id"),
+            ["cutoff-day", "old-month", "recent"]
+        );
+        let partition = harness
+            .config
+            .data_dir
+            .join("exports/acme/interaction_history/year=2026/month=06/day=02");
         assert!(partition.is_dir());
         assert!(!harness.config.data_dir.join("exports/gone").exists());
         assert!(!harness.config.data_dir.join("evil").exists());

@@ -67,7 +67,8 @@ mod tests {
         assert_eq!(output.item_errors, 1);
         assert_eq!(output.body["errors"][0]["id"], "broken");
 
-        let next = harness.strings("SELECT id || '=' || COALESCE(next_run_at, '-') FROM flows ORDER BY id");
+        let next = harness
+            .strings("SELECT id || '=' || COALESCE(next_run_at, '-') FROM flows ORDER BY id");
         assert_eq!(
             next,
             [
@@ -91,7 +92,10 @@ mod tests {
             ]
         );
         // A second tick at the same instant finds nothing due.
-        assert_eq!(FlowSchedulerTick.run(&harness.ctx()).unwrap().body["enqueued"], 0);
+        assert_eq!(
+            FlowSchedulerTick.run(&harness.ctx()).unwrap().body["enqueued"],
+            0
+        );
         assert_eq!(harness.query::<i64>("SELECT COUNT(*) FROM outbox"), 2);
     }
 
@@ -104,11 +108,19 @@ mod tests {
              SELECT 'f' || value, '* * * * *', '2026-06-01T12:00:00.000Z' FROM n;",
         );
         std::thread::scope(|scope| {
-            let ticks: Vec<_> = (0..4).map(|_| scope.spawn(|| FlowSchedulerTick.run(&harness.ctx()).unwrap())).collect();
-            let enqueued: u64 = ticks.into_iter().map(|tick| tick.join().unwrap().body["enqueued"].as_u64().unwrap()).sum();
+            let ticks: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| FlowSchedulerTick.run(&harness.ctx()).unwrap()))
+                .collect();
+            let enqueued: u64 = ticks
+                .into_iter()
+                .map(|tick| tick.join().unwrap().body["enqueued"].as_u64().unwrap())
+                .sum();
             assert_eq!(enqueued, 200);
         });
         assert_eq!(harness.query::<i64>("SELECT COUNT(*) FROM outbox"), 200);
-        assert_eq!(harness.query::<i64>("SELECT COUNT(DISTINCT dedupe_key) FROM outbox"), 200);
+        assert_eq!(
+            harness.query::<i64>("SELECT COUNT(DISTINCT dedupe_key) FROM outbox"),
+            200
+        );
     }
 }

@@ -29,6 +29,33 @@ pub struct RunParams {
     pub end_date: Option<NaiveDate>,
 }
 
+impl RunParams {
+    /// Reads the parameters as triggers pass them; dates are `YYYY-MM-DD`.
+    pub fn from_text(
+        dry_run: bool,
+        start_date: Option<&str>,
+        end_date: Option<&str>,
+    ) -> Result<RunParams, String> {
+        Ok(RunParams {
+            dry_run,
+            start_date: start_date
+                .map(|text| parse_date("startDate", text))
+                .transpose()?,
+            end_date: end_date
+                .map(|text| parse_date("endDate", text))
+                .transpose()?,
+        })
+    }
+}
+
+fn parse_date(field: &str, text: &str) -> Result<NaiveDate, String> {
+    let well_formed = text.len() == 10 && text.as_bytes()[4] == b'-' && text.as_bytes()[7] == b'-';
+    well_formed
+        .then(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok())
+        .flatten()
+        .ok_or_else(|| format!("{field}: {text:?} is not a date (YYYY-MM-DD)"))
+}
+
 /// Everything a running job may use.
 pub struct JobCtx<'a> {
     pub store: &'a Store,
@@ -121,7 +148,10 @@ impl Registry {
     }
 
     pub fn get(&self, name: &str) -> Option<&dyn Job> {
-        self.jobs.iter().find(|job| job.name() == name).map(|job| job.as_ref())
+        self.jobs
+            .iter()
+            .find(|job| job.name() == name)
+            .map(|job| job.as_ref())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &dyn Job> {
@@ -130,6 +160,28 @@ impl Registry {
 
     pub fn names(&self) -> Vec<&'static str> {
         self.jobs.iter().map(|job| job.name()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_must_be_real_and_zero_padded() {
+        let params = RunParams::from_text(true, Some("2024-02-29"), Some("2024-03-01")).unwrap();
+        assert_eq!(params.start_date, NaiveDate::from_ymd_opt(2024, 2, 29));
+        for bad in [
+            "2023-02-29",
+            "2024-1-05",
+            "2024-13-01",
+            "01/02/2024",
+            "2024-01-01T00:00:00",
+            "",
+        ] {
+            let error = RunParams::from_text(false, Some(bad), None).unwrap_err();
+            assert!(error.starts_with("startDate:"), "{error}");
+        }
     }
 }
 
@@ -158,7 +210,10 @@ pub(crate) mod test_support {
     impl Harness {
         pub fn new(now: DateTime<Utc>) -> Harness {
             let (dir, store) = crate::store::test_support::temp_store();
-            let vars = [("EDGECRON_DATA_DIR".to_string(), dir.path().display().to_string())];
+            let vars = [(
+                "EDGECRON_DATA_DIR".to_string(),
+                dir.path().display().to_string(),
+            )];
             Harness {
                 store,
                 config: Config::from_vars(vars, &[]).expect("config"),
@@ -182,11 +237,19 @@ pub(crate) mod test_support {
         }
 
         pub fn exec(&self, sql: &str) {
-            self.store.conn().expect("conn").execute_batch(sql).expect("sql");
+            self.store
+                .conn()
+                .expect("conn")
+                .execute_batch(sql)
+                .expect("sql");
         }
 
         pub fn query<T: rusqlite::types::FromSql>(&self, sql: &str) -> T {
-            self.store.conn().expect("conn").query_row(sql, [], |row| row.get(0)).expect("query")
+            self.store
+                .conn()
+                .expect("conn")
+                .query_row(sql, [], |row| row.get(0))
+                .expect("query")
         }
 
         pub fn strings(&self, sql: &str) -> Vec<String> {

@@ -24,7 +24,8 @@ impl Job for OutboxReaper {
 
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
         let now = ctx.now();
-        let lease = chrono::Duration::from_std(ctx.config.outbox_lease).unwrap_or(chrono::Duration::MAX);
+        let lease =
+            chrono::Duration::from_std(ctx.config.outbox_lease).unwrap_or(chrono::Duration::MAX);
         let params = vec![
             Value::Text(to_store_text(now - lease)),
             Value::Integer(ctx.config.outbox_max_attempts),
@@ -55,11 +56,16 @@ impl Job for OutboxReaper {
             batch_size: 1_000,
         };
         let (dead, reset, finished) = if ctx.params.dry_run {
-            (to_dead.count(ctx.store)?, to_pending.count(ctx.store)?, true)
+            (
+                to_dead.count(ctx.store)?,
+                to_pending.count(ctx.store)?,
+                true,
+            )
         } else {
             let (dead, dead_outcome) = to_dead.run(ctx.store, || ctx.should_stop())?;
             let (reset, reset_outcome) = to_pending.run(ctx.store, || ctx.should_stop())?;
-            let finished = dead_outcome == BatchOutcome::Finished && reset_outcome == BatchOutcome::Finished;
+            let finished =
+                dead_outcome == BatchOutcome::Finished && reset_outcome == BatchOutcome::Finished;
             (dead, reset, finished)
         };
         if dead > 0 {
@@ -99,7 +105,10 @@ mod tests {
                  (6, 'done',       1, NULL, '2026-06-01T10:00:00.000Z');",
         );
         let output = OutboxReaper.run(&harness.ctx()).unwrap();
-        assert_eq!((output.body["reset"].as_u64(), output.body["dead"].as_u64()), (Some(1), Some(2)));
+        assert_eq!(
+            (output.body["reset"].as_u64(), output.body["dead"].as_u64()),
+            (Some(1), Some(2))
+        );
         let rows = harness.strings("SELECT id || ':' || status || ':' || attempts || ':' || COALESCE(locked_at, '-') FROM outbox ORDER BY id");
         assert_eq!(
             rows,

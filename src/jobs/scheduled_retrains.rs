@@ -60,10 +60,25 @@ mod tests {
         );
         let output = ScheduledRetrains.run(&harness.ctx()).unwrap();
         assert_eq!(output.body["enqueued"], 1);
-        assert_eq!(harness.query::<String>("SELECT next_retrain_at FROM ml_models WHERE id = 'weekly'"), "2026-06-08T02:00:00.000Z");
-        assert_eq!(harness.query::<String>("SELECT last_enqueued_at FROM ml_models WHERE id = 'weekly'"), "2026-06-01T02:00:05.000Z");
-        assert_eq!(harness.query::<String>("SELECT topic FROM outbox"), "model.retrain");
-        assert_eq!(harness.query::<String>("SELECT json_extract(payload, '$.modelId') FROM outbox"), "weekly");
-        assert_eq!(harness.query::<String>("SELECT next_retrain_at FROM ml_models WHERE id = 'off'"), "2026-06-01T02:00:00.000Z");
+        assert_eq!(
+            harness.query::<String>("SELECT next_retrain_at FROM ml_models WHERE id = 'weekly'"),
+            "2026-06-08T02:00:00.000Z"
+        );
+        assert_eq!(
+            harness.query::<String>("SELECT last_enqueued_at FROM ml_models WHERE id = 'weekly'"),
+            "2026-06-01T02:00:05.000Z"
+        );
+        assert_eq!(
+            harness.query::<String>("SELECT topic FROM outbox"),
+            "model.retrain"
+        );
+        assert_eq!(
+            harness.query::<String>("SELECT json_extract(payload, '$.modelId') FROM outbox"),
+            "weekly"
+        );
+        assert_eq!(
+            harness.query::<String>("SELECT next_retrain_at FROM ml_models WHERE id = 'off'"),
+            "2026-06-01T02:00:00.000Z"
+        );
     }
 }

@@ -56,7 +56,11 @@ impl Schedule {
             "@weekly" => "0 0 * * 0".to_string(),
             "@daily" | "@midnight" => "0 0 * * *".to_string(),
             "@hourly" => "0 * * * *".to_string(),
-            "@reboot" => return Err(invalid("@reboot is not a schedule; run the job at start-up instead")),
+            "@reboot" => {
+                return Err(invalid(
+                    "@reboot is not a schedule; run the job at start-up instead",
+                ));
+            }
             other if other.starts_with('@') => return Err(invalid("unknown shorthand")),
             _ => trimmed.to_string(),
         };
@@ -64,7 +68,11 @@ impl Schedule {
         let (minute, hour, seconds) = match fields.as_slice() {
             [minute, hour, _, _, _] => (*minute, *hour, None),
             [second, minute, hour, _, _, _] => (*minute, *hour, Some(*second)),
-            _ => return Err(invalid("expected 5 fields (minute hour day month weekday) or 6 with leading seconds")),
+            _ => {
+                return Err(invalid(
+                    "expected 5 fields (minute hour day month weekday) or 6 with leading seconds",
+                ));
+            }
         };
         let cron = CronParser::builder()
             .seconds(Seconds::Optional)
@@ -209,7 +217,9 @@ pub struct Due {
 
 /// A job is due when a fire time has passed since `last_fire`; however many have, it runs once.
 pub fn due(schedule: &Schedule, last_fire: DateTime<Utc>, now: DateTime<Utc>) -> Option<Due> {
-    let mut fire_at = schedule.next_after(last_fire).filter(|first| *first <= now)?;
+    let mut fire_at = schedule
+        .next_after(last_fire)
+        .filter(|first| *first <= now)?;
     let mut skipped = 0;
     while let Some(next) = schedule.next_after(fire_at).filter(|next| *next <= now) {
         fire_at = next;
@@ -226,7 +236,9 @@ mod tests {
     use super::*;
 
     fn instant(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     fn fires(expression: &str, zone: Tz, from: &str, count: usize) -> Vec<String> {
@@ -242,10 +254,19 @@ mod tests {
     fn weekdays_read_as_crontab_reads_them() {
         // 2026-11-23 is a Monday: crontab's 1, and Quartz's 2.
         let monday = fires("0 3 * * 1", chrono_tz::UTC, "2026-11-20T00:00:00Z", 2);
-        assert_eq!(monday, ["2026-11-23T03:00:00+00:00", "2026-11-30T03:00:00+00:00"]);
+        assert_eq!(
+            monday,
+            ["2026-11-23T03:00:00+00:00", "2026-11-30T03:00:00+00:00"]
+        );
         let sunday = fires("0 3 * * 7", chrono_tz::UTC, "2026-11-20T00:00:00Z", 1);
-        assert_eq!(sunday, fires("0 3 * * SUN", chrono_tz::UTC, "2026-11-20T00:00:00Z", 1));
-        assert_eq!(sunday, fires("0 3 * * 0", chrono_tz::UTC, "2026-11-20T00:00:00Z", 1));
+        assert_eq!(
+            sunday,
+            fires("0 3 * * SUN", chrono_tz::UTC, "2026-11-20T00:00:00Z", 1)
+        );
+        assert_eq!(
+            sunday,
+            fires("0 3 * * 0", chrono_tz::UTC, "2026-11-20T00:00:00Z", 1)
+        );
         assert_eq!(sunday, ["2026-11-22T03:00:00+00:00"]);
     }
 
@@ -253,7 +274,14 @@ mod tests {
     fn day_of_month_and_weekday_match_either_as_in_crontab() {
         // The 1st of the month OR any Friday.
         let times = fires("0 0 1 * FRI", chrono_tz::UTC, "2026-11-25T00:00:00Z", 3);
-        assert_eq!(times, ["2026-11-27T00:00:00+00:00", "2026-12-01T00:00:00+00:00", "2026-12-04T00:00:00+00:00"]);
+        assert_eq!(
+            times,
+            [
+                "2026-11-27T00:00:00+00:00",
+                "2026-12-01T00:00:00+00:00",
+                "2026-12-04T00:00:00+00:00"
+            ]
+        );
     }
 
     #[test]
@@ -261,38 +289,94 @@ mod tests {
         let daily = fires("@daily", chrono_tz::UTC, "2026-01-01T12:00:00Z", 1);
         assert_eq!(daily, ["2026-01-02T00:00:00+00:00"]);
         let every_second = fires("* * * * * *", chrono_tz::UTC, "2026-01-01T12:00:00Z", 2);
-        assert_eq!(every_second, ["2026-01-01T12:00:01+00:00", "2026-01-01T12:00:02+00:00"]);
+        assert_eq!(
+            every_second,
+            ["2026-01-01T12:00:01+00:00", "2026-01-01T12:00:02+00:00"]
+        );
     }
 
     #[test]
     fn bad_expressions_are_refused_with_the_reason() {
-        for bad in ["", "* * * *", "61 * * * *", "* * * * * * *", "@reboot", "@fortnightly", "0 0 30 2 *"] {
-            assert!(Schedule::parse(bad, chrono_tz::UTC).is_err(), "{bad:?} must be refused");
+        for bad in [
+            "",
+            "* * * *",
+            "61 * * * *",
+            "* * * * * * *",
+            "@reboot",
+            "@fortnightly",
+            "0 0 30 2 *",
+        ] {
+            assert!(
+                Schedule::parse(bad, chrono_tz::UTC).is_err(),
+                "{bad:?} must be refused"
+            );
         }
     }
 
     #[test]
     fn berlin_spring_forward_runs_skipped_fixed_job_at_the_change() {
         // 2026-03-29: 02:00 CET becomes 03:00 CEST; 02:30 does not exist that day.
-        let times = fires("30 2 * * *", chrono_tz::Europe::Berlin, "2026-03-28T12:00:00+01:00", 3);
-        assert_eq!(times, ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00", "2026-03-31T02:30:00+02:00"]);
+        let times = fires(
+            "30 2 * * *",
+            chrono_tz::Europe::Berlin,
+            "2026-03-28T12:00:00+01:00",
+            3,
+        );
+        assert_eq!(
+            times,
+            [
+                "2026-03-29T03:00:00+02:00",
+                "2026-03-30T02:30:00+02:00",
+                "2026-03-31T02:30:00+02:00"
+            ]
+        );
     }
 
     #[test]
     fn berlin_fall_back_runs_fixed_job_once() {
         // 2026-10-25: 03:00 CEST becomes 02:00 CET; 02:30 happens twice.
-        let times = fires("30 2 * * *", chrono_tz::Europe::Berlin, "2026-10-24T12:00:00+02:00", 2);
-        assert_eq!(times, ["2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]);
+        let times = fires(
+            "30 2 * * *",
+            chrono_tz::Europe::Berlin,
+            "2026-10-24T12:00:00+02:00",
+            2,
+        );
+        assert_eq!(
+            times,
+            ["2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]
+        );
         // Asked from inside the repeated hour's second pass, it does not run again that day.
-        let times = fires("30 2 * * *", chrono_tz::Europe::Berlin, "2026-10-25T02:10:00+01:00", 1);
+        let times = fires(
+            "30 2 * * *",
+            chrono_tz::Europe::Berlin,
+            "2026-10-25T02:10:00+01:00",
+            1,
+        );
         assert_eq!(times, ["2026-10-26T02:30:00+01:00"]);
     }
 
     #[test]
     fn berlin_wildcard_jobs_keep_their_interval() {
-        let spring = fires("0 * * * *", chrono_tz::Europe::Berlin, "2026-03-29T00:30:00+01:00", 3);
-        assert_eq!(spring, ["2026-03-29T01:00:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-29T04:00:00+02:00"]);
-        let fall = fires("*/30 * * * *", chrono_tz::Europe::Berlin, "2026-10-25T01:50:00+02:00", 6);
+        let spring = fires(
+            "0 * * * *",
+            chrono_tz::Europe::Berlin,
+            "2026-03-29T00:30:00+01:00",
+            3,
+        );
+        assert_eq!(
+            spring,
+            [
+                "2026-03-29T01:00:00+01:00",
+                "2026-03-29T03:00:00+02:00",
+                "2026-03-29T04:00:00+02:00"
+            ]
+        );
+        let fall = fires(
+            "*/30 * * * *",
+            chrono_tz::Europe::Berlin,
+            "2026-10-25T01:50:00+02:00",
+            6,
+        );
         assert_eq!(
             fall,
             [
@@ -311,12 +395,25 @@ mod tests {
         let zone = chrono_tz::America::New_York;
         // 2026-03-08: 02:00 EST becomes 03:00 EDT.
         let spring = fires("30 2 * * *", zone, "2026-03-07T12:00:00-05:00", 2);
-        assert_eq!(spring, ["2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00"]);
+        assert_eq!(
+            spring,
+            ["2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00"]
+        );
         // 2026-11-01: 02:00 EDT becomes 01:00 EST; 01:30 happens twice.
         let fall = fires("30 1 * * *", zone, "2026-10-31T12:00:00-04:00", 2);
-        assert_eq!(fall, ["2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00"]);
+        assert_eq!(
+            fall,
+            ["2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00"]
+        );
         let hourly = fires("@hourly", zone, "2026-11-01T00:30:00-04:00", 3);
-        assert_eq!(hourly, ["2026-11-01T01:00:00-04:00", "2026-11-01T01:00:00-05:00", "2026-11-01T02:00:00-05:00"]);
+        assert_eq!(
+            hourly,
+            [
+                "2026-11-01T01:00:00-04:00",
+                "2026-11-01T01:00:00-05:00",
+                "2026-11-01T02:00:00-05:00"
+            ]
+        );
     }
 
     #[test]
@@ -324,12 +421,21 @@ mod tests {
         let zone = chrono_tz::Australia::Lord_Howe;
         // 2026-10-04: 02:00 (+10:30) becomes 02:30 (+11:00).
         let spring = fires("15 2 * * *", zone, "2026-10-03T12:00:00+10:30", 2);
-        assert_eq!(spring, ["2026-10-04T02:30:00+11:00", "2026-10-05T02:15:00+11:00"]);
+        assert_eq!(
+            spring,
+            ["2026-10-04T02:30:00+11:00", "2026-10-05T02:15:00+11:00"]
+        );
         let wildcard = fires("*/20 * * * *", zone, "2026-10-04T01:30:00+10:30", 2);
-        assert_eq!(wildcard, ["2026-10-04T01:40:00+10:30", "2026-10-04T02:40:00+11:00"]);
+        assert_eq!(
+            wildcard,
+            ["2026-10-04T01:40:00+10:30", "2026-10-04T02:40:00+11:00"]
+        );
         // 2026-04-05: 02:00 (+11:00) becomes 01:30 (+10:30); 01:45 happens twice.
         let fall = fires("45 1 * * *", zone, "2026-04-04T12:00:00+11:00", 2);
-        assert_eq!(fall, ["2026-04-05T01:45:00+11:00", "2026-04-06T01:45:00+10:30"]);
+        assert_eq!(
+            fall,
+            ["2026-04-05T01:45:00+11:00", "2026-04-06T01:45:00+10:30"]
+        );
         let quarter = fires("*/15 * * * *", zone, "2026-04-05T01:20:00+11:00", 5);
         assert_eq!(
             quarter,
@@ -352,6 +458,9 @@ mod tests {
         assert_eq!(after_downtime.fire_at, instant("2026-01-01T02:00:00Z"));
         assert_eq!(after_downtime.skipped, 7);
         let on_time = due(&schedule, last, instant("2026-01-01T00:15:00Z")).unwrap();
-        assert_eq!((on_time.fire_at, on_time.skipped), (instant("2026-01-01T00:15:00Z"), 0));
+        assert_eq!(
+            (on_time.fire_at, on_time.skipped),
+            (instant("2026-01-01T00:15:00Z"), 0)
+        );
     }
 }

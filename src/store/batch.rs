@@ -40,11 +40,10 @@ impl BatchedChange<'_> {
     /// Counts the rows the change would touch, for dry runs.
     pub fn count(&self, store: &Store) -> Result<u64, StoreError> {
         let sql = format!("SELECT COUNT(*) FROM {} WHERE {}", self.table, self.filter);
-        let count: i64 = store.conn()?.query_row(
-            &sql,
-            params_from_iter(self.params.iter()),
-            |row| row.get(0),
-        )?;
+        let count: i64 =
+            store
+                .conn()?
+                .query_row(&sql, params_from_iter(self.params.iter()), |row| row.get(0))?;
         Ok(count.max(0) as u64)
     }
 
@@ -62,10 +61,7 @@ impl BatchedChange<'_> {
         );
         let sql = match self.set_clause {
             None => format!("DELETE FROM {} WHERE rowid IN ({select})", self.table),
-            Some(set) => format!(
-                "UPDATE {} SET {set} WHERE rowid IN ({select})",
-                self.table
-            ),
+            Some(set) => format!("UPDATE {} SET {set} WHERE rowid IN ({select})", self.table),
         };
         let mut params = self.params.clone();
         params.push(Value::Integer(self.batch_size as i64));
@@ -125,7 +121,14 @@ mod tests {
         for n in 0..rows {
             conn.execute(
                 "INSERT INTO suppressions (id, expires_at) VALUES (?1, ?2)",
-                (format!("s{n}"), if n % 2 == 0 { "2020-01-01T00:00:00.000Z" } else { "2999-01-01T00:00:00.000Z" }),
+                (
+                    format!("s{n}"),
+                    if n % 2 == 0 {
+                        "2020-01-01T00:00:00.000Z"
+                    } else {
+                        "2999-01-01T00:00:00.000Z"
+                    },
+                ),
             )
             .unwrap();
         }
@@ -148,8 +151,15 @@ mod tests {
         seed(&store, 50);
         let change = expired_change();
         assert_eq!(change.count(&store).unwrap(), 25);
-        assert_eq!(change.run(&store, || false).unwrap(), (25, BatchOutcome::Finished));
-        let left: i64 = store.conn().unwrap().query_row("SELECT COUNT(*) FROM suppressions", [], |r| r.get(0)).unwrap();
+        assert_eq!(
+            change.run(&store, || false).unwrap(),
+            (25, BatchOutcome::Finished)
+        );
+        let left: i64 = store
+            .conn()
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM suppressions", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(left, 25);
         assert_eq!(change.count(&store).unwrap(), 0);
     }

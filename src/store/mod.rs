@@ -32,7 +32,9 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("store schema version {found} is newer than this binary knows ({known}); upgrade edgecron")]
+    #[error(
+        "store schema version {found} is newer than this binary knows ({known}); upgrade edgecron"
+    )]
     SchemaTooNew { found: i64, known: i64 },
 }
 

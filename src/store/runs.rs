@@ -226,7 +226,9 @@ impl Store {
                  WHERE r.status = 'running'",
             )?;
             statement
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?
+                .query_map([], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })?
                 .collect::<Result<_, _>>()?
         };
         let mut closed = 0;
@@ -261,7 +263,10 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let conn = self.conn()?;
         let mut deleted = 0;
-        for (statuses, keep) in [("('ok', 'partial')", keep_succeeded), ("('failed')", keep_failed)] {
+        for (statuses, keep) in [
+            ("('ok', 'partial')", keep_succeeded),
+            ("('failed')", keep_failed),
+        ] {
             deleted += conn.execute(
                 &format!(
                     "DELETE FROM job_runs WHERE job = ?1 AND status IN {statuses} AND id < COALESCE(
@@ -294,7 +299,9 @@ impl Store {
         let conn = self.conn()?;
         let latest = conn
             .query_row(
-                &format!("SELECT {RUN_COLUMNS} FROM job_runs WHERE job = ?1 ORDER BY id DESC LIMIT 1"),
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM job_runs WHERE job = ?1 ORDER BY id DESC LIMIT 1"
+                ),
                 [job],
                 run_from_row,
             )
@@ -347,21 +354,24 @@ mod tests {
     #[test]
     fn a_live_lease_makes_the_second_run_busy_and_a_dead_one_is_taken_over() {
         let (_dir, store) = temp_store();
-        let LeaseAttempt::Acquired { run_id: first } =
-            store.begin_run("cleanup", Trigger::Cli, "h/1/1", at(0), |_| true).unwrap()
+        let LeaseAttempt::Acquired { run_id: first } = store
+            .begin_run("cleanup", Trigger::Cli, "h/1/1", at(0), |_| true)
+            .unwrap()
         else {
             panic!("first run must get the lease");
         };
-        let LeaseAttempt::Busy(holder) =
-            store.begin_run("cleanup", Trigger::Http, "h/2/2", at(1), |_| true).unwrap()
+        let LeaseAttempt::Busy(holder) = store
+            .begin_run("cleanup", Trigger::Http, "h/2/2", at(1), |_| true)
+            .unwrap()
         else {
             panic!("second run must be refused while the first is alive");
         };
         assert_eq!(holder.run_id, first);
         assert_eq!(holder.trigger, "cli");
 
-        let LeaseAttempt::Acquired { run_id: third } =
-            store.begin_run("cleanup", Trigger::Http, "h/3/3", at(2), |_| false).unwrap()
+        let LeaseAttempt::Acquired { run_id: third } = store
+            .begin_run("cleanup", Trigger::Http, "h/3/3", at(2), |_| false)
+            .unwrap()
         else {
             panic!("a dead holder's lease must be taken over");
         };
@@ -375,18 +385,32 @@ mod tests {
     fn finishing_releases_the_lease_and_pruning_keeps_more_failures() {
         let (_dir, store) = temp_store();
         for n in 0..10 {
-            let LeaseAttempt::Acquired { run_id } =
-                store.begin_run("cleanup", Trigger::Cli, "h/1/1", at(n), |_| true).unwrap()
+            let LeaseAttempt::Acquired { run_id } = store
+                .begin_run("cleanup", Trigger::Cli, "h/1/1", at(n), |_| true)
+                .unwrap()
             else {
                 panic!("lease must be free after the previous run finished");
             };
-            let status = if n % 2 == 0 { RunStatus::Ok } else { RunStatus::Failed };
-            let end = RunEnd { status, result_json: None, error: None, rows_processed: 0, duration_ms: 1 };
+            let status = if n % 2 == 0 {
+                RunStatus::Ok
+            } else {
+                RunStatus::Failed
+            };
+            let end = RunEnd {
+                status,
+                result_json: None,
+                error: None,
+                rows_processed: 0,
+                duration_ms: 1,
+            };
             store.finish_run("cleanup", run_id, &end, at(n)).unwrap();
         }
         assert_eq!(store.prune_runs("cleanup", 2, 4).unwrap(), 4);
         let runs = store.list_runs(Some("cleanup"), 100).unwrap();
         let statuses: Vec<&str> = runs.iter().map(|run| run.status.as_str()).collect();
-        assert_eq!(statuses, ["failed", "ok", "failed", "ok", "failed", "failed"]);
+        assert_eq!(
+            statuses,
+            ["failed", "ok", "failed", "ok", "failed", "failed"]
+        );
     }
 }

@@ -1,0 +1,428 @@
+//! The command line: each subcommand parses its arguments, loads configuration and calls the
+//! same runner, store and scheduler code the HTTP routes use.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use chrono_tz::Tz;
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigError, parse_zone};
+use crate::http::{self, App, Auth};
+use crate::jobs::{Registry, RunParams};
+use crate::runner::{RunError, Runner};
+use crate::scheduler::{self, schedule::Schedule};
+use crate::shutdown::Shutdown;
+use crate::status::job_statuses;
+use crate::store::runs::{RunStatus, Trigger};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "edgecron",
+    version,
+    about = "Periodic data jobs against a local SQLite store: built-in scheduler, HTTP triggers, one-shot runs"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Migrate the store, start the HTTP listener and the scheduler; stop on SIGTERM/SIGINT
+    Serve,
+    /// Run one job once and print its JSON result
+    Run {
+        job: String,
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        start_date: Option<String>,
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        end_date: Option<String>,
+    },
+    /// List every job: schedule, enabled, last run, next run
+    Jobs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show run history, newest first
+    Runs {
+        job: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the next times a cron expression fires, like `systemd-analyze calendar`
+    Calendar {
+        expression: String,
+        /// Time zone the expression is read in (default: EDGECRON_TZ, else UTC)
+        #[arg(long)]
+        tz: Option<String>,
+        /// Start after this time (ISO-8601; without an offset it is read in the zone)
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create or upgrade the store's schema
+    Migrate,
+    /// Fill the store with deterministic sample data for every job
+    Demo {
+        #[arg(long, default_value_t = 5)]
+        tenants: usize,
+        #[arg(long, default_value_t = 10_000)]
+        rows: usize,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) | CliError::Config(_) => 2,
+            CliError::Store(_) | CliError::Failed(_) => 1,
+        }
+    }
+}
+
+/// Exit code of `run` when the job was not run because it is already running (HTTP's 409).
+const EXIT_ALREADY_RUNNING: u8 = 4;
+
+pub fn execute(cli: Cli) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Serve => serve(),
+        Command::Run {
+            job,
+            dry_run,
+            start_date,
+            end_date,
+        } => {
+            let params = RunParams::from_text(dry_run, start_date.as_deref(), end_date.as_deref())
+                .map_err(CliError::Usage)?;
+            run(&job, params)
+        }
+        Command::Jobs { json } => jobs(json),
+        Command::Runs { job, limit, json } => runs(job.as_deref(), limit, json),
+        Command::Calendar {
+            expression,
+            tz,
+            from,
+            count,
+            json,
+        } => calendar(&expression, tz.as_deref(), from.as_deref(), count, json),
+        Command::Migrate => {
+            let (_config, store) = open()?;
+            println!(
+                "store {} is at schema version {}",
+                store.path().display(),
+                crate::store::MIGRATIONS.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { tenants, rows } => {
+            let (config, store) = open()?;
+            let summary = crate::demo::fill(&store, &config, SystemClock.now(), tenants, rows)
+                .map_err(|error| CliError::Failed(format!("demo: {error}")))?;
+            print_json(&summary);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Loads configuration and opens the migrated store.
+fn open() -> Result<(Arc<Config>, Store), CliError> {
+    let config = Config::from_env(&Registry::all().names())?;
+    let store = Store::open(&config.db_path)?;
+    store.migrate()?;
+    Ok((Arc::new(config), store))
+}
+
+fn runner() -> Result<(Arc<Runner>, Arc<Shutdown>), CliError> {
+    let (config, store) = open()?;
+    let shutdown = Arc::new(Shutdown::default());
+    let runner = Runner::new(store, config, Arc::new(SystemClock), Arc::clone(&shutdown));
+    Ok((Arc::new(runner), shutdown))
+}
+
+fn run(job: &str, params: RunParams) -> Result<ExitCode, CliError> {
+    let (runner, shutdown) = runner()?;
+    // SIGTERM/SIGINT ask the job to stop at its next safe point; its progress is kept.
+    let _signals = forward_signals(&shutdown);
+    match runner.run(job, Trigger::Cli, params) {
+        Ok(completed) => {
+            print_json(&completed.body);
+            Ok(ExitCode::from(match completed.status {
+                RunStatus::Ok | RunStatus::Running => 0,
+                RunStatus::Partial => 3,
+                RunStatus::Failed => 1,
+            }))
+        }
+        Err(error @ RunError::AlreadyRunning { .. }) => {
+            print_json(&error.body());
+            Ok(ExitCode::from(EXIT_ALREADY_RUNNING))
+        }
+        Err(error @ (RunError::UnknownJob(_) | RunError::InvalidParams(_))) => {
+            Err(CliError::Usage(error.to_string()))
+        }
+        Err(error) => Err(CliError::Failed(error.to_string())),
+    }
+}
+
+fn jobs(json: bool) -> Result<ExitCode, CliError> {
+    let (runner, _shutdown) = runner()?;
+    let planned = scheduler::plan(runner.jobs(), runner.config())
+        .map_err(|error| CliError::Usage(error.to_string()))?;
+    let statuses = job_statuses(&runner, &planned)?;
+    if json {
+        print_json(&serde_json::json!(statuses));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = String::from(format!(
+        "{:<30} {:<16} {:<8} {:<48} {}\n",
+        "JOB", "SCHEDULE", "ENABLED", "LAST RUN", "NEXT RUN"
+    ));
+    for status in statuses {
+        let last = status.last_run.map_or_else(
+            || "-".to_string(),
+            |run| {
+                let seconds = run
+                    .duration_ms
+                    .map_or(String::new(), |ms| format!(" ({:.2}s)", ms as f64 / 1000.0));
+                format!("{} {}{seconds}", run.status, run.started_at)
+            },
+        );
+        out.push_str(&format!(
+            "{:<30} {:<16} {:<8} {:<48} {}\n",
+            status.name,
+            status.schedule,
+            if status.enabled { "yes" } else { "no" },
+            last,
+            status.next_run.as_deref().unwrap_or("-"),
+        ));
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runs(job: Option<&str>, limit: i64, json: bool) -> Result<ExitCode, CliError> {
+    if limit < 1 {
+        return Err(CliError::Usage(format!(
+            "--limit must be at least 1, got {limit}"
+        )));
+    }
+    let (config, store) = open()?;
+    if let Some(name) = job
+        && Registry::all().get(name).is_none()
+    {
+        return Err(CliError::Usage(format!("no job named {name:?}")));
+    }
+    drop(config);
+    let runs = store.list_runs(job, limit)?;
+    if json {
+        print_json(&serde_json::json!(runs));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = format!(
+        "{:>7} {:<30} {:<9} {:<25} {:<8} {:>9} {}\n",
+        "ID", "JOB", "TRIGGER", "STARTED", "STATUS", "SECONDS", "ERROR"
+    );
+    for run in runs {
+        let seconds = run
+            .duration_ms
+            .map_or("-".to_string(), |ms| format!("{:.3}", ms as f64 / 1000.0));
+        out.push_str(&format!(
+            "{:>7} {:<30} {:<9} {:<25} {:<8} {:>9} {}\n",
+            run.id,
+            run.job,
+            run.trigger,
+            run.started_at,
+            run.status,
+            seconds,
+            run.error.as_deref().unwrap_or(""),
+        ));
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn calendar(
+    expression: &str,
+    tz: Option<&str>,
+    from: Option<&str>,
+    count: usize,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let zone = match tz {
+        Some(name) => parse_zone("--tz", name)?,
+        None => match std::env::var("EDGECRON_TZ") {
+            Ok(name) if !name.trim().is_empty() => parse_zone("EDGECRON_TZ", name.trim())?,
+            _ => chrono_tz::UTC,
+        },
+    };
+    let schedule =
+        Schedule::parse(expression, zone).map_err(|error| CliError::Usage(error.to_string()))?;
+    let from = match from {
+        Some(text) => parse_from(text, zone)?,
+        None => SystemClock.now(),
+    };
+    let times: Vec<String> = schedule
+        .upcoming(from, count)
+        .iter()
+        .map(|time| time.to_rfc3339_opts(SecondsFormat::Secs, false))
+        .collect();
+    if json {
+        print_json(&serde_json::json!(times));
+    } else {
+        let mut out = String::new();
+        for time in times {
+            out.push_str(&time);
+            out.push('\n');
+        }
+        print!("{out}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads `--from`: RFC 3339 with an offset, or a local date-time (or date) in `zone`.
+fn parse_from(text: &str, zone: Tz) -> Result<DateTime<Utc>, CliError> {
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&Utc));
+    }
+    let local = [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+    .or_else(|| {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .ok()
+            .and_then(|day| day.and_hms_opt(0, 0, 0))
+    })
+    .ok_or_else(|| CliError::Usage(format!("--from: {text:?} is not an ISO-8601 time")))?;
+    zone.from_local_datetime(&local)
+        .earliest()
+        .map(|time| time.with_timezone(&Utc))
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "--from: {text} does not exist in {zone} (clocks skip it)"
+            ))
+        })
+}
+
+fn serve() -> Result<ExitCode, CliError> {
+    let (runner, shutdown) = runner()?;
+    let config = runner.config().clone();
+    let planned = scheduler::plan(runner.jobs(), &config)
+        .map_err(|error| CliError::Usage(error.to_string()))?;
+    let closed = runner.close_orphaned_runs()?;
+    if closed > 0 {
+        log::warn!("closed {closed} runs left running by a process that died");
+    }
+    let secrets = http::resolve_cron_secrets(&config)
+        .map_err(|error| CliError::Failed(format!("preparing the generated secret: {error}")))?;
+    let listener = TcpListener::bind(config.listen).map_err(|error| {
+        CliError::Usage(format!(
+            "EDGECRON_LISTEN: cannot listen on {}: {error}",
+            config.listen
+        ))
+    })?;
+    let address = listener
+        .local_addr()
+        .map_err(|error| CliError::Failed(error.to_string()))?;
+    let app = Arc::new(App {
+        runner: Arc::clone(&runner),
+        auth: Auth::new(secrets, &config),
+        planned: planned.clone(),
+    });
+    let _signals = forward_signals(&shutdown);
+    let workers = http::start(listener, app, Arc::clone(&shutdown), config.http_workers)
+        .map_err(|error| CliError::Failed(format!("starting the HTTP listener: {error}")))?;
+    log::info!(
+        "listening on http://{address} (store {})",
+        runner.store().path().display()
+    );
+
+    let scheduler = {
+        let (runner, shutdown) = (Arc::clone(&runner), Arc::clone(&shutdown));
+        std::thread::Builder::new()
+            .name("scheduler".into())
+            .spawn(move || scheduler::run(runner, planned, shutdown))
+            .map_err(|error| CliError::Failed(format!("starting the scheduler: {error}")))?
+    };
+
+    while !shutdown.wait(Duration::from_secs(3600)) {}
+    log::info!(
+        "stopping: no new runs; waiting up to {}s for running jobs",
+        config.shutdown_grace.as_secs()
+    );
+    if let Ok(started_runs) = scheduler.join() {
+        drop(started_runs);
+    }
+    if !runner.wait_idle(config.shutdown_grace) {
+        runner.abandon_active("interrupted: the shutdown grace period ran out");
+    }
+    // Let workers deliver the responses of runs that just ended.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while workers.iter().any(|worker| !worker.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    log::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Requests shutdown on SIGTERM or SIGINT, from a small thread of its own.
+fn forward_signals(shutdown: &Arc<Shutdown>) -> Option<signal_hook::iterator::Handle> {
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ]) {
+        Ok(signals) => signals,
+        Err(error) => {
+            log::warn!("cannot catch SIGTERM/SIGINT ({error}); they will stop the process at once");
+            return None;
+        }
+    };
+    let handle = signals.handle();
+    let shutdown = Arc::clone(shutdown);
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                log::info!("received signal {signal}; shutting down");
+                shutdown.request();
+            }
+        });
+    spawned.ok().map(|_| handle)
+}
+
+fn print_json(value: &Value) {
+    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout (a pipe to `head`) is not worth a panic.
+    let _ = writeln!(stdout, "{text}");
+}
