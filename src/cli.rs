@@ -121,6 +121,10 @@ pub fn execute(cli: Cli) -> Result<ExitCode, CliError> {
         } => {
             let params = RunParams::from_text(dry_run, start_date.as_deref(), end_date.as_deref())
                 .map_err(CliError::Usage)?;
+            // Bad usage is refused before the store is touched.
+            Registry::all()
+                .check(&job, &params)
+                .map_err(CliError::Usage)?;
             run(&job, params)
         }
         Command::Jobs { json } => jobs(json),
@@ -199,10 +203,10 @@ fn jobs(json: bool) -> Result<ExitCode, CliError> {
         print_json(&serde_json::json!(statuses));
         return Ok(ExitCode::SUCCESS);
     }
-    let mut out = String::from(format!(
+    let mut out = format!(
         "{:<30} {:<16} {:<8} {:<48} {}\n",
         "JOB", "SCHEDULE", "ENABLED", "LAST RUN", "NEXT RUN"
-    ));
+    );
     for status in statuses {
         let last = status.last_run.map_or_else(
             || "-".to_string(),

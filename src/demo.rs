@@ -594,7 +594,8 @@ fn insert_models(
     tenant: &Tenant,
     now: DateTime<Utc>,
 ) -> Result<u64, DemoError> {
-    let models: [(&str, Option<&str>, Option<DateTime<Utc>>); 3] = [
+    type Model<'a> = (&'a str, Option<&'a str>, Option<DateTime<Utc>>);
+    let models: [Model<'_>; 3] = [
         ("churn", Some("0 2 * * *"), Some(now - Duration::hours(1))),
         (
             "next-best-action",

@@ -120,24 +120,12 @@ impl Runner {
 
     /// Checks a job's parameters without running it.
     pub fn check(&self, name: &str, params: &RunParams) -> Result<&dyn Job, RunError> {
-        let job = self
-            .jobs
-            .get(name)
-            .ok_or_else(|| RunError::UnknownJob(name.to_string()))?;
-        let has_dates = params.start_date.is_some() || params.end_date.is_some();
-        if has_dates && !job.takes_date_range() {
-            return Err(RunError::InvalidParams(format!(
-                "{name} takes no startDate/endDate"
-            )));
-        }
-        if let (Some(start), Some(end)) = (params.start_date, params.end_date)
-            && start > end
-        {
-            return Err(RunError::InvalidParams(format!(
-                "startDate {start} is after endDate {end}"
-            )));
-        }
-        Ok(job)
+        self.jobs
+            .check(name, params)
+            .map_err(|message| match self.jobs.get(name) {
+                None => RunError::UnknownJob(name.to_string()),
+                Some(_) => RunError::InvalidParams(message),
+            })
     }
 
     pub fn run(

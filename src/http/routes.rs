@@ -83,7 +83,7 @@ fn route(app: &App, request: &mut Request) -> Reply {
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
     match path {
         "/healthz" => allow(request, READ_METHODS).unwrap_or_else(|| health(app)),
-        "/api/v1/jobs" => read(app, request, |app| jobs(app)),
+        "/api/v1/jobs" => read(app, request, jobs),
         "/api/v1/runs" => read(app, request, |app| runs(app, query)),
         "/api/jobs/telemetry-daily" => trigger(
             app,

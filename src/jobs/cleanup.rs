@@ -122,11 +122,19 @@ fn ensure_partitions(ctx: &JobCtx<'_>, today: NaiveDate) -> Result<u64, JobError
 
 fn store_upkeep(ctx: &JobCtx<'_>) -> Result<serde_json::Value, JobError> {
     let conn = ctx.store.conn()?;
-    // TRUNCATE waits for readers briefly (busy_timeout) and resets the WAL when it can.
-    let (busy, log_frames, checkpointed): (i64, i64, i64) =
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })?;
+    // A TRUNCATE checkpoint holds the write lock while it waits for readers, which would stall
+    // the application's writers for the whole busy timeout. Without a busy timeout it never
+    // waits: it checkpoints what it can and truncates the WAL only when no reader is in it.
+    conn.busy_timeout(std::time::Duration::ZERO)?;
+    let checkpoint = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    });
+    conn.busy_timeout(crate::store::BUSY_TIMEOUT)?;
+    let (busy, log_frames, checkpointed) = checkpoint?;
     conn.execute_batch("PRAGMA optimize")?;
     Ok(json!({
         "walCheckpoint": {"busy": busy != 0, "logFrames": log_frames, "checkpointedFrames": checkpointed},

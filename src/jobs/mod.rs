@@ -147,6 +147,23 @@ impl Registry {
         }
     }
 
+    /// Finds a job and checks the parameters it is given, before anything runs.
+    pub fn check(&self, name: &str, params: &RunParams) -> Result<&dyn Job, String> {
+        let job = self
+            .get(name)
+            .ok_or_else(|| format!("no job named {name:?}"))?;
+        let has_dates = params.start_date.is_some() || params.end_date.is_some();
+        if has_dates && !job.takes_date_range() {
+            return Err(format!("{name} takes no startDate/endDate"));
+        }
+        if let (Some(start), Some(end)) = (params.start_date, params.end_date)
+            && start > end
+        {
+            return Err(format!("startDate {start} is after endDate {end}"));
+        }
+        Ok(job)
+    }
+
     pub fn get(&self, name: &str) -> Option<&dyn Job> {
         self.jobs
             .iter()

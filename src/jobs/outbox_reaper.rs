@@ -126,4 +126,18 @@ mod tests {
             "lease expired after 5 attempts; dead-lettered"
         );
     }
+
+    #[test]
+    fn dry_run_counts_without_changing_anything() {
+        // Regression: the dry-run count once bound the SET clause's parameter too and failed.
+        let mut harness = Harness::new(chrono::Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap());
+        harness.exec("INSERT INTO outbox (id, status, attempts, locked_at) VALUES (1, 'processing', 1, '2026-06-01T10:00:00.000Z');");
+        harness.params.dry_run = true;
+        let output = OutboxReaper.run(&harness.ctx()).unwrap();
+        assert_eq!(output.body["reset"], 1);
+        assert_eq!(
+            harness.query::<String>("SELECT status FROM outbox"),
+            "processing"
+        );
+    }
 }

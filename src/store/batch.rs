@@ -40,10 +40,14 @@ impl BatchedChange<'_> {
     /// Counts the rows the change would touch, for dry runs.
     pub fn count(&self, store: &Store) -> Result<u64, StoreError> {
         let sql = format!("SELECT COUNT(*) FROM {} WHERE {}", self.table, self.filter);
-        let count: i64 =
-            store
-                .conn()?
-                .query_row(&sql, params_from_iter(self.params.iter()), |row| row.get(0))?;
+        let conn = store.conn()?;
+        let mut statement = conn.prepare(&sql)?;
+        // The filter may use fewer of the parameters than the update's SET clause does.
+        let used = statement.parameter_count();
+        let count: i64 = statement
+            .query_row(params_from_iter(self.params.iter().take(used)), |row| {
+                row.get(0)
+            })?;
         Ok(count.max(0) as u64)
     }
 

@@ -18,6 +18,11 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 }];
 
 pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> {
+    let known = MIGRATIONS.last().map_or(0, |migration| migration.version);
+    // An up-to-date store is read, not written: opening it never waits for the write lock.
+    if current_version(conn)? == Some(known) {
+        return Ok(0);
+    }
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version     INTEGER PRIMARY KEY,
@@ -25,7 +30,6 @@ pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> 
              applied_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
          )",
     )?;
-    let known = MIGRATIONS.last().map_or(0, |migration| migration.version);
     let mut applied = 0;
     for migration in MIGRATIONS {
         // One immediate transaction per migration: two processes migrating at once serialise,
@@ -55,6 +59,22 @@ pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> 
         applied += 1;
     }
     Ok(applied)
+}
+
+fn current_version(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations')",
+        [],
+        |row| row.get(0),
+    )?;
+    if !exists {
+        return Ok(None);
+    }
+    Ok(
+        conn.query_row("SELECT MAX(version) FROM schema_migrations", [], |row| {
+            row.get(0)
+        })?,
+    )
 }
 
 #[cfg(test)]

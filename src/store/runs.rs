@@ -89,6 +89,26 @@ pub struct RunEnd<'a> {
     pub duration_ms: i64,
 }
 
+fn current_lease(conn: &rusqlite::Connection, job: &str) -> rusqlite::Result<Option<LeaseHolder>> {
+    conn.query_row(
+        "SELECT l.run_id, COALESCE(r.trigger, ''), l.acquired_at, l.holder, l.heartbeat_at
+         FROM job_leases l LEFT JOIN job_runs r ON r.id = l.run_id
+         WHERE l.job = ?1",
+        [job],
+        |row| {
+            let heartbeat: String = row.get(4)?;
+            Ok(LeaseHolder {
+                run_id: row.get(0)?,
+                trigger: row.get(1)?,
+                started_at: row.get(2)?,
+                holder: row.get(3)?,
+                heartbeat_at: from_store_text(&heartbeat).unwrap_or_default(),
+            })
+        },
+    )
+    .optional()
+}
+
 const RUN_COLUMNS: &str =
     "id, job, trigger, started_at, finished_at, status, error, duration_ms, rows_processed";
 
@@ -119,26 +139,15 @@ impl Store {
     ) -> Result<LeaseAttempt, StoreError> {
         let now_text = to_store_text(now);
         let mut conn = self.conn()?;
+        // A live holder is answered from a plain read, so a refusal never waits for the write
+        // lock (which the holder may be using); the transaction below checks again.
+        if let Some(current) = current_lease(&conn, job)?
+            && is_alive(&current)
+        {
+            return Ok(LeaseAttempt::Busy(current));
+        }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current = tx
-            .query_row(
-                "SELECT l.run_id, COALESCE(r.trigger, ''), l.acquired_at, l.holder, l.heartbeat_at
-                 FROM job_leases l LEFT JOIN job_runs r ON r.id = l.run_id
-                 WHERE l.job = ?1",
-                [job],
-                |row| {
-                    let heartbeat: String = row.get(4)?;
-                    Ok(LeaseHolder {
-                        run_id: row.get(0)?,
-                        trigger: row.get(1)?,
-                        started_at: row.get(2)?,
-                        holder: row.get(3)?,
-                        heartbeat_at: from_store_text(&heartbeat).unwrap_or_default(),
-                    })
-                },
-            )
-            .optional()?;
-        if let Some(current) = current {
+        if let Some(current) = current_lease(&tx, job)? {
             if is_alive(&current) {
                 return Ok(LeaseAttempt::Busy(current));
             }

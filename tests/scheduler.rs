@@ -1,0 +1,76 @@
+//! The built-in scheduler inside `edgecron serve`.
+
+use std::time::Duration;
+
+use crate::support::{Env, wait_until};
+
+#[test]
+fn a_six_field_every_second_schedule_fires_and_is_recorded_as_schedule() {
+    let env = Env::new().with("EDGECRON_SCHEDULE_APPROVALS_EXPIRE", "* * * * * *");
+    let server = env.serve();
+    wait_until(Duration::from_secs(15), || {
+        env.query_i64("SELECT COUNT(*) FROM job_runs WHERE job = 'approvals-expire' AND trigger = 'schedule' AND status = 'ok'") >= 3
+    });
+    drop(server);
+    let distinct_seconds = env.query_i64(
+        "SELECT COUNT(DISTINCT substr(started_at, 1, 19)) FROM job_runs WHERE job = 'approvals-expire'",
+    );
+    let runs = env.query_i64("SELECT COUNT(*) FROM job_runs WHERE job = 'approvals-expire'");
+    assert_eq!(distinct_seconds, runs, "at most one run per second");
+}
+
+#[test]
+fn a_run_missed_during_downtime_is_made_up_once_at_start() {
+    let env = Env::new().with("EDGECRON_SCHEDULE_OUTBOX_REAPER", "*/5 * * * *");
+    env.run_json(&["demo"], 0);
+    // The scheduler last handled a fire time an hour ago: twelve fire times have passed.
+    env.db()
+        .execute(
+            "INSERT INTO schedule_state (job, last_fire_at) VALUES ('outbox-reaper', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour'))",
+            [],
+        )
+        .unwrap();
+    let server = env.serve();
+    wait_until(Duration::from_secs(10), || {
+        env.query_i64("SELECT COUNT(*) FROM job_runs WHERE job = 'outbox-reaper' AND status = 'ok'")
+            == 1
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        env.query_i64("SELECT COUNT(*) FROM job_runs WHERE job = 'outbox-reaper'"),
+        1
+    );
+    assert!(
+        server.log().contains("were missed; running once now"),
+        "{}",
+        server.log()
+    );
+    // Jobs never run before are not made up: their first fire time is ahead.
+    assert_eq!(
+        env.query_i64("SELECT COUNT(*) FROM job_runs WHERE job = 'cleanup'"),
+        0
+    );
+}
+
+#[test]
+fn disabled_and_operator_overrides_are_honoured() {
+    let env = Env::new()
+        .with("EDGECRON_SCHEDULE_APPROVALS_EXPIRE", "* * * * * *")
+        .with("EDGECRON_ENABLED_APPROVALS_EXPIRE", "false");
+    let jobs = env.run_json(&["jobs", "--json"], 0);
+    let approvals = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|job| job["name"] == "approvals-expire")
+        .unwrap();
+    assert_eq!(approvals["schedule"], "* * * * * *");
+    assert_eq!(approvals["enabled"], false);
+    assert!(approvals["nextRun"].is_null());
+    let _server = env.serve();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        env.query_i64("SELECT COUNT(*) FROM job_runs WHERE job = 'approvals-expire'"),
+        0
+    );
+}

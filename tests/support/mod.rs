@@ -1,0 +1,319 @@
+//! Shared helpers for the integration tests: a temp data dir with its own environment, the
+//! real `edgecron` binary, a real server on a loopback port, and a small raw HTTP client
+//! (raw, so tests can also send what no well-behaved client would).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+pub const SECRET: &str = "test-secret-0123456789";
+
+/// A data dir and the environment every `edgecron` started from it gets.
+pub struct Env {
+    dir: tempfile::TempDir,
+    vars: Vec<(String, String)>,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let vars = vec![
+            (
+                "EDGECRON_DATA_DIR".to_string(),
+                dir.path().display().to_string(),
+            ),
+            ("CRON_SECRET".to_string(), SECRET.to_string()),
+            ("RUST_LOG".to_string(), "info".to_string()),
+        ];
+        Env { dir, vars }
+    }
+
+    pub fn with(mut self, name: &str, value: &str) -> Env {
+        self.vars.retain(|(existing, _)| existing != name);
+        self.vars.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn without(mut self, name: &str) -> Env {
+        self.vars.retain(|(existing, _)| existing != name);
+        self
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("edgecron.db")
+    }
+
+    /// `edgecron ARGS` with this environment and nothing inherited that could change it.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_edgecron"));
+        command.args(args).env_clear();
+        for name in ["PATH", "HOME", "TMPDIR"] {
+            if let Ok(value) = std::env::var(name) {
+                command.env(name, value);
+            }
+        }
+        command.envs(self.vars.iter().map(|(name, value)| (name, value)));
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run edgecron")
+    }
+
+    /// Runs and parses stdout as JSON, asserting the exit code.
+    pub fn run_json(&self, args: &[&str], expected_code: i32) -> serde_json::Value {
+        let output = self.run(args);
+        assert_eq!(
+            output.status.code(),
+            Some(expected_code),
+            "edgecron {args:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+            panic!(
+                "stdout of {args:?} is not JSON ({error}): {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        })
+    }
+
+    pub fn demo(&self) {
+        self.run_json(&["demo"], 0);
+    }
+
+    pub fn db(&self) -> Connection {
+        let conn = Connection::open(self.db_path()).expect("open store");
+        conn.busy_timeout(Duration::from_secs(10))
+            .expect("busy timeout");
+        conn
+    }
+
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        self.db().query_row(sql, [], |row| row.get(0)).expect(sql)
+    }
+
+    /// Starts `edgecron serve` on a free loopback port and waits until it answers.
+    pub fn serve(&self) -> Server {
+        let mut child = self
+            .command(&["serve"])
+            .env("EDGECRON_LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start edgecron serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (address_tx, address_rx) = std::sync::mpsc::channel();
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        let address = rest
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string();
+                        let _ = address_tx.send(address);
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let address = address_rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "serve did not start listening; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                )
+            });
+        let server = Server {
+            child,
+            address: address.parse().expect("listen address"),
+            log,
+        };
+        wait_until(Duration::from_secs(10), || {
+            server.get("/healthz").status == 200
+        });
+        server
+    }
+}
+
+pub struct Server {
+    pub child: Child,
+    pub address: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|error| panic!("body is not JSON ({error}): {}", self.body))
+    }
+}
+
+impl Server {
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, &[], None)
+    }
+
+    pub fn trigger(&self, method: &str, path: &str, body: Option<&str>) -> Reply {
+        let auth = format!("Bearer {SECRET}");
+        self.request(
+            method,
+            path,
+            &[("Authorization", &auth)],
+            body.map(str::as_bytes),
+        )
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Reply {
+        let mut stream = TcpStream::connect(self.address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("timeout");
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.address
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if let Some(body) = body {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).expect("write head");
+        if let Some(body) = body {
+            // The server may answer (413) before reading a large body and close.
+            let _ = stream.write_all(body);
+        }
+        read_reply(&mut stream)
+    }
+
+    pub fn signal(&self, name: &str) {
+        signal(self.child.id(), name);
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "edgecron did not exit within {limit:?}; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{field}:")))
+            .and_then(|value| value.trim().trim_end_matches(" kB").trim().parse().ok())
+            .expect("memory field")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn read_reply(stream: &mut TcpStream) -> Reply {
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in reply: {text:?}"));
+    Reply {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+/// Polls `condition` until it holds, failing the test after `limit`.
+pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(
+            started.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+impl Env {
+    /// Adds `count` expired suppressions: enough work to keep `cleanup` busy for a while
+    /// (about two seconds per million rows here), a real long run for overlap and shutdown
+    /// tests.
+    pub fn add_expired_suppressions(&self, count: i64) {
+        self.db()
+            .execute(
+                "WITH RECURSIVE n(value) AS (SELECT 1 UNION ALL SELECT value + 1 FROM n WHERE value < ?1)
+                 INSERT INTO suppressions (id, expires_at) SELECT 'bulk-' || value, '2020-01-01T00:00:00.000Z' FROM n",
+                [count],
+            )
+            .expect("add suppressions");
+    }
+
+    /// Waits until `job` has a run in the `running` state.
+    pub fn wait_for_running(&self, job: &str) {
+        let sql =
+            format!("SELECT COUNT(*) FROM job_runs WHERE job = '{job}' AND status = 'running'");
+        wait_until(Duration::from_secs(20), || self.query_i64(&sql) == 1);
+    }
+}
+
+pub fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}

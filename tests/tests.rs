@@ -1,0 +1,8 @@
+//! Integration tests: the real binary and server against temp data dirs on loopback.
+
+mod support;
+
+mod calendar;
+mod cli;
+mod http;
+mod scheduler;
