@@ -166,7 +166,13 @@ fn open() -> Result<(Arc<Config>, Store), CliError> {
 fn runner() -> Result<(Arc<Runner>, Arc<Shutdown>), CliError> {
     let (config, store) = open()?;
     let shutdown = Arc::new(Shutdown::default());
-    let runner = Runner::new(store, config, Arc::new(SystemClock), Arc::clone(&shutdown));
+    let runner = Runner::new(
+        Registry::all(),
+        store,
+        config,
+        Arc::new(SystemClock),
+        Arc::clone(&shutdown),
+    );
     Ok((Arc::new(runner), shutdown))
 }
 

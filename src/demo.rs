@@ -112,6 +112,9 @@ pub fn fill(
     let tenants = tenants(tenant_count);
     let mut rng = fastrand::Rng::with_seed(0x00ED_6EC2_0000_0001);
     let mut conn = store.conn()?;
+    // One large transaction: a cache big enough to hold it keeps SQLite from spilling dirty
+    // pages to the WAL part-way (this connection belongs to a short-lived command).
+    conn.pragma_update(None, "cache_size", -256 * 1024)?;
     let tx = conn.transaction()?;
     let tenant_ids: Vec<&str> = tenants.iter().map(|tenant| tenant.id.as_str()).collect();
     wipe(&tx, &tenant_ids)?;

@@ -85,6 +85,7 @@ struct ActiveRuns {
 
 impl Runner {
     pub fn new(
+        jobs: Registry,
         store: Store,
         config: Arc<Config>,
         clock: Arc<dyn Clock>,
@@ -94,7 +95,7 @@ impl Runner {
             store,
             config,
             clock,
-            jobs: Registry::all(),
+            jobs,
             holder: holder::this_process(),
             shutdown,
             active: Mutex::new(ActiveRuns::default()),
@@ -358,4 +359,145 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_string());
     format!("job panicked: {detail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::jobs::{JobError, JobOutput};
+
+    /// Does what its closure says, so each test can give the runner a job of its own.
+    struct TestJob(Box<dyn Fn(&JobCtx<'_>) -> Result<JobOutput, JobError> + Send + Sync>);
+
+    impl Job for TestJob {
+        fn name(&self) -> &'static str {
+            "test-job"
+        }
+
+        fn default_schedule(&self) -> &'static str {
+            "* * * * *"
+        }
+
+        fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
+            (self.0)(ctx)
+        }
+    }
+
+    fn runner(
+        job: TestJob,
+        config_vars: &[(&str, &str)],
+    ) -> (tempfile::TempDir, Arc<Runner>, Arc<Shutdown>) {
+        let (dir, store) = crate::store::test_support::temp_store();
+        let vars = config_vars
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()));
+        let config = Config::from_vars(vars, &[]).unwrap();
+        let shutdown = Arc::new(Shutdown::default());
+        let jobs = Registry::from_jobs(vec![Box::new(job)]);
+        let runner = Runner::new(
+            jobs,
+            store,
+            Arc::new(config),
+            Arc::new(SystemClock),
+            Arc::clone(&shutdown),
+        );
+        (dir, Arc::new(runner), shutdown)
+    }
+
+    fn output(body: Value) -> Result<JobOutput, JobError> {
+        Ok(JobOutput {
+            body,
+            item_errors: 0,
+            rows_processed: 0,
+        })
+    }
+
+    #[test]
+    fn a_panicking_job_is_a_failed_run_and_releases_its_lease() {
+        let (_dir, runner, _) = runner(TestJob(Box::new(|_| panic!("boom"))), &[]);
+        let completed = runner
+            .run("test-job", Trigger::Cli, RunParams::default())
+            .unwrap();
+        assert_eq!(completed.status, RunStatus::Failed);
+        assert_eq!(completed.body["error"], "job panicked: boom");
+        let runs = runner.store().list_runs(Some("test-job"), 5).unwrap();
+        assert_eq!(
+            (runs[0].status.as_str(), runs[0].error.as_deref()),
+            ("failed", Some("job panicked: boom"))
+        );
+        assert_eq!(
+            runner
+                .run("test-job", Trigger::Cli, RunParams::default())
+                .unwrap()
+                .status,
+            RunStatus::Failed
+        );
+    }
+
+    #[test]
+    fn a_job_past_its_deadline_is_told_to_stop() {
+        let job = TestJob(Box::new(|ctx| {
+            let mut batches = 0;
+            while !ctx.should_stop() {
+                batches += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            output(json!({"ok": true, "batches": batches}))
+        }));
+        let (_dir, runner, _) = runner(job, &[("EDGECRON_JOB_DEADLINE_SECS", "1")]);
+        let started = Instant::now();
+        let completed = runner
+            .run("test-job", Trigger::Cli, RunParams::default())
+            .unwrap();
+        assert_eq!(completed.status, RunStatus::Ok);
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(completed.body["batches"].as_u64().unwrap() > 10);
+    }
+
+    #[test]
+    fn a_run_still_going_after_the_grace_period_is_recorded_as_failed() {
+        let (release, released) = mpsc::channel::<()>();
+        let released = Mutex::new(released);
+        let job = TestJob(Box::new(move |_| {
+            // Ignores shutdown, as a job stuck in one long call would.
+            let _ = released
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(30));
+            output(json!({"ok": true}))
+        }));
+        let (_dir, runner, shutdown) = runner(job, &[]);
+        let background = Arc::clone(&runner);
+        let run = std::thread::spawn(move || {
+            background.run("test-job", Trigger::Schedule, RunParams::default())
+        });
+        while runner
+            .store()
+            .list_runs(Some("test-job"), 1)
+            .unwrap()
+            .is_empty()
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        shutdown.request();
+        assert!(matches!(
+            runner.run("test-job", Trigger::Http, RunParams::default()),
+            Err(RunError::ShuttingDown)
+        ));
+        assert!(!runner.wait_idle(Duration::from_millis(200)));
+        runner.abandon_active("interrupted: the shutdown grace period ran out");
+        let runs = runner.store().list_runs(Some("test-job"), 5).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].status, "failed");
+        assert_eq!(
+            runs[0].error.as_deref(),
+            Some("interrupted: the shutdown grace period ran out")
+        );
+        release.send(()).unwrap();
+        run.join().unwrap().unwrap();
+    }
 }

@@ -136,15 +136,17 @@ pub struct Registry {
 
 impl Registry {
     pub fn all() -> Registry {
-        Registry {
-            jobs: vec![
-                Box::new(cleanup::Cleanup),
-                Box::new(approvals_expire::ApprovalsExpire),
-                Box::new(flow_scheduler_tick::FlowSchedulerTick),
-                Box::new(scheduled_retrains::ScheduledRetrains),
-                Box::new(outbox_reaper::OutboxReaper),
-            ],
-        }
+        Registry::from_jobs(vec![
+            Box::new(cleanup::Cleanup),
+            Box::new(approvals_expire::ApprovalsExpire),
+            Box::new(flow_scheduler_tick::FlowSchedulerTick),
+            Box::new(scheduled_retrains::ScheduledRetrains),
+            Box::new(outbox_reaper::OutboxReaper),
+        ])
+    }
+
+    pub fn from_jobs(jobs: Vec<Box<dyn Job>>) -> Registry {
+        Registry { jobs }
     }
 
     /// Finds a job and checks the parameters it is given, before anything runs.
