@@ -371,7 +371,8 @@ mod tests {
     use crate::jobs::{JobError, JobOutput};
 
     /// Does what its closure says, so each test can give the runner a job of its own.
-    struct TestJob(Box<dyn Fn(&JobCtx<'_>) -> Result<JobOutput, JobError> + Send + Sync>);
+    type JobBody = Box<dyn Fn(&JobCtx<'_>) -> Result<JobOutput, JobError> + Send + Sync>;
+    struct TestJob(JobBody);
 
     impl Job for TestJob {
         fn name(&self) -> &'static str {
