@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::TransactionBehavior;
 use serde_json::{Value, json};
 
-use super::{JobCtx, JobError};
+use super::{JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
 use crate::config::parse_zone;
 use crate::scheduler::schedule::Schedule;
@@ -28,7 +28,7 @@ pub struct DueTable {
 }
 
 #[derive(Default)]
-pub struct DueOutcome {
+struct DueOutcome {
     pub enqueued: u64,
     /// Rows seen for the first time, whose first run time was planned.
     pub planned: u64,
@@ -48,7 +48,24 @@ struct DueRow {
 }
 
 impl DueTable {
-    pub fn run(&self, ctx: &JobCtx<'_>) -> Result<DueOutcome, JobError> {
+    /// Enqueues what is due and answers the job's result: `{ok, enqueued, planned, errors}`.
+    pub fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
+        let outcome = self.enqueue_due(ctx)?;
+        Ok(JobOutput {
+            body: json!({
+                "ok": true,
+                "enqueued": outcome.enqueued,
+                "planned": outcome.planned,
+                "errors": outcome.errors,
+                "finished": outcome.finished,
+                "dryRun": ctx.params.dry_run,
+            }),
+            item_errors: outcome.errors.len() as u64,
+            rows_processed: outcome.enqueued,
+        })
+    }
+
+    fn enqueue_due(&self, ctx: &JobCtx<'_>) -> Result<DueOutcome, JobError> {
         let now = ctx.now();
         let now_text = to_store_text(now);
         let mut outcome = DueOutcome {

@@ -1,8 +1,6 @@
 //! `flow-scheduler-tick`: enqueue each scheduled flow that is due, exactly once, and plan its
 //! next run from its own cron expression and time zone.
 
-use serde_json::json;
-
 use super::due_enqueue::DueTable;
 use super::{Job, JobCtx, JobError, JobOutput};
 
@@ -26,19 +24,7 @@ impl Job for FlowSchedulerTick {
     }
 
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
-        let outcome = FLOWS.run(ctx)?;
-        Ok(JobOutput {
-            body: json!({
-                "ok": true,
-                "enqueued": outcome.enqueued,
-                "planned": outcome.planned,
-                "errors": outcome.errors,
-                "finished": outcome.finished,
-                "dryRun": ctx.params.dry_run,
-            }),
-            item_errors: outcome.errors.len() as u64,
-            rows_processed: outcome.enqueued,
-        })
+        FLOWS.run(ctx)
     }
 }
 

@@ -1,8 +1,6 @@
 //! `scheduled-retrains`: enqueue a retrain for each model whose retrain schedule is due,
 //! exactly once, and plan its next retrain.
 
-use serde_json::json;
-
 use super::due_enqueue::DueTable;
 use super::{Job, JobCtx, JobError, JobOutput};
 
@@ -26,19 +24,7 @@ impl Job for ScheduledRetrains {
     }
 
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
-        let outcome = MODELS.run(ctx)?;
-        Ok(JobOutput {
-            body: json!({
-                "ok": true,
-                "enqueued": outcome.enqueued,
-                "planned": outcome.planned,
-                "errors": outcome.errors,
-                "finished": outcome.finished,
-                "dryRun": ctx.params.dry_run,
-            }),
-            item_errors: outcome.errors.len() as u64,
-            rows_processed: outcome.enqueued,
-        })
+        MODELS.run(ctx)
     }
 }
 
