@@ -395,6 +395,8 @@ fn serve() -> Result<ExitCode, CliError> {
     }
     if !runner.wait_idle(config.shutdown_grace) {
         runner.abandon_active("interrupted: the shutdown grace period ran out");
+        log::info!("stopped");
+        return Ok(ExitCode::SUCCESS);
     }
     // Let workers deliver the responses of runs that just ended.
     let deadline = Instant::now() + Duration::from_secs(1);

@@ -35,6 +35,20 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// S3-compatible storage for export files, when `S3_BUCKET` is set.
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// `None`: AWS itself, by region.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Both or neither; neither means anonymous access.
+    pub credentials: Option<(String, Secret)>,
+    /// Prepended to the path relative to the data dir.
+    pub prefix: String,
+    pub path_style: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
@@ -56,6 +70,9 @@ pub struct Config {
     pub http_workers: usize,
     pub outbox_lease: Duration,
     pub outbox_max_attempts: i64,
+    pub s3: Option<S3Settings>,
+    /// `EXPORT_DELETE_LOCAL_AFTER_UPLOAD`: remove local export files once verified in S3.
+    pub delete_local_after_upload: bool,
 }
 
 impl Config {
@@ -101,7 +118,13 @@ impl Config {
             }
         }
 
+        let s3 = parse_s3(&get)?;
         Ok(Config {
+            s3,
+            delete_local_after_upload: get("EXPORT_DELETE_LOCAL_AFTER_UPLOAD")
+                .map_or(Ok(false), |value| {
+                    parse_bool("EXPORT_DELETE_LOCAL_AFTER_UPLOAD", value)
+                })?,
             db_path,
             listen,
             cron_secrets: get("CRON_SECRET")
@@ -126,40 +149,78 @@ impl Config {
                 get("EXPORT_BATCH_SIZE"),
                 10_000,
                 1,
+                100_000_000,
             )?,
             job_deadline: Duration::from_secs(parse_number(
                 "EDGECRON_JOB_DEADLINE_SECS",
                 get("EDGECRON_JOB_DEADLINE_SECS"),
                 600,
                 1,
+                ONE_YEAR_SECS,
             )?),
             shutdown_grace: Duration::from_secs(parse_number(
                 "EDGECRON_SHUTDOWN_GRACE_SECS",
                 get("EDGECRON_SHUTDOWN_GRACE_SECS"),
                 30,
                 0,
+                24 * 3600,
             )?),
             http_workers: parse_number(
                 "EDGECRON_HTTP_WORKERS",
                 get("EDGECRON_HTTP_WORKERS"),
                 16,
                 1,
+                1_024,
             )?,
             outbox_lease: Duration::from_secs(parse_number(
                 "OUTBOX_LEASE_SECS",
                 get("OUTBOX_LEASE_SECS"),
                 300,
                 1,
+                ONE_YEAR_SECS,
             )?),
             outbox_max_attempts: parse_number(
                 "OUTBOX_MAX_ATTEMPTS",
                 get("OUTBOX_MAX_ATTEMPTS"),
                 5,
                 1,
+                1_000_000,
             )?,
             data_dir,
         })
     }
+}
+
+fn parse_s3<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Option<S3Settings>, ConfigError> {
+    let Some(bucket) = get("S3_BUCKET") else {
+        return Ok(None);
+    };
+    let endpoint = get("S3_ENDPOINT").map(|endpoint| endpoint.trim_end_matches('/').to_string());
+    if let Some(endpoint) = &endpoint
+        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+    {
+        return Err(ConfigError(format!(
+            "S3_ENDPOINT: {endpoint:?} is not an http:// or https:// URL"
+        )));
+    }
+    let credentials = match (get("S3_ACCESS_KEY_ID"), get("S3_SECRET_ACCESS_KEY")) {
+        (Some(key), Some(secret)) => Some((key.to_string(), Secret::new(secret.to_string()))),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError(
+                "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY: set both or neither".into(),
+            ));
+        }
+    };
+    Ok(Some(S3Settings {
+        bucket: bucket.to_string(),
+        endpoint,
+        region: get("S3_REGION").unwrap_or("us-east-1").to_string(),
+        credentials,
+        prefix: get("S3_PREFIX").unwrap_or("").to_string(),
+        path_style: get("S3_PATH_STYLE")
+            .map_or(Ok(false), |value| parse_bool("S3_PATH_STYLE", value))?,
+    }))
 }
 
 pub fn parse_zone(name: &str, value: &str) -> Result<Tz, ConfigError> {
@@ -194,11 +255,13 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// A whole number in `minimum..=maximum` (bounded so no later arithmetic can overflow).
 fn parse_number<T>(
     name: &str,
     value: Option<&str>,
     default: T,
     minimum: T,
+    maximum: T,
 ) -> Result<T, ConfigError>
 where
     T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
@@ -207,12 +270,14 @@ where
         return Ok(default);
     };
     match value.parse::<T>() {
-        Ok(number) if number >= minimum => Ok(number),
+        Ok(number) if number >= minimum && number <= maximum => Ok(number),
         _ => Err(ConfigError(format!(
-            "{name}: expected a whole number of at least {minimum}, got {value:?}"
+            "{name}: expected a whole number from {minimum} to {maximum}, got {value:?}"
         ))),
     }
 }
+
+const ONE_YEAR_SECS: u64 = 366 * 24 * 3600;
 
 #[cfg(test)]
 mod tests {
@@ -271,6 +336,22 @@ mod tests {
             ),
             (vec![("CRON_ENABLED", "maybe")], "CRON_ENABLED"),
             (vec![("EXPORT_BATCH_SIZE", "0")], "EXPORT_BATCH_SIZE"),
+            (
+                vec![("EDGECRON_JOB_DEADLINE_SECS", "18446744073709551615")],
+                "EDGECRON_JOB_DEADLINE_SECS",
+            ),
+            (
+                vec![("OUTBOX_LEASE_SECS", "99999999999")],
+                "OUTBOX_LEASE_SECS",
+            ),
+            (
+                vec![("S3_BUCKET", "b"), ("S3_ACCESS_KEY_ID", "k")],
+                "S3_ACCESS_KEY_ID",
+            ),
+            (
+                vec![("S3_BUCKET", "b"), ("S3_ENDPOINT", "localhost:9000")],
+                "S3_ENDPOINT",
+            ),
         ] {
             let error = config(&vars).unwrap_err().to_string();
             assert!(error.starts_with(variable), "{error}");

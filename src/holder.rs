@@ -15,24 +15,31 @@ pub const HEARTBEAT_STALE_AFTER: Duration = Duration::from_secs(30);
 
 pub fn this_process() -> String {
     let pid = std::process::id();
-    format!("{}/{pid}/{}", host_name(), start_ticks(pid).unwrap_or(0))
+    let ticks = start_ticks(pid).unwrap_or(0);
+    format!("{}/{}/{pid}/{ticks}", host_name(), process_space())
 }
 
 /// Whether the process named by `holder`, whose last heartbeat was at `heartbeat`, is alive.
+/// Only a process this one can see (same host, boot and pid namespace) is judged by its pid;
+/// any other, or any doubt, by its heartbeat.
 pub fn is_alive(holder: &str, heartbeat: DateTime<Utc>, now: DateTime<Utc>) -> bool {
-    let mut parts = holder.rsplitn(3, '/');
-    let (Some(ticks), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
+    let mut parts = holder.rsplitn(4, '/');
+    let (Some(ticks), Some(pid), Some(space), Some(host)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return heartbeat_is_fresh(heartbeat, now);
     };
-    if host != host_name() {
+    if host != host_name() || space != process_space() {
         return heartbeat_is_fresh(heartbeat, now);
     }
     let (Ok(pid), Ok(ticks)) = (pid.parse::<u32>(), ticks.parse::<u64>()) else {
         return heartbeat_is_fresh(heartbeat, now);
     };
     match start_ticks(pid) {
-        Some(current) => current == ticks || heartbeat_is_fresh(heartbeat, now),
-        None => false,
+        // The pid now belongs to a process started at another time: the holder is gone.
+        Ok(current) => current == ticks,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
+        Err(_) => heartbeat_is_fresh(heartbeat, now),
     }
 }
 
@@ -47,13 +54,34 @@ fn host_name() -> String {
         .unwrap_or_else(|_| "localhost".to_string())
 }
 
+/// This boot and pid namespace: pids are only comparable within one.
+fn process_space() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|id| id.trim().chars().take(8).collect::<String>())
+        .unwrap_or_default();
+    let namespace = std::fs::read_link("/proc/self/ns/pid")
+        .map(|link| {
+            link.to_string_lossy()
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    format!("{boot}-{namespace}")
+}
+
 /// The process's start time in clock ticks since boot (field 22 of `/proc/PID/stat`), which
 /// tells a live process from a later one that reused its pid.
-fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+fn start_ticks(pid: u32) -> std::io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let malformed = || std::io::Error::other(format!("unexpected /proc/{pid}/stat"));
     // The command name (field 2) may hold spaces and parentheses; fields after it are plain.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
+    let after_name = &stat[stat.rfind(')').ok_or_else(malformed)? + 1..];
+    after_name
+        .split_whitespace()
+        .nth(19)
+        .and_then(|field| field.parse().ok())
+        .ok_or_else(malformed)
 }
 
 #[cfg(test)]
@@ -65,10 +93,10 @@ mod tests {
         let now = Utc::now();
         let long_ago = now - chrono::Duration::hours(1);
         assert!(is_alive(&this_process(), long_ago, now));
-        let host = host_name();
-        assert!(!is_alive(&format!("{host}/999999999/1"), now, now));
+        let here = format!("{}/{}", host_name(), process_space());
+        assert!(!is_alive(&format!("{here}/999999999/1"), now, now));
         // Our pid, but started at another time: a reused pid, so the old holder is dead.
-        let reused = format!("{host}/{}/1", std::process::id());
+        let reused = format!("{here}/{}/1", std::process::id());
         assert!(!is_alive(&reused, long_ago, now));
     }
 

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -28,6 +29,8 @@ use crate::store::{Store, StoreError};
 /// Run history kept per job: this many successful runs, and more of the failed ones.
 const KEEP_SUCCEEDED_RUNS: i64 = 200;
 const KEEP_FAILED_RUNS: i64 = 1_000;
+/// Tries at recording a run's end before giving up (200 ms, 400 ms, ... apart).
+const FINISH_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -150,6 +153,11 @@ impl Runner {
         let attempt =
             self.store
                 .begin_run(job_name, trigger, &self.holder, started_at, |current| {
+                    if current.holder == self.holder {
+                        // Ours: alive exactly while the run is active here (a run whose end
+                        // could not be recorded must not lock the job out).
+                        return self.lock_active().running.contains_key(&current.run_id);
+                    }
                     holder::is_alive(&current.holder, current.heartbeat_at, started_at)
                 });
         let run_id = {
@@ -172,7 +180,8 @@ impl Runner {
         log::info!("{job_name}: run {run_id} started ({})", trigger.as_str());
 
         let started = Instant::now();
-        let heartbeat = self.start_heartbeat(job_name, run_id);
+        let lease_lost = Arc::new(AtomicBool::new(false));
+        let heartbeat = self.start_heartbeat(job_name, run_id, Arc::clone(&lease_lost));
         let ctx = JobCtx {
             store: &self.store,
             config: &self.config,
@@ -181,6 +190,7 @@ impl Runner {
             run_id,
             deadline: started + self.config.job_deadline,
             shutdown: &self.shutdown,
+            lease_lost: &lease_lost,
         };
         let result = catch_unwind(AssertUnwindSafe(|| job.run(&ctx)));
         drop(heartbeat);
@@ -246,14 +256,23 @@ impl Runner {
             rows_processed: rows as i64,
             duration_ms: duration.as_millis() as i64,
         };
-        if let Err(store_error) = self
+        let mut attempt = 0;
+        while let Err(store_error) = self
             .store
             .finish_run(job_name, run_id, &end, self.clock.now())
         {
-            // The lease stays behind with our holder; the next run sees us gone and takes over.
-            log::error!(
-                "{job_name}: run {run_id} could not be recorded as finished: {store_error}"
+            attempt += 1;
+            if attempt == FINISH_ATTEMPTS {
+                // Once this run leaves `active` below, the next run takes the lease over.
+                log::error!(
+                    "{job_name}: run {run_id} could not be recorded as finished: {store_error}"
+                );
+                break;
+            }
+            log::warn!(
+                "{job_name}: recording the end of run {run_id} (attempt {attempt}): {store_error}"
             );
+            std::thread::sleep(Duration::from_millis(200 << attempt));
         }
         if let Err(store_error) =
             self.store
@@ -277,7 +296,12 @@ impl Runner {
     }
 
     /// Refreshes the lease until the returned guard is dropped.
-    fn start_heartbeat(&self, job_name: &'static str, run_id: i64) -> HeartbeatGuard {
+    fn start_heartbeat(
+        &self,
+        job_name: &'static str,
+        run_id: i64,
+        lease_lost: Arc<AtomicBool>,
+    ) -> HeartbeatGuard {
         let (stop, stopped) = mpsc::channel::<()>();
         let store = self.store.clone();
         let clock = Arc::clone(&self.clock);
@@ -287,8 +311,15 @@ impl Runner {
                 while let Err(RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(holder::HEARTBEAT_INTERVAL)
                 {
-                    if let Err(error) = store.heartbeat(job_name, run_id, clock.now()) {
-                        log::warn!("{job_name}: heartbeat of run {run_id} failed: {error}");
+                    match store.heartbeat(job_name, run_id, clock.now()) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            log::error!("{job_name}: run {run_id} lost its lease; stopping it");
+                            lease_lost.store(true, Ordering::SeqCst);
+                        }
+                        Err(error) => {
+                            log::warn!("{job_name}: heartbeat of run {run_id} failed: {error}")
+                        }
                     }
                 }
             });
@@ -310,21 +341,15 @@ impl Runner {
         active.starting == 0 && active.running.is_empty()
     }
 
-    /// Records every still-active run as failed and releases its lease: the last step of a
-    /// shutdown whose grace period ran out, so no run is left `running`.
+    /// Records every still-active run as failed: the last step of a shutdown whose grace
+    /// period ran out, so no run is left `running`. Leases are kept until the process exits
+    /// (then they are seen dead at once), so no other process starts a job still winding down.
     pub fn abandon_active(&self, reason: &str) {
         let active: Vec<(i64, &'static str)> = self.lock_active().running.drain().collect();
         for (run_id, job_name) in active {
-            let end = RunEnd {
-                status: RunStatus::Failed,
-                result_json: None,
-                error: Some(reason),
-                rows_processed: 0,
-                duration_ms: 0,
-            };
             match self
                 .store
-                .finish_run(job_name, run_id, &end, self.clock.now())
+                .fail_running_run(run_id, reason, self.clock.now())
             {
                 Ok(()) => log::warn!("{job_name}: run {run_id} {reason}"),
                 Err(error) => log::error!("{job_name}: run {run_id} could not be closed: {error}"),
@@ -500,5 +525,8 @@ mod tests {
         );
         release.send(()).unwrap();
         run.join().unwrap().unwrap();
+        // The job finishing afterwards cannot turn the abandoned run back to ok.
+        let runs = runner.store().list_runs(Some("test-job"), 5).unwrap();
+        assert_eq!(runs[0].status, "failed");
     }
 }

@@ -21,12 +21,13 @@ fn a_six_field_every_second_schedule_fires_and_is_recorded_as_schedule() {
 
 #[test]
 fn a_run_missed_during_downtime_is_made_up_once_at_start() {
-    let env = Env::new().with("EDGECRON_SCHEDULE_OUTBOX_REAPER", "*/5 * * * *");
+    // Yearly, at New Year: no real fire time can fall inside this test.
+    let env = Env::new().with("EDGECRON_SCHEDULE_OUTBOX_REAPER", "0 0 1 1 *");
     env.run_json(&["demo"], 0);
-    // The scheduler last handled a fire time an hour ago: twelve fire times have passed.
+    // The scheduler last handled a fire time three years ago: three have passed since.
     env.db()
         .execute(
-            "INSERT INTO schedule_state (job, last_fire_at) VALUES ('outbox-reaper', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour'))",
+            "INSERT INTO schedule_state (job, last_fire_at) VALUES ('outbox-reaper', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-3 years'))",
             [],
         )
         .unwrap();
@@ -41,14 +42,44 @@ fn a_run_missed_during_downtime_is_made_up_once_at_start() {
         1
     );
     assert!(
-        server.log().contains("were missed; running once now"),
+        server.log().contains("2 scheduled runs between"),
         "{}",
         server.log()
     );
-    // Jobs never run before are not made up: their first fire time is ahead.
+    // The handled fire time is now the latest one, so a restart does not run it again.
+    drop(server);
+    let _again = env.serve();
+    std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
-        env.query_i64("SELECT COUNT(*) FROM job_runs WHERE job = 'cleanup'"),
-        0
+        env.query_i64("SELECT COUNT(*) FROM job_runs WHERE job = 'outbox-reaper'"),
+        1
+    );
+}
+
+#[test]
+fn with_every_job_disabled_the_scheduler_idles() {
+    let mut env = Env::new();
+    for job in [
+        "EXPORT_INTERACTIONS",
+        "CLEANUP",
+        "APPROVALS_EXPIRE",
+        "FLOW_SCHEDULER_TICK",
+        "SCHEDULED_RETRAINS",
+        "OUTBOX_REAPER",
+    ] {
+        env = env.with(&format!("EDGECRON_ENABLED_{job}"), "false");
+    }
+    let server = env.serve();
+    let before = server.cpu_ticks();
+    std::thread::sleep(Duration::from_secs(2));
+    let used = server.cpu_ticks() - before;
+    // Clock ticks are 10 ms: a spinning loop would use about 200 of them here.
+    assert!(used < 20, "idle server used {used} ticks of CPU in 2 s");
+    assert_eq!(
+        server
+            .trigger("GET", "/api/v1/cron/cleanup?dryRun=true", None)
+            .status,
+        200
     );
 }
 

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
 use tiny_http::Request;
 
 use crate::config::{Config, Secret};
@@ -68,11 +69,14 @@ fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str>
         .then(|| &value[prefix.len()..])
 }
 
-/// Compares against every accepted secret, without stopping at the first match, each
-/// comparison in constant time for equal lengths.
+/// Compares against every accepted secret, without stopping at the first match. Digests are
+/// compared, in constant time, so neither the content nor the length of a secret leaks
+/// through timing.
 pub fn matches_any(candidate: &str, accepted: &[&Secret]) -> bool {
+    let candidate = Sha256::digest(candidate.as_bytes());
     accepted.iter().fold(false, |found, secret| {
-        found | constant_time_eq::constant_time_eq(candidate.as_bytes(), secret.expose().as_bytes())
+        let expected = Sha256::digest(secret.expose().as_bytes());
+        found | constant_time_eq::constant_time_eq_32(candidate.as_ref(), expected.as_ref())
     })
 }
 
@@ -83,12 +87,21 @@ pub fn resolve_cron_secrets(config: &Config) -> std::io::Result<Vec<Secret>> {
         return Ok(config.cron_secrets.clone());
     }
     let path = config.data_dir.join("cron-secret");
+    // Only a missing (or empty) file is generated: an unreadable one is the operator's to fix,
+    // never silently replaced.
     let secret = match std::fs::read_to_string(&path) {
         Ok(text) if !text.trim().is_empty() => {
             restrict_to_owner(&path)?;
             Secret::new(text.trim().to_string())
         }
-        _ => generate_secret_file(&path)?,
+        Ok(_) => generate_secret_file(&path)?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => generate_secret_file(&path)?,
+        Err(error) => {
+            return Err(std::io::Error::new(
+                error.kind(),
+                format!("reading {}: {error}", path.display()),
+            ));
+        }
     };
     log::warn!(
         "CRON_SECRET is not set: trigger routes accept the secret in {} (the file, not the log, holds it)",
@@ -110,6 +123,7 @@ fn generate_secret_file(path: &Path) -> std::io::Result<Secret> {
         .truncate(true)
         .mode(0o600)
         .open(path)?;
+    restrict_to_owner(path)?;
     file.write_all(secret.as_bytes())?;
     file.write_all(b"\n")?;
     file.sync_all()?;

@@ -6,11 +6,13 @@
 mod approvals_expire;
 mod cleanup;
 mod due_enqueue;
+mod export_interactions;
 mod flow_scheduler_tick;
 mod outbox_reaper;
 mod scheduled_retrains;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -65,6 +67,8 @@ pub struct JobCtx<'a> {
     pub run_id: i64,
     pub deadline: Instant,
     pub shutdown: &'a Shutdown,
+    /// Set when the run's lease was taken over by another process (it looked dead).
+    pub lease_lost: &'a AtomicBool,
 }
 
 impl JobCtx<'_> {
@@ -75,7 +79,9 @@ impl JobCtx<'_> {
     /// True once the job's deadline has passed or shutdown was requested: long jobs check it
     /// between batches and stop with their progress kept.
     pub fn should_stop(&self) -> bool {
-        Instant::now() >= self.deadline || self.shutdown.is_requested()
+        Instant::now() >= self.deadline
+            || self.shutdown.is_requested()
+            || self.lease_lost.load(Ordering::SeqCst)
     }
 
     pub fn data_dir(&self) -> &PathBuf {
@@ -137,6 +143,7 @@ pub struct Registry {
 impl Registry {
     pub fn all() -> Registry {
         Registry::from_jobs(vec![
+            Box::new(export_interactions::ExportInteractions),
             Box::new(cleanup::Cleanup),
             Box::new(approvals_expire::ApprovalsExpire),
             Box::new(flow_scheduler_tick::FlowSchedulerTick),
@@ -210,6 +217,8 @@ pub(crate) mod test_support {
 
     use chrono::{DateTime, Utc};
 
+    use std::sync::atomic::AtomicBool;
+
     use super::{JobCtx, RunParams};
     use crate::clock::FixedClock;
     use crate::config::Config;
@@ -223,6 +232,7 @@ pub(crate) mod test_support {
         pub clock: FixedClock,
         pub params: RunParams,
         pub shutdown: Shutdown,
+        pub lease_lost: AtomicBool,
         _dir: tempfile::TempDir,
     }
 
@@ -239,6 +249,7 @@ pub(crate) mod test_support {
                 clock: FixedClock(now),
                 params: RunParams::default(),
                 shutdown: Shutdown::default(),
+                lease_lost: AtomicBool::new(false),
                 _dir: dir,
             }
         }
@@ -252,6 +263,7 @@ pub(crate) mod test_support {
                 run_id: 1,
                 deadline: Instant::now() + Duration::from_secs(600),
                 shutdown: &self.shutdown,
+                lease_lost: &self.lease_lost,
             }
         }
 

@@ -54,6 +54,8 @@ pub fn plan(jobs: &Registry, config: &Config) -> Result<Vec<PlannedJob>, Schedul
 
 /// The longest single sleep, so a changed wall clock is noticed within a minute.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// A last fire time this far ahead of the clock means the clock was set back.
+const CLOCK_CORRECTION: chrono::Duration = chrono::Duration::hours(3);
 
 struct Entry {
     name: &'static str,
@@ -83,10 +85,24 @@ pub fn run(
         })
         .collect();
     log::info!("scheduler: {} jobs scheduled", entries.len());
+    if entries.is_empty() {
+        while !shutdown.wait(MAX_SLEEP) {}
+        return started_runs;
+    }
 
     while !shutdown.is_requested() {
         let now = runner.clock().now();
         for entry in &mut entries {
+            if entry.last_fire > now + CLOCK_CORRECTION {
+                // As cron(8) does for changes over three hours: the clock was corrected
+                // backwards; start again from the new time rather than wait for the old one.
+                log::warn!(
+                    "{}: the clock moved back before its last fire time {}; starting from now",
+                    entry.name,
+                    entry.last_fire
+                );
+                entry.last_fire = now;
+            }
             let Some(due) = due(&entry.schedule, entry.last_fire, now) else {
                 continue;
             };
@@ -112,12 +128,14 @@ pub fn run(
             .iter()
             .filter_map(|entry| entry.schedule.next_after(entry.last_fire))
             .min();
-        let sleep = next_fire
-            .and_then(|next| (next - runner.clock().now()).to_std().ok())
-            .unwrap_or(Duration::ZERO)
-            .min(MAX_SLEEP);
+        let sleep = match next_fire {
+            Some(next) => (next - runner.clock().now())
+                .to_std()
+                .unwrap_or(Duration::ZERO),
+            None => MAX_SLEEP,
+        };
         if !sleep.is_zero() {
-            shutdown.wait(sleep);
+            shutdown.wait(sleep.min(MAX_SLEEP));
         }
     }
     started_runs

@@ -67,8 +67,9 @@ impl BatchedChange<'_> {
             None => format!("DELETE FROM {} WHERE rowid IN ({select})", self.table),
             Some(set) => format!("UPDATE {} SET {set} WHERE rowid IN ({select})", self.table),
         };
+        let batch_size = self.batch_size.max(1);
         let mut params = self.params.clone();
-        params.push(Value::Integer(self.batch_size as i64));
+        params.push(Value::Integer(batch_size as i64));
 
         let started = Instant::now();
         let mut last_log = started;
@@ -95,7 +96,7 @@ impl BatchedChange<'_> {
             };
             batches += 1;
             changed_total += changed;
-            if changed < self.batch_size as u64 {
+            if changed < batch_size as u64 {
                 if changed_total > 0 {
                     log::debug!("{}: {changed_total} rows in {batches} batches", self.label);
                 }

@@ -11,11 +11,18 @@ pub struct Migration {
 }
 
 /// Append-only: a released migration is never edited, a change is a new file.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init",
-    sql: include_str!("../../schema/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_init",
+        sql: include_str!("../../schema/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_export_intents",
+        sql: include_str!("../../schema/0002_export_intents.sql"),
+    },
+];
 
 pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> {
     let known = MIGRATIONS.last().map_or(0, |migration| migration.version);

@@ -179,10 +179,31 @@ impl Store {
         Ok(LeaseAttempt::Acquired { run_id })
     }
 
-    pub fn heartbeat(&self, job: &str, run_id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.conn()?.execute(
+    /// Refreshes the lease; answers false when the run no longer holds it (taken over).
+    pub fn heartbeat(
+        &self,
+        job: &str,
+        run_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let refreshed = self.conn()?.execute(
             "UPDATE job_leases SET heartbeat_at = ?3 WHERE job = ?1 AND run_id = ?2",
             (job, run_id, to_store_text(now)),
+        )?;
+        Ok(refreshed == 1)
+    }
+
+    /// Records a still-running run as failed, keeping its lease: the lease goes when this
+    /// process does, and a job thread that finishes later cannot turn the run back to ok.
+    pub fn fail_running_run(
+        &self,
+        run_id: i64,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.conn()?.execute(
+            "UPDATE job_runs SET status = 'failed', finished_at = ?2, error = ?3 WHERE id = ?1 AND status = 'running'",
+            (run_id, to_store_text(now), error),
         )?;
         Ok(())
     }
@@ -200,7 +221,7 @@ impl Store {
         tx.execute(
             "UPDATE job_runs SET status = ?2, finished_at = ?3, result = ?4, error = ?5,
                  rows_processed = ?6, duration_ms = ?7
-             WHERE id = ?1",
+             WHERE id = ?1 AND status = 'running'",
             (
                 run_id,
                 end.status.as_str(),

@@ -240,6 +240,16 @@ impl Server {
         );
     }
 
+    /// User plus system CPU time the server has used, in clock ticks (`/proc/PID/stat`).
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).expect("proc stat");
+        let fields: Vec<&str> = stat[stat.rfind(')').expect("stat") + 1..]
+            .split_whitespace()
+            .collect();
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+    }
+
     /// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
     pub fn memory_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))

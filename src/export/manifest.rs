@@ -1,0 +1,203 @@
+//! The export tables: per-tenant checkpoints, write-ahead intents, the file manifest and the
+//! per-run metric rows. Only this module writes them.
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use crate::store::{Store, StoreError};
+
+/// Where a tenant's export stands: the last exported row's `(created_at, id)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: String,
+    pub id: String,
+}
+
+/// A file written, fsynced and renamed into place, waiting to be committed.
+#[derive(Debug, Clone)]
+pub struct WrittenFile {
+    pub path: String,
+    pub partition_day: String,
+    pub row_count: u64,
+    pub first: Cursor,
+    pub last: Cursor,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// The per-run export metric (SPEC's export metrics feed `export-metrics-aggregate`).
+pub struct Metric<'a> {
+    pub tenant_id: &'a str,
+    pub rows: u64,
+    pub bytes: u64,
+    pub duration_ms: u64,
+    pub error: Option<(&'a str, &'a str)>,
+    pub at: &'a str,
+}
+
+/// Whether new files are also to be uploaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upload {
+    Queued,
+    LocalOnly,
+}
+
+pub fn checkpoint(store: &Store, tenant_id: &str) -> Result<Option<Cursor>, StoreError> {
+    let row: Option<(Option<String>, Option<String>)> = store
+        .conn()?
+        .query_row(
+            "SELECT last_created_at, last_id FROM export_checkpoints WHERE tenant_id = ?1",
+            [tenant_id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    Ok(row.and_then(|(created_at, id)| {
+        Some(Cursor {
+            created_at: created_at?,
+            id: id?,
+        })
+    }))
+}
+
+/// Paths a crashed run meant to write for this tenant: each is on disk only if not committed.
+pub fn leftover_intents(store: &Store, tenant_id: &str) -> Result<Vec<(String, bool)>, StoreError> {
+    let conn = store.conn()?;
+    let mut statement = conn.prepare(
+        "SELECT i.path, EXISTS (SELECT 1 FROM export_files f WHERE f.path = i.path)
+         FROM export_intents i WHERE i.tenant_id = ?1",
+    )?;
+    let rows = statement
+        .query_map([tenant_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+pub fn clear_intents(store: &Store, tenant_id: &str) -> Result<(), StoreError> {
+    store.conn()?.execute(
+        "DELETE FROM export_intents WHERE tenant_id = ?1",
+        [tenant_id],
+    )?;
+    Ok(())
+}
+
+/// Records that `path` is about to be written. Refuses a path already committed.
+pub fn record_intent(store: &Store, tenant_id: &str, path: &str) -> Result<bool, StoreError> {
+    let mut conn = store.conn()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let committed: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM export_files WHERE path = ?1)",
+        [path],
+        |row| row.get(0),
+    )?;
+    if committed {
+        return Ok(false);
+    }
+    tx.execute(
+        "INSERT INTO export_intents (path, tenant_id) VALUES (?1, ?2) ON CONFLICT (path) DO NOTHING",
+        (path, tenant_id),
+    )?;
+    tx.commit()?;
+    Ok(true)
+}
+
+/// Commits a batch: its files into the manifest, the checkpoint past its last row, its
+/// intents cleared and its metric recorded, in one transaction. Before this commits, the files
+/// do not count; after, the checkpoint covers exactly them.
+pub fn commit(
+    store: &Store,
+    tenant_id: &str,
+    files: &[WrittenFile],
+    upload: Upload,
+    metric: &Metric<'_>,
+) -> Result<(), StoreError> {
+    let mut conn = store.conn()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let upload_status = match upload {
+        Upload::Queued => "pending",
+        Upload::LocalOnly => "local",
+    };
+    {
+        let mut insert = tx.prepare(
+            "INSERT INTO export_files (path, tenant_id, partition_day, row_count, first_created_at, first_id,
+                 last_created_at, last_id, bytes, sha256, created_at, upload_status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for file in files {
+            insert.execute(params![
+                file.path,
+                tenant_id,
+                file.partition_day,
+                file.row_count as i64,
+                file.first.created_at,
+                file.first.id,
+                file.last.created_at,
+                file.last.id,
+                file.bytes as i64,
+                file.sha256,
+                metric.at,
+                upload_status,
+            ])?;
+        }
+    }
+    if let Some(last) = files
+        .iter()
+        .map(|file| &file.last)
+        .max_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)))
+    {
+        let exported: u64 = files.iter().map(|file| file.row_count).sum();
+        tx.execute(
+            "INSERT INTO export_checkpoints (tenant_id, last_created_at, last_id, status, error, rows_exported, updated_at)
+             VALUES (?1, ?2, ?3, 'ok', NULL, ?4, ?5)
+             ON CONFLICT (tenant_id) DO UPDATE SET
+                 last_created_at = excluded.last_created_at, last_id = excluded.last_id, status = 'ok',
+                 error = NULL, rows_exported = rows_exported + excluded.rows_exported, updated_at = excluded.updated_at",
+            params![tenant_id, last.created_at, last.id, exported as i64, metric.at],
+        )?;
+    } else {
+        tx.execute(
+            "UPDATE export_checkpoints SET status = 'ok', error = NULL, updated_at = ?2 WHERE tenant_id = ?1",
+            params![tenant_id, metric.at],
+        )?;
+    }
+    tx.execute(
+        "DELETE FROM export_intents WHERE tenant_id = ?1",
+        [tenant_id],
+    )?;
+    insert_metric(&tx, metric)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Marks the tenant's checkpoint failed (its cursor unchanged, so the next run retries) and
+/// records the failed run's metric.
+pub fn mark_failed(store: &Store, metric: &Metric<'_>, message: &str) -> Result<(), StoreError> {
+    let mut conn = store.conn()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
+        "INSERT INTO export_checkpoints (tenant_id, status, error, updated_at) VALUES (?1, 'failed', ?2, ?3)
+         ON CONFLICT (tenant_id) DO UPDATE SET status = 'failed', error = excluded.error, updated_at = excluded.updated_at",
+        params![metric.tenant_id, message, metric.at],
+    )?;
+    insert_metric(&tx, metric)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn insert_metric(tx: &rusqlite::Transaction<'_>, metric: &Metric<'_>) -> Result<(), StoreError> {
+    let (error_type, error_message) = metric.error.unzip();
+    tx.execute(
+        "INSERT INTO export_metrics (tenant_id, export_type, format, status, row_count, duration_ms, bytes,
+             error_type, error_message, created_at)
+         VALUES (?1, 'interaction_history', 'ndjson', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            metric.tenant_id,
+            if metric.error.is_some() { "failure" } else { "success" },
+            metric.rows as i64,
+            metric.duration_ms as i64,
+            metric.bytes as i64,
+            error_type,
+            error_message,
+            metric.at,
+        ],
+    )?;
+    Ok(())
+}
