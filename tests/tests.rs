@@ -4,5 +4,6 @@ mod support;
 
 mod calendar;
 mod cli;
+mod export;
 mod http;
 mod scheduler;

@@ -202,7 +202,12 @@ pub fn remove_uncommitted(
         for candidate in candidates {
             match std::fs::remove_file(&candidate) {
                 Ok(()) => removed += 1,
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                // Gone, or never there: a path under something that is not a directory.
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) => {}
                 Err(error) => {
                     return Err(
                         ExportError::io(format!("removing {}", candidate.display()))(error),

@@ -1,0 +1,228 @@
+//! `export-interactions`: exactly once, partitioned by day, crash safe, per-tenant failures.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::support::{
+    Env, assert_exported_exactly_once, drain_exports, export_files, exported_rows, signal,
+};
+
+#[test]
+fn draining_a_demo_store_exports_every_row_once_in_its_days_partition() {
+    // 37 rows a batch puts batch boundaries inside the 60 rows that share one created_at.
+    let env = Env::new().with("EXPORT_BATCH_SIZE", "37");
+    env.run_json(&["demo", "--rows", "3000"], 0);
+    let shared: i64 = env.query_i64(
+        "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM interaction_history WHERE tenant_id = 'acme' GROUP BY created_at)",
+    );
+    assert!(shared >= 50, "{shared}");
+    env.db().execute("DELETE FROM export_metrics", []).unwrap();
+    let first = env.run_json(&["run", "export-interactions"], 0);
+    assert_eq!(first["ok"], true);
+    let tenants = first["tenants"].as_array().unwrap();
+    assert_eq!(tenants.len(), 4, "the inactive tenant is skipped");
+    for tenant in tenants {
+        assert_eq!(tenant["exported"], 37);
+        let files = tenant["files"].as_array().unwrap();
+        assert_eq!(tenant["filePath"], files[0]);
+        for key in ["tenantId", "tenantName"] {
+            assert!(tenant[key].is_string());
+        }
+    }
+    assert_eq!(first["totalExported"], 4 * 37);
+    drain_exports(&env);
+    assert_exported_exactly_once(&env);
+    assert_eq!(
+        env.query_i64("SELECT COUNT(*) FROM export_files WHERE tenant_id = 'hooli'"),
+        0
+    );
+    // New rows sharing the checkpoint's own created_at (with later ids) are picked up.
+    env.db()
+        .execute_batch(
+            "INSERT INTO interaction_history (id, tenant_id, created_at)
+             SELECT 'zz-late-' || n.value, 'acme', c.last_created_at
+             FROM export_checkpoints c, (SELECT 1 AS value UNION SELECT 2 UNION SELECT 3) n
+             WHERE c.tenant_id = 'acme'",
+        )
+        .unwrap();
+    let late = env.run_json(&["run", "export-interactions"], 0);
+    assert_eq!(late["totalExported"], 3);
+    assert_exported_exactly_once(&env);
+    // One metric row per tenant per run.
+    let runs = env.query_i64("SELECT COUNT(*) FROM job_runs WHERE job = 'export-interactions'");
+    assert_eq!(env.query_i64("SELECT COUNT(*) FROM export_metrics WHERE export_type = 'interaction_history' AND format = 'ndjson'"), runs * 4);
+}
+
+#[test]
+fn killed_at_random_instants_the_export_loses_and_duplicates_nothing() {
+    let env = Env::new()
+        .with("EXPORT_BATCH_SIZE", "150")
+        .with("RUST_LOG", "warn");
+    env.run_json(&["demo", "--rows", "6000"], 0);
+    let mut random = fastrand::Rng::with_seed(7);
+    let mut kills = 0;
+    for _ in 0..40 {
+        let mut child = env
+            .command(&["run", "export-interactions"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(random.u64(0..80_000)));
+        signal(child.id(), "KILL");
+        if child.wait().unwrap().code().is_none() {
+            kills += 1;
+        }
+    }
+    assert!(kills >= 15, "only {kills} runs were killed mid-way");
+    drain_exports(&env);
+    assert_exported_exactly_once(&env);
+    assert_eq!(env.query_i64("SELECT COUNT(*) FROM export_intents"), 0);
+    assert_eq!(
+        env.query_i64("SELECT COUNT(*) FROM job_runs WHERE status = 'running'"),
+        0
+    );
+}
+
+#[test]
+fn unsafe_tenant_ids_are_refused_and_the_rest_exported() {
+    let env = Env::new();
+    env.run_json(&["demo", "--rows", "500"], 0);
+    let unsafe_ids = [
+        "../escape",
+        "a/b",
+        "back\\slash",
+        "nul\u{0}byte",
+        "tab\there",
+        "..",
+    ];
+    let conn = env.db();
+    for (index, id) in unsafe_ids.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO tenants (id, name, active) VALUES (?1, 'Unsafe', 1)",
+            [id],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO interaction_history (id, tenant_id, created_at) VALUES (?1, ?2, '2026-01-01T00:00:00.000Z')",
+            (format!("unsafe-{index}"), id),
+        )
+        .unwrap();
+    }
+    let result = env.run_json(&["run", "export-interactions"], 3);
+    assert_eq!(result["ok"], false);
+    let tenants = result["tenants"].as_array().unwrap();
+    let failed: Vec<&str> = tenants
+        .iter()
+        .filter(|tenant| tenant.get("error").is_some())
+        .map(|tenant| tenant["tenantId"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed.len(), unsafe_ids.len(), "{result}");
+    for tenant in tenants
+        .iter()
+        .filter(|tenant| tenant.get("error").is_some())
+    {
+        assert_eq!(tenant["errorKind"], "unsafe_tenant_id");
+        assert!(
+            tenant["error"]
+                .as_str()
+                .unwrap()
+                .contains("not safe as a path component")
+        );
+    }
+    assert!(result["totalExported"].as_u64().unwrap() > 0);
+    // Nothing outside the export root, nothing for the unsafe tenants inside it.
+    let mut top: Vec<String> = std::fs::read_dir(env.data_dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    assert!(
+        top.iter().all(|name| [
+            "blobs",
+            "downloads",
+            "edgecron.db",
+            "edgecron.db-shm",
+            "edgecron.db-wal",
+            "exports",
+            "uploads"
+        ]
+        .contains(&name.as_str())),
+        "{top:?}"
+    );
+    let mut tenant_dirs: Vec<String> = std::fs::read_dir(env.data_dir().join("exports"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    tenant_dirs.sort();
+    assert_eq!(tenant_dirs, ["acme", "globex", "initech", "umbrella"]);
+    assert!(
+        exported_rows(&env)
+            .iter()
+            .all(|row| !row.id.starts_with("unsafe-"))
+    );
+    assert_eq!(
+        env.query_i64("SELECT COUNT(*) FROM export_checkpoints WHERE status = 'failed'"),
+        unsafe_ids.len() as i64
+    );
+}
+
+#[test]
+fn an_unwritable_directory_fails_only_that_tenant_and_the_next_run_succeeds() {
+    let env = Env::new();
+    env.run_json(&["demo", "--rows", "400"], 0);
+    // A file where the tenant's directory should be: creating it fails, even for root.
+    let blocked = env.data_dir().join("exports/globex");
+    std::fs::create_dir_all(blocked.parent().unwrap()).unwrap();
+    std::fs::write(&blocked, b"not a directory").unwrap();
+    let result = env.run_json(&["run", "export-interactions"], 3);
+    let globex = result["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|tenant| tenant["tenantId"] == "globex")
+        .unwrap()
+        .clone();
+    assert_eq!(globex["exported"], 0);
+    assert_eq!(globex["errorKind"], "io", "{globex}");
+    let others_ok = result["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|tenant| tenant["tenantId"] != "globex")
+        .all(|tenant| tenant.get("error").is_none() && tenant["exported"].as_u64() > Some(0));
+    assert!(others_ok, "{result}");
+    let status: String = env
+        .db()
+        .query_row(
+            "SELECT status || ': ' || error FROM export_checkpoints WHERE tenant_id = 'globex'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(status.starts_with("failed: "), "{status}");
+    assert_eq!(env.query_i64("SELECT COUNT(*) FROM export_metrics WHERE tenant_id = 'globex' AND status = 'failure' AND error_type = 'io'"), 1);
+    assert_eq!(env.query_i64("SELECT COUNT(*) FROM export_intents"), 0);
+
+    std::fs::remove_file(&blocked).unwrap();
+    let retry = env.run_json(&["run", "export-interactions"], 0);
+    let globex = retry["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|tenant| tenant["tenantId"] == "globex")
+        .unwrap()
+        .clone();
+    assert!(globex["exported"].as_u64().unwrap() > 0, "{retry}");
+    assert_eq!(
+        env.query_i64("SELECT COUNT(*) FROM export_checkpoints WHERE status = 'failed'"),
+        0
+    );
+    drain_exports(&env);
+    assert_exported_exactly_once(&env);
+    assert!(
+        export_files(&env)
+            .iter()
+            .all(|file| !file.to_string_lossy().contains(".tmp"))
+    );
+}
