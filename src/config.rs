@@ -47,6 +47,8 @@ pub struct S3Settings {
     /// Prepended to the path relative to the data dir.
     pub prefix: String,
     pub path_style: bool,
+    /// `S3_REQUEST_TIMEOUT_SECS`: the longest one request to storage may take.
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -220,6 +222,13 @@ fn parse_s3<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Option<S3Setti
         prefix: get("S3_PREFIX").unwrap_or("").to_string(),
         path_style: get("S3_PATH_STYLE")
             .map_or(Ok(false), |value| parse_bool("S3_PATH_STYLE", value))?,
+        request_timeout: Duration::from_secs(parse_number(
+            "S3_REQUEST_TIMEOUT_SECS",
+            get("S3_REQUEST_TIMEOUT_SECS"),
+            crate::export::storage::DEFAULT_REQUEST_TIMEOUT.as_secs(),
+            1,
+            3600,
+        )?),
     }))
 }
 

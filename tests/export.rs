@@ -226,3 +226,43 @@ fn an_unwritable_directory_fails_only_that_tenant_and_the_next_run_succeeds() {
             .all(|file| !file.to_string_lossy().contains(".tmp"))
     );
 }
+
+#[test]
+fn duckdb_reads_the_export_with_hive_partitioning() {
+    // Regression guard for the layout analytics engines rely on: partition discovery from
+    // year=/month=/day= directories and one JSON object per line.
+    let env = Env::new().with("EXPORT_BATCH_SIZE", "500");
+    env.run_json(&["demo", "--rows", "2500"], 0);
+    drain_exports(&env);
+    let pattern = env
+        .data_dir()
+        .join("exports/*/interaction_history/*/*/*/*.json");
+    let script = r#"
+import json, sys
+import duckdb
+rows = duckdb.connect().execute(f"""
+    SELECT count(*) AS rows,
+           count(DISTINCT (tenant_id, year, month, day)) AS partitions,
+           count(*) FILTER (WHERE strftime(CAST(created_at AS TIMESTAMP), '%Y-%m-%d')
+                            <> printf('%04d-%02d-%02d', CAST(year AS INTEGER), CAST(month AS INTEGER), CAST(day AS INTEGER))) AS misplaced,
+           count(*) FILTER (WHERE json_type(CAST(payload AS JSON)) <> 'OBJECT') AS payloads_not_objects
+    FROM read_json_auto('{sys.argv[1]}', hive_partitioning = true, format = 'newline_delimited')
+""").fetchone()
+print(json.dumps(rows))
+"#;
+    let output = std::process::Command::new("python3")
+        .args(["-c", script, &pattern.to_string_lossy()])
+        .output()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "duckdb (pip install duckdb): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let figures: Vec<i64> = serde_json::from_slice(&output.stdout).unwrap();
+    let expected_rows = env.query_i64("SELECT COUNT(*) FROM interaction_history h JOIN tenants t ON t.id = h.tenant_id WHERE t.active = 1");
+    let expected_partitions = env.query_i64(
+        "SELECT COUNT(DISTINCT h.tenant_id || substr(h.created_at, 1, 10)) FROM interaction_history h JOIN tenants t ON t.id = h.tenant_id WHERE t.active = 1",
+    );
+    assert_eq!(figures, [expected_rows, expected_partitions, 0, 0]);
+}

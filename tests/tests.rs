@@ -6,4 +6,5 @@ mod calendar;
 mod cli;
 mod export;
 mod http;
+mod s3;
 mod scheduler;

@@ -201,3 +201,82 @@ fn insert_metric(tx: &rusqlite::Transaction<'_>, metric: &Metric<'_>) -> Result<
     )?;
     Ok(())
 }
+
+/// A manifest file waiting for upload.
+#[derive(Debug, Clone)]
+pub struct PendingUpload {
+    pub id: i64,
+    pub path: String,
+    pub bytes: i64,
+    pub attempts: i64,
+}
+
+/// Files not yet uploaded whose next attempt is due, oldest first. Files written before S3
+/// was configured (`local`) count as not yet uploaded.
+pub fn due_uploads(
+    store: &Store,
+    now_text: &str,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<PendingUpload>, StoreError> {
+    let conn = store.conn()?;
+    let mut statement = conn.prepare_cached(
+        "SELECT id, path, bytes, upload_attempts FROM export_files
+         WHERE upload_status IN ('local', 'pending') AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) AND id > ?2
+         ORDER BY id LIMIT ?3",
+    )?;
+    let rows = statement
+        .query_map(params![now_text, after_id, limit], |row| {
+            Ok(PendingUpload {
+                id: row.get(0)?,
+                path: row.get(1)?,
+                bytes: row.get(2)?,
+                attempts: row.get(3)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Records a verified upload (and, when the local copy was removed, that too).
+pub fn mark_uploaded(
+    store: &Store,
+    id: i64,
+    now_text: &str,
+    local_removed: bool,
+) -> Result<(), StoreError> {
+    store.conn()?.execute(
+        "UPDATE export_files SET upload_status = 'uploaded', uploaded_at = ?2, upload_error = NULL,
+             upload_attempts = upload_attempts + 1, next_attempt_at = NULL,
+             local_deleted_at = CASE WHEN ?3 THEN ?2 ELSE local_deleted_at END
+         WHERE id = ?1",
+        params![id, now_text, local_removed],
+    )?;
+    Ok(())
+}
+
+/// Records a failed attempt; the file stays queued until `next_attempt_at`.
+pub fn mark_upload_failed(
+    store: &Store,
+    id: i64,
+    next_attempt_text: &str,
+    error: &str,
+) -> Result<(), StoreError> {
+    store.conn()?.execute(
+        "UPDATE export_files SET upload_status = 'pending', upload_attempts = upload_attempts + 1,
+             next_attempt_at = ?2, upload_error = ?3
+         WHERE id = ?1",
+        params![id, next_attempt_text, error],
+    )?;
+    Ok(())
+}
+
+/// Files (and their bytes) still waiting for upload.
+pub fn upload_backlog(store: &Store) -> Result<(u64, u64), StoreError> {
+    let (files, bytes): (i64, i64) = store.conn()?.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM export_files WHERE upload_status IN ('local', 'pending')",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    Ok((files as u64, bytes as u64))
+}

@@ -4,3 +4,4 @@ pub mod batch;
 pub mod manifest;
 pub mod ndjson;
 pub mod partition;
+pub mod storage;

@@ -9,6 +9,7 @@ mod due_enqueue;
 mod export_interactions;
 mod flow_scheduler_tick;
 mod outbox_reaper;
+mod s3_sync;
 mod scheduled_retrains;
 
 use std::path::PathBuf;
@@ -109,6 +110,8 @@ pub enum JobError {
         context: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl JobError {
@@ -144,6 +147,7 @@ impl Registry {
     pub fn all() -> Registry {
         Registry::from_jobs(vec![
             Box::new(export_interactions::ExportInteractions),
+            Box::new(s3_sync::S3Sync),
             Box::new(cleanup::Cleanup),
             Box::new(approvals_expire::ApprovalsExpire),
             Box::new(flow_scheduler_tick::FlowSchedulerTick),

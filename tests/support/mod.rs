@@ -67,6 +67,15 @@ impl Env {
         command
     }
 
+    /// Starts `edgecron ARGS` with its output captured, without waiting for it.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start edgecron")
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("run edgecron")
     }
@@ -198,27 +207,7 @@ impl Server {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Reply {
-        let mut stream = TcpStream::connect(self.address).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(120)))
-            .expect("timeout");
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.address
-        );
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        if let Some(body) = body {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).expect("write head");
-        if let Some(body) = body {
-            // The server may answer (413) before reading a large body and close.
-            let _ = stream.write_all(body);
-        }
-        read_reply(&mut stream)
+        http(self.address, method, path, headers, body)
     }
 
     pub fn signal(&self, name: &str) {
@@ -267,6 +256,34 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+pub fn http(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Reply {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!(
+        "Content-Length: {}\r\n\r\n",
+        body.map_or(0, <[u8]>::len)
+    ));
+    stream.write_all(head.as_bytes()).expect("write head");
+    if let Some(body) = body {
+        // The server may answer (413) before reading a large body and close.
+        let _ = stream.write_all(body);
+    }
+    read_reply(&mut stream)
 }
 
 pub fn read_reply(stream: &mut TcpStream) -> Reply {
@@ -463,4 +480,119 @@ pub fn assert_exported_exactly_once(env: &Env) {
             .all(|file| file.extension().is_some_and(|ext| ext == "json")),
         "stray files: {on_disk:?}"
     );
+}
+
+/// A real S3-compatible server (moto) on a loopback port, stopped when dropped.
+pub struct Moto {
+    child: Child,
+    pub address: SocketAddr,
+}
+
+pub const BUCKET: &str = "edgecron-test";
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        Moto::start_on(port)
+    }
+
+    pub fn start_on(port: u16) -> Moto {
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server (pip install 'moto[server]')");
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let moto = Moto { child, address };
+        wait_until(Duration::from_secs(30), || {
+            TcpStream::connect(address).is_ok()
+        });
+        let created = http(address, "PUT", &format!("/{BUCKET}"), &[], None);
+        assert_eq!(created.status, 200, "creating the bucket: {}", created.body);
+        moto
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// Points `env` at this server.
+    pub fn configure(&self, env: Env) -> Env {
+        env.with("S3_BUCKET", BUCKET)
+            .with("S3_ENDPOINT", &format!("http://{}", self.address))
+            .with("S3_REGION", "eu-test-1")
+            .with("S3_ACCESS_KEY_ID", "test")
+            .with("S3_SECRET_ACCESS_KEY", "test")
+            .with("S3_PATH_STYLE", "true")
+            .with("S3_PREFIX", "backup/")
+    }
+
+    /// Every key in the bucket.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let path = match &token {
+                Some(token) => format!(
+                    "/{BUCKET}?list-type=2&continuation-token={}",
+                    form_encode(token)
+                ),
+                None => format!("/{BUCKET}?list-type=2"),
+            };
+            let reply = http(self.address, "GET", &path, &[], None);
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            for piece in reply.body.split("<Key>").skip(1) {
+                keys.push(
+                    piece
+                        .split("</Key>")
+                        .next()
+                        .unwrap_or_default()
+                        .replace("&amp;", "&"),
+                );
+            }
+            token = reply
+                .body
+                .split("<NextContinuationToken>")
+                .nth(1)
+                .and_then(|rest| rest.split('<').next())
+                .map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        keys.sort();
+        keys
+    }
+
+    pub fn object(&self, key: &str) -> Reply {
+        http(self.address, "GET", &format!("/{BUCKET}/{key}"), &[], None)
+    }
+
+    pub fn signal(&self, name: &str) {
+        signal(self.child.id(), name);
+    }
+}
+
+fn form_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() {
+                (byte as char).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,0 +1,187 @@
+//! `s3-sync`: upload every export file not yet uploaded, verified, with retries and backoff.
+//! While storage is unreachable files stay queued, so nothing is lost; uploading a file
+//! again is harmless.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::{Job, JobCtx, JobError, JobOutput};
+use crate::clock::to_store_text;
+use crate::config::Config;
+use crate::export::manifest::{self, PendingUpload};
+use crate::export::storage::{Storage, StorageError};
+
+pub struct S3Sync;
+
+/// Attempts at one file within a run, before it waits for a later run.
+const ATTEMPTS_PER_RUN: u32 = 3;
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+/// Between runs: 30 s after the first failed attempt, doubling, at most an hour.
+const FIRST_BACKOFF_SECS: i64 = 30;
+const MAX_BACKOFF_SECS: i64 = 3600;
+const PAGE: i64 = 200;
+
+impl Job for S3Sync {
+    fn name(&self) -> &'static str {
+        "s3-sync"
+    }
+
+    fn default_schedule(&self) -> &'static str {
+        "* * * * *"
+    }
+
+    fn enabled_by_default(&self, config: &Config) -> bool {
+        config.s3.is_some()
+    }
+
+    fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
+        let Some(settings) = &ctx.config.s3 else {
+            return Ok(JobOutput {
+                body: json!({"ok": true, "skipped": "S3_BUCKET is not set; export files stay local"}),
+                item_errors: 0,
+                rows_processed: 0,
+            });
+        };
+        let storage =
+            Storage::new(settings).map_err(|error| JobError::Failed(error.to_string()))?;
+        let mut random = fastrand::Rng::new();
+        let (mut uploaded, mut failed, mut bytes) = (0u64, 0u64, 0u64);
+        let mut errors = Vec::new();
+        let mut unreachable = false;
+        let mut after_id = 0;
+        'pages: while !ctx.should_stop() {
+            let page = manifest::due_uploads(ctx.store, &to_store_text(ctx.now()), after_id, PAGE)?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after_id = last.id;
+            for file in page {
+                if ctx.should_stop() {
+                    break 'pages;
+                }
+                match upload_with_retries(ctx, &storage, &file, &mut random) {
+                    Ok(local_removed) => {
+                        manifest::mark_uploaded(
+                            ctx.store,
+                            file.id,
+                            &to_store_text(ctx.now()),
+                            local_removed,
+                        )?;
+                        uploaded += 1;
+                        bytes += file.bytes as u64;
+                    }
+                    Err(error) => {
+                        failed += 1;
+                        let next = next_attempt(ctx.now(), file.attempts + 1, &mut random);
+                        manifest::mark_upload_failed(
+                            ctx.store,
+                            file.id,
+                            &to_store_text(next),
+                            &error.to_string(),
+                        )?;
+                        log::warn!(
+                            "s3-sync: {} not uploaded ({error}); retrying from {next}",
+                            file.path
+                        );
+                        if errors.len() < 20 {
+                            errors.push(json!({"path": file.path, "error": error.to_string()}));
+                        }
+                        if error.is_unreachable() {
+                            unreachable = true;
+                            break 'pages;
+                        }
+                    }
+                }
+            }
+        }
+        let (pending, pending_bytes) = manifest::upload_backlog(ctx.store)?;
+        if unreachable {
+            log::warn!("s3-sync: storage is unreachable; {pending} files stay queued");
+        }
+        Ok(JobOutput {
+            body: json!({
+                "ok": failed == 0,
+                "uploaded": uploaded,
+                "pending": pending,
+                "pendingBytes": pending_bytes,
+                "failed": failed,
+                "bytes": bytes,
+                "unreachable": unreachable,
+                "errors": errors,
+            }),
+            item_errors: failed,
+            rows_processed: uploaded,
+        })
+    }
+}
+
+/// Uploads one file, retrying with exponential backoff and jitter within the run; answers
+/// whether the local copy was then removed.
+fn upload_with_retries(
+    ctx: &JobCtx<'_>,
+    storage: &Storage,
+    file: &PendingUpload,
+    random: &mut fastrand::Rng,
+) -> Result<bool, StorageError> {
+    let local = ctx.data_dir().join(&file.path);
+    let key = storage.key(&file.path);
+    let mut delay = FIRST_RETRY;
+    let mut attempt = 1;
+    loop {
+        match storage.upload(&local, &key) {
+            Ok(_) => break,
+            Err(error) if attempt < ATTEMPTS_PER_RUN && !ctx.should_stop() => {
+                log::debug!("s3-sync: {key} attempt {attempt} failed: {error}");
+                std::thread::sleep(delay + delay.mul_f64(random.f64() * 0.5));
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    if !ctx.config.delete_local_after_upload {
+        return Ok(false);
+    }
+    // Only after a verified upload; a failure to remove is not a failed upload.
+    match std::fs::remove_file(&local) {
+        Ok(()) => Ok(true),
+        Err(error) => {
+            log::warn!(
+                "s3-sync: removing the local copy {}: {error}",
+                local.display()
+            );
+            Ok(false)
+        }
+    }
+}
+
+/// When a file that failed `attempts` times is tried again: exponential, capped, jittered.
+fn next_attempt(now: DateTime<Utc>, attempts: i64, random: &mut fastrand::Rng) -> DateTime<Utc> {
+    let exponent = attempts.clamp(1, 20) - 1;
+    let backoff = (FIRST_BACKOFF_SECS << exponent).min(MAX_BACKOFF_SECS);
+    let jitter = random.i64(0..=backoff / 5);
+    now + chrono::Duration::seconds(backoff + jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let mut random = fastrand::Rng::with_seed(1);
+        let wait = |attempts, random: &mut fastrand::Rng| {
+            (next_attempt(now, attempts, random) - now).num_seconds()
+        };
+        let first = wait(1, &mut random);
+        assert!((30..=36).contains(&first), "{first}");
+        let third = wait(3, &mut random);
+        assert!((120..=144).contains(&third), "{third}");
+        let late = wait(50, &mut random);
+        assert!((3600..=4320).contains(&late), "{late}");
+    }
+}

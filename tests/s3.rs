@@ -1,0 +1,181 @@
+//! `s3-sync` against a real S3-compatible server (moto) on loopback.
+
+use std::time::Duration;
+
+use crate::support::{Env, Moto, drain_exports};
+
+fn manifest_keys(env: &Env) -> Vec<String> {
+    let conn = env.db();
+    let mut statement = conn
+        .prepare("SELECT 'backup/' || path FROM export_files ORDER BY 1")
+        .unwrap();
+    statement
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn uploaded_keys(env: &Env) -> Vec<String> {
+    let conn = env.db();
+    let mut statement = conn.prepare("SELECT 'backup/' || path FROM export_files WHERE upload_status = 'uploaded' ORDER BY 1").unwrap();
+    statement
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Lets failed files be tried again now, as if their backoff had passed.
+fn skip_backoff(env: &Env) {
+    env.db()
+        .execute("UPDATE export_files SET next_attempt_at = NULL", [])
+        .unwrap();
+}
+
+#[test]
+fn uploads_are_verified_and_the_bucket_matches_the_manifest() {
+    let moto = Moto::start();
+    let env = moto
+        .configure(Env::new())
+        .with("EXPORT_BATCH_SIZE", "30000")
+        .with("EXPORT_DELETE_LOCAL_AFTER_UPLOAD", "true");
+    env.run_json(&["demo", "--rows", "1500"], 0);
+    // Enough rows on one day for one file over the multipart threshold (8 MiB).
+    env.db()
+        .execute(
+            "WITH RECURSIVE n(value) AS (SELECT 1 UNION ALL SELECT value + 1 FROM n WHERE value < 24000)
+             INSERT INTO interaction_history (id, tenant_id, customer_id, channel, outcome, payload, created_at)
+             SELECT printf('big-%06d', value), 'globex', 'c', 'email', 'opened',
+                    json_object('text', printf('%.400c', 'x'), 'n', value),
+                    '2025-01-01T00:00:00.000Z' FROM n",
+            [],
+        )
+        .unwrap();
+    drain_exports(&env);
+    let big: i64 = env.query_i64("SELECT MAX(bytes) FROM export_files");
+    assert!(big > 8 * 1024 * 1024, "{big}");
+    let queued = env.query_i64("SELECT COUNT(*) FROM export_files WHERE upload_status = 'pending'");
+    assert_eq!(
+        queued,
+        env.query_i64("SELECT COUNT(*) FROM export_files"),
+        "S3 configured: every file is queued"
+    );
+
+    let result = env.run_json(&["run", "s3-sync"], 0);
+    assert_eq!(result["ok"], true);
+    assert_eq!(result["uploaded"].as_i64(), Some(queued));
+    assert_eq!(result["pending"], 0);
+    assert_eq!(result["failed"], 0);
+    assert_eq!(
+        result["bytes"].as_i64(),
+        Some(env.query_i64("SELECT SUM(bytes) FROM export_files"))
+    );
+    assert_eq!(moto.keys(), manifest_keys(&env));
+
+    // The big file arrived whole, and local copies went only after verified uploads.
+    let path: String = env
+        .db()
+        .query_row(
+            "SELECT path FROM export_files ORDER BY bytes DESC LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let object = moto.object(&format!("backup/{path}"));
+    assert_eq!(object.status, 200);
+    assert_eq!(object.body.lines().count(), 24000);
+    assert!(!env.data_dir().join(&path).exists());
+    assert_eq!(
+        env.query_i64("SELECT COUNT(*) FROM export_files WHERE local_deleted_at IS NULL"),
+        0
+    );
+
+    // Nothing left: a second sync uploads nothing.
+    let again = env.run_json(&["run", "s3-sync"], 0);
+    assert_eq!(
+        (again["uploaded"].as_i64(), again["pending"].as_i64()),
+        (Some(0), Some(0))
+    );
+}
+
+#[test]
+fn with_storage_down_nothing_is_marked_uploaded_and_the_next_run_delivers_everything() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = Env::new()
+        .with("S3_BUCKET", crate::support::BUCKET)
+        .with("S3_ENDPOINT", &format!("http://127.0.0.1:{port}"))
+        .with("S3_REGION", "eu-test-1")
+        .with("S3_ACCESS_KEY_ID", "test")
+        .with("S3_SECRET_ACCESS_KEY", "test")
+        .with("S3_PATH_STYLE", "true")
+        .with("S3_PREFIX", "backup/");
+    env.run_json(&["demo", "--rows", "800"], 0);
+    drain_exports(&env);
+    let files = env.query_i64("SELECT COUNT(*) FROM export_files");
+
+    let down = env.run_json(&["run", "s3-sync"], 3);
+    assert_eq!(down["uploaded"], 0);
+    assert_eq!(down["pending"].as_i64(), Some(files));
+    assert_eq!(down["unreachable"], true);
+    assert_eq!(
+        env.query_i64("SELECT COUNT(*) FROM export_files WHERE upload_status = 'uploaded'"),
+        0
+    );
+    assert_eq!(env.query_i64("SELECT COUNT(*) FROM export_files WHERE upload_error IS NOT NULL AND next_attempt_at IS NOT NULL"), 1);
+
+    let moto = Moto::start_on(port);
+    skip_backoff(&env);
+    let back = env.run_json(&["run", "s3-sync"], 0);
+    assert_eq!(back["uploaded"].as_i64(), Some(files));
+    assert_eq!(back["pending"], 0);
+    assert_eq!(moto.keys(), manifest_keys(&env));
+}
+
+#[test]
+fn storage_stopped_mid_sync_leaves_only_verified_files_marked_uploaded() {
+    let moto = Moto::start();
+    let env = moto
+        .configure(Env::new())
+        .with("EXPORT_BATCH_SIZE", "40")
+        .with("S3_REQUEST_TIMEOUT_SECS", "1");
+    env.run_json(&["demo", "--rows", "4000"], 0);
+    drain_exports(&env);
+    let files = env.query_i64("SELECT COUNT(*) FROM export_files");
+    assert!(files > 300, "{files}");
+
+    let sync = env.spawn(&["run", "s3-sync"]);
+    crate::support::wait_until(Duration::from_secs(20), || {
+        env.query_i64("SELECT COUNT(*) FROM export_files WHERE upload_status = 'uploaded'") > 20
+    });
+    moto.signal("STOP");
+    let output = sync.wait_with_output().unwrap();
+    moto.signal("CONT");
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(result["pending"].as_i64().unwrap() > 0, "{result}");
+
+    let in_bucket = moto.keys();
+    let uploaded = uploaded_keys(&env);
+    assert!(!uploaded.is_empty());
+    for key in &uploaded {
+        assert!(
+            in_bucket.binary_search(key).is_ok(),
+            "{key} is marked uploaded but not in the bucket"
+        );
+    }
+
+    skip_backoff(&env);
+    let rest = env.run_json(&["run", "s3-sync"], 0);
+    assert_eq!(rest["pending"], 0);
+    assert_eq!(moto.keys(), manifest_keys(&env));
+}
