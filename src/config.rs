@@ -73,6 +73,8 @@ pub struct Config {
     pub outbox_lease: Duration,
     pub outbox_max_attempts: i64,
     pub s3: Option<S3Settings>,
+    /// `EXPORT_PARALLELISM`: tenants exported at once (default: the cores, at most 4).
+    pub export_parallelism: usize,
     /// `EXPORT_DELETE_LOCAL_AFTER_UPLOAD`: remove local export files once verified in S3.
     pub delete_local_after_upload: bool,
 }
@@ -121,8 +123,16 @@ impl Config {
         }
 
         let s3 = parse_s3(&get)?;
+        let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get().min(4));
         Ok(Config {
             s3,
+            export_parallelism: parse_number(
+                "EXPORT_PARALLELISM",
+                get("EXPORT_PARALLELISM"),
+                cores,
+                1,
+                64,
+            )?,
             delete_local_after_upload: get("EXPORT_DELETE_LOCAL_AFTER_UPLOAD")
                 .map_or(Ok(false), |value| {
                     parse_bool("EXPORT_DELETE_LOCAL_AFTER_UPLOAD", value)

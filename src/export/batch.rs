@@ -5,8 +5,9 @@
 //! 1. leftovers of a crashed batch are removed first: every path in `export_intents` that is
 //!    not in the manifest, and its temporary file;
 //! 2. each file's path is recorded as an intent before the file is created;
-//! 3. a file is written under a hidden temporary name, fsynced, renamed into place, and its
-//!    directory fsynced, so no reader ever sees half a file;
+//! 3. a file is written under a hidden temporary name, fsynced and renamed into place, so no
+//!    reader ever sees half a file; one `syncfs` then makes all the batch's renames and new
+//!    directories durable (one flush instead of a directory fsync per file);
 //! 4. the manifest rows, the new checkpoint and the clearing of the intents commit in one
 //!    transaction. Before it, none of the batch's files count (step 1 removes them); after it,
 //!    the checkpoint covers exactly them.
@@ -18,7 +19,7 @@
 //! thread encodes and writes them, and a syncer thread fsyncs and renames finished files.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -153,6 +154,9 @@ fn write_and_commit(
         report.files = synced?;
         Ok(report)
     })?;
+    if !report.files.is_empty() {
+        sync_file_system(settings.data_dir)?;
+    }
 
     let metric = Metric {
         tenant_id,
@@ -305,9 +309,10 @@ fn read_rows(
 /// payload becomes JSON `null`, other NULLs empty strings.
 fn push_value(text: &mut String, value: ValueRef<'_>, is_payload: bool) {
     match value {
-        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
-            text.push_str(&String::from_utf8_lossy(bytes))
-        }
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => match std::str::from_utf8(bytes) {
+            Ok(valid) => text.push_str(valid),
+            Err(_) => text.push_str(&String::from_utf8_lossy(bytes)),
+        },
         ValueRef::Integer(number) => text.push_str(&number.to_string()),
         ValueRef::Real(number) => text.push_str(&number.to_string()),
         ValueRef::Null if is_payload => text.push_str("null"),
@@ -315,9 +320,11 @@ fn push_value(text: &mut String, value: ValueRef<'_>, is_payload: bool) {
     }
 }
 
-/// A file being written.
+/// A file being written: lines are encoded straight into `buffer`, which is hashed and
+/// written a block at a time.
 struct OpenFile {
-    writer: BufWriter<File>,
+    file: File,
+    buffer: Vec<u8>,
     temporary: PathBuf,
     path: PathBuf,
     meta: WrittenFile,
@@ -341,7 +348,6 @@ fn write_files(
 ) -> Result<BatchReport, ExportError> {
     let mut report = BatchReport::default();
     let mut current: Option<OpenFile> = None;
-    let mut line = Vec::with_capacity(4096);
     let started = Instant::now();
     let mut last_log = started;
     for chunk in chunks {
@@ -361,22 +367,19 @@ fn write_files(
             let Some(file) = current.as_mut() else {
                 continue;
             };
-            line.clear();
-            if append_line(&mut line, &row) {
+            let before = file.buffer.len();
+            if append_line(&mut file.buffer, &row) {
                 report.payloads_kept_as_strings += 1;
             }
-            file.writer
-                .write_all(&line)
-                .map_err(ExportError::io(format!(
-                    "writing {}",
-                    file.temporary.display()
-                )))?;
-            file.hasher.update(&line);
-            file.meta.bytes += line.len() as u64;
+            let written = (file.buffer.len() - before) as u64;
+            file.meta.bytes += written;
             file.meta.row_count += 1;
+            report.bytes += written;
             set_cursor(&mut file.meta.last, row.created_at, row.id);
+            if file.buffer.len() >= WRITE_BUFFER_BYTES {
+                file.flush_buffer()?;
+            }
             report.rows += 1;
-            report.bytes += line.len() as u64;
         }
         if last_log.elapsed() >= PROGRESS_LOG_INTERVAL {
             let seconds = started.elapsed().as_secs_f64();
@@ -416,7 +419,7 @@ fn open_file(
         return Err(ExportError::AlreadyCommitted(relative_text));
     }
     let dir = settings.data_dir.join(&relative_dir);
-    ensure_dir(&dir, settings.data_dir)?;
+    ensure_dir(&dir)?;
     let path = dir.join(&name);
     let temporary = temporary_path(&path);
     let file = File::create(&temporary)
@@ -426,7 +429,8 @@ fn open_file(
         id: first.id.to_string(),
     };
     Ok(OpenFile {
-        writer: BufWriter::with_capacity(WRITE_BUFFER_BYTES, file),
+        file,
+        buffer: Vec::with_capacity(WRITE_BUFFER_BYTES + 64 * 1024),
         temporary,
         path,
         meta: WrittenFile {
@@ -443,18 +447,30 @@ fn open_file(
     })
 }
 
-fn finish(open: OpenFile, finished: &SyncSender<FinishedFile>) -> Result<(), ExportError> {
+impl OpenFile {
+    fn flush_buffer(&mut self) -> Result<(), ExportError> {
+        self.hasher.update(&self.buffer);
+        self.file
+            .write_all(&self.buffer)
+            .map_err(ExportError::io(format!(
+                "writing {}",
+                self.temporary.display()
+            )))?;
+        self.buffer.clear();
+        Ok(())
+    }
+}
+
+fn finish(mut open: OpenFile, finished: &SyncSender<FinishedFile>) -> Result<(), ExportError> {
+    open.flush_buffer()?;
     let OpenFile {
-        writer,
+        file,
         temporary,
         path,
         mut meta,
         hasher,
         ..
     } = open;
-    let file = writer.into_inner().map_err(|error| {
-        ExportError::io(format!("writing {}", temporary.display()))(error.into_error())
-    })?;
     meta.sha256 = hasher
         .finalize()
         .iter()
@@ -470,7 +486,8 @@ fn finish(open: OpenFile, finished: &SyncSender<FinishedFile>) -> Result<(), Exp
         .map_err(|_| ExportError::Stage("syncer"))
 }
 
-/// Makes each finished file durable and visible: fsync, rename into place, fsync the directory.
+/// Makes each finished file durable and visible: fsync, then rename into place. The renames
+/// (and new directories) are made durable together by one `syncfs` before the commit.
 fn sync_files(finished: Receiver<FinishedFile>) -> Result<Vec<WrittenFile>, ExportError> {
     let mut synced = Vec::new();
     let mut failure = None;
@@ -485,8 +502,7 @@ fn sync_files(finished: Receiver<FinishedFile>) -> Result<Vec<WrittenFile>, Expo
                 file.temporary.display()
             )))?;
             std::fs::rename(&file.temporary, &file.path)
-                .map_err(ExportError::io(format!("renaming {}", file.path.display())))?;
-            sync_dir(file.path.parent().unwrap_or(Path::new(".")))
+                .map_err(ExportError::io(format!("renaming {}", file.path.display())))
         })();
         match result {
             Ok(()) => synced.push(file.meta),
@@ -499,28 +515,25 @@ fn sync_files(finished: Receiver<FinishedFile>) -> Result<Vec<WrittenFile>, Expo
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), ExportError> {
-    File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .map_err(ExportError::io(format!("fsync {}", dir.display())))
+/// Flushes the file system holding `dir`: every rename and new directory of the batch at once,
+/// instead of one directory fsync per file (a batch spans hundreds of day directories).
+fn sync_file_system(dir: &Path) -> Result<(), ExportError> {
+    use std::os::fd::AsRawFd;
+    let handle = File::open(dir).map_err(ExportError::io(format!("opening {}", dir.display())))?;
+    // SAFETY: syncfs only reads the descriptor, which `handle` keeps open for the call.
+    if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
+        return Err(ExportError::io(format!("syncfs {}", dir.display()))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }
 
-/// Creates `dir` if needed, and then fsyncs each new directory's parent up to `root`, so the
-/// new directory entries survive a power loss with the files in them.
-fn ensure_dir(dir: &Path, root: &Path) -> Result<(), ExportError> {
+fn ensure_dir(dir: &Path) -> Result<(), ExportError> {
     if dir.is_dir() {
         return Ok(());
     }
-    std::fs::create_dir_all(dir).map_err(ExportError::io(format!("creating {}", dir.display())))?;
-    let mut parent = dir.parent();
-    while let Some(current) = parent {
-        sync_dir(current)?;
-        if current == root || !current.starts_with(root) {
-            break;
-        }
-        parent = current.parent();
-    }
-    Ok(())
+    std::fs::create_dir_all(dir).map_err(ExportError::io(format!("creating {}", dir.display())))
 }
 
 /// `batch-{created_at}-{hash}.json` from the file's first row: the same rows always give the

@@ -56,14 +56,28 @@ fn push_string(out: &mut Vec<u8>, value: &str) {
 /// The UTC day of a stored time: the date prefix of `...Z` and of SQLite's offset-less form,
 /// otherwise the full time read and converted to UTC.
 pub fn utc_day(created_at: &str) -> Option<NaiveDate> {
-    let bytes = created_at.as_bytes();
     let has_offset = created_at.len() > 19
         && !created_at.ends_with('Z')
         && created_at[19..].contains(['+', '-']);
-    if bytes.len() >= 10 && !has_offset {
-        return NaiveDate::parse_from_str(&created_at[..10], "%Y-%m-%d").ok();
+    if !has_offset && let Some(day) = date_prefix(created_at) {
+        return Some(day);
     }
     crate::clock::from_store_text(created_at).map(|time| time.date_naive())
+}
+
+/// `YYYY-MM-DD` at the start of `text`, read without a format parser (this runs per row).
+fn date_prefix(text: &str) -> Option<NaiveDate> {
+    let bytes = text.as_bytes();
+    if bytes.len() < 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| {
+        bytes[range].iter().try_fold(0u32, |value, byte| {
+            byte.is_ascii_digit()
+                .then(|| value * 10 + u32::from(byte - b'0'))
+        })
+    };
+    NaiveDate::from_ymd_opt(number(0..4)? as i32, number(5..7)?, number(8..10)?)
 }
 
 #[cfg(test)]
@@ -131,5 +145,7 @@ mod tests {
             Some("2026-03-31")
         );
         assert_eq!(day("yesterday"), None);
+        assert_eq!(day("2026-02-30T00:00:00.000Z"), None);
+        assert_eq!(day("2026-1-05T00:00:00.000Z"), None);
     }
 }
