@@ -73,7 +73,7 @@ pub struct Config {
     pub outbox_lease: Duration,
     pub outbox_max_attempts: i64,
     pub s3: Option<S3Settings>,
-    /// `EXPORT_PARALLELISM`: tenants exported at once (default: the cores, at most 4).
+    /// `EXPORT_PARALLELISM`: threads encoding and writing export files (default: the cores, at most 4).
     pub export_parallelism: usize,
     /// `EXPORT_DELETE_LOCAL_AFTER_UPLOAD`: remove local export files once verified in S3.
     pub delete_local_after_upload: bool,

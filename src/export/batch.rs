@@ -2,22 +2,25 @@
 //! written as one NDJSON file per UTC day and committed with the checkpoint.
 //!
 //! Exactly once, whatever instant the process dies at:
-//! 1. leftovers of a crashed batch are removed first: every path in `export_intents` that is
-//!    not in the manifest, and its temporary file;
-//! 2. each file's path is recorded as an intent before the file is created;
-//! 3. a file is written under a hidden temporary name, fsynced and renamed into place, so no
-//!    reader ever sees half a file; one `syncfs` then makes all the batch's renames and new
-//!    directories durable (one flush instead of a directory fsync per file);
-//! 4. the manifest rows, the new checkpoint and the clearing of the intents commit in one
+//! 1. leftovers of a crashed batch are removed first: a batch records where it starts in
+//!    `export_batches_in_progress` before it creates any file, so every file of the tenant's
+//!    partitions from that day on that is not in the manifest is one of its files;
+//! 2. the batch records where it starts, as step 1 reads it;
+//! 3. every file is written under a hidden temporary name; one `syncfs` makes all their data
+//!    durable, then each is renamed into place (so no reader ever sees half a file, not even
+//!    after a power loss), and a second `syncfs` makes the renames and new directories
+//!    durable: two flushes per batch instead of two fsyncs per file;
+//! 4. the manifest rows, the new checkpoint and the clearing of the in-progress row commit in one
 //!    transaction. Before it, none of the batch's files count (step 1 removes them); after it,
 //!    the checkpoint covers exactly them.
 //!
 //! File names derive from the first row a file holds (`batch-{created_at}-{hash of the
 //! cursor}.json`), so a batch re-run after a crash writes the same names.
 //!
-//! Three stages overlap: a reader thread steps SQLite and copies rows into chunks, this
-//! thread encodes and writes them, and a syncer thread fsyncs and renames finished files.
+//! Two stages overlap: a reader thread steps SQLite and copies rows into chunks while this
+//! thread encodes and writes them.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::ops::Range;
@@ -31,7 +34,7 @@ use sha2::{Digest, Sha256};
 
 use super::manifest::{self, Cursor, Metric, Upload, WrittenFile};
 use super::ndjson::{Row, append_line, utc_day};
-use super::partition::{TenantDir, UnsafeTenantId, partition_dir};
+use super::partition::{TenantDir, UnsafeTenantId, partition_dir, tenant_root};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +85,8 @@ pub struct BatchSettings<'a> {
     pub data_dir: &'a Path,
     pub batch_size: usize,
     pub upload: Upload,
+    /// Threads encoding and writing files (tenants are spread over them).
+    pub writers: usize,
     /// The store text of the run's start, stamped on manifest and metric rows.
     pub now_text: &'a str,
 }
@@ -95,148 +100,321 @@ pub struct BatchReport {
     pub payloads_kept_as_strings: u64,
 }
 
-/// Exports one batch for a tenant and commits it; on failure removes what it wrote, marks the
-/// tenant's checkpoint failed (unchanged, so the next run retries) and records the metric.
-pub fn export_batch(
+/// Exports one batch for each tenant and commits each on its own. A tenant that fails has
+/// what it wrote removed, its checkpoint marked failed (unchanged, so the next run retries)
+/// and its metric recorded; the others go on. Answers in the order of `tenant_ids`.
+pub fn export_tenants(
     settings: &BatchSettings<'_>,
-    tenant_id: &str,
-) -> Result<BatchReport, ExportError> {
+    tenant_ids: &[&str],
+    should_stop: &(dyn Fn() -> bool + Sync),
+) -> Vec<Result<BatchReport, ExportError>> {
     let started = Instant::now();
-    let result = write_and_commit(settings, tenant_id, started);
-    if let Err(error) = &result {
-        if let Err(cleanup) = remove_uncommitted(settings.store, settings.data_dir, tenant_id) {
-            log::warn!(
-                "export {tenant_id}: cleaning up after the failure: {cleanup}; the next run retries it"
-            );
-        }
-        let message = error.to_string();
-        let metric = Metric {
-            tenant_id,
-            rows: 0,
-            bytes: 0,
-            duration_ms: started.elapsed().as_millis() as u64,
-            error: Some((error.kind(), &message)),
-            at: settings.now_text,
-        };
-        if let Err(store_error) = manifest::mark_failed(settings.store, &metric, &message) {
-            log::error!("export {tenant_id}: recording the failure: {store_error}");
+    let mut results: Vec<Option<Result<BatchReport, ExportError>>> =
+        tenant_ids.iter().map(|_| None).collect();
+    let mut jobs = Vec::new();
+    for (index, tenant_id) in tenant_ids.iter().enumerate() {
+        match prepare(settings, tenant_id) {
+            Ok((dir, start)) => jobs.push(TenantJob {
+                index,
+                id: tenant_id,
+                dir,
+                start,
+            }),
+            Err(error) => results[index] = Some(Err(error)),
         }
     }
-    result
+    if !jobs.is_empty() {
+        for (job, outcome) in jobs.iter().zip(write_batches(settings, &jobs, should_stop)) {
+            results[job.index] = Some(outcome);
+        }
+    }
+    results
+        .into_iter()
+        .zip(tenant_ids)
+        .map(|(result, tenant_id)| {
+            let result = result.unwrap_or(Err(ExportError::Stage("writer")));
+            match &result {
+                Ok(report) if report.rows > 0 => {
+                    let seconds = started.elapsed().as_secs_f64().max(0.001);
+                    log::info!(
+                        "export {tenant_id}: {} rows in {} files, {:.1} MB ({:.0} rows/s over the run)",
+                        report.rows,
+                        report.files.len(),
+                        report.bytes as f64 / 1e6,
+                        report.rows as f64 / seconds
+                    );
+                }
+                Ok(_) => {}
+                Err(error) => record_failure(settings, tenant_id, error, started),
+            }
+            result
+        })
+        .collect()
 }
 
-fn write_and_commit(
+/// A tenant whose batch is under way.
+struct TenantJob<'a> {
+    index: usize,
+    id: &'a str,
+    dir: TenantDir<'a>,
+    start: Cursor,
+}
+
+/// Checks the tenant id, removes leftovers of a crashed batch, and records the new batch's
+/// start before any of its files exist.
+fn prepare<'a>(
     settings: &BatchSettings<'_>,
-    tenant_id: &str,
-    started: Instant,
-) -> Result<BatchReport, ExportError> {
-    let tenant = TenantDir::new(tenant_id)?;
+    tenant_id: &'a str,
+) -> Result<(TenantDir<'a>, Cursor), ExportError> {
+    let dir = TenantDir::new(tenant_id)?;
     remove_uncommitted(settings.store, settings.data_dir, tenant_id)?;
     let start = manifest::checkpoint(settings.store, tenant_id)?.unwrap_or_default();
-
-    let report = std::thread::scope(|scope| -> Result<BatchReport, ExportError> {
-        let (chunk_sender, chunks) = sync_channel(CHUNKS_IN_FLIGHT);
-        let (file_sender, finished_files) = sync_channel(FILES_IN_FLIGHT);
-        let reader = scope.spawn(|| {
-            read_rows(
-                settings.store,
-                tenant_id,
-                &start,
-                settings.batch_size,
-                chunk_sender,
-            )
-        });
-        let syncer = scope.spawn(|| sync_files(finished_files));
-        let written = write_files(settings, tenant, chunks, file_sender);
-        let synced = syncer.join().map_err(|_| ExportError::Stage("syncer"))?;
-        reader.join().map_err(|_| ExportError::Stage("reader"))?;
-        let mut report = written?;
-        report.files = synced?;
-        Ok(report)
-    })?;
-    if !report.files.is_empty() {
-        sync_file_system(settings.data_dir)?;
-    }
-
-    let metric = Metric {
-        tenant_id,
-        rows: report.rows,
-        bytes: report.bytes,
-        duration_ms: started.elapsed().as_millis() as u64,
-        error: None,
-        at: settings.now_text,
-    };
-    manifest::commit(
-        settings.store,
-        tenant_id,
-        &report.files,
-        settings.upload,
-        &metric,
-    )?;
-    if report.rows > 0 {
-        let seconds = started.elapsed().as_secs_f64().max(0.001);
-        log::info!(
-            "export {tenant_id}: {} rows in {} files, {:.1} MB, {:.0} rows/s",
-            report.rows,
-            report.files.len(),
-            report.bytes as f64 / 1e6,
-            report.rows as f64 / seconds
-        );
-    }
-    Ok(report)
+    manifest::begin_batch(settings.store, tenant_id, &start)?;
+    Ok((dir, start))
 }
 
-/// Removes what a batch wrote but did not commit (after a crash, or a failure just now).
+fn record_failure(
+    settings: &BatchSettings<'_>,
+    tenant_id: &str,
+    error: &ExportError,
+    started: Instant,
+) {
+    if let Err(cleanup) = remove_uncommitted(settings.store, settings.data_dir, tenant_id) {
+        log::warn!(
+            "export {tenant_id}: cleaning up after the failure: {cleanup}; the next run retries it"
+        );
+    }
+    let message = error.to_string();
+    let metric = Metric {
+        tenant_id,
+        rows: 0,
+        bytes: 0,
+        duration_ms: started.elapsed().as_millis() as u64,
+        error: Some((error.kind(), &message)),
+        at: settings.now_text,
+    };
+    if let Err(store_error) = manifest::mark_failed(settings.store, &metric, &message) {
+        log::error!("export {tenant_id}: recording the failure: {store_error}");
+    }
+}
+
+/// Reads all tenants' rows in one pass, writes each tenant's files, makes them durable and
+/// visible, and commits each tenant. Answers one outcome per job, in order.
+fn write_batches(
+    settings: &BatchSettings<'_>,
+    jobs: &[TenantJob<'_>],
+    should_stop: &(dyn Fn() -> bool + Sync),
+) -> Vec<Result<BatchReport, ExportError>> {
+    let writer_count = settings.writers.clamp(1, jobs.len());
+    let started = Instant::now();
+    let outputs = std::thread::scope(|scope| {
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..writer_count)
+            .map(|_| sync_channel::<Result<Chunk, String>>(CHUNKS_IN_FLIGHT))
+            .unzip();
+        let writers: Vec<_> = receivers
+            .into_iter()
+            .enumerate()
+            .map(|(writer, chunks)| {
+                scope.spawn(move || write_files(settings, jobs, writer, writer_count, chunks))
+            })
+            .collect();
+        read_merged(settings, jobs, senders, should_stop);
+        let mut outputs: Vec<Option<TenantOutput>> = jobs.iter().map(|_| None).collect();
+        for handle in writers {
+            // A writer that panicked leaves its tenants without an output: they fail below.
+            if let Ok(written) = handle.join() {
+                for (slot, output) in written {
+                    outputs[slot] = Some(output);
+                }
+            }
+        }
+        outputs
+    });
+
+    let mut outcomes: Vec<Result<WrittenBatch, ExportError>> = outputs
+        .into_iter()
+        .map(|output| match output {
+            Some(TenantOutput {
+                error: Some(error), ..
+            }) => Err(error),
+            Some(TenantOutput { report, files, .. }) => Ok(WrittenBatch { report, files }),
+            None => Err(ExportError::Stage("writer")),
+        })
+        .collect();
+    let written_in = started.elapsed();
+    let published = publish(settings.data_dir, &mut outcomes);
+    log::info!(
+        "export: {} tenants read and written in {:.2}s, made durable and visible in {:.2}s",
+        jobs.len(),
+        written_in.as_secs_f64(),
+        (started.elapsed() - written_in).as_secs_f64()
+    );
+    if let Err(error) = published {
+        // The flush failed: nothing of this run can be trusted to be durable.
+        let message = error.to_string();
+        for outcome in outcomes.iter_mut().filter(|outcome| outcome.is_ok()) {
+            *outcome = Err(ExportError::Io {
+                context: "making the export durable".into(),
+                source: std::io::Error::other(message.clone()),
+            });
+        }
+    }
+    outcomes
+        .into_iter()
+        .zip(jobs)
+        .map(|(outcome, job)| {
+            let written = outcome?;
+            let report = BatchReport {
+                files: written.files.into_iter().map(|file| file.meta).collect(),
+                ..written.report
+            };
+            let metric = Metric {
+                tenant_id: job.id,
+                rows: report.rows,
+                bytes: report.bytes,
+                duration_ms: 0,
+                error: None,
+                at: settings.now_text,
+            };
+            manifest::commit(
+                settings.store,
+                job.id,
+                &report.files,
+                settings.upload,
+                &metric,
+            )?;
+            Ok(report)
+        })
+        .collect()
+}
+
+/// Removes what a batch wrote but did not commit (after a crash, or a failure just now): every
+/// file in the tenant's partitions from the batch's first day on that the manifest does not
+/// list. Every row of a batch comes after its start, so its files are all in those days.
 pub fn remove_uncommitted(
     store: &Store,
     data_dir: &Path,
     tenant_id: &str,
 ) -> Result<(), ExportError> {
-    let intents = manifest::leftover_intents(store, tenant_id)?;
-    if intents.is_empty() {
+    let Some(from) = manifest::batch_in_progress(store, tenant_id)? else {
         return Ok(());
-    }
+    };
+    let tenant = TenantDir::new(tenant_id)?;
+    // A first batch (empty cursor) may have written any day.
+    let first_day = utc_day(&from.created_at);
+    let first_day_text = first_day
+        .map(|day| day.format("%Y-%m-%d").to_string())
+        .unwrap_or_default();
+    let committed: HashSet<String> =
+        manifest::committed_paths_since(store, tenant_id, &first_day_text)?
+            .into_iter()
+            .collect();
     let mut removed = 0;
-    for (relative, committed) in &intents {
-        let path = data_dir.join(relative);
-        let mut candidates = vec![temporary_path(&path)];
-        if !committed {
-            candidates.push(path);
+    for day in partition_days(&data_dir.join(tenant_root(tenant)))? {
+        if first_day.is_some_and(|first| day < first) {
+            continue;
         }
-        for candidate in candidates {
-            match std::fs::remove_file(&candidate) {
+        let relative_dir = partition_dir(tenant, day);
+        for name in file_names(&data_dir.join(&relative_dir))? {
+            let relative = relative_dir.join(&name);
+            if committed.contains(relative.to_string_lossy().as_ref()) {
+                continue;
+            }
+            let path = data_dir.join(&relative);
+            match std::fs::remove_file(&path) {
                 Ok(()) => removed += 1,
-                // Gone, or never there: a path under something that is not a directory.
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-                    ) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                 Err(error) => {
-                    return Err(
-                        ExportError::io(format!("removing {}", candidate.display()))(error),
-                    );
+                    return Err(ExportError::io(format!("removing {}", path.display()))(
+                        error,
+                    ));
                 }
             }
         }
     }
-    manifest::clear_intents(store, tenant_id)?;
-    log::warn!(
-        "export {tenant_id}: removed {removed} files of an uncommitted batch; it is exported again"
-    );
+    manifest::end_batch(store, tenant_id)?;
+    if removed > 0 {
+        log::warn!(
+            "export {tenant_id}: removed {removed} files of an uncommitted batch; it is exported again"
+        );
+    }
     Ok(())
+}
+
+/// The days that have a partition directory under a tenant's root.
+fn partition_days(root: &Path) -> Result<Vec<NaiveDate>, ExportError> {
+    let mut days = Vec::new();
+    for year in subdirectories(root, "year=")? {
+        for month in subdirectories(&root.join(format!("year={year}")), "month=")? {
+            for day in subdirectories(&root.join(format!("year={year}/month={month}")), "day=")? {
+                let parsed = [&year, &month, &day].map(|part| part.parse::<u32>().ok());
+                if let [Some(year), Some(month), Some(day)] = parsed
+                    && let Some(date) = NaiveDate::from_ymd_opt(year as i32, month, day)
+                {
+                    days.push(date);
+                }
+            }
+        }
+    }
+    Ok(days)
+}
+
+/// Names after `prefix` of the directories in `dir` named `{prefix}...`; none if `dir` is not
+/// a directory.
+fn subdirectories(dir: &Path, prefix: &str) -> Result<Vec<String>, ExportError> {
+    Ok(entries(dir)?
+        .into_iter()
+        .filter_map(|(name, is_dir)| {
+            is_dir
+                .then(|| name.strip_prefix(prefix).map(str::to_string))
+                .flatten()
+        })
+        .collect())
+}
+
+fn file_names(dir: &Path) -> Result<Vec<String>, ExportError> {
+    Ok(entries(dir)?
+        .into_iter()
+        .filter(|(_, is_dir)| !is_dir)
+        .map(|(name, _)| name)
+        .collect())
+}
+
+fn entries(dir: &Path) -> Result<Vec<(String, bool)>, ExportError> {
+    let listing = match std::fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(Vec::new());
+        }
+        Err(error) => return Err(ExportError::io(format!("listing {}", dir.display()))(error)),
+    };
+    let mut found = Vec::new();
+    for entry in listing {
+        let entry = entry.map_err(ExportError::io(format!("listing {}", dir.display())))?;
+        let is_dir = entry
+            .file_type()
+            .map_err(ExportError::io(format!("listing {}", dir.display())))?
+            .is_dir();
+        found.push((entry.file_name().to_string_lossy().into_owned(), is_dir));
+    }
+    Ok(found)
 }
 
 const CHUNK_ROWS: usize = 1024;
 const CHUNKS_IN_FLIGHT: usize = 4;
-const FILES_IN_FLIGHT: usize = 8;
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
 const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Rows as the reader copied them: one text buffer and each row's column ranges in it.
+/// Rows as the reader copied them: one text buffer, and each row's tenant slot and column
+/// ranges in it.
 struct Chunk {
     text: String,
-    rows: Vec<[Range<usize>; 6]>,
+    rows: Vec<(usize, [Range<usize>; 6])>,
 }
 
 impl Chunk {
@@ -259,50 +437,133 @@ impl Chunk {
             created_at: column(5),
         }
     }
+
+    fn push(&mut self, slot: usize, row: &HeldRow) {
+        let base = self.text.len();
+        self.text.push_str(&row.text);
+        self.rows.push((
+            slot,
+            row.ranges
+                .clone()
+                .map(|range| range.start + base..range.end + base),
+        ));
+    }
 }
 
-fn read_rows(
-    store: &Store,
-    tenant_id: &str,
-    start: &Cursor,
-    limit: usize,
-    chunks: SyncSender<Result<Chunk, ExportError>>,
+/// The next row of one tenant, read but not yet taken.
+#[derive(Default)]
+struct HeldRow {
+    text: String,
+    ranges: [Range<usize>; 6],
+}
+
+impl HeldRow {
+    fn created_at(&self) -> &str {
+        &self.text[self.ranges[5].clone()]
+    }
+}
+
+/// Steps every tenant's keyset query on one connection, always taking the tenant whose next
+/// row is oldest. Tenants' rows share table pages; read in time order together, each page is
+/// read from disk into SQLite's cache once for all tenants rather than once per tenant.
+fn read_merged(
+    settings: &BatchSettings<'_>,
+    jobs: &[TenantJob<'_>],
+    senders: Vec<SyncSender<Result<Chunk, String>>>,
+    should_stop: &(dyn Fn() -> bool + Sync),
 ) {
     let result = (|| -> Result<(), ExportError> {
-        let conn = store.conn()?;
-        let mut statement = conn.prepare_cached(
-            "SELECT id, customer_id, channel, outcome, payload, created_at FROM interaction_history
-             WHERE tenant_id = ?1 AND (created_at, id) > (?2, ?3)
-             ORDER BY created_at, id LIMIT ?4",
-        )?;
-        let mut rows = statement.query((tenant_id, &start.created_at, &start.id, limit as i64))?;
-        let mut chunk = Chunk::new();
-        while let Some(row) = rows.next()? {
-            let mut ranges: [Range<usize>; 6] = Default::default();
-            for (index, range) in ranges.iter_mut().enumerate() {
-                let begin = chunk.text.len();
-                push_value(&mut chunk.text, row.get_ref(index)?, index == 4);
-                *range = begin..chunk.text.len();
+        let conn = settings.store.conn()?;
+        let mut statements = jobs
+            .iter()
+            .map(|_| {
+                conn.prepare(
+                    "SELECT id, customer_id, channel, outcome, payload, created_at FROM interaction_history
+                     WHERE tenant_id = ?1 AND (created_at, id) > (?2, ?3)
+                     ORDER BY created_at, id LIMIT ?4",
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut cursors = statements
+            .iter_mut()
+            .zip(jobs)
+            .map(|(statement, job)| {
+                statement.query((
+                    job.id,
+                    &job.start.created_at,
+                    &job.start.id,
+                    settings.batch_size as i64,
+                ))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut held: Vec<Option<HeldRow>> = Vec::with_capacity(jobs.len());
+        for cursor in &mut cursors {
+            let mut row = HeldRow::default();
+            held.push(fetch(cursor, &mut row)?.then_some(row));
+        }
+        let mut pending: Vec<Chunk> = senders.iter().map(|_| Chunk::new()).collect();
+        let mut taken: usize = 0;
+        loop {
+            let next = held
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, row)| row.as_ref().map(|row| (slot, row.created_at())))
+                .min_by(|a, b| a.1.cmp(b.1))
+                .map(|(slot, _)| slot);
+            let Some(slot) = next else {
+                break;
+            };
+            let writer = slot % senders.len();
+            if let Some(row) = &held[slot] {
+                pending[writer].push(slot, row);
             }
-            chunk.rows.push(ranges);
-            let full = chunk.rows.len() == CHUNK_ROWS;
-            if full
-                && chunks
-                    .send(Ok(std::mem::replace(&mut chunk, Chunk::new())))
-                    .is_err()
-            {
-                // The writer stopped (it failed); nothing more is wanted.
-                return Ok(());
+            if pending[writer].rows.len() == CHUNK_ROWS {
+                let full = std::mem::replace(&mut pending[writer], Chunk::new());
+                if senders[writer].send(Ok(full)).is_err() {
+                    return Ok(());
+                }
+            }
+            let cursor = &mut cursors[slot];
+            let more = match held[slot].as_mut() {
+                Some(row) => fetch(cursor, row)?,
+                None => false,
+            };
+            if !more {
+                held[slot] = None;
+            }
+            taken += 1;
+            // Stopping early is safe: each tenant's batch is then a prefix of its rows.
+            if taken.is_multiple_of(CHUNK_ROWS) && should_stop() {
+                log::info!("export: stopping early after {taken} rows; the next run goes on");
+                break;
             }
         }
-        if !chunk.rows.is_empty() {
-            let _ = chunks.send(Ok(chunk));
+        for (sender, chunk) in senders.iter().zip(pending) {
+            if !chunk.rows.is_empty() {
+                let _ = sender.send(Ok(chunk));
+            }
         }
         Ok(())
     })();
     if let Err(error) = result {
-        let _ = chunks.send(Err(error));
+        for sender in &senders {
+            let _ = sender.send(Err(error.to_string()));
+        }
     }
+}
+
+/// Reads the cursor's next row into `row`; answers whether there was one.
+fn fetch(cursor: &mut rusqlite::Rows<'_>, row: &mut HeldRow) -> Result<bool, ExportError> {
+    let Some(next) = cursor.next()? else {
+        return Ok(false);
+    };
+    row.text.clear();
+    for index in 0..6 {
+        let begin = row.text.len();
+        push_value(&mut row.text, next.get_ref(index)?, index == 4);
+        row.ranges[index] = begin..row.text.len();
+    }
+    Ok(true)
 }
 
 /// Copies a column as text. The application may have stored numbers, blobs or NULLs; a NULL
@@ -332,70 +593,119 @@ struct OpenFile {
     hasher: Sha256,
 }
 
-/// A file written and flushed, for the syncer to make durable and visible.
+/// A file written under its temporary name, to be made durable and renamed into place.
 struct FinishedFile {
-    file: File,
     temporary: PathBuf,
     path: PathBuf,
     meta: WrittenFile,
 }
 
+/// One tenant's side of a writer: its open file, finished files and counts, or its failure.
+#[derive(Default)]
+struct TenantOutput {
+    current: Option<OpenFile>,
+    files: Vec<FinishedFile>,
+    report: BatchReport,
+    error: Option<ExportError>,
+}
+
+/// Writes the rows of the tenants this writer owns (`slot % writer_count == writer`).
 fn write_files(
     settings: &BatchSettings<'_>,
-    tenant: TenantDir<'_>,
-    chunks: Receiver<Result<Chunk, ExportError>>,
-    finished: SyncSender<FinishedFile>,
-) -> Result<BatchReport, ExportError> {
-    let mut report = BatchReport::default();
-    let mut current: Option<OpenFile> = None;
+    jobs: &[TenantJob<'_>],
+    writer: usize,
+    writer_count: usize,
+    chunks: Receiver<Result<Chunk, String>>,
+) -> Vec<(usize, TenantOutput)> {
+    let mut outputs: Vec<(usize, TenantOutput)> = (0..jobs.len())
+        .filter(|slot| slot % writer_count == writer)
+        .map(|slot| (slot, TenantOutput::default()))
+        .collect();
+    let position = |slot: usize| slot / writer_count;
     let started = Instant::now();
     let mut last_log = started;
+    let mut rows_written: u64 = 0;
     for chunk in chunks {
-        let chunk = chunk?;
-        for ranges in &chunk.rows {
-            let row = chunk.row(ranges, tenant.as_str());
-            let day = utc_day(row.created_at).ok_or_else(|| ExportError::BadCreatedAt {
-                id: row.id.to_string(),
-                created_at: row.created_at.to_string(),
-            })?;
-            if current.as_ref().is_none_or(|file| file.day != day) {
-                if let Some(done) = current.take() {
-                    finish(done, &finished)?;
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(message) => {
+                for (_, output) in &mut outputs {
+                    output.error.get_or_insert(ExportError::Io {
+                        context: "reading interaction rows".into(),
+                        source: std::io::Error::other(message.clone()),
+                    });
                 }
-                current = Some(open_file(settings, tenant, day, &row)?);
+                break;
             }
-            let Some(file) = current.as_mut() else {
+        };
+        for (slot, ranges) in &chunk.rows {
+            let job = &jobs[*slot];
+            let output = &mut outputs[position(*slot)].1;
+            if output.error.is_some() {
                 continue;
-            };
-            let before = file.buffer.len();
-            if append_line(&mut file.buffer, &row) {
-                report.payloads_kept_as_strings += 1;
             }
-            let written = (file.buffer.len() - before) as u64;
-            file.meta.bytes += written;
-            file.meta.row_count += 1;
-            report.bytes += written;
-            set_cursor(&mut file.meta.last, row.created_at, row.id);
-            if file.buffer.len() >= WRITE_BUFFER_BYTES {
-                file.flush_buffer()?;
+            let row = chunk.row(ranges, job.id);
+            if let Err(error) = write_row(settings, job.dir, output, &row) {
+                output.current = None;
+                output.error = Some(error);
             }
-            report.rows += 1;
+            rows_written += 1;
         }
         if last_log.elapsed() >= PROGRESS_LOG_INTERVAL {
             let seconds = started.elapsed().as_secs_f64();
             log::info!(
-                "export {}: {} rows so far ({:.0} rows/s)",
-                tenant.as_str(),
-                report.rows,
-                report.rows as f64 / seconds
+                "export: {rows_written} rows so far ({:.0} rows/s per writer)",
+                rows_written as f64 / seconds
             );
             last_log = Instant::now();
         }
     }
-    if let Some(done) = current.take() {
-        finish(done, &finished)?;
+    for (_, output) in &mut outputs {
+        if let Some(done) = output.current.take()
+            && output.error.is_none()
+        {
+            match finish(done) {
+                Ok(file) => output.files.push(file),
+                Err(error) => output.error = Some(error),
+            }
+        }
     }
-    Ok(report)
+    outputs
+}
+
+fn write_row(
+    settings: &BatchSettings<'_>,
+    tenant: TenantDir<'_>,
+    output: &mut TenantOutput,
+    row: &Row<'_>,
+) -> Result<(), ExportError> {
+    let day = utc_day(row.created_at).ok_or_else(|| ExportError::BadCreatedAt {
+        id: row.id.to_string(),
+        created_at: row.created_at.to_string(),
+    })?;
+    if output.current.as_ref().is_none_or(|file| file.day != day) {
+        if let Some(done) = output.current.take() {
+            output.files.push(finish(done)?);
+        }
+        output.current = Some(open_file(settings, tenant, day, row)?);
+    }
+    let Some(file) = output.current.as_mut() else {
+        return Ok(());
+    };
+    let before = file.buffer.len();
+    if append_line(&mut file.buffer, row) {
+        output.report.payloads_kept_as_strings += 1;
+    }
+    let written = (file.buffer.len() - before) as u64;
+    file.meta.bytes += written;
+    file.meta.row_count += 1;
+    output.report.bytes += written;
+    output.report.rows += 1;
+    set_cursor(&mut file.meta.last, row.created_at, row.id);
+    if file.buffer.len() >= WRITE_BUFFER_BYTES {
+        file.flush_buffer()?;
+    }
+    Ok(())
 }
 
 fn set_cursor(cursor: &mut Cursor, created_at: &str, id: &str) {
@@ -415,12 +725,13 @@ fn open_file(
     let relative_dir = partition_dir(tenant, day);
     let relative = relative_dir.join(&name);
     let relative_text = relative.to_string_lossy().into_owned();
-    if !manifest::record_intent(settings.store, tenant.as_str(), &relative_text)? {
-        return Err(ExportError::AlreadyCommitted(relative_text));
-    }
     let dir = settings.data_dir.join(&relative_dir);
     ensure_dir(&dir)?;
     let path = dir.join(&name);
+    // Uncommitted files were removed before the batch began: one still there is committed.
+    if path.exists() {
+        return Err(ExportError::AlreadyCommitted(relative_text));
+    }
     let temporary = temporary_path(&path);
     let file = File::create(&temporary)
         .map_err(ExportError::io(format!("creating {}", temporary.display())))?;
@@ -461,10 +772,10 @@ impl OpenFile {
     }
 }
 
-fn finish(mut open: OpenFile, finished: &SyncSender<FinishedFile>) -> Result<(), ExportError> {
+fn finish(mut open: OpenFile) -> Result<FinishedFile, ExportError> {
     open.flush_buffer()?;
+    start_writeback(&open.file);
     let OpenFile {
-        file,
         temporary,
         path,
         mut meta,
@@ -476,47 +787,59 @@ fn finish(mut open: OpenFile, finished: &SyncSender<FinishedFile>) -> Result<(),
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect();
-    finished
-        .send(FinishedFile {
-            file,
-            temporary,
-            path,
-            meta,
-        })
-        .map_err(|_| ExportError::Stage("syncer"))
+    Ok(FinishedFile {
+        temporary,
+        path,
+        meta,
+    })
 }
 
-/// Makes each finished file durable and visible: fsync, then rename into place. The renames
-/// (and new directories) are made durable together by one `syncfs` before the commit.
-fn sync_files(finished: Receiver<FinishedFile>) -> Result<Vec<WrittenFile>, ExportError> {
-    let mut synced = Vec::new();
-    let mut failure = None;
-    for file in finished {
-        // After a failure, keep draining so the writer is never blocked; files are removed.
-        if failure.is_some() {
-            continue;
-        }
-        let result = (|| {
-            file.file.sync_all().map_err(ExportError::io(format!(
-                "fsync {}",
-                file.temporary.display()
-            )))?;
-            std::fs::rename(&file.temporary, &file.path)
-                .map_err(ExportError::io(format!("renaming {}", file.path.display())))
-        })();
-        match result {
-            Ok(()) => synced.push(file.meta),
-            Err(error) => failure = Some(error),
-        }
-    }
-    match failure {
-        Some(error) => Err(error),
-        None => Ok(synced),
+/// Starts writing the file's data to disk without waiting for it, so the batch's final flush
+/// finds little left to do. Only a hint: the flush is what guarantees durability.
+fn start_writeback(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range only reads the descriptor, which `file` keeps open for the call.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
 
-/// Flushes the file system holding `dir`: every rename and new directory of the batch at once,
-/// instead of one directory fsync per file (a batch spans hundreds of day directories).
+/// A batch's files, written but not yet visible.
+struct WrittenBatch {
+    report: BatchReport,
+    files: Vec<FinishedFile>,
+}
+
+/// Makes every tenant's files durable, then visible: one flush for all their data, a rename of
+/// each into place, one flush for all the renames. A tenant whose rename fails fails alone.
+fn publish(
+    data_dir: &Path,
+    batches: &mut [Result<WrittenBatch, ExportError>],
+) -> Result<(), ExportError> {
+    if !batches
+        .iter()
+        .any(|batch| batch.as_ref().is_ok_and(|batch| !batch.files.is_empty()))
+    {
+        return Ok(());
+    }
+    sync_file_system(data_dir)?;
+    for batch in batches.iter_mut() {
+        let renamed = match batch {
+            Ok(written) => written.files.iter().try_for_each(|file| {
+                std::fs::rename(&file.temporary, &file.path)
+                    .map_err(ExportError::io(format!("renaming {}", file.path.display())))
+            }),
+            Err(_) => Ok(()),
+        };
+        if let Err(error) = renamed {
+            *batch = Err(error);
+        }
+    }
+    sync_file_system(data_dir)
+}
+
+/// Flushes the file system holding `dir`: all of the batch's files, or renames and new
+/// directories, at once (a batch spans hundreds of day directories).
 fn sync_file_system(dir: &Path) -> Result<(), ExportError> {
     use std::os::fd::AsRawFd;
     let handle = File::open(dir).map_err(ExportError::io(format!("opening {}", dir.display())))?;

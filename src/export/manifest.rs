@@ -1,4 +1,4 @@
-//! The export tables: per-tenant checkpoints, write-ahead intents, the file manifest and the
+//! The export tables: per-tenant checkpoints, batches in progress, the file manifest and the
 //! per-run metric rows. Only this module writes them.
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
@@ -58,49 +58,60 @@ pub fn checkpoint(store: &Store, tenant_id: &str) -> Result<Option<Cursor>, Stor
     }))
 }
 
-/// Paths a crashed run meant to write for this tenant: each is on disk only if not committed.
-pub fn leftover_intents(store: &Store, tenant_id: &str) -> Result<Vec<(String, bool)>, StoreError> {
-    let conn = store.conn()?;
-    let mut statement = conn.prepare(
-        "SELECT i.path, EXISTS (SELECT 1 FROM export_files f WHERE f.path = i.path)
-         FROM export_intents i WHERE i.tenant_id = ?1",
-    )?;
-    let rows = statement
-        .query_map([tenant_id], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+/// The start of a batch a crashed run left uncommitted for this tenant, if any.
+pub fn batch_in_progress(store: &Store, tenant_id: &str) -> Result<Option<Cursor>, StoreError> {
+    Ok(store
+        .conn()?
+        .query_row(
+            "SELECT from_created_at, from_id FROM export_batches_in_progress WHERE tenant_id = ?1",
+            [tenant_id],
+            |row| {
+                Ok(Cursor {
+                    created_at: row.get(0)?,
+                    id: row.get(1)?,
+                })
+            },
+        )
+        .optional()?)
 }
 
-pub fn clear_intents(store: &Store, tenant_id: &str) -> Result<(), StoreError> {
+/// Paths of the tenant's committed files on or after `first_day` (`YYYY-MM-DD`).
+pub fn committed_paths_since(
+    store: &Store,
+    tenant_id: &str,
+    first_day: &str,
+) -> Result<Vec<String>, StoreError> {
+    let conn = store.conn()?;
+    let mut statement =
+        conn.prepare("SELECT path FROM export_files WHERE tenant_id = ?1 AND partition_day >= ?2")?;
+    let paths = statement
+        .query_map((tenant_id, first_day), |row| row.get(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(paths)
+}
+
+/// Records that a batch starting after `from` is about to write files: one row, before any
+/// file exists, cleared by the batch's commit.
+pub fn begin_batch(store: &Store, tenant_id: &str, from: &Cursor) -> Result<(), StoreError> {
     store.conn()?.execute(
-        "DELETE FROM export_intents WHERE tenant_id = ?1",
+        "INSERT INTO export_batches_in_progress (tenant_id, from_created_at, from_id) VALUES (?1, ?2, ?3)
+         ON CONFLICT (tenant_id) DO UPDATE SET from_created_at = excluded.from_created_at,
+             from_id = excluded.from_id, started_at = excluded.started_at",
+        (tenant_id, &from.created_at, &from.id),
+    )?;
+    Ok(())
+}
+
+pub fn end_batch(store: &Store, tenant_id: &str) -> Result<(), StoreError> {
+    store.conn()?.execute(
+        "DELETE FROM export_batches_in_progress WHERE tenant_id = ?1",
         [tenant_id],
     )?;
     Ok(())
 }
 
-/// Records that `path` is about to be written. Refuses a path already committed.
-pub fn record_intent(store: &Store, tenant_id: &str, path: &str) -> Result<bool, StoreError> {
-    let mut conn = store.conn()?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let committed: bool = tx.query_row(
-        "SELECT EXISTS (SELECT 1 FROM export_files WHERE path = ?1)",
-        [path],
-        |row| row.get(0),
-    )?;
-    if committed {
-        return Ok(false);
-    }
-    tx.execute(
-        "INSERT INTO export_intents (path, tenant_id) VALUES (?1, ?2) ON CONFLICT (path) DO NOTHING",
-        (path, tenant_id),
-    )?;
-    tx.commit()?;
-    Ok(true)
-}
-
 /// Commits a batch: its files into the manifest, the checkpoint past its last row, its
-/// intents cleared and its metric recorded, in one transaction. Before this commits, the files
+/// batch-in-progress row cleared and its metric recorded, in one transaction. Before this commits, the files
 /// do not count; after, the checkpoint covers exactly them.
 pub fn commit(
     store: &Store,
@@ -159,7 +170,7 @@ pub fn commit(
         )?;
     }
     tx.execute(
-        "DELETE FROM export_intents WHERE tenant_id = ?1",
+        "DELETE FROM export_batches_in_progress WHERE tenant_id = ?1",
         [tenant_id],
     )?;
     insert_metric(&tx, metric)?;

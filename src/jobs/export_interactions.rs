@@ -2,15 +2,12 @@
 //! at most `EXPORT_BATCH_SIZE`, as Hive-partitioned NDJSON committed exactly once
 //! (`export::batch`). One tenant failing does not stop the others.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use serde_json::{Value, json};
 
 use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
 use crate::config::Config;
-use crate::export::batch::{BatchSettings, export_batch};
+use crate::export::batch::{BatchSettings, export_tenants};
 use crate::export::manifest::Upload;
 
 pub struct ExportInteractions;
@@ -40,51 +37,62 @@ impl Job for ExportInteractions {
             } else {
                 Upload::LocalOnly
             },
+            writers: ctx.config.export_parallelism,
             now_text: &now_text,
         };
-        // Tenants are independent (own checkpoint, directory, intents): export several at once,
-        // so reading (SQLite) and encoding use every core.
-        let next_tenant = AtomicUsize::new(0);
-        let results: Vec<Mutex<Option<TenantResult>>> =
-            tenants.iter().map(|_| Mutex::new(None)).collect();
-        let workers = ctx.config.export_parallelism.min(tenants.len()).max(1);
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|| {
-                    loop {
-                        let index = next_tenant.fetch_add(1, Ordering::SeqCst);
-                        let Some((tenant_id, tenant_name)) = tenants.get(index) else {
-                            break;
-                        };
-                        if ctx.should_stop() {
-                            break;
+        let mut total_exported = 0;
+        let mut failed = 0;
+        let mut results = Vec::with_capacity(tenants.len());
+        if ctx.params.dry_run {
+            for (tenant_id, tenant_name) in &tenants {
+                let pending = pending_rows(ctx, tenant_id)?;
+                total_exported += pending;
+                results.push(json!({"tenantId": tenant_id, "tenantName": tenant_name, "exported": pending, "filePath": null, "files": []}));
+            }
+        } else {
+            let tenant_ids: Vec<&str> = tenants.iter().map(|(id, _)| id.as_str()).collect();
+            let should_stop = || ctx.should_stop();
+            for ((tenant_id, tenant_name), outcome) in
+                tenants
+                    .iter()
+                    .zip(export_tenants(&settings, &tenant_ids, &should_stop))
+            {
+                results.push(match outcome {
+                    Ok(report) => {
+                        total_exported += report.rows;
+                        let files: Vec<&str> =
+                            report.files.iter().map(|file| file.path.as_str()).collect();
+                        let mut body = json!({
+                            "tenantId": tenant_id,
+                            "tenantName": tenant_name,
+                            "exported": report.rows,
+                            "filePath": files.first(),
+                            "files": files,
+                            "bytes": report.bytes,
+                        });
+                        if report.payloads_kept_as_strings > 0 {
+                            body["payloadsKeptAsStrings"] = json!(report.payloads_kept_as_strings);
                         }
-                        let result = export_tenant(ctx, &settings, tenant_id, tenant_name);
-                        if let Ok(mut slot) = results[index].lock() {
-                            *slot = Some(result);
-                        }
+                        body
+                    }
+                    Err(error) => {
+                        failed += 1;
+                        log::error!("export {tenant_id}: {error}");
+                        json!({
+                            "tenantId": tenant_id,
+                            "tenantName": tenant_name,
+                            "exported": 0,
+                            "filePath": null,
+                            "files": [],
+                            "error": error.to_string(),
+                            "errorKind": error.kind(),
+                        })
                     }
                 });
             }
-        });
-        let mut total_exported = 0;
-        let mut failed = 0;
-        let mut finished = true;
-        let mut bodies = Vec::with_capacity(tenants.len());
-        for slot in results {
-            match slot.into_inner().ok().flatten() {
-                Some(Ok((rows, body))) => {
-                    total_exported += rows;
-                    bodies.push(body);
-                }
-                Some(Err(body)) => {
-                    failed += 1;
-                    bodies.push(body);
-                }
-                None => finished = false,
-            }
         }
-        let results = bodies;
+        // Stopped by the deadline or a shutdown: each tenant's batch is committed as far as it got.
+        let finished = !ctx.should_stop();
         Ok(JobOutput {
             body: json!({
                 "ok": failed == 0,
@@ -100,57 +108,6 @@ impl Job for ExportInteractions {
                 total_exported
             },
         })
-    }
-}
-
-/// A tenant's entry in the result: its rows and body, or its body with the error.
-type TenantResult = Result<(u64, Value), Value>;
-
-fn export_tenant(
-    ctx: &JobCtx<'_>,
-    settings: &BatchSettings<'_>,
-    tenant_id: &str,
-    tenant_name: &str,
-) -> TenantResult {
-    if ctx.params.dry_run {
-        return match pending_rows(ctx, tenant_id) {
-            Ok(pending) => Ok((
-                pending,
-                json!({"tenantId": tenant_id, "tenantName": tenant_name, "exported": pending, "filePath": null, "files": []}),
-            )),
-            Err(error) => Err(
-                json!({"tenantId": tenant_id, "tenantName": tenant_name, "exported": 0, "filePath": null, "files": [], "error": error.to_string()}),
-            ),
-        };
-    }
-    match export_batch(settings, tenant_id) {
-        Ok(report) => {
-            let files: Vec<&str> = report.files.iter().map(|file| file.path.as_str()).collect();
-            let mut body = json!({
-                "tenantId": tenant_id,
-                "tenantName": tenant_name,
-                "exported": report.rows,
-                "filePath": files.first(),
-                "files": files,
-                "bytes": report.bytes,
-            });
-            if report.payloads_kept_as_strings > 0 {
-                body["payloadsKeptAsStrings"] = json!(report.payloads_kept_as_strings);
-            }
-            Ok((report.rows, body))
-        }
-        Err(error) => {
-            log::error!("export {tenant_id}: {error}");
-            Err(json!({
-                "tenantId": tenant_id,
-                "tenantName": tenant_name,
-                "exported": 0,
-                "filePath": null,
-                "files": [],
-                "error": error.to_string(),
-                "errorKind": error.kind(),
-            }))
-        }
     }
 }
 

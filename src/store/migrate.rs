@@ -19,8 +19,8 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
-        name: "0002_export_intents",
-        sql: include_str!("../../schema/0002_export_intents.sql"),
+        name: "0002_export_batches",
+        sql: include_str!("../../schema/0002_export_batches.sql"),
     },
 ];
 
