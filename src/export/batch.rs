@@ -208,17 +208,18 @@ fn write_batches(
     let writer_count = settings.writers.clamp(1, jobs.len());
     let started = Instant::now();
     let outputs = std::thread::scope(|scope| {
-        let (senders, receivers): (Vec<_>, Vec<_>) = (0..writer_count)
-            .map(|_| sync_channel::<Result<Chunk, String>>(CHUNKS_IN_FLIGHT))
-            .unzip();
-        let writers: Vec<_> = receivers
-            .into_iter()
-            .enumerate()
-            .map(|(writer, chunks)| {
+        // One group of tenants per writer, each with its own merged reader: both cores read and
+        // write, and a table page is read once per group rather than once per tenant.
+        let writers: Vec<_> = (0..writer_count)
+            .map(|writer| {
+                let (sender, chunks) = sync_channel::<Result<Chunk, String>>(CHUNKS_IN_FLIGHT);
+                let slots: Vec<usize> = (0..jobs.len())
+                    .filter(|slot| slot % writer_count == writer)
+                    .collect();
+                scope.spawn(move || read_merged(settings, jobs, &slots, sender, should_stop));
                 scope.spawn(move || write_files(settings, jobs, writer, writer_count, chunks))
             })
             .collect();
-        read_merged(settings, jobs, senders, should_stop);
         let mut outputs: Vec<Option<TenantOutput>> = jobs.iter().map(|_| None).collect();
         for handle in writers {
             // A writer that panicked leaves its tenants without an output: they fail below.
@@ -463,18 +464,19 @@ impl HeldRow {
     }
 }
 
-/// Steps every tenant's keyset query on one connection, always taking the tenant whose next
-/// row is oldest. Tenants' rows share table pages; read in time order together, each page is
-/// read from disk into SQLite's cache once for all tenants rather than once per tenant.
+/// Steps the keyset queries of the tenants in `slots` on one connection, always taking the
+/// tenant whose next row is oldest. Tenants' rows share table pages; read in time order
+/// together, each page is read into SQLite's cache once for them all rather than once each.
 fn read_merged(
     settings: &BatchSettings<'_>,
     jobs: &[TenantJob<'_>],
-    senders: Vec<SyncSender<Result<Chunk, String>>>,
+    slots: &[usize],
+    sender: SyncSender<Result<Chunk, String>>,
     should_stop: &(dyn Fn() -> bool + Sync),
 ) {
     let result = (|| -> Result<(), ExportError> {
         let conn = settings.store.conn()?;
-        let mut statements = jobs
+        let mut statements = slots
             .iter()
             .map(|_| {
                 conn.prepare(
@@ -486,8 +488,9 @@ fn read_merged(
             .collect::<Result<Vec<_>, _>>()?;
         let mut cursors = statements
             .iter_mut()
-            .zip(jobs)
-            .map(|(statement, job)| {
+            .zip(slots)
+            .map(|(statement, &slot)| {
+                let job = &jobs[slot];
                 statement.query((
                     job.id,
                     &job.start.created_at,
@@ -496,40 +499,39 @@ fn read_merged(
                 ))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut held: Vec<Option<HeldRow>> = Vec::with_capacity(jobs.len());
+        let mut held: Vec<Option<HeldRow>> = Vec::with_capacity(slots.len());
         for cursor in &mut cursors {
             let mut row = HeldRow::default();
             held.push(fetch(cursor, &mut row)?.then_some(row));
         }
-        let mut pending: Vec<Chunk> = senders.iter().map(|_| Chunk::new()).collect();
+        let mut pending = Chunk::new();
         let mut taken: usize = 0;
         loop {
             let next = held
                 .iter()
                 .enumerate()
-                .filter_map(|(slot, row)| row.as_ref().map(|row| (slot, row.created_at())))
+                .filter_map(|(position, row)| row.as_ref().map(|row| (position, row.created_at())))
                 .min_by(|a, b| a.1.cmp(b.1))
-                .map(|(slot, _)| slot);
-            let Some(slot) = next else {
+                .map(|(position, _)| position);
+            let Some(position) = next else {
                 break;
             };
-            let writer = slot % senders.len();
-            if let Some(row) = &held[slot] {
-                pending[writer].push(slot, row);
+            if let Some(row) = &held[position] {
+                pending.push(slots[position], row);
             }
-            if pending[writer].rows.len() == CHUNK_ROWS {
-                let full = std::mem::replace(&mut pending[writer], Chunk::new());
-                if senders[writer].send(Ok(full)).is_err() {
-                    return Ok(());
-                }
+            if pending.rows.len() == CHUNK_ROWS
+                && sender
+                    .send(Ok(std::mem::replace(&mut pending, Chunk::new())))
+                    .is_err()
+            {
+                return Ok(());
             }
-            let cursor = &mut cursors[slot];
-            let more = match held[slot].as_mut() {
-                Some(row) => fetch(cursor, row)?,
+            let more = match held[position].as_mut() {
+                Some(row) => fetch(&mut cursors[position], row)?,
                 None => false,
             };
             if !more {
-                held[slot] = None;
+                held[position] = None;
             }
             taken += 1;
             // Stopping early is safe: each tenant's batch is then a prefix of its rows.
@@ -538,17 +540,13 @@ fn read_merged(
                 break;
             }
         }
-        for (sender, chunk) in senders.iter().zip(pending) {
-            if !chunk.rows.is_empty() {
-                let _ = sender.send(Ok(chunk));
-            }
+        if !pending.rows.is_empty() {
+            let _ = sender.send(Ok(pending));
         }
         Ok(())
     })();
     if let Err(error) = result {
-        for sender in &senders {
-            let _ = sender.send(Err(error.to_string()));
-        }
+        let _ = sender.send(Err(error.to_string()));
     }
 }
 
