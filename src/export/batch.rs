@@ -273,7 +273,7 @@ fn write_batches(
                 tenant_id: job.id,
                 rows: report.rows,
                 bytes: report.bytes,
-                duration_ms: 0,
+                duration_ms: started.elapsed().as_millis() as u64,
                 error: None,
                 at: settings.now_text,
             };
@@ -622,7 +622,6 @@ fn write_files(
     let position = |slot: usize| slot / writer_count;
     let started = Instant::now();
     let mut last_log = started;
-    let mut rows_written: u64 = 0;
     for chunk in chunks {
         let chunk = match chunk {
             Ok(chunk) => chunk,
@@ -647,14 +646,17 @@ fn write_files(
                 output.current = None;
                 output.error = Some(error);
             }
-            rows_written += 1;
         }
         if last_log.elapsed() >= PROGRESS_LOG_INTERVAL {
-            let seconds = started.elapsed().as_secs_f64();
-            log::info!(
-                "export: {rows_written} rows so far ({:.0} rows/s per writer)",
-                rows_written as f64 / seconds
-            );
+            let seconds = started.elapsed().as_secs_f64().max(0.001);
+            for (slot, output) in &outputs {
+                log::info!(
+                    "export {}: {} rows so far ({:.0} rows/s)",
+                    jobs[*slot].id,
+                    output.report.rows,
+                    output.report.rows as f64 / seconds
+                );
+            }
             last_log = Instant::now();
         }
     }
