@@ -52,7 +52,12 @@ fn draining_a_demo_store_exports_every_row_once_in_its_days_partition() {
     let runs = env.query_i64("SELECT COUNT(*) FROM job_runs WHERE job = 'export-interactions'");
     assert_eq!(env.query_i64("SELECT COUNT(*) FROM export_metrics WHERE export_type = 'interaction_history' AND format = 'ndjson'"), runs * 4);
     // Regression: successful runs once recorded a duration of 0 ms.
-    assert_eq!(env.query_i64("SELECT COUNT(*) FROM export_metrics WHERE status = 'success' AND duration_ms = 0"), 0);
+    assert_eq!(
+        env.query_i64(
+            "SELECT COUNT(*) FROM export_metrics WHERE status = 'success' AND duration_ms = 0"
+        ),
+        0
+    );
 }
 
 #[test]
@@ -195,13 +200,7 @@ fn an_unwritable_directory_fails_only_that_tenant_and_the_next_run_succeeds() {
     std::fs::create_dir_all(blocked.parent().unwrap()).unwrap();
     std::fs::write(&blocked, b"not a directory").unwrap();
     let result = env.run_json(&["run", "export-interactions"], 3);
-    let globex = result["tenants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|tenant| tenant["tenantId"] == "globex")
-        .unwrap()
-        .clone();
+    let globex = tenant_result(&result, "globex");
     assert_eq!(globex["exported"], 0);
     assert_eq!(globex["errorKind"], "io", "{globex}");
     let others_ok = result["tenants"]
@@ -228,13 +227,7 @@ fn an_unwritable_directory_fails_only_that_tenant_and_the_next_run_succeeds() {
 
     std::fs::remove_file(&blocked).unwrap();
     let retry = env.run_json(&["run", "export-interactions"], 0);
-    let globex = retry["tenants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|tenant| tenant["tenantId"] == "globex")
-        .unwrap()
-        .clone();
+    let globex = tenant_result(&retry, "globex");
     assert!(globex["exported"].as_u64().unwrap() > 0, "{retry}");
     assert_eq!(
         env.query_i64("SELECT COUNT(*) FROM export_checkpoints WHERE status = 'failed'"),
@@ -287,4 +280,14 @@ print(json.dumps(rows))
         "SELECT COUNT(DISTINCT h.tenant_id || substr(h.created_at, 1, 10)) FROM interaction_history h JOIN tenants t ON t.id = h.tenant_id WHERE t.active = 1",
     );
     assert_eq!(figures, [expected_rows, expected_partitions, 0, 0]);
+}
+
+/// One tenant's entry in an export result.
+fn tenant_result(result: &serde_json::Value, tenant_id: &str) -> serde_json::Value {
+    let tenants = result["tenants"].as_array().expect("tenants");
+    tenants
+        .iter()
+        .find(|tenant| tenant["tenantId"] == tenant_id)
+        .expect("tenant in result")
+        .clone()
 }
