@@ -79,10 +79,9 @@ pub struct Runner {
     idle: Condvar,
 }
 
-/// Runs in this process: those taking their lease, and those holding one.
+/// Runs in this process holding their job's lease.
 #[derive(Default)]
 struct ActiveRuns {
-    starting: usize,
     running: HashMap<i64, &'static str>,
 }
 
@@ -140,35 +139,30 @@ impl Runner {
     ) -> Result<Completed, RunError> {
         let job = self.check(name, &params)?;
         let job_name = job.name();
-        // Checked under the lock that `wait_idle` takes after shutdown is requested: a run
-        // either counts as active for the shutdown, or never starts.
-        {
+        // Taking the lease and registering the run happen under one lock: the shutdown check
+        // and `wait_idle` see either the run or nothing, and a lease this process holds is
+        // judged against a set of runs no other start can be changing meanwhile.
+        let run_id = {
             let mut active = self.lock_active();
             if self.shutdown.is_requested() {
                 return Err(RunError::ShuttingDown);
             }
-            active.starting += 1;
-        }
-        let started_at = self.clock.now();
-        let attempt =
-            self.store
-                .begin_run(job_name, trigger, &self.holder, started_at, |current| {
-                    if current.holder == self.holder {
-                        // Ours: alive exactly while the run is active here (a run whose end
-                        // could not be recorded must not lock the job out).
-                        return self.lock_active().running.contains_key(&current.run_id);
-                    }
-                    holder::is_alive(&current.holder, current.heartbeat_at, started_at)
-                });
-        let run_id = {
-            let mut active = self.lock_active();
-            active.starting -= 1;
-            if let Ok(LeaseAttempt::Acquired { run_id }) = attempt {
-                active.running.insert(run_id, job_name);
-            }
-            self.idle.notify_all();
-            match attempt? {
-                LeaseAttempt::Acquired { run_id } => run_id,
+            let started_at = self.clock.now();
+            let attempt =
+                self.store
+                    .begin_run(job_name, trigger, &self.holder, started_at, |current| {
+                        if current.holder == self.holder {
+                            // Ours: alive exactly while the run is active here (a run whose end could
+                            // not be recorded must not lock the job out).
+                            return active.running.contains_key(&current.run_id);
+                        }
+                        holder::is_alive(&current.holder, current.heartbeat_at, started_at)
+                    })?;
+            match attempt {
+                LeaseAttempt::Acquired { run_id } => {
+                    active.running.insert(run_id, job_name);
+                    run_id
+                }
                 LeaseAttempt::Busy(holder) => {
                     return Err(RunError::AlreadyRunning {
                         job: job_name.to_string(),
@@ -334,11 +328,9 @@ impl Runner {
         let active = self.lock_active();
         let (active, _) = self
             .idle
-            .wait_timeout_while(active, grace, |active| {
-                active.starting > 0 || !active.running.is_empty()
-            })
+            .wait_timeout_while(active, grace, |active| !active.running.is_empty())
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        active.starting == 0 && active.running.is_empty()
+        active.running.is_empty()
     }
 
     /// Records every still-active run as failed: the last step of a shutdown whose grace
@@ -528,5 +520,40 @@ mod tests {
         // The job finishing afterwards cannot turn the abandoned run back to ok.
         let runs = runner.store().list_runs(Some("test-job"), 5).unwrap();
         assert_eq!(runs[0].status, "failed");
+    }
+
+    #[test]
+    fn racing_runs_in_one_process_never_overlap() {
+        // Regression: a lease of this process counted as dead while its run was still being
+        // registered, so a second trigger took it over and both ran.
+        let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (inside_job, most_job) = (Arc::clone(&inside), Arc::clone(&most));
+        let job = TestJob(Box::new(move |_| {
+            let now = inside_job.fetch_add(1, Ordering::SeqCst) + 1;
+            most_job.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(30));
+            inside_job.fetch_sub(1, Ordering::SeqCst);
+            output(json!({"ok": true}))
+        }));
+        let (_dir, runner, _) = runner(job, &[]);
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for _ in 0..5 {
+                        let _ = runner.run("test-job", Trigger::Http, RunParams::default());
+                    }
+                });
+            }
+        });
+        assert_eq!(most.load(Ordering::SeqCst), 1);
+        assert!(
+            runner
+                .store()
+                .list_runs(Some("test-job"), 100)
+                .unwrap()
+                .iter()
+                .all(|run| run.status == "ok")
+        );
     }
 }
