@@ -51,7 +51,13 @@ pub struct Storage {
 }
 
 impl Storage {
+    /// The configured bucket.
     pub fn new(settings: &S3Settings) -> Result<Storage, StorageError> {
+        Storage::for_bucket(settings, &settings.bucket)
+    }
+
+    /// Another bucket on the same storage, with the same credentials (for `s3://` URIs).
+    pub fn for_bucket(settings: &S3Settings, bucket_name: &str) -> Result<Storage, StorageError> {
         let region = match &settings.endpoint {
             Some(endpoint) => Region::Custom {
                 region: settings.region.clone(),
@@ -68,7 +74,7 @@ impl Storage {
             None => Credentials::anonymous(),
         }
         .map_err(|error| StorageError::Credentials(error.to_string()))?;
-        let mut bucket = Bucket::new(&settings.bucket, region, credentials)?;
+        let mut bucket = Bucket::new(bucket_name, region, credentials)?;
         if settings.path_style {
             bucket = bucket.with_path_style();
         }
@@ -77,6 +83,12 @@ impl Storage {
             bucket,
             prefix: settings.prefix.clone(),
         })
+    }
+
+    /// Deletes an object; deleting one that is already gone succeeds, as S3 answers.
+    pub fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.bucket.delete_object(key)?;
+        Ok(())
     }
 
     /// The object key of a file at `relative` (to the data dir).

@@ -5,6 +5,7 @@
 
 mod approvals_expire;
 mod cleanup;
+mod dsar_purge;
 mod due_enqueue;
 mod export_interactions;
 mod flow_scheduler_tick;
@@ -149,6 +150,7 @@ impl Registry {
             Box::new(export_interactions::ExportInteractions),
             Box::new(s3_sync::S3Sync),
             Box::new(cleanup::Cleanup),
+            Box::new(dsar_purge::DsarPurge),
             Box::new(approvals_expire::ApprovalsExpire),
             Box::new(flow_scheduler_tick::FlowSchedulerTick),
             Box::new(scheduled_retrains::ScheduledRetrains),
