@@ -381,3 +381,55 @@ fn rotated_secrets_are_all_accepted() {
     );
     assert_eq!(reply.status, 401);
 }
+
+#[test]
+fn the_maintenance_route_also_accepts_its_own_secret() {
+    let env = Env::new().with("MAINTENANCE_CRON_SECRET", "maintenance-only");
+    env.demo();
+    let server = env.serve();
+    let reply = server.request(
+        "GET",
+        "/api/admin/maintenance",
+        &[("Authorization", "Bearer maintenance-only")],
+        None,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let body = reply.json();
+    for key in [
+        "timestamp",
+        "stuckRunsMarked",
+        "tempUploadsPurged",
+        "importJobsCompacted",
+        "rawItemsPurged",
+        "errors",
+    ] {
+        assert!(
+            body.get(key).is_some(),
+            "maintenance result lacks {key}: {body}"
+        );
+    }
+    assert!(body["stuckRunsMarked"].as_u64().unwrap() > 0, "{body}");
+    assert_eq!(
+        server.trigger("GET", "/api/admin/maintenance", None).status,
+        200
+    );
+    assert_eq!(
+        server
+            .request(
+                "POST",
+                "/api/admin/maintenance",
+                &[("Authorization", "Bearer maintenance-only")],
+                None
+            )
+            .status,
+        405
+    );
+    // The maintenance secret opens that route only.
+    let elsewhere = server.request(
+        "GET",
+        "/api/v1/cron/cleanup",
+        &[("Authorization", "Bearer maintenance-only")],
+        None,
+    );
+    assert_eq!(elsewhere.status, 401);
+}

@@ -4,14 +4,12 @@
 //! tenant records the counts. Batched and resumable: a purge stopped by its deadline finishes
 //! on the next run.
 
-use std::path::{Component, Path};
-
 use chrono::{DateTime, Duration, Utc};
 use rusqlite::TransactionBehavior;
 use rusqlite::types::Value;
 use serde_json::{Value as Json, json};
 
-use super::{Job, JobCtx, JobError, JobOutput};
+use super::{FileRemoval, Job, JobCtx, JobError, JobOutput, remove_data_file};
 use crate::clock::to_store_text;
 use crate::config::Config;
 use crate::export::storage::Storage;
@@ -259,23 +257,17 @@ fn delete_blob(
         storage.delete(key).map_err(|error| error.to_string())?;
         return Ok(BlobDeletion::Deleted);
     }
-    let relative = Path::new(blob_path);
-    if !relative
-        .components()
-        .all(|component| matches!(component, Component::Normal(_)))
-    {
-        return Err("not a relative path inside the data dir".into());
-    }
+    // The local removal checks the path first, so an unsafe one reaches no bucket either.
+    let local = remove_data_file(ctx.data_dir(), blob_path)?;
     if let Some(storage) = storage {
         storage
             .delete(&storage.key(blob_path))
             .map_err(|error| error.to_string())?;
     }
-    match std::fs::remove_file(ctx.data_dir().join(relative)) {
-        Ok(()) => Ok(BlobDeletion::Deleted),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(BlobDeletion::AlreadyGone),
-        Err(error) => Err(error.to_string()),
-    }
+    Ok(match local {
+        FileRemoval::Removed => BlobDeletion::Deleted,
+        FileRemoval::AlreadyGone => BlobDeletion::AlreadyGone,
+    })
 }
 
 fn audit(

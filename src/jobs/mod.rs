@@ -9,11 +9,12 @@ mod dsar_purge;
 mod due_enqueue;
 mod export_interactions;
 mod flow_scheduler_tick;
+mod maintenance;
 mod outbox_reaper;
 mod s3_sync;
 mod scheduled_retrains;
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -122,6 +123,40 @@ impl JobError {
     }
 }
 
+/// What removing a file under the data dir found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileRemoval {
+    Removed,
+    AlreadyGone,
+}
+
+/// Removes `relative` under the data dir; refuses any path that could leave it (absolute,
+/// `..`), since such paths come from rows the application wrote.
+pub fn remove_data_file(data_dir: &Path, relative: &str) -> Result<FileRemoval, String> {
+    let path = Path::new(relative);
+    if relative.is_empty()
+        || !path
+            .components()
+            .all(|component| matches!(component, Component::Normal(_)))
+    {
+        return Err(format!(
+            "{relative:?} is not a relative path inside the data dir"
+        ));
+    }
+    match std::fs::remove_file(data_dir.join(path)) {
+        Ok(()) => Ok(FileRemoval::Removed),
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(FileRemoval::AlreadyGone)
+        }
+        Err(error) => Err(format!("removing {relative}: {error}")),
+    }
+}
+
 pub trait Job: Send + Sync {
     /// The job's name, as routes, the CLI and the environment name it.
     fn name(&self) -> &'static str;
@@ -150,6 +185,7 @@ impl Registry {
             Box::new(export_interactions::ExportInteractions),
             Box::new(s3_sync::S3Sync),
             Box::new(cleanup::Cleanup),
+            Box::new(maintenance::Maintenance),
             Box::new(dsar_purge::DsarPurge),
             Box::new(approvals_expire::ApprovalsExpire),
             Box::new(flow_scheduler_tick::FlowSchedulerTick),

@@ -22,6 +22,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_export_batches",
         sql: include_str!("../../schema/0002_export_batches.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_maintenance_status",
+        sql: include_str!("../../schema/0003_maintenance_status.sql"),
+    },
 ];
 
 pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> {

@@ -1,0 +1,261 @@
+//! `maintenance`: the import system's upkeep. Marks import runs stuck in `processing` for
+//! over 24 h as failed, purges temp uploads older than 24 h (file, then row), compacts finished
+//! import jobs older than 7 days to the row that keeps the audit trail, and deletes the raw
+//! items of failed runs older than 30 days. One step failing does not stop the others; the
+//! view `maintenance_status` shows each backlog live.
+
+use chrono::Duration;
+use rusqlite::TransactionBehavior;
+use rusqlite::types::Value;
+use serde_json::json;
+
+use super::{FileRemoval, Job, JobCtx, JobError, JobOutput, remove_data_file};
+use crate::clock::to_store_text;
+use crate::store::{BatchOutcome, BatchedChange};
+
+pub struct Maintenance;
+
+const BATCH_SIZE: usize = 1_000;
+const UPLOAD_BATCH: i64 = 200;
+
+impl Job for Maintenance {
+    fn name(&self) -> &'static str {
+        "maintenance"
+    }
+
+    fn default_schedule(&self) -> &'static str {
+        "0 3 * * *"
+    }
+
+    fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
+        let now = ctx.now();
+        let now_text = to_store_text(now);
+        let day_ago = to_store_text(now - Duration::hours(24));
+        let week_ago = to_store_text(now - Duration::days(7));
+        let month_ago = to_store_text(now - Duration::days(30));
+
+        let stuck_runs = BatchedChange {
+            label: "maintenance stuck import runs",
+            table: "import_runs",
+            filter: "status = 'processing' AND COALESCE(started_at, updated_at) < ?1",
+            set_clause: Some(
+                "status = 'failed', error = 'timed out: processing for over 24 hours', finished_at = ?2, updated_at = ?2",
+            ),
+            params: vec![Value::Text(day_ago.clone()), Value::Text(now_text.clone())],
+            batch_size: BATCH_SIZE,
+        };
+        let compact_jobs = BatchedChange {
+            label: "maintenance import job compaction",
+            table: "import_jobs",
+            filter: "status IN ('completed', 'failed', 'cancelled') AND compacted_at IS NULL
+                     AND COALESCE(finished_at, created_at) < ?1",
+            // Keeps id, tenant, run, status, counts and times: the audit trail.
+            set_clause: Some("config = NULL, result = NULL, compacted_at = ?2"),
+            params: vec![Value::Text(week_ago), Value::Text(now_text.clone())],
+            batch_size: BATCH_SIZE,
+        };
+        let raw_items = BatchedChange {
+            label: "maintenance raw import items",
+            table: "import_items",
+            filter: "run_id IN (SELECT id FROM import_runs WHERE status = 'failed'
+                                AND COALESCE(finished_at, updated_at) < ?1)",
+            set_clause: None,
+            params: vec![Value::Text(month_ago)],
+            batch_size: BATCH_SIZE,
+        };
+
+        let mut errors = Vec::new();
+        let mut finished = true;
+        let mut step = |name: &str, result: Result<(u64, BatchOutcome), JobError>| match result {
+            Ok((count, outcome)) => {
+                finished &= outcome == BatchOutcome::Finished;
+                count
+            }
+            Err(error) => {
+                log::error!("maintenance: {name}: {error}");
+                errors.push(json!({"step": name, "error": error.to_string()}));
+                0
+            }
+        };
+        let apply = |change: &BatchedChange<'_>| -> Result<(u64, BatchOutcome), JobError> {
+            if ctx.params.dry_run {
+                return Ok((change.count(ctx.store)?, BatchOutcome::Finished));
+            }
+            Ok(change.run(ctx.store, || ctx.should_stop())?)
+        };
+        let stuck_runs_marked = step("stuckRunsMarked", apply(&stuck_runs));
+        let temp_uploads_purged = step("tempUploadsPurged", purge_temp_uploads(ctx, &day_ago));
+        let import_jobs_compacted = step("importJobsCompacted", apply(&compact_jobs));
+        let raw_items_purged = step("rawItemsPurged", apply(&raw_items));
+
+        let item_errors = errors.len() as u64;
+        Ok(JobOutput {
+            body: json!({
+                "timestamp": now_text,
+                "stuckRunsMarked": stuck_runs_marked,
+                "tempUploadsPurged": temp_uploads_purged,
+                "importJobsCompacted": import_jobs_compacted,
+                "rawItemsPurged": raw_items_purged,
+                "errors": errors,
+                "finished": finished,
+                "dryRun": ctx.params.dry_run,
+            }),
+            item_errors,
+            rows_processed: stuck_runs_marked
+                + temp_uploads_purged
+                + import_jobs_compacted
+                + raw_items_purged,
+        })
+    }
+}
+
+/// Temp uploads older than a day: the file first, then the row, a batch at a time. A file
+/// already gone is fine; a path that would leave the data dir keeps its file and loses its row.
+fn purge_temp_uploads(ctx: &JobCtx<'_>, cutoff: &str) -> Result<(u64, BatchOutcome), JobError> {
+    if ctx.params.dry_run {
+        let count: i64 = ctx.store.conn()?.query_row(
+            "SELECT COUNT(*) FROM temp_uploads WHERE created_at < ?1",
+            [cutoff],
+            |row| row.get(0),
+        )?;
+        return Ok((count as u64, BatchOutcome::Finished));
+    }
+    let mut purged = 0;
+    loop {
+        if ctx.should_stop() {
+            return Ok((purged, BatchOutcome::Stopped));
+        }
+        let batch: Vec<(i64, String)> = {
+            let conn = ctx.store.conn()?;
+            let mut statement = conn
+                .prepare("SELECT rowid, path FROM temp_uploads WHERE created_at < ?1 LIMIT ?2")?;
+            statement
+                .query_map((cutoff, UPLOAD_BATCH), |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        if batch.is_empty() {
+            return Ok((purged, BatchOutcome::Finished));
+        }
+        for (_, path) in &batch {
+            match remove_data_file(ctx.data_dir(), path) {
+                Ok(FileRemoval::Removed | FileRemoval::AlreadyGone) => {}
+                Err(error) => log::warn!(
+                    "maintenance: temp upload {error}; its row is removed, the file kept"
+                ),
+            }
+        }
+        let ids = serde_json::to_string(&batch.iter().map(|(rowid, _)| rowid).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let mut conn = ctx.store.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        purged += tx.execute(
+            "DELETE FROM temp_uploads WHERE rowid IN (SELECT value FROM json_each(?1))",
+            [ids],
+        )? as u64;
+        tx.commit()?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::test_support::Harness;
+    use chrono::{TimeZone, Utc};
+
+    fn harness() -> Harness {
+        let harness = Harness::new(Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap());
+        harness.exec(
+            "INSERT INTO import_runs (id, status, started_at, updated_at, finished_at) VALUES
+                 ('stuck', 'processing', '2026-05-31T11:59:59.000Z', '2026-05-31T11:59:59.000Z', NULL),
+                 ('busy', 'processing', '2026-05-31T12:00:01.000Z', '2026-05-31T12:00:01.000Z', NULL),
+                 ('old-failed', 'failed', '2026-04-01T00:00:00.000Z', '2026-04-01T00:00:00.000Z', '2026-04-01T00:10:00.000Z'),
+                 ('new-failed', 'failed', '2026-05-20T00:00:00.000Z', '2026-05-20T00:00:00.000Z', '2026-05-20T00:10:00.000Z'),
+                 ('old-done', 'completed', '2026-04-01T00:00:00.000Z', '2026-04-01T00:00:00.000Z', '2026-04-01T00:10:00.000Z');
+             INSERT INTO import_items (run_id, raw) VALUES ('old-failed', '{}'), ('old-failed', '{}'), ('new-failed', '{}'), ('old-done', '{}');
+             INSERT INTO import_jobs (id, tenant_id, run_id, status, total_items, processed_items, config, result, finished_at) VALUES
+                 ('old-completed', 't', 'old-done', 'completed', 10, 10, '{\"m\":1}', '{\"r\":1}', '2026-05-20T00:00:00.000Z'),
+                 ('recent-completed', 't', 'x', 'completed', 5, 5, '{\"m\":1}', '{\"r\":1}', '2026-05-30T00:00:00.000Z'),
+                 ('old-processing', 't', 'y', 'processing', 5, 2, '{\"m\":1}', NULL, NULL);
+             INSERT INTO temp_uploads (id, path, created_at) VALUES
+                 ('old', 'uploads/old.csv', '2026-05-31T11:00:00.000Z'),
+                 ('old-missing', 'uploads/missing.csv', '2026-05-30T00:00:00.000Z'),
+                 ('fresh', 'uploads/fresh.csv', '2026-06-01T11:00:00.000Z');",
+        );
+        // The compaction cutoff counts from finished_at (or created_at when never finished).
+        harness.exec("UPDATE import_jobs SET created_at = '2026-04-01T00:00:00.000Z'");
+        for name in ["old", "fresh"] {
+            let path = harness.config.data_dir.join(format!("uploads/{name}.csv"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"a,b").unwrap();
+        }
+        harness
+    }
+
+    #[test]
+    fn works_off_each_backlog_and_nothing_else() {
+        let harness = harness();
+        // The view counts against the real clock; every crafted time here is in the past.
+        let backlog = harness.query::<String>(
+            "SELECT stuck_runs || ' ' || stale_temp_uploads || ' ' || import_jobs_to_compact || ' ' || raw_items_to_purge FROM maintenance_status",
+        );
+        assert_eq!(backlog, "2 3 2 3");
+        let output = Maintenance.run(&harness.ctx()).unwrap();
+        for (key, expected) in [
+            ("stuckRunsMarked", 1),
+            ("tempUploadsPurged", 2),
+            ("importJobsCompacted", 1),
+            ("rawItemsPurged", 2),
+        ] {
+            assert_eq!(output.body[key], expected, "{key}: {}", output.body);
+        }
+        assert_eq!(output.body["errors"], json!([]));
+        assert!(output.body["timestamp"].is_string());
+
+        assert_eq!(harness.strings("SELECT id || ' ' || status FROM import_runs WHERE id IN ('stuck', 'busy') ORDER BY id"), ["busy processing", "stuck failed"]);
+        assert_eq!(
+            harness.query::<String>("SELECT error FROM import_runs WHERE id = 'stuck'"),
+            "timed out: processing for over 24 hours"
+        );
+        assert_eq!(harness.strings("SELECT id FROM temp_uploads"), ["fresh"]);
+        assert!(!harness.config.data_dir.join("uploads/old.csv").exists());
+        assert!(harness.config.data_dir.join("uploads/fresh.csv").exists());
+        let compacted = harness.strings(
+            "SELECT id || ' ' || COALESCE(config, '-') || ' ' || COALESCE(result, '-') || ' ' || processed_items || ' ' || (compacted_at IS NOT NULL) FROM import_jobs ORDER BY id",
+        );
+        assert_eq!(
+            compacted,
+            [
+                "old-completed - - 10 1",
+                "old-processing {\"m\":1} - 2 0",
+                "recent-completed {\"m\":1} {\"r\":1} 5 0"
+            ]
+        );
+        assert_eq!(
+            harness.strings("SELECT run_id FROM import_items ORDER BY run_id"),
+            ["new-failed", "old-done"]
+        );
+    }
+
+    #[test]
+    fn one_failing_step_does_not_stop_the_others() {
+        let harness = harness();
+        harness.exec("DROP TABLE import_jobs");
+        let output = Maintenance.run(&harness.ctx()).unwrap();
+        assert_eq!(output.item_errors, 1);
+        assert_eq!(output.body["errors"][0]["step"], "importJobsCompacted");
+        assert_eq!(output.body["stuckRunsMarked"], 1);
+        assert_eq!(output.body["rawItemsPurged"], 2);
+    }
+
+    #[test]
+    fn dry_run_counts_and_changes_nothing() {
+        let mut harness = harness();
+        harness.params.dry_run = true;
+        let output = Maintenance.run(&harness.ctx()).unwrap();
+        assert_eq!(output.body["tempUploadsPurged"], 2);
+        assert_eq!(output.body["importJobsCompacted"], 1);
+        assert_eq!(harness.query::<i64>("SELECT COUNT(*) FROM temp_uploads"), 3);
+        assert_eq!(harness.query::<i64>("SELECT COUNT(*) FROM import_items"), 4);
+        assert!(harness.config.data_dir.join("uploads/old.csv").exists());
+    }
+}
