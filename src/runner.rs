@@ -147,17 +147,20 @@ impl Runner {
             if self.shutdown.is_requested() {
                 return Err(RunError::ShuttingDown);
             }
-            let started_at = self.clock.now();
-            let attempt =
-                self.store
-                    .begin_run(job_name, trigger, &self.holder, started_at, |current| {
-                        if current.holder == self.holder {
-                            // Ours: alive exactly while the run is active here (a run whose end could
-                            // not be recorded must not lock the job out).
-                            return active.running.contains_key(&current.run_id);
-                        }
-                        holder::is_alive(&current.holder, current.heartbeat_at, started_at)
-                    })?;
+            let attempt = self.store.begin_run(
+                job_name,
+                trigger,
+                &self.holder,
+                || self.clock.now(),
+                |current| {
+                    if current.holder == self.holder {
+                        // Ours: alive exactly while the run is active here (a run whose end could
+                        // not be recorded must not lock the job out).
+                        return active.running.contains_key(&current.run_id);
+                    }
+                    holder::is_alive(&current.holder, current.heartbeat_at, self.clock.now())
+                },
+            )?;
             match attempt {
                 LeaseAttempt::Acquired { run_id } => {
                     active.running.insert(run_id, job_name);

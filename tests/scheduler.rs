@@ -59,15 +59,14 @@ fn a_run_missed_during_downtime_is_made_up_once_at_start() {
 #[test]
 fn with_every_job_disabled_the_scheduler_idles() {
     let mut env = Env::new();
-    for job in [
-        "EXPORT_INTERACTIONS",
-        "CLEANUP",
-        "APPROVALS_EXPIRE",
-        "FLOW_SCHEDULER_TICK",
-        "SCHEDULED_RETRAINS",
-        "OUTBOX_REAPER",
-    ] {
-        env = env.with(&format!("EDGECRON_ENABLED_{job}"), "false");
+    let jobs = env.run_json(&["jobs", "--json"], 0);
+    for job in jobs.as_array().unwrap() {
+        let variable = job["name"]
+            .as_str()
+            .unwrap()
+            .to_uppercase()
+            .replace('-', "_");
+        env = env.with(&format!("EDGECRON_ENABLED_{variable}"), "false");
     }
     let server = env.serve();
     let before = server.cpu_ticks();

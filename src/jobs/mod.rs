@@ -7,7 +7,9 @@ mod approvals_expire;
 mod cleanup;
 mod dsar_purge;
 mod due_enqueue;
+mod export_file_cleanup;
 mod export_interactions;
+mod export_log_cleanup;
 mod flow_scheduler_tick;
 mod maintenance;
 mod outbox_reaper;
@@ -186,6 +188,8 @@ impl Registry {
             Box::new(s3_sync::S3Sync),
             Box::new(cleanup::Cleanup),
             Box::new(maintenance::Maintenance),
+            Box::new(export_file_cleanup::ExportFileCleanup),
+            Box::new(export_log_cleanup::ExportLogCleanup),
             Box::new(dsar_purge::DsarPurge),
             Box::new(approvals_expire::ApprovalsExpire),
             Box::new(flow_scheduler_tick::FlowSchedulerTick),

@@ -134,10 +134,9 @@ impl Store {
         job: &str,
         trigger: Trigger,
         holder: &str,
-        now: DateTime<Utc>,
+        now: impl Fn() -> DateTime<Utc>,
         is_alive: impl Fn(&LeaseHolder) -> bool,
     ) -> Result<LeaseAttempt, StoreError> {
-        let now_text = to_store_text(now);
         let mut conn = self.conn()?;
         // A live holder is answered from a plain read, so a refusal never waits for the write
         // lock (which the holder may be using); the transaction below checks again.
@@ -147,6 +146,9 @@ impl Store {
             return Ok(LeaseAttempt::Busy(current));
         }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // The start is read once the write lock is held: a run that waited for it cannot
+        // record a start before the previous run's recorded end.
+        let now_text = to_store_text(now());
         if let Some(current) = current_lease(&tx, job)? {
             if is_alive(&current) {
                 return Ok(LeaseAttempt::Busy(current));
@@ -385,13 +387,13 @@ mod tests {
     fn a_live_lease_makes_the_second_run_busy_and_a_dead_one_is_taken_over() {
         let (_dir, store) = temp_store();
         let LeaseAttempt::Acquired { run_id: first } = store
-            .begin_run("cleanup", Trigger::Cli, "h/1/1", at(0), |_| true)
+            .begin_run("cleanup", Trigger::Cli, "h/1/1", || at(0), |_| true)
             .unwrap()
         else {
             panic!("first run must get the lease");
         };
         let LeaseAttempt::Busy(holder) = store
-            .begin_run("cleanup", Trigger::Http, "h/2/2", at(1), |_| true)
+            .begin_run("cleanup", Trigger::Http, "h/2/2", || at(1), |_| true)
             .unwrap()
         else {
             panic!("second run must be refused while the first is alive");
@@ -400,7 +402,7 @@ mod tests {
         assert_eq!(holder.trigger, "cli");
 
         let LeaseAttempt::Acquired { run_id: third } = store
-            .begin_run("cleanup", Trigger::Http, "h/3/3", at(2), |_| false)
+            .begin_run("cleanup", Trigger::Http, "h/3/3", || at(2), |_| false)
             .unwrap()
         else {
             panic!("a dead holder's lease must be taken over");
@@ -416,7 +418,7 @@ mod tests {
         let (_dir, store) = temp_store();
         for n in 0..10 {
             let LeaseAttempt::Acquired { run_id } = store
-                .begin_run("cleanup", Trigger::Cli, "h/1/1", at(n), |_| true)
+                .begin_run("cleanup", Trigger::Cli, "h/1/1", || at(n), |_| true)
                 .unwrap()
             else {
                 panic!("lease must be free after the previous run finished");

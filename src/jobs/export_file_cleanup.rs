@@ -1,0 +1,209 @@
+//! `export-file-cleanup`: delete the files of the application's exports past `expires_at`
+//! (local, their copy in the configured bucket, or an `s3://` object) and mark their log rows
+//! `expired`. A file already gone counts as deleted; one that cannot be deleted keeps its row
+//! as it is, for the next run.
+
+use serde_json::json;
+
+use super::{Job, JobCtx, JobError, JobOutput, remove_data_file};
+use crate::clock::to_store_text;
+use crate::export::storage::Storage;
+
+pub struct ExportFileCleanup;
+
+const PAGE: i64 = 500;
+
+impl Job for ExportFileCleanup {
+    fn name(&self) -> &'static str {
+        "export-file-cleanup"
+    }
+
+    fn default_schedule(&self) -> &'static str {
+        "0 2 * * *"
+    }
+
+    fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
+        let now_text = to_store_text(ctx.now());
+        let storage = ctx
+            .config
+            .s3
+            .as_ref()
+            .map(Storage::new)
+            .transpose()
+            .map_err(|error| JobError::Failed(error.to_string()))?;
+        let (mut deleted, mut failed) = (0u64, 0u64);
+        let mut files = Vec::new();
+        let mut errors = Vec::new();
+        let mut after = String::new();
+        loop {
+            if ctx.should_stop() {
+                break;
+            }
+            let expired = expired_logs(ctx, &now_text, &after)?;
+            let Some((last_id, _)) = expired.last() else {
+                break;
+            };
+            after = last_id.clone();
+            for (id, file_path) in expired {
+                if ctx.params.dry_run {
+                    deleted += 1;
+                    files.push(json!({"id": id, "filePath": file_path}));
+                    continue;
+                }
+                match delete_export_file(ctx, storage.as_ref(), file_path.as_deref()) {
+                    Ok(()) => {
+                        ctx.store.conn()?.execute(
+                            "UPDATE export_logs SET status = 'expired' WHERE id = ?1 AND status = 'completed'",
+                            [&id],
+                        )?;
+                        deleted += 1;
+                    }
+                    Err(error) => {
+                        log::warn!("export-file-cleanup: {id}: {error}");
+                        failed += 1;
+                        if errors.len() < 20 {
+                            errors.push(json!({"id": id, "error": error}));
+                        }
+                    }
+                }
+            }
+        }
+        let mut body = json!({"ok": failed == 0, "deleted": deleted, "failed": failed, "errors": errors, "dryRun": ctx.params.dry_run});
+        if ctx.params.dry_run {
+            body["files"] = json!(files);
+        }
+        Ok(JobOutput {
+            body,
+            item_errors: failed,
+            rows_processed: if ctx.params.dry_run { 0 } else { deleted },
+        })
+    }
+}
+
+/// Completed exports past their expiry, by id after `after`, a page at a time.
+fn expired_logs(
+    ctx: &JobCtx<'_>,
+    now_text: &str,
+    after: &str,
+) -> Result<Vec<(String, Option<String>)>, JobError> {
+    let conn = ctx.store.conn()?;
+    let mut statement = conn.prepare(
+        "SELECT id, file_path FROM export_logs
+         WHERE status = 'completed' AND expires_at IS NOT NULL AND expires_at < ?1 AND id > ?2
+         ORDER BY id LIMIT ?3",
+    )?;
+    let rows = statement
+        .query_map((now_text, after, PAGE), |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+fn delete_export_file(
+    ctx: &JobCtx<'_>,
+    storage: Option<&Storage>,
+    file_path: Option<&str>,
+) -> Result<(), String> {
+    let Some(file_path) = file_path.filter(|path| !path.is_empty()) else {
+        return Ok(());
+    };
+    if let Some(location) = file_path.strip_prefix("s3://") {
+        let (bucket, key) = location
+            .split_once('/')
+            .ok_or("an s3:// URI needs a bucket and a key")?;
+        let settings = ctx
+            .config
+            .s3
+            .as_ref()
+            .ok_or("S3 is not configured (S3_BUCKET)")?;
+        let storage = Storage::for_bucket(settings, bucket).map_err(|error| error.to_string())?;
+        return storage.delete(key).map_err(|error| error.to_string());
+    }
+    remove_data_file(ctx.data_dir(), file_path)?;
+    if let Some(storage) = storage {
+        storage
+            .delete(&storage.key(file_path))
+            .map_err(|error| error.to_string())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::test_support::Harness;
+    use chrono::{TimeZone, Utc};
+
+    fn harness() -> Harness {
+        let harness = Harness::new(Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap());
+        harness.exec(
+            "INSERT INTO export_logs (id, status, file_path, expires_at) VALUES
+                 ('expired', 'completed', 'downloads/expired.csv', '2026-05-31T23:59:59.999Z'),
+                 ('expired-gone', 'completed', 'downloads/gone.csv', '2026-05-01T00:00:00.000Z'),
+                 ('live', 'completed', 'downloads/live.csv', '2026-06-01T00:00:00.001Z'),
+                 ('never', 'completed', 'downloads/never.csv', NULL),
+                 ('failed-export', 'failed', 'downloads/failed.csv', '2026-05-01T00:00:00.000Z'),
+                 ('escaping', 'completed', '../outside.csv', '2026-05-01T00:00:00.000Z');",
+        );
+        for name in ["expired", "live", "never", "failed"] {
+            let path = harness
+                .config
+                .data_dir
+                .join(format!("downloads/{name}.csv"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"x").unwrap();
+        }
+        harness
+    }
+
+    #[test]
+    fn deletes_expired_files_and_marks_their_rows() {
+        let harness = harness();
+        let output = ExportFileCleanup.run(&harness.ctx()).unwrap();
+        assert_eq!(
+            (
+                output.body["deleted"].as_u64(),
+                output.body["failed"].as_u64()
+            ),
+            (Some(2), Some(1))
+        );
+        assert_eq!(output.body["errors"][0]["id"], "escaping");
+        assert_eq!(
+            harness.strings("SELECT id || ' ' || status FROM export_logs ORDER BY id"),
+            [
+                "escaping completed",
+                "expired expired",
+                "expired-gone expired",
+                "failed-export failed",
+                "live completed",
+                "never completed"
+            ]
+        );
+        let downloads = harness.config.data_dir.join("downloads");
+        assert!(!downloads.join("expired.csv").exists());
+        for kept in ["live.csv", "never.csv", "failed.csv"] {
+            assert!(downloads.join(kept).exists(), "{kept}");
+        }
+    }
+
+    #[test]
+    fn dry_run_lists_and_deletes_nothing() {
+        let mut harness = harness();
+        harness.params.dry_run = true;
+        let output = ExportFileCleanup.run(&harness.ctx()).unwrap();
+        assert_eq!(output.body["deleted"], 3);
+        assert_eq!(output.body["files"].as_array().unwrap().len(), 3);
+        assert!(
+            harness
+                .config
+                .data_dir
+                .join("downloads/expired.csv")
+                .exists()
+        );
+        assert_eq!(
+            harness.query::<i64>("SELECT COUNT(*) FROM export_logs WHERE status = 'expired'"),
+            0
+        );
+    }
+}

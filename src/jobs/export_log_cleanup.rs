@@ -1,0 +1,226 @@
+//! `export-log-cleanup`: delete export log rows older than 30 days, a batch at a time, each
+//! batch archived first as one NDJSON file (uploaded to S3 when configured, else kept under
+//! `archive/export_logs/` in the data dir). An archive is named after its first row, so a
+//! batch archived again after a crash replaces its own file rather than adding a second.
+
+use std::fs::File;
+use std::io::Write;
+
+use chrono::Duration;
+use rusqlite::TransactionBehavior;
+use serde_json::{Map, Value, json};
+
+use super::{Job, JobCtx, JobError, JobOutput};
+use crate::clock::to_store_text;
+use crate::export::storage::Storage;
+
+pub struct ExportLogCleanup;
+
+const RETENTION_DAYS: i64 = 30;
+const BATCH: i64 = 1_000;
+
+impl Job for ExportLogCleanup {
+    fn name(&self) -> &'static str {
+        "export-log-cleanup"
+    }
+
+    fn default_schedule(&self) -> &'static str {
+        "0 3 1 * *"
+    }
+
+    fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
+        let cutoff = to_store_text(ctx.now() - Duration::days(RETENTION_DAYS));
+        if ctx.params.dry_run {
+            let count: i64 = ctx.store.conn()?.query_row(
+                "SELECT COUNT(*) FROM export_logs WHERE created_at < ?1",
+                [&cutoff],
+                |row| row.get(0),
+            )?;
+            return Ok(JobOutput {
+                body: json!({"ok": true, "deleted": count, "archived": 0, "dryRun": true}),
+                item_errors: 0,
+                rows_processed: 0,
+            });
+        }
+        let storage = ctx
+            .config
+            .s3
+            .as_ref()
+            .map(Storage::new)
+            .transpose()
+            .map_err(|error| JobError::Failed(error.to_string()))?;
+        let (mut deleted, mut archived) = (0u64, 0u64);
+        let mut archives = Vec::new();
+        let mut finished = true;
+        loop {
+            if ctx.should_stop() {
+                finished = false;
+                break;
+            }
+            let ArchiveBatch {
+                rowids,
+                lines,
+                first,
+            } = oldest_rows(ctx, &cutoff)?;
+            let Some(first) = first else {
+                break;
+            };
+            let relative = format!("archive/export_logs/export_logs-{first}.ndjson");
+            write_archive(ctx, &relative, &lines)?;
+            if let Some(storage) = &storage {
+                let local = ctx.data_dir().join(&relative);
+                storage
+                    .upload(&local, &storage.key(&relative))
+                    .map_err(|error| JobError::Failed(format!("archiving {relative}: {error}")))?;
+                std::fs::remove_file(&local)
+                    .map_err(JobError::io(format!("removing {}", local.display())))?;
+            }
+            archived += rowids.len() as u64;
+            archives.push(relative);
+            let ids = serde_json::to_string(&rowids).unwrap_or_default();
+            let mut conn = ctx.store.conn()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            deleted += tx.execute(
+                "DELETE FROM export_logs WHERE rowid IN (SELECT value FROM json_each(?1))",
+                [ids],
+            )? as u64;
+            tx.commit()?;
+        }
+        Ok(JobOutput {
+            body: json!({"ok": true, "deleted": deleted, "archived": archived, "archives": archives, "finished": finished, "dryRun": false}),
+            item_errors: 0,
+            rows_processed: deleted,
+        })
+    }
+}
+
+/// A batch of rows to archive and delete.
+struct ArchiveBatch {
+    rowids: Vec<i64>,
+    /// The rows as NDJSON, every column kept.
+    lines: Vec<u8>,
+    /// The archive's name, from the first row; `None` when no row is left.
+    first: Option<String>,
+}
+
+/// The oldest batch of rows past the cutoff: their rowids, NDJSON lines, and a name for the
+/// archive derived from the first row.
+fn oldest_rows(ctx: &JobCtx<'_>, cutoff: &str) -> Result<ArchiveBatch, JobError> {
+    let conn = ctx.store.conn()?;
+    let mut statement = conn.prepare(
+        "SELECT rowid, * FROM export_logs WHERE created_at < ?1 ORDER BY created_at, id LIMIT ?2",
+    )?;
+    let names: Vec<String> = statement
+        .column_names()
+        .iter()
+        .skip(1)
+        .map(|name| name.to_string())
+        .collect();
+    let mut rows = statement.query((cutoff, BATCH))?;
+    let (mut rowids, mut lines, mut first) = (Vec::new(), Vec::new(), None);
+    while let Some(row) = rows.next()? {
+        rowids.push(row.get::<_, i64>(0)?);
+        let mut object = Map::new();
+        for (index, name) in names.iter().enumerate() {
+            let value = match row.get_ref(index + 1)? {
+                rusqlite::types::ValueRef::Null => Value::Null,
+                rusqlite::types::ValueRef::Integer(number) => json!(number),
+                rusqlite::types::ValueRef::Real(number) => json!(number),
+                rusqlite::types::ValueRef::Text(text) | rusqlite::types::ValueRef::Blob(text) => {
+                    json!(String::from_utf8_lossy(text))
+                }
+            };
+            object.insert(name.clone(), value);
+        }
+        if first.is_none() {
+            let created_at = object
+                .get("created_at")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let id = object.get("id").and_then(Value::as_str).unwrap_or_default();
+            let safe: String = format!("{created_at}-{id}")
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            first = Some(safe);
+        }
+        serde_json::to_writer(&mut lines, &Value::Object(object))
+            .map_err(|error| JobError::Failed(error.to_string()))?;
+        lines.push(b'\n');
+    }
+    Ok(ArchiveBatch {
+        rowids,
+        lines,
+        first,
+    })
+}
+
+/// Writes the archive atomically and durably: a temporary file, fsynced, renamed into place.
+fn write_archive(ctx: &JobCtx<'_>, relative: &str, lines: &[u8]) -> Result<(), JobError> {
+    let path = ctx.data_dir().join(relative);
+    let dir = path.parent().unwrap_or(ctx.data_dir());
+    std::fs::create_dir_all(dir).map_err(JobError::io(format!("creating {}", dir.display())))?;
+    let temporary = path.with_extension("ndjson.tmp");
+    let mut file = File::create(&temporary)
+        .map_err(JobError::io(format!("creating {}", temporary.display())))?;
+    file.write_all(lines)
+        .and_then(|()| file.sync_all())
+        .map_err(JobError::io(format!("writing {}", temporary.display())))?;
+    std::fs::rename(&temporary, &path)
+        .map_err(JobError::io(format!("renaming {}", path.display())))?;
+    File::open(dir)
+        .and_then(|handle| handle.sync_all())
+        .map_err(JobError::io(format!("fsync {}", dir.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::test_support::Harness;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn archives_then_deletes_rows_older_than_thirty_days() {
+        let harness = Harness::new(Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap());
+        harness.exec(
+            "WITH RECURSIVE n(value) AS (SELECT 1 UNION ALL SELECT value + 1 FROM n WHERE value < 2500)
+             INSERT INTO export_logs (id, tenant_id, status, created_at)
+             SELECT printf('old-%05d', value), 't', 'completed', '2026-04-01T00:00:00.000Z' FROM n;
+             INSERT INTO export_logs (id, created_at) VALUES
+                 ('edge', '2026-05-02T00:00:00.000Z'), ('recent', '2026-05-20T00:00:00.000Z');",
+        );
+        let output = ExportLogCleanup.run(&harness.ctx()).unwrap();
+        assert_eq!(
+            (
+                output.body["deleted"].as_u64(),
+                output.body["archived"].as_u64()
+            ),
+            (Some(2500), Some(2500))
+        );
+        assert_eq!(
+            harness.strings("SELECT id FROM export_logs ORDER BY id"),
+            ["edge", "recent"]
+        );
+        let mut ids = Vec::new();
+        for archive in output.body["archives"].as_array().unwrap() {
+            let text =
+                std::fs::read_to_string(harness.config.data_dir.join(archive.as_str().unwrap()))
+                    .unwrap();
+            for line in text.lines() {
+                let row: Value = serde_json::from_str(line).unwrap();
+                assert_eq!(row["status"], "completed");
+                ids.push(row["id"].as_str().unwrap().to_string());
+            }
+        }
+        assert_eq!(output.body["archives"].as_array().unwrap().len(), 3);
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 2500);
+    }
+}
