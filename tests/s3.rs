@@ -179,3 +179,58 @@ fn storage_stopped_mid_sync_leaves_only_verified_files_marked_uploaded() {
     assert_eq!(rest["pending"], 0);
     assert_eq!(moto.keys(), manifest_keys(&env));
 }
+
+#[test]
+fn dsar_purge_deletes_blobs_in_storage_and_log_archives_go_there() {
+    let moto = Moto::start();
+    let env = moto.configure(Env::new());
+    assert!(env.run(&["migrate"]).status.success());
+    let put = |key: &str| {
+        let reply = crate::support::http(
+            moto.address,
+            "PUT",
+            &format!("/{}/{key}", crate::support::BUCKET),
+            &[],
+            Some(b"blob"),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    };
+    put("elsewhere/old.bin");
+    put("backup/blobs/acme/old.bin");
+    std::fs::create_dir_all(env.data_dir().join("blobs/acme")).unwrap();
+    std::fs::write(env.data_dir().join("blobs/acme/old.bin"), b"blob").unwrap();
+    env.db()
+        .execute_batch(&format!(
+            "INSERT INTO tenants (id) VALUES ('acme');
+             INSERT INTO retention_policies (tenant_id, data_class, retention_days, legal_hold) VALUES ('acme', 'all', 30, 0);
+             INSERT INTO ai_attachments (id, tenant_id, blob_path, created_at) VALUES
+                 ('uri', 'acme', 's3://{bucket}/elsewhere/old.bin', '2020-01-01T00:00:00.000Z'),
+                 ('relative', 'acme', 'blobs/acme/old.bin', '2020-01-01T00:00:00.000Z');
+             INSERT INTO export_logs (id, created_at) VALUES ('old-log', '2020-01-01T00:00:00.000Z');",
+            bucket = crate::support::BUCKET
+        ))
+        .unwrap();
+
+    let purge = env.run_json(&["run", "dsar-purge"], 0);
+    assert_eq!(purge["perTenant"][0]["aiAttachments"], 2, "{purge}");
+    assert_eq!(purge["perTenant"][0]["blobsDeleted"], 2, "{purge}");
+    assert!(!env.data_dir().join("blobs/acme/old.bin").exists());
+
+    let archive = env.run_json(&["run", "export-log-cleanup"], 0);
+    assert_eq!(
+        (archive["deleted"].as_i64(), archive["archived"].as_i64()),
+        (Some(1), Some(1))
+    );
+    let archived = format!("backup/{}", archive["archives"][0].as_str().unwrap());
+    assert_eq!(
+        moto.keys(),
+        [archived.clone()],
+        "only the archive is left in the bucket"
+    );
+    assert!(
+        !env.data_dir()
+            .join(archive["archives"][0].as_str().unwrap())
+            .exists(),
+        "archived to S3, not kept locally"
+    );
+}
