@@ -224,7 +224,7 @@ fn dsar_purge_deletes_blobs_in_storage_and_log_archives_go_there() {
     let archived = format!("backup/{}", archive["archives"][0].as_str().unwrap());
     assert_eq!(
         moto.keys(),
-        [archived.clone()],
+        [archived],
         "only the archive is left in the bucket"
     );
     assert!(
