@@ -9,7 +9,7 @@ use rusqlite::TransactionBehavior;
 use rusqlite::types::Value;
 use serde_json::{Value as Json, json};
 
-use super::{FileRemoval, Job, JobCtx, JobError, JobOutput, remove_data_file};
+use super::{FileRemoval, Job, JobCtx, JobError, JobOutput, remove_stored_file};
 use crate::clock::to_store_text;
 use crate::config::Config;
 use crate::export::storage::Storage;
@@ -205,9 +205,9 @@ fn purge_attachments(
                 continue;
             };
             purge.blobs_attempted += 1;
-            match delete_blob(ctx, storage.as_ref(), blob_path) {
-                Ok(BlobDeletion::Deleted) => purge.blobs_deleted += 1,
-                Ok(BlobDeletion::AlreadyGone) => {
+            match remove_stored_file(ctx, storage.as_ref(), blob_path) {
+                Ok(FileRemoval::Removed) => purge.blobs_deleted += 1,
+                Ok(FileRemoval::AlreadyGone) => {
                     log::info!("dsar-purge {tenant_id}: blob {blob_path} was already gone");
                     purge.blobs_missing += 1;
                 }
@@ -230,44 +230,6 @@ fn purge_attachments(
         tx.commit()?;
         purge.ai_attachments += deleted as u64;
     }
-}
-
-enum BlobDeletion {
-    Deleted,
-    AlreadyGone,
-}
-
-/// Deletes one blob: an `s3://bucket/key` object, or a file under the data dir (also its copy
-/// in the configured bucket, when there is one). Paths that would leave the data dir are refused.
-fn delete_blob(
-    ctx: &JobCtx<'_>,
-    storage: Option<&Storage>,
-    blob_path: &str,
-) -> Result<BlobDeletion, String> {
-    if let Some(location) = blob_path.strip_prefix("s3://") {
-        let (bucket, key) = location
-            .split_once('/')
-            .ok_or("an s3:// URI needs a bucket and a key")?;
-        let settings = ctx
-            .config
-            .s3
-            .as_ref()
-            .ok_or("S3 is not configured (S3_BUCKET)")?;
-        let storage = Storage::for_bucket(settings, bucket).map_err(|error| error.to_string())?;
-        storage.delete(key).map_err(|error| error.to_string())?;
-        return Ok(BlobDeletion::Deleted);
-    }
-    // The local removal checks the path first, so an unsafe one reaches no bucket either.
-    let local = remove_data_file(ctx.data_dir(), blob_path)?;
-    if let Some(storage) = storage {
-        storage
-            .delete(&storage.key(blob_path))
-            .map_err(|error| error.to_string())?;
-    }
-    Ok(match local {
-        FileRemoval::Removed => BlobDeletion::Deleted,
-        FileRemoval::AlreadyGone => BlobDeletion::AlreadyGone,
-    })
 }
 
 fn audit(

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use super::{Job, JobCtx, JobError, JobOutput, remove_data_file};
+use super::{FileRemoval, Job, JobCtx, JobError, JobOutput, remove_stored_file};
 use crate::clock::to_store_text;
 use crate::export::storage::Storage;
 
@@ -50,8 +50,13 @@ impl Job for ExportFileCleanup {
                     files.push(json!({"id": id, "filePath": file_path}));
                     continue;
                 }
-                match delete_export_file(ctx, storage.as_ref(), file_path.as_deref()) {
-                    Ok(()) => {
+                match file_path
+                    .as_deref()
+                    .filter(|path| !path.is_empty())
+                    .map_or(Ok(FileRemoval::AlreadyGone), |path| {
+                        remove_stored_file(ctx, storage.as_ref(), path)
+                    }) {
+                    Ok(_) => {
                         ctx.store.conn()?.execute(
                             "UPDATE export_logs SET status = 'expired' WHERE id = ?1 AND status = 'completed'",
                             [&id],
@@ -98,35 +103,6 @@ fn expired_logs(
         })?
         .collect::<Result<_, _>>()?;
     Ok(rows)
-}
-
-fn delete_export_file(
-    ctx: &JobCtx<'_>,
-    storage: Option<&Storage>,
-    file_path: Option<&str>,
-) -> Result<(), String> {
-    let Some(file_path) = file_path.filter(|path| !path.is_empty()) else {
-        return Ok(());
-    };
-    if let Some(location) = file_path.strip_prefix("s3://") {
-        let (bucket, key) = location
-            .split_once('/')
-            .ok_or("an s3:// URI needs a bucket and a key")?;
-        let settings = ctx
-            .config
-            .s3
-            .as_ref()
-            .ok_or("S3 is not configured (S3_BUCKET)")?;
-        let storage = Storage::for_bucket(settings, bucket).map_err(|error| error.to_string())?;
-        return storage.delete(key).map_err(|error| error.to_string());
-    }
-    remove_data_file(ctx.data_dir(), file_path)?;
-    if let Some(storage) = storage {
-        storage
-            .delete(&storage.key(file_path))
-            .map_err(|error| error.to_string())?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use serde_json::Value;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::export::storage::Storage;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
 
@@ -157,6 +158,36 @@ pub fn remove_data_file(data_dir: &Path, relative: &str) -> Result<FileRemoval, 
         }
         Err(error) => Err(format!("removing {relative}: {error}")),
     }
+}
+
+/// Removes a file that a row names: an `s3://bucket/key` object, or a path under the data dir
+/// together with its copy in the configured bucket (`storage`), when there is one. The local
+/// path is checked first, so an unsafe one reaches no bucket either.
+pub fn remove_stored_file(
+    ctx: &JobCtx<'_>,
+    storage: Option<&Storage>,
+    location: &str,
+) -> Result<FileRemoval, String> {
+    if let Some(object) = location.strip_prefix("s3://") {
+        let (bucket, key) = object
+            .split_once('/')
+            .ok_or("an s3:// URI needs a bucket and a key")?;
+        let settings = ctx
+            .config
+            .s3
+            .as_ref()
+            .ok_or("S3 is not configured (S3_BUCKET)")?;
+        let storage = Storage::for_bucket(settings, bucket).map_err(|error| error.to_string())?;
+        storage.delete(key).map_err(|error| error.to_string())?;
+        return Ok(FileRemoval::Removed);
+    }
+    let local = remove_data_file(ctx.data_dir(), location)?;
+    if let Some(storage) = storage {
+        storage
+            .delete(&storage.key(location))
+            .map_err(|error| error.to_string())?;
+    }
+    Ok(local)
 }
 
 pub trait Job: Send + Sync {
