@@ -12,7 +12,6 @@ use serde_json::{Value as Json, json};
 use super::{FileRemoval, Job, JobCtx, JobError, JobOutput, remove_stored_file};
 use crate::clock::to_store_text;
 use crate::config::Config;
-use crate::export::storage::Storage;
 use crate::store::{BatchOutcome, BatchedChange};
 
 pub struct DsarPurge;
@@ -174,13 +173,7 @@ fn purge_attachments(
         )? as u64;
         return Ok(());
     }
-    let storage = ctx
-        .config
-        .s3
-        .as_ref()
-        .map(Storage::new)
-        .transpose()
-        .map_err(|error| JobError::Failed(error.to_string()))?;
+    let storage = ctx.storage()?;
     loop {
         if ctx.should_stop() {
             purge.finished = false;
@@ -278,12 +271,7 @@ mod tests {
                      ('{tenant}-new', '{tenant}', 'blobs/{tenant}/new.bin', '2026-05-30T00:00:00.000Z');"
             ));
             for blob in ["old", "new"] {
-                let path = harness
-                    .config
-                    .data_dir
-                    .join(format!("blobs/{tenant}/{blob}.bin"));
-                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-                std::fs::write(path, b"blob").unwrap();
+                harness.write_file(&format!("blobs/{tenant}/{blob}.bin"), b"blob");
             }
         }
         harness

@@ -7,7 +7,6 @@ use serde_json::json;
 
 use super::{FileRemoval, Job, JobCtx, JobError, JobOutput, remove_stored_file};
 use crate::clock::to_store_text;
-use crate::export::storage::Storage;
 
 pub struct ExportFileCleanup;
 
@@ -24,13 +23,7 @@ impl Job for ExportFileCleanup {
 
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
         let now_text = to_store_text(ctx.now());
-        let storage = ctx
-            .config
-            .s3
-            .as_ref()
-            .map(Storage::new)
-            .transpose()
-            .map_err(|error| JobError::Failed(error.to_string()))?;
+        let storage = ctx.storage()?;
         let (mut deleted, mut failed) = (0u64, 0u64);
         let mut files = Vec::new();
         let mut errors = Vec::new();
@@ -123,12 +116,7 @@ mod tests {
                  ('escaping', 'completed', '../outside.csv', '2026-05-01T00:00:00.000Z');",
         );
         for name in ["expired", "live", "never", "failed"] {
-            let path = harness
-                .config
-                .data_dir
-                .join(format!("downloads/{name}.csv"));
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, b"x").unwrap();
+            harness.write_file(&format!("downloads/{name}.csv"), b"x");
         }
         harness
     }

@@ -12,7 +12,6 @@ use serde_json::{Map, Value, json};
 
 use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
-use crate::export::storage::Storage;
 
 pub struct ExportLogCleanup;
 
@@ -42,13 +41,7 @@ impl Job for ExportLogCleanup {
                 rows_processed: 0,
             });
         }
-        let storage = ctx
-            .config
-            .s3
-            .as_ref()
-            .map(Storage::new)
-            .transpose()
-            .map_err(|error| JobError::Failed(error.to_string()))?;
+        let storage = ctx.storage()?;
         let (mut deleted, mut archived) = (0u64, 0u64);
         let mut archives = Vec::new();
         let mut finished = true;

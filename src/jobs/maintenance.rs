@@ -184,9 +184,7 @@ mod tests {
         // The compaction cutoff counts from finished_at (or created_at when never finished).
         harness.exec("UPDATE import_jobs SET created_at = '2026-04-01T00:00:00.000Z'");
         for name in ["old", "fresh"] {
-            let path = harness.config.data_dir.join(format!("uploads/{name}.csv"));
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, b"a,b").unwrap();
+            harness.write_file(&format!("uploads/{name}.csv"), b"a,b");
         }
         harness
     }

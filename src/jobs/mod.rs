@@ -93,6 +93,16 @@ impl JobCtx<'_> {
     pub fn data_dir(&self) -> &PathBuf {
         &self.config.data_dir
     }
+
+    /// The configured S3-compatible storage, if `S3_BUCKET` is set.
+    pub fn storage(&self) -> Result<Option<Storage>, JobError> {
+        self.config
+            .s3
+            .as_ref()
+            .map(Storage::new)
+            .transpose()
+            .map_err(|error| JobError::Failed(error.to_string()))
+    }
 }
 
 /// What a finished job reports.
@@ -342,6 +352,13 @@ pub(crate) mod test_support {
                 shutdown: &self.shutdown,
                 lease_lost: &self.lease_lost,
             }
+        }
+
+        /// Writes a file under the data dir, creating its directories.
+        pub fn write_file(&self, relative: &str, contents: &[u8]) {
+            let path = self.config.data_dir.join(relative);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("create dirs");
+            std::fs::write(path, contents).expect("write file");
         }
 
         pub fn exec(&self, sql: &str) {
