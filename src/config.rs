@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono_tz::Tz;
 
 use crate::scheduler::schedule::Schedule;
+use crate::siem::Siem;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -77,6 +78,8 @@ pub struct Config {
     pub export_parallelism: usize,
     /// `EXPORT_DELETE_LOCAL_AFTER_UPLOAD`: remove local export files once verified in S3.
     pub delete_local_after_upload: bool,
+    /// `SIEM_*`: where `siem-ship` delivers audit rows, or why it does not.
+    pub siem: Siem,
 }
 
 impl Config {
@@ -123,9 +126,11 @@ impl Config {
         }
 
         let s3 = parse_s3(&get)?;
+        let siem = crate::siem::settings::parse(&get)?;
         let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get().min(4));
         Ok(Config {
             s3,
+            siem,
             export_parallelism: parse_number(
                 "EXPORT_PARALLELISM",
                 get("EXPORT_PARALLELISM"),

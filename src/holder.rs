@@ -48,7 +48,7 @@ fn heartbeat_is_fresh(heartbeat: DateTime<Utc>, now: DateTime<Utc>) -> bool {
     age.to_std().map_or(true, |age| age < HEARTBEAT_STALE_AFTER)
 }
 
-fn host_name() -> String {
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_string())
         .unwrap_or_else(|_| "localhost".to_string())

@@ -11,5 +11,6 @@ pub mod jobs;
 pub mod runner;
 pub mod scheduler;
 pub mod shutdown;
+pub mod siem;
 pub mod status;
 pub mod store;

@@ -8,3 +8,4 @@ mod export;
 mod http;
 mod s3;
 mod scheduler;
+mod siem;

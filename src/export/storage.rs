@@ -91,6 +91,10 @@ impl Storage {
         Ok(())
     }
 
+    pub fn bucket(&self) -> &str {
+        &self.bucket.name
+    }
+
     /// The object key of a file at `relative` (to the data dir).
     pub fn key(&self, relative: &str) -> String {
         format!("{}{relative}", self.prefix)

@@ -3,15 +3,13 @@
 //! `archive/export_logs/` in the data dir). An archive is named after its first row, so a
 //! batch archived again after a crash replaces its own file rather than adding a second.
 
-use std::fs::File;
-use std::io::Write;
-
 use chrono::Duration;
 use rusqlite::TransactionBehavior;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::{Job, JobCtx, JobError, JobOutput};
+use super::{Job, JobCtx, JobError, JobOutput, archive};
 use crate::clock::to_store_text;
+use crate::store::row_object;
 
 pub struct ExportLogCleanup;
 
@@ -59,7 +57,7 @@ impl Job for ExportLogCleanup {
                 break;
             };
             let relative = format!("archive/export_logs/export_logs-{first}.ndjson");
-            write_archive(ctx, &relative, &lines)?;
+            archive::write(ctx.data_dir(), &relative, &lines)?;
             if let Some(storage) = &storage {
                 let local = ctx.data_dir().join(&relative);
                 storage
@@ -113,35 +111,10 @@ fn oldest_rows(ctx: &JobCtx<'_>, cutoff: &str) -> Result<ArchiveBatch, JobError>
     let (mut rowids, mut lines, mut first) = (Vec::new(), Vec::new(), None);
     while let Some(row) = rows.next()? {
         rowids.push(row.get::<_, i64>(0)?);
-        let mut object = Map::new();
-        for (index, name) in names.iter().enumerate() {
-            let value = match row.get_ref(index + 1)? {
-                rusqlite::types::ValueRef::Null => Value::Null,
-                rusqlite::types::ValueRef::Integer(number) => json!(number),
-                rusqlite::types::ValueRef::Real(number) => json!(number),
-                rusqlite::types::ValueRef::Text(text) | rusqlite::types::ValueRef::Blob(text) => {
-                    json!(String::from_utf8_lossy(text))
-                }
-            };
-            object.insert(name.clone(), value);
-        }
+        let object = row_object(row, &names, 1)?;
         if first.is_none() {
-            let created_at = object
-                .get("created_at")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let id = object.get("id").and_then(Value::as_str).unwrap_or_default();
-            let safe: String = format!("{created_at}-{id}")
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            first = Some(safe);
+            let text = |name: &str| object.get(name).and_then(Value::as_str).unwrap_or_default();
+            first = Some(archive::stem(text("created_at"), text("id")));
         }
         serde_json::to_writer(&mut lines, &Value::Object(object))
             .map_err(|error| JobError::Failed(error.to_string()))?;
@@ -152,24 +125,6 @@ fn oldest_rows(ctx: &JobCtx<'_>, cutoff: &str) -> Result<ArchiveBatch, JobError>
         lines,
         first,
     })
-}
-
-/// Writes the archive atomically and durably: a temporary file, fsynced, renamed into place.
-fn write_archive(ctx: &JobCtx<'_>, relative: &str, lines: &[u8]) -> Result<(), JobError> {
-    let path = ctx.data_dir().join(relative);
-    let dir = path.parent().unwrap_or(ctx.data_dir());
-    std::fs::create_dir_all(dir).map_err(JobError::io(format!("creating {}", dir.display())))?;
-    let temporary = path.with_extension("ndjson.tmp");
-    let mut file = File::create(&temporary)
-        .map_err(JobError::io(format!("creating {}", temporary.display())))?;
-    file.write_all(lines)
-        .and_then(|()| file.sync_all())
-        .map_err(JobError::io(format!("writing {}", temporary.display())))?;
-    std::fs::rename(&temporary, &path)
-        .map_err(JobError::io(format!("renaming {}", path.display())))?;
-    File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .map_err(JobError::io(format!("fsync {}", dir.display())))
 }
 
 #[cfg(test)]

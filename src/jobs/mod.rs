@@ -4,6 +4,7 @@
 //! itself (the runner's lease sees to that) or when it is due (the scheduler's business).
 
 mod approvals_expire;
+mod archive;
 mod cleanup;
 mod dsar_purge;
 mod due_enqueue;
@@ -15,6 +16,7 @@ mod maintenance;
 mod outbox_reaper;
 mod s3_sync;
 mod scheduled_retrains;
+mod siem_ship;
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -232,6 +234,7 @@ impl Registry {
             Box::new(export_file_cleanup::ExportFileCleanup),
             Box::new(export_log_cleanup::ExportLogCleanup),
             Box::new(dsar_purge::DsarPurge),
+            Box::new(siem_ship::SiemShip),
             Box::new(approvals_expire::ApprovalsExpire),
             Box::new(flow_scheduler_tick::FlowSchedulerTick),
             Box::new(scheduled_retrains::ScheduledRetrains),

@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_maintenance_status",
         sql: include_str!("../../schema/0003_maintenance_status.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_siem",
+        sql: include_str!("../../schema/0004_siem.sql"),
+    },
 ];
 
 pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> {

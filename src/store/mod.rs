@@ -2,6 +2,7 @@
 
 mod batch;
 mod migrate;
+mod row_json;
 pub mod runs;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use batch::{BatchOutcome, BatchedChange};
 pub use migrate::{MIGRATIONS, Migration};
+pub use row_json::row_object;
 
 pub type Pool = r2d2::Pool<SqliteConnectionManager>;
 pub type PooledConnection = r2d2::PooledConnection<SqliteConnectionManager>;

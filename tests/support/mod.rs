@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+pub mod intake;
+
 pub const SECRET: &str = "test-secret-0123456789";
 
 /// A data dir and the environment every `edgecron` started from it gets.

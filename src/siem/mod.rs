@@ -1,0 +1,144 @@
+//! Shipping audit-log rows to a SIEM: the configuration, the HTTP intake with its retry
+//! policy, one module per backend's wire format, and the ledger (cursor and dead letters).
+//!
+//! Each backend takes a batch of rows and settles them in order: delivered (acknowledged by
+//! the intake), dead-lettered (refused for good), or to be archived (Datadog's age limit).
+//! The job advances the cursor only past the settled prefix, so an unacknowledged row is
+//! always sent again and none is skipped.
+
+mod datadog;
+mod elastic;
+pub mod intake;
+pub mod ledger;
+pub mod settings;
+mod splunk;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::clock::from_store_text;
+use intake::{Intake, Retry};
+pub use settings::{Backend, Siem, SiemSettings};
+
+/// One `audit_log` row, every column kept; `details` is embedded as JSON when it is JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    pub id: String,
+    pub created_at: String,
+    pub fields: Map<String, Value>,
+}
+
+impl AuditRow {
+    pub fn time(&self) -> Option<DateTime<Utc>> {
+        from_store_text(&self.created_at)
+    }
+}
+
+/// What became of one row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fate {
+    /// The intake acknowledged it (or, for Elastic, already had it).
+    Delivered,
+    /// The intake refused it for good; kept in `siem_dead_letters` with the reason.
+    DeadLetter {
+        status: Option<u16>,
+        reason: String,
+        event: String,
+    },
+    /// Too old for the intake (Datadog); written to an NDJSON archive instead.
+    Archive,
+}
+
+/// A batch's outcome: a fate for each row settled so far, in row order, and why delivery
+/// stopped before the end, if it did.
+#[derive(Debug, Default)]
+pub struct Shipment {
+    fates: Vec<Option<Fate>>,
+    pub stopped: Option<String>,
+}
+
+impl Shipment {
+    fn new(rows: usize) -> Shipment {
+        Shipment {
+            fates: vec![None; rows],
+            stopped: None,
+        }
+    }
+
+    fn settle(&mut self, index: usize, fate: Fate) {
+        self.fates[index] = Some(fate);
+    }
+
+    fn is_settled(&self, index: usize) -> bool {
+        self.fates[index].is_some()
+    }
+
+    fn unsettled(&self) -> Vec<usize> {
+        (0..self.fates.len())
+            .filter(|&index| !self.is_settled(index))
+            .collect()
+    }
+
+    fn stop(mut self, why: String) -> Shipment {
+        self.stopped = Some(why);
+        self
+    }
+
+    /// The fates of the rows before the first unsettled one: how far the cursor may move.
+    pub fn settled_prefix(&self) -> Vec<&Fate> {
+        self.fates.iter().map_while(Option::as_ref).collect()
+    }
+}
+
+/// Delivers `rows` (in cursor order) to the configured backend.
+pub fn deliver(
+    intake: &Intake<'_>,
+    retry: &mut Retry<'_>,
+    rows: &[AuditRow],
+    now: DateTime<Utc>,
+) -> Shipment {
+    match intake.settings.backend {
+        Backend::Splunk => splunk::deliver(intake, retry, rows),
+        Backend::Datadog => datadog::deliver(intake, retry, rows, now),
+        Backend::Elastic => elastic::deliver(intake, retry, rows),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::time::Duration;
+
+    use serde_json::{Map, json};
+
+    use super::AuditRow;
+    use super::settings::{Backend, SiemSettings};
+    use crate::config::Secret;
+
+    pub fn settings(backend: Backend) -> SiemSettings {
+        SiemSettings {
+            backend,
+            endpoint: "http://127.0.0.1:1".into(),
+            api_key: Secret::new("key".into()),
+            index: None,
+            sourcetype: None,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// An audit row as the ledger reads it.
+    pub fn row(id: &str, created_at: &str) -> AuditRow {
+        let mut fields = Map::new();
+        fields.insert("id".into(), json!(id));
+        fields.insert("tenant_id".into(), json!("acme"));
+        fields.insert("actor".into(), json!("alice"));
+        fields.insert("action".into(), json!("user.login"));
+        fields.insert("target".into(), json!("user:42"));
+        fields.insert("details".into(), json!({"ip": "10.0.0.7"}));
+        fields.insert("created_at".into(), json!(created_at));
+        AuditRow {
+            id: id.into(),
+            created_at: created_at.into(),
+            fields,
+        }
+    }
+}

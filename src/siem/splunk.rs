@@ -1,0 +1,158 @@
+//! Splunk HTTP Event Collector: `POST /services/collector/event` with
+//! `Authorization: Splunk <token>` and a body of stacked JSON events.
+//!
+//! HEC reads a batch in order and stops at the first event it cannot take; its answer's
+//! `invalid-event-number` counts the events before it, which are indexed. So a refusal
+//! still acknowledges a prefix, a malformed event is dead-lettered, and the rest is resent.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::intake::{Encoding, Intake, Reply, Retry, is_retryable};
+use super::settings::SiemSettings;
+use super::{AuditRow, Fate, Shipment};
+
+const SOURCE: &str = "edgecron";
+const DEFAULT_SOURCETYPE: &str = "edgecron:audit";
+
+#[derive(Serialize)]
+struct HecEvent<'a> {
+    /// Epoch seconds with milliseconds; omitted (HEC uses arrival time) when unreadable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time: Option<f64>,
+    host: &'a str,
+    source: &'a str,
+    sourcetype: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<&'a str>,
+    event: &'a Map<String, Value>,
+}
+
+/// HEC's answer body, `{"text":"Invalid data format","code":6,"invalid-event-number":2}`.
+#[derive(Deserialize, Default)]
+struct HecAnswer {
+    #[serde(default)]
+    text: String,
+    code: Option<i64>,
+    #[serde(rename = "invalid-event-number")]
+    invalid_event_number: Option<usize>,
+}
+
+/// HEC codes that blame the event itself (invalid data format, event field missing or
+/// blank): resending it can never succeed. Other refusals (token, index) are configuration.
+const EVENT_FAULTS: [i64; 3] = [6, 12, 13];
+
+/// One event, as HEC's JSON event format has it.
+pub fn event(settings: &SiemSettings, host: &str, row: &AuditRow) -> String {
+    let event = HecEvent {
+        time: row
+            .time()
+            .map(|time| time.timestamp_millis() as f64 / 1000.0),
+        host,
+        source: SOURCE,
+        sourcetype: settings.sourcetype.as_deref().unwrap_or(DEFAULT_SOURCETYPE),
+        index: settings.index.as_deref(),
+        event: &row.fields,
+    };
+    serde_json::to_string(&event).unwrap_or_default()
+}
+
+pub fn deliver(intake: &Intake<'_>, retry: &mut Retry<'_>, rows: &[AuditRow]) -> Shipment {
+    let events: Vec<String> = rows
+        .iter()
+        .map(|row| event(intake.settings, &intake.host, row))
+        .collect();
+    let mut shipment = Shipment::new(rows.len());
+    let mut next = 0;
+    while next < rows.len() {
+        let body = events[next..].concat().into_bytes();
+        let answer = match intake.post("application/json", Encoding::Identity, body) {
+            Reply::Answer(answer) => answer,
+            Reply::NoAnswer(error) => {
+                if retry.again(&error, None) {
+                    continue;
+                }
+                return shipment.stop(error);
+            }
+        };
+        if answer.is_success() {
+            (next..rows.len()).for_each(|index| shipment.settle(index, Fate::Delivered));
+            retry.progressed();
+            break;
+        }
+        let reply: HecAnswer = serde_json::from_slice(&answer.body).unwrap_or_default();
+        let accepted = reply
+            .invalid_event_number
+            .unwrap_or(0)
+            .min(rows.len() - next);
+        (next..next + accepted).for_each(|index| shipment.settle(index, Fate::Delivered));
+        next += accepted;
+        if accepted > 0 {
+            retry.progressed();
+        }
+        let blames_event = reply.invalid_event_number.is_some()
+            && reply.code.is_some_and(|code| EVENT_FAULTS.contains(&code));
+        if answer.status == 400 && blames_event && next < rows.len() {
+            let reason = format!("splunk: {} (code {})", reply.text, reply.code.unwrap_or(0));
+            log::warn!(
+                "siem-ship: audit row {} dead-lettered: {reason}",
+                rows[next].id
+            );
+            shipment.settle(
+                next,
+                Fate::DeadLetter {
+                    status: Some(answer.status),
+                    reason,
+                    event: events[next].clone(),
+                },
+            );
+            next += 1;
+            continue;
+        }
+        let why = format!("splunk answered {}", answer.summary());
+        if is_retryable(answer.status) && retry.again(&why, answer.retry_after) {
+            continue;
+        }
+        return shipment.stop(why);
+    }
+    shipment
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::siem::settings::Backend;
+    use crate::siem::test_support::{row, settings};
+
+    /// A body as HEC's documentation shows events: one JSON object per event, stacked.
+    #[test]
+    fn events_stack_in_hec_json_event_format() {
+        let mut settings = settings(Backend::Splunk);
+        settings.index = Some("security".into());
+        let rows = [
+            row("a1", "2026-11-23T10:15:30.123Z"),
+            row("a2", "2026-11-23T10:15:31.000Z"),
+        ];
+        let body: String = rows
+            .iter()
+            .map(|row| event(&settings, "web-1", row))
+            .collect();
+        assert_eq!(
+            body,
+            concat!(
+                r#"{"time":1795428930.123,"host":"web-1","source":"edgecron","sourcetype":"edgecron:audit","index":"security","#,
+                r#""event":{"action":"user.login","actor":"alice","created_at":"2026-11-23T10:15:30.123Z","details":{"ip":"10.0.0.7"},"id":"a1","target":"user:42","tenant_id":"acme"}}"#,
+                r#"{"time":1795428931.0,"host":"web-1","source":"edgecron","sourcetype":"edgecron:audit","index":"security","#,
+                r#""event":{"action":"user.login","actor":"alice","created_at":"2026-11-23T10:15:31.000Z","details":{"ip":"10.0.0.7"},"id":"a2","target":"user:42","tenant_id":"acme"}}"#,
+            )
+        );
+    }
+
+    #[test]
+    fn an_unreadable_time_is_left_to_the_intake_and_no_index_means_the_token_default() {
+        let text = event(&settings(Backend::Splunk), "h", &row("x", "yesterday"));
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert!(value.get("time").is_none() && value.get("index").is_none());
+        assert_eq!(value["event"]["id"], "x");
+    }
+}

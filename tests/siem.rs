@@ -1,0 +1,300 @@
+//! `siem-ship` against a local intake for each backend, with the failures real intakes have.
+
+use std::collections::BTreeSet;
+
+use chrono::{Duration, SecondsFormat, Utc};
+use serde_json::Value;
+
+use crate::support::Env;
+use crate::support::intake::{Fault, Intake, Kind};
+
+/// Adds `count` audit rows created over the last hour, several sharing each `created_at`;
+/// `actions` sets the action of chosen rows (by position). Answers the ids in cursor order.
+fn add_audit_rows(env: &Env, count: usize, actions: &[(usize, &str)]) -> Vec<String> {
+    add_rows_at(env, count, actions, Utc::now() - Duration::hours(1), "a")
+}
+
+fn add_rows_at(
+    env: &Env,
+    count: usize,
+    actions: &[(usize, &str)],
+    start: chrono::DateTime<Utc>,
+    prefix: &str,
+) -> Vec<String> {
+    assert!(env.run(&["migrate"]).status.success());
+    let mut db = env.db();
+    let tx = db.transaction().unwrap();
+    let mut ids = Vec::new();
+    for position in 0..count {
+        let id = format!("{prefix}{position:06}");
+        let created_at = (start + Duration::milliseconds(100 * (position / 7) as i64))
+            .to_rfc3339_opts(SecondsFormat::Millis, true);
+        let action = actions
+            .iter()
+            .find(|(at, _)| *at == position)
+            .map_or("user.login", |(_, action)| action);
+        tx.execute(
+            "INSERT INTO audit_log (id, tenant_id, actor, action, target, details, created_at)
+             VALUES (?1, 'acme', 'alice', ?2, 'user:42', '{\"ip\":\"10.0.0.7\"}', ?3)",
+            (&id, action, created_at),
+        )
+        .unwrap();
+        ids.push(id);
+    }
+    tx.commit().unwrap();
+    ids
+}
+
+fn ids_except(ids: &[String], positions: &[usize]) -> BTreeSet<String> {
+    ids.iter()
+        .enumerate()
+        .filter(|(position, _)| !positions.contains(position))
+        .map(|(_, id)| id.clone())
+        .collect()
+}
+
+fn dead_letters(env: &Env) -> Vec<String> {
+    let db = env.db();
+    let mut statement = db
+        .prepare("SELECT audit_id FROM siem_dead_letters ORDER BY audit_id")
+        .unwrap();
+    statement
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn cursor_id(env: &Env, backend: &str) -> Option<String> {
+    env.db()
+        .query_row(
+            "SELECT id FROM siem_cursors WHERE backend = ?1",
+            [backend],
+            |row| row.get(0),
+        )
+        .ok()
+}
+
+/// Runs the job and checks what every backend must guarantee afterwards.
+fn assert_delivered(env: &Env, intake: &Intake, ids: &[String], refused: &[usize], archived: u64) {
+    let backend = intake.backend();
+    let expected_code = if refused.is_empty() { 0 } else { 3 };
+    let result = env.run_json(&["run", "siem-ship"], expected_code);
+    let delivered = ids_except(ids, refused);
+    let received: BTreeSet<String> = intake.received().into_iter().collect();
+    assert_eq!(
+        received.len() as u64 + archived,
+        delivered.len() as u64,
+        "{result}"
+    );
+    assert!(received.is_subset(&delivered), "{result}");
+    assert!(intake.violations().is_empty(), "{:?}", intake.violations());
+    assert_eq!(intake.faults_left(), 0);
+    assert_eq!(result["backend"], backend);
+    assert_eq!(result["errors"], refused.len() as u64, "{result}");
+    assert_eq!(result["archived"], archived, "{result}");
+    assert_eq!(
+        result["shipped"],
+        (ids.len() - refused.len()) as u64 - archived,
+        "{result}"
+    );
+    assert_eq!(result["rowsScanned"], ids.len() as u64, "{result}");
+    assert_eq!(result["backlog"], 0, "{result}");
+    assert_eq!(
+        result["cursor"]["id"],
+        ids.last().unwrap().as_str(),
+        "{result}"
+    );
+    assert!(result["windowSeconds"].is_u64());
+    assert_eq!(
+        cursor_id(env, backend).as_deref(),
+        Some(ids.last().unwrap().as_str())
+    );
+    let mut refused_ids: Vec<String> = refused
+        .iter()
+        .map(|&position| ids[position].clone())
+        .collect();
+    refused_ids.sort();
+    assert_eq!(dead_letters(env), refused_ids);
+
+    let again = env.run_json(&["run", "siem-ship"], 0);
+    assert_eq!(
+        (again["shipped"].as_u64(), again["rowsScanned"].as_u64()),
+        (Some(0), Some(0))
+    );
+}
+
+#[test]
+fn splunk_receives_every_row_through_errors_throttling_and_dropped_connections() {
+    let intake = Intake::start(
+        Kind::Splunk,
+        &[
+            Fault::Status(500),
+            Fault::Throttle(1),
+            Fault::Drop,
+            Fault::Status(503),
+        ],
+    );
+    let env = intake.configure(Env::new());
+    let ids = add_audit_rows(&env, 1_234, &[(100, "poison"), (1_100, "poison")]);
+    assert_delivered(&env, &intake, &ids, &[100, 1_100], 0);
+}
+
+#[test]
+fn datadog_receives_every_row_and_archives_what_it_would_drop() {
+    let intake = Intake::start(
+        Kind::Datadog,
+        &[Fault::Throttle(1), Fault::Status(502), Fault::Drop],
+    );
+    let env = intake.configure(Env::new());
+    // Rows a day old are past the intake's 18 hours: archived, not sent to be dropped.
+    let old = add_rows_at(&env, 12, &[], Utc::now() - Duration::hours(24), "0old");
+    let recent = add_audit_rows(&env, 1_100, &[(5, "poison"), (640, "poison")]);
+    let ids: Vec<String> = old.iter().chain(&recent).cloned().collect();
+    let refused = [old.len() + 5, old.len() + 640];
+    assert_delivered(&env, &intake, &ids, &refused, old.len() as u64);
+
+    let archived: BTreeSet<String> = archive_ids(&env);
+    assert_eq!(archived, old.iter().cloned().collect());
+}
+
+#[test]
+fn elastic_retries_throttled_items_and_dead_letters_refused_ones() {
+    let intake = Intake::start(
+        Kind::Elastic,
+        &[Fault::Drop, Fault::Status(503), Fault::Throttle(1)],
+    );
+    let env = intake.configure(Env::new());
+    let ids = add_audit_rows(
+        &env,
+        1_050,
+        &[(3, "busy"), (499, "busy"), (700, "poison"), (1_049, "busy")],
+    );
+    // One row already indexed, as if an acknowledgement had been lost: 409, delivered.
+    intake.already_indexed(&[&ids[10]]);
+    assert_delivered(&env, &intake, &ids, &[700], 0);
+}
+
+#[test]
+fn an_intake_down_for_a_whole_run_moves_nothing_and_the_next_run_delivers_everything() {
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = Env::new()
+        .with("SIEM_BACKEND", "splunk")
+        .with("SIEM_ENDPOINT", &format!("http://127.0.0.1:{closed_port}"))
+        .with("SIEM_API_KEY", crate::support::intake::API_KEY)
+        .with("EDGECRON_JOB_DEADLINE_SECS", "3");
+    let ids = add_audit_rows(&env, 600, &[]);
+    let output = env.run(&["run", "siem-ship"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("nothing shipped, 600 rows wait"),
+        "{stderr}"
+    );
+    assert_eq!(cursor_id(&env, "splunk"), None);
+
+    let intake = Intake::start(Kind::Splunk, &[]);
+    let env = intake.configure(env);
+    assert_delivered(&env, &intake, &ids, &[], 0);
+}
+
+#[test]
+fn rows_younger_than_the_settle_delay_wait_for_a_later_run() {
+    let intake = Intake::start(Kind::Elastic, &[]);
+    let env = intake.configure(Env::new());
+    let ids = add_rows_at(&env, 3, &[], Utc::now() + Duration::seconds(5), "n");
+    let result = env.run_json(&["run", "siem-ship"], 0);
+    assert_eq!(
+        (result["shipped"].as_u64(), result["backlog"].as_u64()),
+        (Some(0), Some(3))
+    );
+    assert!(result["cursor"].is_null());
+    assert!(intake.received().is_empty(), "{ids:?}");
+}
+
+#[test]
+fn a_dry_run_reports_the_backlog_and_sends_nothing() {
+    let intake = Intake::start(Kind::Splunk, &[]);
+    let env = intake.configure(Env::new());
+    add_audit_rows(&env, 20, &[]);
+    let result = env.run_json(&["run", "siem-ship", "--dry-run"], 0);
+    assert_eq!(
+        (result["backlog"].as_u64(), result["dryRun"].as_bool()),
+        (Some(20), Some(true))
+    );
+    assert_eq!(intake.requests(), 0);
+}
+
+#[test]
+fn an_unset_or_unknown_backend_is_skipped() {
+    let env = Env::new();
+    let result = env.run_json(&["run", "siem-ship"], 0);
+    assert_eq!(result["skipped"], "SIEM_BACKEND is not set");
+    let env = env.with("SIEM_BACKEND", "graylog");
+    let result = env.run_json(&["run", "siem-ship"], 0);
+    assert!(
+        result["skipped"].as_str().unwrap().contains("graylog"),
+        "{result}"
+    );
+}
+
+#[test]
+fn bad_siem_configuration_stops_run_and_serve_with_one_line() {
+    let base = || {
+        Env::new()
+            .with("SIEM_BACKEND", "elastic")
+            .with("SIEM_ENDPOINT", "http://127.0.0.1:9200")
+            .with("SIEM_API_KEY", "key")
+    };
+    for (env, variable) in [
+        (base().without("SIEM_ENDPOINT"), "SIEM_ENDPOINT"),
+        (base().without("SIEM_API_KEY"), "SIEM_API_KEY"),
+        (
+            base().with("SIEM_ENDPOINT", "127.0.0.1:9200"),
+            "SIEM_ENDPOINT",
+        ),
+        (
+            base().with("SIEM_ENDPOINT", "http://127.0.0.1:9200/_bulk"),
+            "SIEM_ENDPOINT",
+        ),
+        (base().with("SIEM_INDEX", "Audit Log"), "SIEM_INDEX"),
+        (
+            base()
+                .with("SIEM_BACKEND", "datadog")
+                .with("SIEM_INDEX", "main"),
+            "SIEM_INDEX",
+        ),
+        (
+            base().with("SIEM_TIMEOUT_SECS", "forever"),
+            "SIEM_TIMEOUT_SECS",
+        ),
+    ] {
+        for command in [&["run", "siem-ship"][..], &["serve"][..]] {
+            let output = env.run(command);
+            assert_eq!(output.status.code(), Some(2), "{command:?} {variable}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let lines: Vec<&str> = stderr.lines().collect();
+            assert_eq!(lines.len(), 1, "{stderr}");
+            assert!(lines[0].contains(variable), "{stderr}");
+            assert!(!stderr.contains("key\""), "the key leaked: {stderr}");
+        }
+    }
+}
+
+/// The ids in the NDJSON archives under the data dir.
+fn archive_ids(env: &Env) -> BTreeSet<String> {
+    let dir = env.data_dir().join("archive/audit_log");
+    let mut ids = BTreeSet::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let row: Value = serde_json::from_str(line).unwrap();
+            ids.insert(row["id"].as_str().unwrap().to_string());
+        }
+    }
+    ids
+}
