@@ -36,6 +36,21 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// When `export-metrics-aggregate` raises an export failure alert, and where it sends it.
+#[derive(Debug, Clone)]
+pub struct AlertSettings {
+    /// `EXPORT_ALERT_FAILURE_RATE`: alert above this share of failed exports (0.1).
+    pub failure_rate: f64,
+    /// `EXPORT_ALERT_MIN_EXPORTS`: fewer exports than this never alert on the rate (10).
+    pub min_exports: u64,
+    /// `EXPORT_ALERT_AVG_DURATION_MS`: alert above this average duration (5000).
+    pub avg_duration_ms: u64,
+    /// `EXPORT_ALERT_MAX_VOLUME`: alert above this many exports in the window (10000).
+    pub max_volume: u64,
+    /// `ALERT_WEBHOOK_URL`: alerts are also POSTed here as JSON.
+    pub webhook: Option<String>,
+}
+
 /// S3-compatible storage for export files, when `S3_BUCKET` is set.
 #[derive(Debug, Clone)]
 pub struct S3Settings {
@@ -80,6 +95,7 @@ pub struct Config {
     pub delete_local_after_upload: bool,
     /// `SIEM_*`: where `siem-ship` delivers audit rows, or why it does not.
     pub siem: Siem,
+    pub alerts: AlertSettings,
 }
 
 impl Config {
@@ -127,10 +143,12 @@ impl Config {
 
         let s3 = parse_s3(&get)?;
         let siem = crate::siem::settings::parse(&get)?;
+        let alerts = parse_alerts(&get)?;
         let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get().min(4));
         Ok(Config {
             s3,
             siem,
+            alerts,
             export_parallelism: parse_number(
                 "EXPORT_PARALLELISM",
                 get("EXPORT_PARALLELISM"),
@@ -247,6 +265,49 @@ fn parse_s3<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Option<S3Setti
     }))
 }
 
+fn parse_alerts<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<AlertSettings, ConfigError> {
+    let webhook = get("ALERT_WEBHOOK_URL").map(str::to_string);
+    if let Some(url) = &webhook
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(ConfigError(format!(
+            "ALERT_WEBHOOK_URL: {url:?} is not an http:// or https:// URL"
+        )));
+    }
+    let failure_rate: f64 = parse_number(
+        "EXPORT_ALERT_FAILURE_RATE",
+        get("EXPORT_ALERT_FAILURE_RATE"),
+        0.1,
+        0.0,
+        1.0,
+    )?;
+    Ok(AlertSettings {
+        failure_rate,
+        min_exports: parse_number(
+            "EXPORT_ALERT_MIN_EXPORTS",
+            get("EXPORT_ALERT_MIN_EXPORTS"),
+            10,
+            1,
+            1_000_000_000,
+        )?,
+        avg_duration_ms: parse_number(
+            "EXPORT_ALERT_AVG_DURATION_MS",
+            get("EXPORT_ALERT_AVG_DURATION_MS"),
+            5_000,
+            1,
+            ONE_YEAR_SECS * 1000,
+        )?,
+        max_volume: parse_number(
+            "EXPORT_ALERT_MAX_VOLUME",
+            get("EXPORT_ALERT_MAX_VOLUME"),
+            10_000,
+            1,
+            u64::MAX / 2,
+        )?,
+        webhook,
+    })
+}
+
 pub fn parse_zone(name: &str, value: &str) -> Result<Tz, ConfigError> {
     value.parse::<Tz>().map_err(|_| {
         ConfigError(format!(
@@ -279,7 +340,7 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
-/// A whole number in `minimum..=maximum` (bounded so no later arithmetic can overflow).
+/// A number in `minimum..=maximum` (bounded so no later arithmetic can overflow).
 fn parse_number<T>(
     name: &str,
     value: Option<&str>,
@@ -296,7 +357,7 @@ where
     match value.parse::<T>() {
         Ok(number) if number >= minimum && number <= maximum => Ok(number),
         _ => Err(ConfigError(format!(
-            "{name}: expected a whole number from {minimum} to {maximum}, got {value:?}"
+            "{name}: expected a number from {minimum} to {maximum}, got {value:?}"
         ))),
     }
 }

@@ -14,3 +14,4 @@ pub mod shutdown;
 pub mod siem;
 pub mod status;
 pub mod store;
+pub mod webhook;

@@ -3,6 +3,7 @@
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
+use super::metrics::{self, ExportMetric, Outcome};
 use crate::store::{Store, StoreError};
 
 /// Where a tenant's export stands: the last exported row's `(created_at, id)`.
@@ -195,20 +196,25 @@ pub fn mark_failed(store: &Store, metric: &Metric<'_>, message: &str) -> Result<
 
 fn insert_metric(tx: &rusqlite::Transaction<'_>, metric: &Metric<'_>) -> Result<(), StoreError> {
     let (error_type, error_message) = metric.error.unzip();
-    tx.execute(
-        "INSERT INTO export_metrics (tenant_id, export_type, format, status, row_count, duration_ms, bytes,
-             error_type, error_message, created_at)
-         VALUES (?1, 'interaction_history', 'ndjson', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            metric.tenant_id,
-            if metric.error.is_some() { "failure" } else { "success" },
-            metric.rows as i64,
-            metric.duration_ms as i64,
-            metric.bytes as i64,
-            error_type,
-            error_message,
-            metric.at,
-        ],
+    let outcome = if metric.error.is_some() {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    };
+    metrics::insert(
+        tx,
+        &ExportMetric {
+            tenant_id: metric.tenant_id.to_string(),
+            export_type: "interaction_history".into(),
+            format: "ndjson".into(),
+            outcome,
+            row_count: metric.rows as i64,
+            duration_ms: metric.duration_ms as i64,
+            bytes: metric.bytes as i64,
+            error_type: error_type.map(str::to_string),
+            error_message: error_message.map(str::to_string),
+            created_at: metric.at.to_string(),
+        },
     )?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod manifest;
+pub mod metrics;
 pub mod ndjson;
 pub mod partition;
 pub mod storage;

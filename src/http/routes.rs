@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tiny_http::{Header, Method, Request, Response};
 
 use super::auth::{Auth, Realm};
+use crate::export::metrics;
 use crate::jobs::RunParams;
 use crate::runner::{RunError, Runner};
 use crate::scheduler::PlannedJob;
@@ -93,6 +94,7 @@ fn route(app: &App, request: &mut Request) -> Reply {
             TRIGGER_METHODS,
             Realm::Cron,
         ),
+        "/api/v1/export-metrics" => record_export_metric(app, request),
         "/api/admin/maintenance" => trigger(
             app,
             request,
@@ -226,6 +228,16 @@ fn trigger_params(request: &mut Request, query: &str) -> Result<RunParams, Reply
 }
 
 fn parse_body(request: &mut Request) -> Result<TriggerBody, Reply> {
+    let bytes = read_body(request)?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(TriggerBody::default());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|error| Reply::error(400, format!("malformed JSON body: {error}")))
+}
+
+/// The request body, at most `MAX_BODY_BYTES` (413 beyond).
+fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
     if request
         .body_length()
         .is_some_and(|length| length > MAX_BODY_BYTES)
@@ -246,11 +258,29 @@ fn parse_body(request: &mut Request) -> Result<TriggerBody, Reply> {
             format!("body over {MAX_BODY_BYTES} bytes"),
         ));
     }
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(TriggerBody::default());
+    Ok(bytes)
+}
+
+/// `POST /api/v1/export-metrics`: the application records one export's metric.
+fn record_export_metric(app: &App, request: &mut Request) -> Reply {
+    if let Some(refusal) = allow(request, &[Method::Post]) {
+        return refusal;
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|error| Reply::error(400, format!("malformed JSON body: {error}")))
+    if !app.auth.allows(request, Realm::Cron) {
+        return unauthorized();
+    }
+    let body = match read_body(request) {
+        Ok(body) => body,
+        Err(reply) => return reply,
+    };
+    let metric = match metrics::parse_reported(&body, app.runner.clock()) {
+        Ok(metric) => metric,
+        Err(message) => return Reply::error(400, message),
+    };
+    match metrics::record(app.runner.store(), &metric) {
+        Ok(id) => Reply::json(201, &json!({"ok": true, "id": id})),
+        Err(error) => Reply::error(500, error),
+    }
 }
 
 fn head_bytes(request: &Request) -> usize {

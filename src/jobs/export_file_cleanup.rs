@@ -3,10 +3,14 @@
 //! `expired`. A file already gone counts as deleted; one that cannot be deleted keeps its row
 //! as it is, for the next run.
 
+use std::time::Instant;
+
+use rusqlite::TransactionBehavior;
 use serde_json::json;
 
 use super::{FileRemoval, Job, JobCtx, JobError, JobOutput, remove_stored_file};
 use crate::clock::to_store_text;
+use crate::export::metrics::{self, ExportMetric, Outcome};
 
 pub struct ExportFileCleanup;
 
@@ -33,34 +37,57 @@ impl Job for ExportFileCleanup {
                 break;
             }
             let expired = expired_logs(ctx, &now_text, &after)?;
-            let Some((last_id, _)) = expired.last() else {
+            let Some(last) = expired.last() else {
                 break;
             };
-            after = last_id.clone();
-            for (id, file_path) in expired {
+            after = last.id.clone();
+            for log in expired {
                 if ctx.params.dry_run {
                     deleted += 1;
-                    files.push(json!({"id": id, "filePath": file_path}));
+                    files.push(json!({"id": log.id, "filePath": log.file_path}));
                     continue;
                 }
-                match file_path
+                let started = Instant::now();
+                let removal = log
+                    .file_path
                     .as_deref()
                     .filter(|path| !path.is_empty())
                     .map_or(Ok(FileRemoval::AlreadyGone), |path| {
                         remove_stored_file(ctx, storage.as_ref(), path)
-                    }) {
+                    });
+                let mut metric = ExportMetric {
+                    tenant_id: log.tenant_id.clone(),
+                    export_type: "file_cleanup".into(),
+                    format: log.format.clone(),
+                    outcome: Outcome::Success,
+                    row_count: log.row_count,
+                    duration_ms: started.elapsed().as_millis() as i64,
+                    bytes: log.bytes,
+                    error_type: None,
+                    error_message: None,
+                    created_at: now_text.clone(),
+                };
+                let mut conn = ctx.store.conn()?;
+                match removal {
                     Ok(_) => {
-                        ctx.store.conn()?.execute(
+                        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                        tx.execute(
                             "UPDATE export_logs SET status = 'expired' WHERE id = ?1 AND status = 'completed'",
-                            [&id],
+                            [&log.id],
                         )?;
+                        metrics::insert(&tx, &metric)?;
+                        tx.commit()?;
                         deleted += 1;
                     }
                     Err(error) => {
-                        log::warn!("export-file-cleanup: {id}: {error}");
+                        log::warn!("export-file-cleanup: {}: {error}", log.id);
+                        metric.outcome = Outcome::Failure;
+                        metric.error_type = Some("file_cleanup".into());
+                        metric.error_message = Some(error.clone());
+                        metrics::insert(&conn, &metric)?;
                         failed += 1;
                         if errors.len() < 20 {
-                            errors.push(json!({"id": id, "error": error}));
+                            errors.push(json!({"id": log.id, "error": error}));
                         }
                     }
                 }
@@ -78,21 +105,38 @@ impl Job for ExportFileCleanup {
     }
 }
 
+/// A completed export past its expiry.
+struct ExpiredLog {
+    id: String,
+    tenant_id: String,
+    format: String,
+    file_path: Option<String>,
+    bytes: i64,
+    row_count: i64,
+}
+
 /// Completed exports past their expiry, by id after `after`, a page at a time.
 fn expired_logs(
     ctx: &JobCtx<'_>,
     now_text: &str,
     after: &str,
-) -> Result<Vec<(String, Option<String>)>, JobError> {
+) -> Result<Vec<ExpiredLog>, JobError> {
     let conn = ctx.store.conn()?;
     let mut statement = conn.prepare(
-        "SELECT id, file_path FROM export_logs
+        "SELECT id, tenant_id, format, file_path, bytes, row_count FROM export_logs
          WHERE status = 'completed' AND expires_at IS NOT NULL AND expires_at < ?1 AND id > ?2
          ORDER BY id LIMIT ?3",
     )?;
     let rows = statement
         .query_map((now_text, after, PAGE), |row| {
-            Ok((row.get(0)?, row.get(1)?))
+            Ok(ExpiredLog {
+                id: row.get(0)?,
+                tenant_id: row.get(1)?,
+                format: row.get(2)?,
+                file_path: row.get(3)?,
+                bytes: row.get(4)?,
+                row_count: row.get(5)?,
+            })
         })?
         .collect::<Result<_, _>>()?;
     Ok(rows)
@@ -131,6 +175,16 @@ mod tests {
                 output.body["failed"].as_u64()
             ),
             (Some(2), Some(1))
+        );
+        assert_eq!(
+            harness.strings(
+                "SELECT status || ' ' || export_type || ' ' || COALESCE(error_type, '-') FROM export_metrics ORDER BY id"
+            ),
+            [
+                "failure file_cleanup file_cleanup",
+                "success file_cleanup -",
+                "success file_cleanup -"
+            ]
         );
         assert_eq!(output.body["errors"][0]["id"], "escaping");
         assert_eq!(

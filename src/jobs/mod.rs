@@ -11,12 +11,14 @@ mod due_enqueue;
 mod export_file_cleanup;
 mod export_interactions;
 mod export_log_cleanup;
+mod export_metrics_aggregate;
 mod flow_scheduler_tick;
 mod maintenance;
 mod outbox_reaper;
 mod s3_sync;
 mod scheduled_retrains;
 mod siem_ship;
+mod telemetry_daily;
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -219,6 +221,9 @@ pub trait Job: Send + Sync {
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError>;
 }
 
+/// The longest `startDate..endDate` one run takes: a year, leap day included.
+const MAX_RANGE_DAYS: i64 = 366;
+
 /// Every job edgecron has, in the order listings show them.
 pub struct Registry {
     jobs: Vec<Box<dyn Job>>,
@@ -233,12 +238,14 @@ impl Registry {
             Box::new(maintenance::Maintenance),
             Box::new(export_file_cleanup::ExportFileCleanup),
             Box::new(export_log_cleanup::ExportLogCleanup),
+            Box::new(export_metrics_aggregate::ExportMetricsAggregate),
             Box::new(dsar_purge::DsarPurge),
             Box::new(siem_ship::SiemShip),
             Box::new(approvals_expire::ApprovalsExpire),
             Box::new(flow_scheduler_tick::FlowSchedulerTick),
             Box::new(scheduled_retrains::ScheduledRetrains),
             Box::new(outbox_reaper::OutboxReaper),
+            Box::new(telemetry_daily::TelemetryDaily),
         ])
     }
 
@@ -255,10 +262,16 @@ impl Registry {
         if has_dates && !job.takes_date_range() {
             return Err(format!("{name} takes no startDate/endDate"));
         }
-        if let (Some(start), Some(end)) = (params.start_date, params.end_date)
-            && start > end
-        {
-            return Err(format!("startDate {start} is after endDate {end}"));
+        if let (Some(start), Some(end)) = (params.start_date, params.end_date) {
+            if start > end {
+                return Err(format!("startDate {start} is after endDate {end}"));
+            }
+            let days = (end - start).num_days() + 1;
+            if days > MAX_RANGE_DAYS {
+                return Err(format!(
+                    "startDate..endDate spans {days} days; at most {MAX_RANGE_DAYS} per run"
+                ));
+            }
         }
         Ok(job)
     }

@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_siem",
         sql: include_str!("../../schema/0004_siem.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_export_metrics_hourly",
+        sql: include_str!("../../schema/0005_export_metrics_hourly.sql"),
+    },
 ];
 
 pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> {

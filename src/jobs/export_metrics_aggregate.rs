@@ -1,0 +1,354 @@
+//! `export-metrics-aggregate`: summarise export metrics for the last full hour (or for
+//! `startDate..=endDate`), store one `export_metrics_hourly` row per hour, and raise an
+//! export failure alert when the failure rate, the average duration or the volume passes its
+//! threshold: one structured JSON log line, also POSTed to `ALERT_WEBHOOK_URL` when set.
+//!
+//! Percentiles are nearest-rank: p95 is the smallest duration at or above 95% of the exports.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Days, Duration, DurationRound, Utc};
+use rusqlite::{Connection, TransactionBehavior};
+use serde_json::{Value, json};
+
+use super::{Job, JobCtx, JobError, JobOutput};
+use crate::clock::to_store_text;
+use crate::config::AlertSettings;
+
+pub struct ExportMetricsAggregate;
+
+/// Metrics of one window (an hour, or the whole run).
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Summary {
+    total: u64,
+    successes: u64,
+    durations: Vec<i64>,
+    total_bytes: i64,
+    max_bytes: i64,
+    /// Per format: (exports, bytes).
+    by_format: BTreeMap<String, (u64, i64)>,
+}
+
+impl Summary {
+    fn add(&mut self, success: bool, duration_ms: i64, bytes: i64, format: &str) {
+        self.total += 1;
+        self.successes += u64::from(success);
+        self.durations.push(duration_ms);
+        self.total_bytes += bytes;
+        self.max_bytes = self.max_bytes.max(bytes);
+        let entry = self.by_format.entry(format.to_string()).or_default();
+        entry.0 += 1;
+        entry.1 += bytes;
+    }
+
+    fn failures(&self) -> u64 {
+        self.total - self.successes
+    }
+
+    fn ratio(&self, part: u64) -> Option<f64> {
+        (self.total > 0).then(|| part as f64 / self.total as f64)
+    }
+
+    fn avg_duration_ms(&self) -> Option<f64> {
+        (self.total > 0).then(|| self.durations.iter().sum::<i64>() as f64 / self.total as f64)
+    }
+
+    fn p95_duration_ms(&mut self) -> Option<i64> {
+        if self.durations.is_empty() {
+            return None;
+        }
+        self.durations.sort_unstable();
+        let rank = (self.durations.len() * 95).div_ceil(100);
+        Some(self.durations[rank.max(1) - 1])
+    }
+
+    fn by_format_json(&self) -> Value {
+        self.by_format
+            .iter()
+            .map(|(format, (count, bytes))| {
+                (format.clone(), json!({"count": count, "bytes": bytes}))
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+}
+
+impl Job for ExportMetricsAggregate {
+    fn name(&self) -> &'static str {
+        "export-metrics-aggregate"
+    }
+
+    fn default_schedule(&self) -> &'static str {
+        "0 * * * *"
+    }
+
+    fn takes_date_range(&self) -> bool {
+        true
+    }
+
+    fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
+        let (start, end) = window(ctx);
+        let (start_text, end_text) = (to_store_text(start), to_store_text(end));
+        let mut conn = ctx.store.conn()?;
+        let (mut whole, mut hours) = summarise(&conn, &start_text, &end_text)?;
+        if !ctx.params.dry_run {
+            store_hours(&mut conn, &mut hours, &to_store_text(ctx.now()))?;
+        }
+        let alert = alert(&whole, &ctx.config.alerts, &start_text, &end_text);
+        let mut webhook = Value::Null;
+        let mut item_errors = 0;
+        if let Some(alert) = &alert {
+            // One line of JSON, as log pipelines parse it.
+            log::warn!(target: "edgecron::alert", "{alert}");
+            if let (Some(url), false) = (&ctx.config.alerts.webhook, ctx.params.dry_run) {
+                webhook = match crate::webhook::post_json(url, alert) {
+                    Ok(status) => json!({"delivered": true, "status": status}),
+                    Err(error) => {
+                        log::warn!("export-metrics-aggregate: the alert webhook failed: {error}");
+                        item_errors += 1;
+                        json!({"delivered": false, "error": error})
+                    }
+                };
+            }
+        }
+        let (avg_duration, p95_duration) = (whole.avg_duration_ms(), whole.p95_duration_ms());
+        Ok(JobOutput {
+            body: json!({
+                "ok": item_errors == 0,
+                "window": {"start": start_text, "end": end_text},
+                "total_exports": whole.total,
+                "successes": whole.successes,
+                "failures": whole.failures(),
+                "success_rate": whole.ratio(whole.successes),
+                "failure_rate": whole.ratio(whole.failures()),
+                "avg_duration_ms": avg_duration,
+                "p95_duration_ms": p95_duration,
+                "bytes": {
+                    "total": whole.total_bytes,
+                    "avg": (whole.total > 0).then(|| whole.total_bytes as f64 / whole.total as f64),
+                    "max": whole.max_bytes,
+                },
+                "by_format": whole.by_format_json(),
+                "hours": hours.len(),
+                "alert": alert,
+                "webhook": webhook,
+                "dryRun": ctx.params.dry_run,
+            }),
+            item_errors,
+            rows_processed: whole.total,
+        })
+    }
+}
+
+/// The last full hour, or the given dates from midnight to midnight (UTC).
+fn window(ctx: &JobCtx<'_>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let (start_date, end_date) = match (ctx.params.start_date, ctx.params.end_date) {
+        (Some(start), Some(end)) => (start, end),
+        (Some(day), None) | (None, Some(day)) => (day, day),
+        (None, None) => {
+            let hour = ctx
+                .now()
+                .duration_trunc(Duration::hours(1))
+                .unwrap_or(ctx.now());
+            return (hour - Duration::hours(1), hour);
+        }
+    };
+    let midnight =
+        |date: chrono::NaiveDate| date.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    (midnight(start_date), midnight(end_date + Days::new(1)))
+}
+
+/// The whole window's summary and one per hour (keyed by the hour's start).
+fn summarise(
+    conn: &Connection,
+    start: &str,
+    end: &str,
+) -> Result<(Summary, BTreeMap<String, Summary>), JobError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT substr(created_at, 1, 13), status = 'success', duration_ms, bytes, format
+           FROM export_metrics WHERE created_at >= ?1 AND created_at < ?2",
+    )?;
+    let mut rows = statement.query((start, end))?;
+    let mut whole = Summary::default();
+    let mut hours: BTreeMap<String, Summary> = BTreeMap::new();
+    while let Some(row) = rows.next()? {
+        let hour: String = row.get(0)?;
+        let (success, duration, bytes): (bool, i64, i64) = (row.get(1)?, row.get(2)?, row.get(3)?);
+        let format: String = row.get(4)?;
+        whole.add(success, duration, bytes, &format);
+        hours
+            .entry(format!("{hour}:00:00.000Z"))
+            .or_default()
+            .add(success, duration, bytes, &format);
+    }
+    Ok((whole, hours))
+}
+
+/// Upserts one row per hour, in one short transaction.
+fn store_hours(
+    conn: &mut Connection,
+    hours: &mut BTreeMap<String, Summary>,
+    now: &str,
+) -> Result<(), JobError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO export_metrics_hourly (hour, total, successes, failures, success_rate,
+                 avg_duration_ms, p95_duration_ms, total_bytes, avg_bytes, max_bytes, by_format, computed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (hour) DO UPDATE SET
+                 total = excluded.total, successes = excluded.successes, failures = excluded.failures,
+                 success_rate = excluded.success_rate, avg_duration_ms = excluded.avg_duration_ms,
+                 p95_duration_ms = excluded.p95_duration_ms, total_bytes = excluded.total_bytes,
+                 avg_bytes = excluded.avg_bytes, max_bytes = excluded.max_bytes,
+                 by_format = excluded.by_format, computed_at = excluded.computed_at",
+        )?;
+        for (hour, summary) in hours.iter_mut() {
+            let avg_bytes = summary.total_bytes as f64 / summary.total.max(1) as f64;
+            upsert.execute((
+                hour,
+                summary.total as i64,
+                summary.successes as i64,
+                summary.failures() as i64,
+                summary.ratio(summary.successes),
+                summary.avg_duration_ms(),
+                summary.p95_duration_ms(),
+                summary.total_bytes,
+                avg_bytes,
+                summary.max_bytes,
+                summary.by_format_json().to_string(),
+                now,
+            ))?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The alert for a window, if any threshold is passed.
+fn alert(summary: &Summary, settings: &AlertSettings, start: &str, end: &str) -> Option<Value> {
+    let failure_rate = summary.ratio(summary.failures()).unwrap_or(0.0);
+    let avg_duration = summary.avg_duration_ms().unwrap_or(0.0);
+    let mut reasons = Vec::new();
+    if summary.total >= settings.min_exports && failure_rate > settings.failure_rate {
+        reasons.push("failure_rate");
+    }
+    if avg_duration > settings.avg_duration_ms as f64 {
+        reasons.push("avg_duration");
+    }
+    if summary.total > settings.max_volume {
+        reasons.push("volume");
+    }
+    if reasons.is_empty() {
+        return None;
+    }
+    let critical = reasons.contains(&"failure_rate") && failure_rate > 2.0 * settings.failure_rate;
+    Some(json!({
+        "type": "export_failure_alert",
+        "severity": if critical { "critical" } else { "warning" },
+        "failure_rate": failure_rate,
+        "threshold": settings.failure_rate,
+        "reasons": reasons,
+        "total_exports": summary.total,
+        "failures": summary.failures(),
+        "avg_duration_ms": avg_duration,
+        "avg_duration_threshold_ms": settings.avg_duration_ms,
+        "volume_threshold": settings.max_volume,
+        "window": {"start": start, "end": end},
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::test_support::Harness;
+    use chrono::TimeZone;
+
+    fn settings() -> AlertSettings {
+        AlertSettings {
+            failure_rate: 0.1,
+            min_exports: 10,
+            avg_duration_ms: 5_000,
+            max_volume: 10_000,
+            webhook: None,
+        }
+    }
+
+    fn summary(total: u64, failures: u64, duration_ms: i64) -> Summary {
+        let mut summary = Summary::default();
+        for index in 0..total {
+            summary.add(index >= failures, duration_ms, 100, "csv");
+        }
+        summary
+    }
+
+    #[test]
+    fn the_alert_fires_above_ten_percent_failures_only() {
+        let fired = alert(&summary(100, 11, 10), &settings(), "s", "e").unwrap();
+        assert_eq!(fired["type"], "export_failure_alert");
+        assert_eq!(fired["severity"], "warning");
+        assert_eq!(fired["failure_rate"], 0.11);
+        assert_eq!(fired["threshold"], 0.1);
+        assert!(alert(&summary(100, 9, 10), &settings(), "s", "e").is_none());
+        assert!(alert(&summary(100, 10, 10), &settings(), "s", "e").is_none());
+        // Too few exports to judge a rate.
+        assert!(alert(&summary(5, 5, 10), &settings(), "s", "e").is_none());
+        let critical = alert(&summary(100, 30, 10), &settings(), "s", "e").unwrap();
+        assert_eq!(critical["severity"], "critical");
+        let slow = alert(&summary(3, 0, 5_001), &settings(), "s", "e").unwrap();
+        assert_eq!(slow["reasons"], json!(["avg_duration"]));
+    }
+
+    #[test]
+    fn the_aggregate_equals_hand_computed_values_and_is_stored_per_hour() {
+        let mut harness = Harness::new(Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 30).unwrap());
+        // 11:00-12:00: 20 exports, durations 100..=2000 ms, 2 failures, one a different format.
+        for index in 1..=20 {
+            let status = if index <= 2 { "failure" } else { "success" };
+            let format = if index == 20 { "ndjson" } else { "csv" };
+            harness.exec(&format!(
+                "INSERT INTO export_metrics (tenant_id, format, status, duration_ms, bytes, created_at)
+                 VALUES ('t', '{format}', '{status}', {}, {}, '2026-05-01T11:{:02}:00.000Z')",
+                index * 100,
+                index * 1000,
+                index
+            ));
+        }
+        // Outside the window on both sides.
+        harness.exec(
+            "INSERT INTO export_metrics (status, duration_ms, created_at) VALUES
+               ('failure', 1, '2026-05-01T10:59:59.999Z'), ('failure', 1, '2026-05-01T12:00:00.000Z')",
+        );
+        let output = ExportMetricsAggregate.run(&harness.ctx()).unwrap();
+        let body = &output.body;
+        assert_eq!(body["total_exports"], 20);
+        assert_eq!(body["success_rate"], 0.9);
+        assert_eq!(body["avg_duration_ms"], 1050.0);
+        assert_eq!(body["p95_duration_ms"], 1900);
+        assert_eq!(
+            body["bytes"],
+            json!({"total": 210_000, "avg": 10_500.0, "max": 20_000})
+        );
+        assert_eq!(
+            body["by_format"],
+            json!({"csv": {"count": 19, "bytes": 190_000}, "ndjson": {"count": 1, "bytes": 20_000}})
+        );
+        assert!(body["alert"].is_null(), "10% is not above 10%");
+        assert_eq!(
+            harness.strings("SELECT hour || ' ' || total || ' ' || failures || ' ' || p95_duration_ms FROM export_metrics_hourly"),
+            ["2026-05-01T11:00:00.000Z 20 2 1900"]
+        );
+
+        harness.params =
+            crate::jobs::RunParams::from_text(false, Some("2026-05-01"), None).unwrap();
+        let day = ExportMetricsAggregate.run(&harness.ctx()).unwrap();
+        assert_eq!(
+            (
+                day.body["total_exports"].as_u64(),
+                day.body["hours"].as_u64()
+            ),
+            (Some(22), Some(3))
+        );
+        assert!(day.body["alert"].is_object(), "4 of 22 failed");
+    }
+}
