@@ -96,6 +96,8 @@ pub struct Config {
     /// `SIEM_*`: where `siem-ship` delivers audit rows, or why it does not.
     pub siem: Siem,
     pub alerts: AlertSettings,
+    /// `GITOPS_DIR`: the desired configuration, `kind/name.json` files.
+    pub gitops_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -149,6 +151,7 @@ impl Config {
             s3,
             siem,
             alerts,
+            gitops_dir: get("GITOPS_DIR").map(PathBuf::from),
             export_parallelism: parse_number(
                 "EXPORT_PARALLELISM",
                 get("EXPORT_PARALLELISM"),

@@ -8,11 +8,13 @@ mod archive;
 mod cleanup;
 mod dsar_purge;
 mod due_enqueue;
+mod engagement_health_recompute;
 mod export_file_cleanup;
 mod export_interactions;
 mod export_log_cleanup;
 mod export_metrics_aggregate;
 mod flow_scheduler_tick;
+mod gitops_drift_check;
 mod maintenance;
 mod outbox_reaper;
 mod s3_sync;
@@ -241,6 +243,8 @@ impl Registry {
             Box::new(export_metrics_aggregate::ExportMetricsAggregate),
             Box::new(dsar_purge::DsarPurge),
             Box::new(siem_ship::SiemShip),
+            Box::new(engagement_health_recompute::EngagementHealthRecompute),
+            Box::new(gitops_drift_check::GitopsDriftCheck),
             Box::new(approvals_expire::ApprovalsExpire),
             Box::new(flow_scheduler_tick::FlowSchedulerTick),
             Box::new(scheduled_retrains::ScheduledRetrains),

@@ -37,6 +37,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_export_metrics_hourly",
         sql: include_str!("../../schema/0005_export_metrics_hourly.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_engagement_health",
+        sql: include_str!("../../schema/0006_engagement_health.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "0007_gitops",
+        sql: include_str!("../../schema/0007_gitops.sql"),
+    },
 ];
 
 pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> {
