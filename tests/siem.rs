@@ -81,7 +81,10 @@ fn assert_delivered(env: &Env, intake: &Intake, ids: &[String], refused: &[usize
     let expected_code = if refused.is_empty() { 0 } else { 3 };
     let result = env.run_json(&["run", "siem-ship"], expected_code);
     let delivered = ids_except(ids, refused);
-    let received: BTreeSet<String> = intake.received().into_iter().collect();
+    let received_in_order = intake.received();
+    let received: BTreeSet<String> = received_in_order.iter().cloned().collect();
+    // Every injected fault strikes before the intake takes anything: no row may come twice.
+    assert_eq!(received.len(), received_in_order.len(), "duplicates");
     assert_eq!(
         received.len() as u64 + archived,
         delivered.len() as u64,
@@ -138,6 +141,9 @@ fn splunk_receives_every_row_through_errors_throttling_and_dropped_connections()
     let env = intake.configure(Env::new());
     let ids = add_audit_rows(&env, 1_234, &[(100, "poison"), (1_100, "poison")]);
     assert_delivered(&env, &intake, &ids, &[100, 1_100], 0);
+    // The 429 asked for a second's pause before the next attempt.
+    let arrivals = intake.arrivals();
+    assert!(arrivals[2] - arrivals[1] >= std::time::Duration::from_secs(1));
 }
 
 #[test]
@@ -206,7 +212,7 @@ fn an_intake_down_for_a_whole_run_moves_nothing_and_the_next_run_delivers_everyt
 fn rows_younger_than_the_settle_delay_wait_for_a_later_run() {
     let intake = Intake::start(Kind::Elastic, &[]);
     let env = intake.configure(Env::new());
-    let ids = add_rows_at(&env, 3, &[], Utc::now() + Duration::seconds(5), "n");
+    let ids = add_rows_at(&env, 3, &[], Utc::now() - Duration::seconds(10), "n");
     let result = env.run_json(&["run", "siem-ship"], 0);
     assert_eq!(
         (result["shipped"].as_u64(), result["backlog"].as_u64()),
@@ -214,6 +220,40 @@ fn rows_younger_than_the_settle_delay_wait_for_a_later_run() {
     );
     assert!(result["cursor"].is_null());
     assert!(intake.received().is_empty(), "{ids:?}");
+}
+
+#[test]
+fn an_item_refused_for_want_of_rights_stops_delivery_instead_of_dead_lettering() {
+    let intake = Intake::start(Kind::Elastic, &[]);
+    let env = intake.configure(Env::new());
+    let ids = add_audit_rows(&env, 50, &[(20, "forbidden")]);
+    let result = env.run_json(&["run", "siem-ship"], 3);
+    assert_eq!(result["shipped"], 20, "{result}");
+    assert_eq!(result["errors"], 0, "{result}");
+    assert!(
+        result["stopped"]
+            .as_str()
+            .unwrap()
+            .contains("security_exception"),
+        "{result}"
+    );
+    assert_eq!(
+        cursor_id(&env, "elastic").as_deref(),
+        Some(ids[19].as_str())
+    );
+    assert!(dead_letters(&env).is_empty());
+}
+
+#[test]
+fn a_datadog_intake_that_refuses_every_entry_dead_letters_none() {
+    let intake = Intake::start(Kind::Datadog, &[]);
+    let env = intake.configure(Env::new());
+    add_audit_rows(&env, 3, &[(0, "poison"), (1, "poison"), (2, "poison")]);
+    let output = env.run(&["run", "siem-ship"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("check SIEM_ENDPOINT"));
+    assert!(dead_letters(&env).is_empty());
+    assert_eq!(cursor_id(&env, "datadog"), None);
 }
 
 #[test]
@@ -248,7 +288,7 @@ fn bad_siem_configuration_stops_run_and_serve_with_one_line() {
         Env::new()
             .with("SIEM_BACKEND", "elastic")
             .with("SIEM_ENDPOINT", "http://127.0.0.1:9200")
-            .with("SIEM_API_KEY", "key")
+            .with("SIEM_API_KEY", "k3y-that-must-not-leak")
     };
     for (env, variable) in [
         (base().without("SIEM_ENDPOINT"), "SIEM_ENDPOINT"),
@@ -280,7 +320,10 @@ fn bad_siem_configuration_stops_run_and_serve_with_one_line() {
             let lines: Vec<&str> = stderr.lines().collect();
             assert_eq!(lines.len(), 1, "{stderr}");
             assert!(lines[0].contains(variable), "{stderr}");
-            assert!(!stderr.contains("key\""), "the key leaked: {stderr}");
+            assert!(
+                !stderr.contains("k3y-that-must-not-leak"),
+                "the key leaked: {stderr}"
+            );
         }
     }
 }

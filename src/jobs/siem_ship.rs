@@ -128,6 +128,13 @@ impl Job for SiemShip {
             if first_settled.is_none() {
                 first_settled = settled.first().map(|row| row.created_at.clone());
             }
+            for letter in &letters {
+                log::warn!(
+                    "siem-ship: audit row {} dead-lettered: {}",
+                    letter.row.id,
+                    letter.reason
+                );
+            }
             if let Some(last) = settled.last() {
                 cursor = Cursor::after(last);
                 ledger::record(
@@ -159,8 +166,17 @@ impl Job for SiemShip {
             }
         }
         let backlog = ledger::backlog(ctx.store, &cursor)?;
+        let non_canonical = ledger::non_canonical_times(ctx.store)?;
+        if non_canonical > 0 {
+            log::warn!(
+                "siem-ship: {non_canonical} audit rows have a created_at not in the form 2026-03-30T02:00:00.000Z; the cursor's order cannot place them and may pass them by"
+            );
+        }
         let settled = totals.shipped + totals.dead_lettered + totals.archived;
+        // Stopping for the deadline or shutdown is not the intake failing.
+        let intake_failed = stopped.is_some() && !ctx.should_stop();
         if let Some(why) = &stopped
+            && intake_failed
             && settled == 0
         {
             return Err(JobError::Failed(format!(
@@ -179,7 +195,7 @@ impl Job for SiemShip {
         };
         Ok(JobOutput {
             body: json!({
-                "ok": stopped.is_none() && totals.dead_lettered == 0,
+                "ok": !intake_failed && totals.dead_lettered == 0,
                 "backend": backend,
                 "shipped": totals.shipped,
                 "errors": totals.dead_lettered,
@@ -191,8 +207,9 @@ impl Job for SiemShip {
                 "backlog": backlog,
                 "finished": finished && stopped.is_none(),
                 "stopped": stopped,
+                "nonCanonicalTimes": non_canonical,
             }),
-            item_errors: totals.dead_lettered + u64::from(stopped.is_some()),
+            item_errors: totals.dead_lettered + u64::from(intake_failed),
             rows_processed: settled,
         })
     }

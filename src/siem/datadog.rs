@@ -12,7 +12,7 @@ use std::io::Write;
 use chrono::{DateTime, Duration, Utc};
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::intake::{Encoding, Intake, Reply, Retry, is_retryable};
 use super::settings::SiemSettings;
@@ -27,9 +27,10 @@ pub const MAX_AGE: Duration = Duration::hours(17);
 const SERVICE: &str = "edgecron";
 const DEFAULT_SOURCE: &str = "edgecron";
 
-/// One log entry: Datadog's reserved attributes, then every field of the audit row.
+/// One log entry: every field of the audit row, and Datadog's reserved attributes (set last,
+/// so a column of the same name cannot turn into, say, the log's time or service).
 pub fn entry(settings: &SiemSettings, host: &str, row: &AuditRow) -> String {
-    let mut entry = Map::new();
+    let mut entry = row.fields.clone();
     entry.insert(
         "ddsource".into(),
         json!(settings.sourcetype.as_deref().unwrap_or(DEFAULT_SOURCE)),
@@ -44,10 +45,7 @@ pub fn entry(settings: &SiemSettings, host: &str, row: &AuditRow) -> String {
     if let Some(time) = row.time() {
         entry.insert("timestamp".into(), json!(time.timestamp_millis()));
     }
-    for (name, value) in &row.fields {
-        entry.insert(name.clone(), value.clone());
-    }
-    serde_json::to_string(&Value::Object(entry)).unwrap_or_default()
+    Value::Object(entry).to_string()
 }
 
 /// A JSON array of already serialised entries, gzipped.
@@ -98,7 +96,15 @@ pub fn deliver(
         }
     }
     let mut requests: VecDeque<Vec<usize>> = requests(&shipment.unsettled(), &entries).into();
+    // Entries refused alone. Datadog's 400 names no entry and our entries are well-formed
+    // JSON, so a refusal only blames an entry when the intake took others from the batch;
+    // if it took none, the endpoint itself is wrong and nothing is dead-lettered.
+    let mut refused_alone = Vec::new();
+    let mut accepted_any = false;
     while let Some(request) = requests.pop_front() {
+        if let Some(why) = retry.stopping() {
+            return shipment.stop(why);
+        }
         let body: Vec<&str> = request
             .iter()
             .map(|&index| entries[index].as_str())
@@ -113,28 +119,24 @@ pub fn deliver(
                 return shipment.stop(error);
             }
         };
-        if answer.is_success() {
+        // The logs intake answers 202; another 2xx is not the intake and acknowledges nothing.
+        if answer.status == 202 {
             request
                 .iter()
                 .for_each(|&index| shipment.settle(index, Fate::Delivered));
+            accepted_any = true;
             retry.progressed();
             continue;
         }
+        if answer.is_success() {
+            return shipment.stop(format!(
+                "datadog answered {} instead of 202; is SIEM_ENDPOINT the logs intake?",
+                answer.summary()
+            ));
+        }
         if matches!(answer.status, 400 | 413) {
             if let [index] = request[..] {
-                let reason = format!("datadog refused the entry: {}", answer.summary());
-                log::warn!(
-                    "siem-ship: audit row {} dead-lettered: {reason}",
-                    rows[index].id
-                );
-                shipment.settle(
-                    index,
-                    Fate::DeadLetter {
-                        status: Some(answer.status),
-                        reason,
-                        event: entries[index].clone(),
-                    },
-                );
+                refused_alone.push((index, answer.status, answer.summary()));
             } else {
                 let (first, second) = request.split_at(request.len() / 2);
                 requests.push_front(second.to_vec());
@@ -148,6 +150,22 @@ pub fn deliver(
             continue;
         }
         return shipment.stop(why);
+    }
+    if !refused_alone.is_empty() && !accepted_any {
+        let (_, _, summary) = &refused_alone[0];
+        return shipment.stop(format!(
+            "datadog refused every entry of the batch ({summary}); check SIEM_ENDPOINT"
+        ));
+    }
+    for (index, status, summary) in refused_alone {
+        shipment.settle(
+            index,
+            Fate::DeadLetter {
+                status: Some(status),
+                reason: format!("datadog refused the entry: {summary}"),
+                event: entries[index].clone(),
+            },
+        );
     }
     shipment
 }

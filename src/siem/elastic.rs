@@ -48,6 +48,9 @@ pub fn deliver(intake: &Intake<'_>, retry: &mut Retry<'_>, rows: &[AuditRow]) ->
         if pending.is_empty() {
             return shipment;
         }
+        if let Some(why) = retry.stopping() {
+            return shipment.stop(why);
+        }
         let body = pending
             .iter()
             .map(|&index| items[index].as_str())
@@ -74,16 +77,21 @@ pub fn deliver(intake: &Intake<'_>, retry: &mut Retry<'_>, rows: &[AuditRow]) ->
             Err(why) => return shipment.stop(why),
         };
         let mut throttled = 0;
+        let mut refusal = None;
         for (&index, result) in pending.iter().zip(results) {
             match result.status {
                 200 | 201 | 409 => shipment.settle(index, Fate::Delivered),
                 status if is_retryable(status) => throttled += 1,
+                // Rights, a missing index, a read-only cluster: every row would fail alike,
+                // so delivery stops with the row unsettled instead of dead-lettering them all.
+                status if !blames_document(&result) => {
+                    refusal.get_or_insert(format!(
+                        "elastic refused an item: {status} {}",
+                        describe(&result)
+                    ));
+                }
                 status => {
                     let reason = describe(&result);
-                    log::warn!(
-                        "siem-ship: audit row {} dead-lettered: {status} {reason}",
-                        rows[index].id
-                    );
                     shipment.settle(
                         index,
                         Fate::DeadLetter {
@@ -94,6 +102,9 @@ pub fn deliver(intake: &Intake<'_>, retry: &mut Retry<'_>, rows: &[AuditRow]) ->
                     );
                 }
             }
+        }
+        if let Some(why) = refusal {
+            return shipment.stop(why);
         }
         if throttled < pending.len() {
             retry.progressed();
@@ -130,6 +141,23 @@ fn results(body: &[u8], sent: usize) -> Result<Vec<ItemResult>, String> {
                 .map_err(|error| format!("elastic answered an unreadable item: {error}"))
         })
         .collect()
+}
+
+/// Error types that are about the document itself: sending it again can never succeed.
+const DOCUMENT_FAULTS: [&str; 4] = [
+    "mapper_parsing_exception",
+    "document_parsing_exception",
+    "illegal_argument_exception",
+    "strict_dynamic_mapping_exception",
+];
+
+fn blames_document(result: &ItemResult) -> bool {
+    let kind = result
+        .error
+        .as_ref()
+        .and_then(|error| error["type"].as_str())
+        .unwrap_or_default();
+    result.status == 400 && DOCUMENT_FAULTS.contains(&kind)
 }
 
 /// `type: reason` from an item's error object.

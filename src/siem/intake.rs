@@ -9,7 +9,7 @@ use super::settings::{Backend, SiemSettings};
 use crate::shutdown::Shutdown;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// An intake's answer is a short JSON document; more than this is not read.
+/// The most of an intake's answer that is read (Elastic's item list for 500 rows is well under).
 const ANSWER_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// The intake's answer to one request, or why none came.
@@ -93,10 +93,17 @@ impl<'a> Intake<'a> {
         if encoding == Encoding::Gzip {
             request = request.header("Content-Encoding", "gzip");
         }
+        let (size, started) = (body.len(), std::time::Instant::now());
         let response = match request.bytes(body).send() {
             Ok(response) => response,
             Err(error) => return Reply::NoAnswer(format!("POST {}: {error}", self.settings.url())),
         };
+        log::debug!(
+            "siem-ship: POST {} ({size} bytes): HTTP {} in {} ms",
+            self.settings.url(),
+            response.status().as_u16(),
+            started.elapsed().as_millis()
+        );
         let (status, headers, reader) = response.split();
         let retry_after = headers
             .get("retry-after")
@@ -147,6 +154,14 @@ impl<'a> Retry<'a> {
         }
     }
 
+    /// Why no further request should start: the deadline passed or shutdown was requested.
+    pub fn stopping(&self) -> Option<String> {
+        if self.shutdown.is_requested() {
+            return Some("shutting down".into());
+        }
+        (Instant::now() >= self.deadline).then(|| "the job's deadline passed".into())
+    }
+
     /// The intake took something: the next failure starts the backoff afresh.
     pub fn progressed(&mut self) {
         self.failures = 0;
@@ -170,7 +185,7 @@ impl<'a> Retry<'a> {
         // Half fixed, half random: attempts from many hosts spread out, none retries at once.
         let jitter = self.random.u64(0..=backoff.as_millis() as u64 / 2);
         let wait = retry_after.unwrap_or(backoff / 2 + Duration::from_millis(jitter));
-        if Instant::now() + wait >= self.deadline {
+        if wait >= self.deadline.saturating_duration_since(Instant::now()) {
             log::warn!(
                 "siem-ship: giving up: waiting {:.1}s more would pass the job's deadline ({why})",
                 wait.as_secs_f64()

@@ -104,7 +104,20 @@ pub fn backlog(store: &Store, cursor: &Cursor) -> Result<u64, StoreError> {
     Ok(count as u64)
 }
 
-/// Moves `backend`'s cursor to `cursor` and keeps the dead letters, together.
+/// Rows whose `created_at` is not the store's canonical text (`2026-03-30T02:00:00.000Z`):
+/// text order is time order only for that form, so the cursor may pass such rows by.
+pub fn non_canonical_times(store: &Store) -> Result<u64, StoreError> {
+    let count: i64 = store.conn()?.query_row(
+        "SELECT COUNT(*) FROM audit_log WHERE created_at NOT GLOB
+           '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9]Z'",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(count as u64)
+}
+
+/// Moves `backend`'s cursor to `cursor` and keeps the dead letters, together. The cursor never
+/// moves backwards, so a run that lost its lease cannot rewind it.
 pub fn record(
     store: &Store,
     backend: &str,
@@ -136,7 +149,8 @@ pub fn record(
     tx.execute(
         "INSERT INTO siem_cursors (backend, created_at, id, updated_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (backend) DO UPDATE SET
-             created_at = excluded.created_at, id = excluded.id, updated_at = excluded.updated_at",
+             created_at = excluded.created_at, id = excluded.id, updated_at = excluded.updated_at
+         WHERE (excluded.created_at, excluded.id) > (siem_cursors.created_at, siem_cursors.id)",
         (backend, &cursor.created_at, &cursor.id, now),
     )?;
     tx.commit()?;

@@ -142,8 +142,9 @@ fn parse_endpoint(backend: Backend, value: Option<&str>) -> Result<String, Confi
         return Err(malformed("must not have a query or fragment"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(malformed(
-            "must not carry credentials; SIEM_API_KEY holds the key",
+        // Not echoed: the value holds a password.
+        return Err(ConfigError(
+            "SIEM_ENDPOINT: must not carry credentials (user:password@); SIEM_API_KEY holds the key".into(),
         ));
     }
     let endpoint = text.trim_end_matches('/');

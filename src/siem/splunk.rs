@@ -54,7 +54,8 @@ pub fn event(settings: &SiemSettings, host: &str, row: &AuditRow) -> String {
         index: settings.index.as_deref(),
         event: &row.fields,
     };
-    serde_json::to_string(&event).unwrap_or_default()
+    // Strings, a number and a JSON map: serialising cannot fail.
+    serde_json::to_string(&event).expect("a HEC event serialises")
 }
 
 pub fn deliver(intake: &Intake<'_>, retry: &mut Retry<'_>, rows: &[AuditRow]) -> Shipment {
@@ -65,6 +66,9 @@ pub fn deliver(intake: &Intake<'_>, retry: &mut Retry<'_>, rows: &[AuditRow]) ->
     let mut shipment = Shipment::new(rows.len());
     let mut next = 0;
     while next < rows.len() {
+        if let Some(why) = retry.stopping() {
+            return shipment.stop(why);
+        }
         let body = events[next..].concat().into_bytes();
         let answer = match intake.post("application/json", Encoding::Identity, body) {
             Reply::Answer(answer) => answer,
@@ -75,12 +79,20 @@ pub fn deliver(intake: &Intake<'_>, retry: &mut Retry<'_>, rows: &[AuditRow]) ->
                 return shipment.stop(error);
             }
         };
+        let reply: HecAnswer = serde_json::from_slice(&answer.body).unwrap_or_default();
         if answer.is_success() {
+            // HEC answers `{"text":"Success","code":0}`; any other 200 is not HEC (a proxy's
+            // page, a wrong path) and acknowledges nothing.
+            if reply.code != Some(0) {
+                return shipment.stop(format!(
+                    "splunk answered {} without HEC's code 0; is SIEM_ENDPOINT a HEC endpoint?",
+                    answer.summary()
+                ));
+            }
             (next..rows.len()).for_each(|index| shipment.settle(index, Fate::Delivered));
             retry.progressed();
             break;
         }
-        let reply: HecAnswer = serde_json::from_slice(&answer.body).unwrap_or_default();
         let accepted = reply
             .invalid_event_number
             .unwrap_or(0)
@@ -94,10 +106,6 @@ pub fn deliver(intake: &Intake<'_>, retry: &mut Retry<'_>, rows: &[AuditRow]) ->
             && reply.code.is_some_and(|code| EVENT_FAULTS.contains(&code));
         if answer.status == 400 && blames_event && next < rows.len() {
             let reason = format!("splunk: {} (code {})", reply.text, reply.code.unwrap_or(0));
-            log::warn!(
-                "siem-ship: audit row {} dead-lettered: {reason}",
-                rows[next].id
-            );
             shipment.settle(
                 next,
                 Fate::DeadLetter {

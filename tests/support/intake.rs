@@ -4,7 +4,7 @@
 //! refusals.
 //!
 //! A row whose `action` is `poison` is refused for good; for Elastic, `busy` is throttled
-//! (item 429) the first time it is sent.
+//! (item 429) the first time it is sent and `forbidden` is refused for want of rights (403).
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -12,7 +12,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -59,6 +59,8 @@ struct State {
     /// Wire-format problems found in requests; a correct client causes none.
     violations: Vec<String>,
     requests: u64,
+    /// When each request arrived.
+    arrivals: Vec<Instant>,
 }
 
 pub struct Intake {
@@ -122,6 +124,10 @@ impl Intake {
         self.state.lock().unwrap().requests
     }
 
+    pub fn arrivals(&self) -> Vec<Instant> {
+        self.state.lock().unwrap().arrivals.clone()
+    }
+
     pub fn faults_left(&self) -> usize {
         self.state.lock().unwrap().faults.len()
     }
@@ -170,6 +176,7 @@ fn serve(kind: Kind, mut stream: TcpStream, state: &Mutex<State>) {
     };
     let mut state = state.lock().unwrap();
     state.requests += 1;
+    state.arrivals.push(Instant::now());
     let (status, extra, body) = match state.faults.pop_front() {
         Some(Fault::Drop) => return,
         Some(Fault::Status(status)) => (status, String::new(), json!({"error": "injected"})),
@@ -383,6 +390,13 @@ fn elastic(request: &Request, state: &mut State) -> (u16, Value) {
                 409,
                 Some(
                     json!({"type": "version_conflict_engine_exception", "reason": format!("[{id}]: version conflict, document already exists")}),
+                ),
+            )
+        } else if document["action"] == "forbidden" {
+            (
+                403,
+                Some(
+                    json!({"type": "security_exception", "reason": "action [indices:data/write/bulk[s]] is unauthorized"}),
                 ),
             )
         } else if document["action"] == "poison" {
