@@ -94,6 +94,14 @@ fn route(app: &App, request: &mut Request) -> Reply {
             TRIGGER_METHODS,
             Realm::Cron,
         ),
+        "/api/cron/tick" => trigger(
+            app,
+            request,
+            "cron-tick",
+            query,
+            TRIGGER_METHODS,
+            Realm::LegacyTick,
+        ),
         "/api/v1/export-metrics" => record_export_metric(app, request),
         "/api/admin/maintenance" => trigger(
             app,

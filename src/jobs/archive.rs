@@ -1,6 +1,7 @@
-//! NDJSON archives under the data dir, for rows that leave the store or the SIEM path:
-//! written atomically and durably, and named after their first row, so a batch archived
-//! again after a crash replaces its own file rather than adding a second.
+//! Files jobs write under the data dir (NDJSON archives of rows that leave the store or the
+//! SIEM path, rendered reports): written atomically and durably, and named deterministically
+//! (an archive after its first row), so work redone after a crash replaces its own file
+//! rather than adding a second.
 
 use std::fs::File;
 use std::io::Write;
@@ -28,7 +29,8 @@ pub fn write(data_dir: &Path, relative: &str, lines: &[u8]) -> Result<(), JobErr
     let path = data_dir.join(relative);
     let dir = path.parent().unwrap_or(data_dir);
     std::fs::create_dir_all(dir).map_err(JobError::io(format!("creating {}", dir.display())))?;
-    let temporary = path.with_extension("ndjson.tmp");
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temporary = path.with_file_name(format!(".{name}.tmp"));
     let mut file = File::create(&temporary)
         .map_err(JobError::io(format!("creating {}", temporary.display())))?;
     file.write_all(lines)

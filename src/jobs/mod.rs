@@ -6,6 +6,7 @@
 mod approvals_expire;
 mod archive;
 mod cleanup;
+mod cron_tick;
 mod dsar_purge;
 mod due_enqueue;
 mod engagement_health_recompute;
@@ -250,6 +251,7 @@ impl Registry {
             Box::new(scheduled_retrains::ScheduledRetrains),
             Box::new(outbox_reaper::OutboxReaper),
             Box::new(telemetry_daily::TelemetryDaily),
+            Box::new(cron_tick::CronTick),
         ])
     }
 

@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0007_gitops",
         sql: include_str!("../../schema/0007_gitops.sql"),
     },
+    Migration {
+        version: 8,
+        name: "0008_alerts_reports",
+        sql: include_str!("../../schema/0008_alerts_reports.sql"),
+    },
 ];
 
 pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> {
