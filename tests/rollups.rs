@@ -1,0 +1,192 @@
+//! Rollups and metrics over HTTP and the CLI: `telemetry-daily`, export metrics and their
+//! aggregate with its alert webhook, and the legacy tick's own secrets.
+
+use chrono::{Days, Utc};
+use serde_json::Value;
+
+use crate::support::Env;
+use crate::support::intake::Receiver;
+
+/// `date event count unique_users` for every rollup row, in order.
+fn rollup_table(env: &Env) -> Vec<String> {
+    let db = env.db();
+    let mut statement = db
+        .prepare(
+            "SELECT date || ' ' || event || ' ' || count || ' ' || unique_users || ' ' || meta
+               FROM telemetry_daily ORDER BY date, event",
+        )
+        .unwrap();
+    statement
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The same counts straight from the raw events.
+fn direct_counts(env: &Env, from: &str, to: &str) -> Vec<String> {
+    let db = env.db();
+    let mut statement = db
+        .prepare(
+            "SELECT substr(created_at, 1, 10) || ' ' || event || ' ' || COUNT(*) || ' ' || COUNT(DISTINCT user_id)
+               FROM telemetry_events WHERE created_at >= ?1 AND created_at < ?2
+              GROUP BY substr(created_at, 1, 10), event ORDER BY 1",
+        )
+        .unwrap();
+    statement
+        .query_map([from, to], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn without_meta(rows: &[String]) -> Vec<String> {
+    rows.iter()
+        .map(|row| row.splitn(5, ' ').take(4).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn telemetry_daily_over_http_matches_a_direct_count_and_is_idempotent() {
+    let env = Env::new();
+    env.demo();
+    let server = env.serve();
+    let today = Utc::now().date_naive();
+    let yesterday = today - Days::new(1);
+
+    let reply = server.trigger("GET", "/api/jobs/telemetry-daily", None);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let body = reply.json();
+    assert_eq!(body["dates"], 1);
+    assert_eq!(body["startDate"], yesterday.to_string());
+    assert!(body["rows"].as_u64().unwrap() > 0, "the demo has events yesterday: {body}");
+    assert_eq!(
+        without_meta(&rollup_table(&env)),
+        direct_counts(&env, &format!("{yesterday}"), &format!("{today}"))
+    );
+
+    let start = today - Days::new(20);
+    let range = format!(r#"{{"startDate":"{start}","endDate":"{yesterday}"}}"#);
+    let reply = server.trigger("POST", "/api/v1/cron/telemetry-daily", Some(&range));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["dates"], 20);
+    let first = rollup_table(&env);
+    assert!(first.len() > 20, "{first:?}");
+    assert_eq!(
+        without_meta(&first),
+        direct_counts(&env, &start.to_string(), &today.to_string())
+    );
+    let overlapping = format!(
+        r#"{{"startDate":"{}","endDate":"{yesterday}"}}"#,
+        today - Days::new(5)
+    );
+    for body in [&range, &overlapping] {
+        let reply = server.trigger("POST", "/api/jobs/telemetry-daily", Some(body));
+        assert_eq!(reply.status, 200);
+    }
+    assert_eq!(rollup_table(&env), first);
+
+    let dry = server.trigger("GET", "/api/jobs/telemetry-daily?dryRun=true", None);
+    assert_eq!(dry.json()["dryRun"], true);
+    assert_eq!(rollup_table(&env), first);
+
+    for bad in [
+        r#"{"startDate":"2024-03-10","endDate":"2024-03-01"}"#,
+        r#"{"startDate":"2024-02-30"}"#,
+        r#"{"startDate":"2023-01-01","endDate":"2024-01-02"}"#,
+        r#"{"startDate":"yesterday"}"#,
+    ] {
+        let reply = server.trigger("POST", "/api/jobs/telemetry-daily", Some(bad));
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.body);
+    }
+    let output = env.run(&["run", "telemetry-daily", "--start-date", "2024-02-30"]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn the_application_records_export_metrics_and_the_aggregate_alerts_a_webhook() {
+    let receiver = Receiver::start();
+    let env = Env::new().with("ALERT_WEBHOOK_URL", &receiver.url());
+    let server = env.serve();
+    let yesterday = Utc::now().date_naive() - Days::new(1);
+
+    let metric = |status: &str| {
+        format!(
+            r#"{{"tenantId":"acme","format":"csv","status":"{status}","durationMs":120,"bytes":2048,"rowCount":10,"createdAt":"{yesterday}T12:00:00Z"}}"#
+        )
+    };
+    for index in 0..100 {
+        let status = if index < 9 { "failure" } else { "success" };
+        let reply = server.trigger("POST", "/api/v1/export-metrics", Some(&metric(status)));
+        assert_eq!(reply.status, 201, "{}", reply.body);
+    }
+    let bad = server.trigger(
+        "POST",
+        "/api/v1/export-metrics",
+        Some(r#"{"tenantId":"acme"}"#),
+    );
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.body.contains("format") || bad.body.contains("missing field"),
+        "{}",
+        bad.body
+    );
+    let unauthorized = server.request(
+        "POST",
+        "/api/v1/export-metrics",
+        &[],
+        Some(metric("success").as_bytes()),
+    );
+    assert_eq!(unauthorized.status, 401);
+    assert_eq!(
+        server.trigger("GET", "/api/v1/export-metrics", None).status,
+        405
+    );
+
+    let day = format!(r#"{{"startDate":"{yesterday}"}}"#);
+    let quiet = server.trigger("POST", "/api/v1/cron/export-metrics-aggregate", Some(&day));
+    assert_eq!(quiet.status, 200, "{}", quiet.body);
+    assert_eq!(quiet.json()["total_exports"], 100);
+    assert!(quiet.json()["alert"].is_null(), "9% is under the threshold");
+    assert!(receiver.bodies().is_empty());
+
+    for _ in 0..2 {
+        let reply = server.trigger("POST", "/api/v1/export-metrics", Some(&metric("failure")));
+        assert_eq!(reply.status, 201);
+    }
+    // 11 of 102: 10.8%.
+    let alerted = server.trigger("POST", "/api/v1/cron/export-metrics-aggregate", Some(&day));
+    let body = alerted.json();
+    assert_eq!(body["alert"]["type"], "export_failure_alert");
+    assert_eq!(body["webhook"]["delivered"], true, "{body}");
+    let received = receiver.bodies();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0]["type"], "export_failure_alert");
+    assert_eq!(received[0]["threshold"], 0.1);
+    assert!((received[0]["failure_rate"].as_f64().unwrap() - 11.0 / 102.0).abs() < 1e-9);
+    assert!(server.log().contains(r#""type":"export_failure_alert""#));
+}
+
+#[test]
+fn the_legacy_tick_takes_its_own_token() {
+    let env = Env::new().with("CRON_TOKEN", "legacy-token-1");
+    let server = env.serve();
+    let with = |headers: &[(&str, &str)]| server.request("POST", "/api/cron/tick", headers, None);
+    let reply = with(&[("X-Cron-Token", "legacy-token-1")]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let body: Value = reply.json();
+    assert_eq!(body["rulesEvaluated"], 0);
+    assert_eq!(
+        with(&[("Authorization", "Bearer legacy-token-1")]).status,
+        200
+    );
+    assert_eq!(with(&[("X-Cron-Token", "wrong")]).status, 401);
+    // The token opens only the legacy route.
+    let other = server.request(
+        "POST",
+        "/api/v1/cron/cron-tick",
+        &[("X-Cron-Token", "legacy-token-1")],
+        None,
+    );
+    assert_eq!(other.status, 401);
+}
