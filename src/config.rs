@@ -45,7 +45,7 @@ pub struct AlertSettings {
     pub min_exports: u64,
     /// `EXPORT_ALERT_AVG_DURATION_MS`: alert above this average duration (5000).
     pub avg_duration_ms: u64,
-    /// `EXPORT_ALERT_MAX_VOLUME`: alert above this many exports in the window (10000).
+    /// `EXPORT_ALERT_MAX_VOLUME`: alert when an hour has more exports than this (10000).
     pub max_volume: u64,
     /// `ALERT_WEBHOOK_URL`: alerts are also POSTed here as JSON.
     pub webhook: Option<String>,

@@ -59,7 +59,10 @@ fn telemetry_daily_over_http_matches_a_direct_count_and_is_idempotent() {
     let body = reply.json();
     assert_eq!(body["dates"], 1);
     assert_eq!(body["startDate"], yesterday.to_string());
-    assert!(body["rows"].as_u64().unwrap() > 0, "the demo has events yesterday: {body}");
+    assert!(
+        body["rows"].as_u64().unwrap() > 0,
+        "the demo has events yesterday: {body}"
+    );
     assert_eq!(
         without_meta(&rollup_table(&env)),
         direct_counts(&env, &format!("{yesterday}"), &format!("{today}"))

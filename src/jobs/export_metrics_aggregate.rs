@@ -94,7 +94,14 @@ impl Job for ExportMetricsAggregate {
         if !ctx.params.dry_run {
             store_hours(&mut conn, &mut hours, &to_store_text(ctx.now()))?;
         }
-        let alert = alert(&whole, &ctx.config.alerts, &start_text, &end_text);
+        let busiest_hour = hours.values().map(|hour| hour.total).max().unwrap_or(0);
+        let alert = alert(
+            &whole,
+            busiest_hour,
+            &ctx.config.alerts,
+            &start_text,
+            &end_text,
+        );
         let mut webhook = Value::Null;
         let mut item_errors = 0;
         if let Some(alert) = &alert {
@@ -225,8 +232,14 @@ fn store_hours(
     Ok(())
 }
 
-/// The alert for a window, if any threshold is passed.
-fn alert(summary: &Summary, settings: &AlertSettings, start: &str, end: &str) -> Option<Value> {
+/// The alert for a window, if any threshold is passed; volume is judged by its busiest hour.
+fn alert(
+    summary: &Summary,
+    busiest_hour: u64,
+    settings: &AlertSettings,
+    start: &str,
+    end: &str,
+) -> Option<Value> {
     let failure_rate = summary.ratio(summary.failures()).unwrap_or(0.0);
     let avg_duration = summary.avg_duration_ms().unwrap_or(0.0);
     let mut reasons = Vec::new();
@@ -236,7 +249,7 @@ fn alert(summary: &Summary, settings: &AlertSettings, start: &str, end: &str) ->
     if avg_duration > settings.avg_duration_ms as f64 {
         reasons.push("avg_duration");
     }
-    if summary.total > settings.max_volume {
+    if busiest_hour > settings.max_volume {
         reasons.push("volume");
     }
     if reasons.is_empty() {
@@ -253,6 +266,7 @@ fn alert(summary: &Summary, settings: &AlertSettings, start: &str, end: &str) ->
         "failures": summary.failures(),
         "avg_duration_ms": avg_duration,
         "avg_duration_threshold_ms": settings.avg_duration_ms,
+        "busiest_hour_exports": busiest_hour,
         "volume_threshold": settings.max_volume,
         "window": {"start": start, "end": end},
     }))
@@ -284,19 +298,22 @@ mod tests {
 
     #[test]
     fn the_alert_fires_above_ten_percent_failures_only() {
-        let fired = alert(&summary(100, 11, 10), &settings(), "s", "e").unwrap();
+        let fired = alert(&summary(100, 11, 10), 100, &settings(), "s", "e").unwrap();
         assert_eq!(fired["type"], "export_failure_alert");
         assert_eq!(fired["severity"], "warning");
         assert_eq!(fired["failure_rate"], 0.11);
         assert_eq!(fired["threshold"], 0.1);
-        assert!(alert(&summary(100, 9, 10), &settings(), "s", "e").is_none());
-        assert!(alert(&summary(100, 10, 10), &settings(), "s", "e").is_none());
+        assert!(alert(&summary(100, 9, 10), 100, &settings(), "s", "e").is_none());
+        assert!(alert(&summary(100, 10, 10), 100, &settings(), "s", "e").is_none());
         // Too few exports to judge a rate.
-        assert!(alert(&summary(5, 5, 10), &settings(), "s", "e").is_none());
-        let critical = alert(&summary(100, 30, 10), &settings(), "s", "e").unwrap();
+        assert!(alert(&summary(5, 5, 10), 5, &settings(), "s", "e").is_none());
+        let critical = alert(&summary(100, 30, 10), 100, &settings(), "s", "e").unwrap();
         assert_eq!(critical["severity"], "critical");
-        let slow = alert(&summary(3, 0, 5_001), &settings(), "s", "e").unwrap();
+        let slow = alert(&summary(3, 0, 5_001), 3, &settings(), "s", "e").unwrap();
         assert_eq!(slow["reasons"], json!(["avg_duration"]));
+        let busy = alert(&summary(20_000, 0, 10), 10_001, &settings(), "s", "e").unwrap();
+        assert_eq!(busy["reasons"], json!(["volume"]));
+        assert!(alert(&summary(20_000, 0, 10), 9_000, &settings(), "s", "e").is_none());
     }
 
     #[test]
