@@ -8,6 +8,7 @@ pub mod export;
 pub mod holder;
 pub mod http;
 pub mod jobs;
+pub mod logging;
 pub mod runner;
 pub mod scheduler;
 pub mod shutdown;

@@ -4,9 +4,14 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    let format = match edgecron::logging::LogFormat::from_env() {
+        Ok(format) => format,
+        Err(message) => {
+            eprintln!("edgecron: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    edgecron::logging::init(format);
     let cli = <edgecron::cli::Cli as clap::Parser>::parse();
     match edgecron::cli::execute(cli) {
         Ok(code) => code,

@@ -174,6 +174,7 @@ impl Runner {
                 }
             }
         };
+        let _scope = crate::logging::enter_run(job_name, run_id);
         log::info!("{job_name}: run {run_id} started ({})", trigger.as_str());
 
         let started = Instant::now();

@@ -6,6 +6,7 @@ mod calendar;
 mod cli;
 mod export;
 mod http;
+mod operate;
 mod rollups;
 mod s3;
 mod scheduler;

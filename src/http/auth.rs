@@ -63,6 +63,45 @@ impl Auth {
     }
 }
 
+/// The status page's cookie.
+pub const SESSION_COOKIE: &str = "edgecron_session";
+
+impl Auth {
+    /// The session value for a presented cron secret, if it is one. The cookie holds this
+    /// derived value, never the secret, so it opens the status page and no trigger route.
+    pub fn session_for(&self, presented: &str) -> Option<String> {
+        let accepted: Vec<&Secret> = self.cron_secrets.iter().collect();
+        matches_any(presented, &accepted).then(|| session_value(presented))
+    }
+
+    /// Whether the request may see the status page: a trigger secret in a header, or the
+    /// session cookie.
+    pub fn allows_page(&self, request: &Request) -> bool {
+        if self.allows(request, Realm::Cron) {
+            return true;
+        }
+        let sessions: Vec<Secret> = self
+            .cron_secrets
+            .iter()
+            .map(|secret| Secret::new(session_value(secret.expose())))
+            .collect();
+        let accepted: Vec<&Secret> = sessions.iter().collect();
+        request
+            .headers()
+            .iter()
+            .filter(|header| header.field.equiv("cookie"))
+            .flat_map(|header| header.value.as_str().split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .filter(|(name, _)| *name == SESSION_COOKIE)
+            .any(|(_, value)| matches_any(value, &accepted))
+    }
+}
+
+fn session_value(secret: &str) -> String {
+    let digest = Sha256::digest(format!("edgecron status page\0{secret}").as_bytes());
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
     let head = value.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)

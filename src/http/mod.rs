@@ -13,7 +13,9 @@
 //!   behind a proxy with its own timeouts when untrusted clients can reach it.
 
 mod auth;
+mod prometheus;
 mod routes;
+mod status_page;
 
 use std::io;
 use std::net::TcpListener;

@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tiny_http::{Header, Method, Request, Response};
 
-use super::auth::{Auth, Realm};
+use super::auth::{Auth, Realm, SESSION_COOKIE};
+use super::prometheus;
+use super::status_page;
 use crate::export::metrics;
 use crate::jobs::RunParams;
 use crate::runner::{RunError, Runner};
@@ -42,6 +44,15 @@ impl Reply {
             status,
             body: body.to_string(),
             content_type: "application/json",
+            headers: Vec::new(),
+        }
+    }
+
+    fn text(status: u16, body: String, content_type: &'static str) -> Reply {
+        Reply {
+            status,
+            body,
+            content_type,
             headers: Vec::new(),
         }
     }
@@ -84,6 +95,13 @@ fn route(app: &App, request: &mut Request) -> Reply {
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
     match path {
         "/healthz" => allow(request, READ_METHODS).unwrap_or_else(|| health(app)),
+        "/metrics" => allow(request, READ_METHODS).unwrap_or_else(|| scrape(app)),
+        "/" => allow(request, READ_METHODS).unwrap_or_else(|| status(app, request)),
+        "/login" => match request.method() {
+            Method::Get => html(200, status_page::login(None)),
+            _ => allow(request, &[Method::Post]).unwrap_or_else(|| login(app, request)),
+        },
+        "/logout" => allow(request, &[Method::Post]).unwrap_or_else(logout),
         "/api/v1/jobs" => read(app, request, jobs),
         "/api/v1/runs" => read(app, request, |app| runs(app, query)),
         "/api/jobs/telemetry-daily" => trigger(
@@ -307,6 +325,76 @@ fn health(app: &App) -> Reply {
             503,
             &json!({"status": "unavailable", "error": error.to_string()}),
         ),
+    }
+}
+
+fn html(status: u16, body: String) -> Reply {
+    let mut reply = Reply::text(status, body, "text/html; charset=utf-8");
+    for (name, value) in status_page::SECURITY_HEADERS {
+        reply = reply.with_header(name, value);
+    }
+    reply
+}
+
+/// The status page; without a session or secret, a redirect to the login form.
+fn status(app: &App, request: &Request) -> Reply {
+    if !app.auth.allows_page(request) {
+        return Reply::text(303, String::new(), "text/plain; charset=utf-8")
+            .with_header("Location", "/login");
+    }
+    let store = app.runner.store();
+    let page = job_statuses(&app.runner, &app.planned).and_then(|jobs| {
+        let durations = jobs
+            .iter()
+            .map(|job| Ok((job.name, store.recent_durations(job.name, 30)?)))
+            .collect::<Result<_, crate::store::StoreError>>()?;
+        let failures = store.recent_failures(10)?;
+        let now = crate::clock::to_store_text(app.runner.clock().now());
+        Ok(status_page::page(&jobs, &durations, &failures, &now))
+    });
+    match page {
+        Ok(page) => html(200, page),
+        Err(error) => Reply::error(500, error),
+    }
+}
+
+/// The login form's POST: a valid secret sets the session cookie and goes back to `/`.
+fn login(app: &App, request: &mut Request) -> Reply {
+    let body = match read_body(request) {
+        Ok(body) => body,
+        Err(reply) => return reply,
+    };
+    let secret = form_urlencoded::parse(&body)
+        .find(|(key, _)| key == "secret")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    let Some(session) = app.auth.session_for(&secret) else {
+        return html(
+            401,
+            status_page::login(Some("That secret is not accepted.")),
+        );
+    };
+    Reply::text(303, String::new(), "text/plain; charset=utf-8")
+        .with_header("Location", "/")
+        .with_header(
+            "Set-Cookie",
+            format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200"),
+        )
+}
+
+fn logout() -> Reply {
+    Reply::text(303, String::new(), "text/plain; charset=utf-8")
+        .with_header("Location", "/")
+        .with_header(
+            "Set-Cookie",
+            format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        )
+}
+
+fn scrape(app: &App) -> Reply {
+    match prometheus::snapshot(&app.runner) {
+        Ok(snapshot) => Reply::text(200, prometheus::render(&snapshot), prometheus::CONTENT_TYPE),
+        Err(error) => Reply::error(500, error),
     }
 }
 

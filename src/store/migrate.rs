@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0008_alerts_reports",
         sql: include_str!("../../schema/0008_alerts_reports.sql"),
     },
+    Migration {
+        version: 9,
+        name: "0009_run_stats",
+        sql: include_str!("../../schema/0009_run_stats.sql"),
+    },
 ];
 
 pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> {

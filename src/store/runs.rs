@@ -63,6 +63,24 @@ pub struct RunRecord {
     pub rows_processed: i64,
 }
 
+/// Lifetime counters of a job's runs that ended with one status (kept by a trigger).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunStats {
+    pub job: String,
+    pub status: String,
+    pub runs: i64,
+    pub duration_seconds_sum: f64,
+    pub rows_processed: i64,
+    pub last_finished_at: Option<String>,
+}
+
+/// A job's duration histogram: runs per bucket (not cumulative), buckets in ascending order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DurationHistogram {
+    pub job: String,
+    pub buckets: Vec<(String, i64)>,
+}
+
 /// The run currently holding a job's lease.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -349,6 +367,84 @@ impl Store {
             )
             .optional()?;
         Ok((latest, latest_failed))
+    }
+
+    pub fn run_stats(&self) -> Result<Vec<RunStats>, StoreError> {
+        let conn = self.conn()?;
+        let mut statement = conn.prepare(
+            "SELECT job, status, runs, duration_seconds_sum, rows_processed, last_finished_at
+               FROM job_run_stats ORDER BY job, status",
+        )?;
+        let stats = statement
+            .query_map([], |row| {
+                Ok(RunStats {
+                    job: row.get(0)?,
+                    status: row.get(1)?,
+                    runs: row.get(2)?,
+                    duration_seconds_sum: row.get(3)?,
+                    rows_processed: row.get(4)?,
+                    last_finished_at: row.get(5)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(stats)
+    }
+
+    /// Every job's histogram, with every bucket (zero where no run fell).
+    pub fn duration_histograms(&self, jobs: &[&str]) -> Result<Vec<DurationHistogram>, StoreError> {
+        let conn = self.conn()?;
+        let mut statement = conn.prepare_cached(
+            "SELECT d.le, COALESCE(b.runs, 0) FROM job_run_duration_bounds d
+               LEFT JOIN job_run_duration_buckets b ON b.le = d.le AND b.job = ?1
+              ORDER BY d.seconds",
+        )?;
+        jobs.iter()
+            .map(|job| {
+                let buckets = statement
+                    .query_map([job], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                Ok(DurationHistogram {
+                    job: job.to_string(),
+                    buckets,
+                })
+            })
+            .collect()
+    }
+
+    /// Runs in progress, per job.
+    pub fn running_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let conn = self.conn()?;
+        let mut statement = conn
+            .prepare("SELECT job, COUNT(*) FROM job_runs WHERE status = 'running' GROUP BY job")?;
+        let counts = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(counts)
+    }
+
+    /// The durations (ms) of a job's newest finished runs, oldest first.
+    pub fn recent_durations(&self, job: &str, limit: i64) -> Result<Vec<i64>, StoreError> {
+        let conn = self.conn()?;
+        let mut statement = conn.prepare_cached(
+            "SELECT duration_ms FROM (SELECT id, duration_ms FROM job_runs
+               WHERE job = ?1 AND duration_ms IS NOT NULL ORDER BY id DESC LIMIT ?2) ORDER BY id",
+        )?;
+        let durations = statement
+            .query_map((job, limit), |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(durations)
+    }
+
+    /// The newest failed runs of every job.
+    pub fn recent_failures(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
+        let conn = self.conn()?;
+        let mut statement = conn.prepare(&format!(
+            "SELECT {RUN_COLUMNS} FROM job_runs WHERE status = 'failed' ORDER BY id DESC LIMIT ?1"
+        ))?;
+        let runs = statement
+            .query_map([limit], run_from_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(runs)
     }
 
     pub fn last_fire(&self, job: &str) -> Result<Option<DateTime<Utc>>, StoreError> {

@@ -1,0 +1,274 @@
+//! `GET /metrics`: the Prometheus text exposition format (version 0.0.4).
+//!
+//! Run counters come from `job_run_stats`, which a trigger keeps as runs end, so they count
+//! runs of every process (scheduler, HTTP, CLI) and never go back when history is pruned.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use crate::clock::from_store_text;
+use crate::export::manifest;
+use crate::runner::Runner;
+use crate::siem::{Siem, ledger};
+use crate::store::StoreError;
+use crate::store::runs::{DurationHistogram, RunStats};
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Everything one scrape reports.
+pub struct Snapshot {
+    pub jobs: Vec<&'static str>,
+    pub stats: Vec<RunStats>,
+    pub histograms: Vec<DurationHistogram>,
+    pub running: Vec<(String, i64)>,
+    pub upload_queue: (u64, u64),
+    /// `(backend, rows after its cursor)` when a SIEM is configured.
+    pub siem_backlog: Option<(&'static str, u64)>,
+    pub store_bytes: u64,
+    pub wal_bytes: u64,
+}
+
+pub fn snapshot(runner: &Runner) -> Result<Snapshot, StoreError> {
+    let store = runner.store();
+    let jobs = runner.jobs().names();
+    let siem_backlog = match &runner.config().siem {
+        Siem::On(settings) => {
+            let backend = settings.backend.name();
+            let cursor = ledger::cursor(store, backend)?;
+            Some((backend, ledger::backlog(store, &cursor)?))
+        }
+        Siem::Off(_) => None,
+    };
+    let file_size = |path: &Path| std::fs::metadata(path).map_or(0, |meta| meta.len());
+    let mut wal = store.path().as_os_str().to_owned();
+    wal.push("-wal");
+    Ok(Snapshot {
+        stats: store.run_stats()?,
+        histograms: store.duration_histograms(&jobs)?,
+        running: store.running_counts()?,
+        upload_queue: manifest::upload_backlog(store)?,
+        siem_backlog,
+        store_bytes: file_size(store.path()),
+        wal_bytes: file_size(Path::new(&wal)),
+        jobs,
+    })
+}
+
+const STATUSES: [&str; 3] = ["ok", "partial", "failed"];
+
+pub fn render(snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    let stat = |job: &str, status: &str| {
+        snapshot
+            .stats
+            .iter()
+            .find(|stat| stat.job == job && stat.status == status)
+    };
+
+    family(
+        &mut out,
+        "edgecron_job_runs_total",
+        "counter",
+        "Runs that ended, by job and status.",
+    );
+    for job in &snapshot.jobs {
+        for status in STATUSES {
+            let runs = stat(job, status).map_or(0, |stat| stat.runs);
+            let _ = writeln!(
+                out,
+                "edgecron_job_runs_total{{job=\"{job}\",status=\"{status}\"}} {runs}"
+            );
+        }
+    }
+
+    family(
+        &mut out,
+        "edgecron_job_run_duration_seconds",
+        "histogram",
+        "How long runs took, by job.",
+    );
+    for histogram in &snapshot.histograms {
+        let job = &histogram.job;
+        let mut cumulative = 0;
+        for (le, runs) in &histogram.buckets {
+            cumulative += runs;
+            let _ = writeln!(
+                out,
+                "edgecron_job_run_duration_seconds_bucket{{job=\"{job}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let sum: f64 = STATUSES
+            .iter()
+            .filter_map(|status| stat(job, status))
+            .map(|stat| stat.duration_seconds_sum)
+            .sum();
+        let _ = writeln!(
+            out,
+            "edgecron_job_run_duration_seconds_sum{{job=\"{job}\"}} {sum}"
+        );
+        let _ = writeln!(
+            out,
+            "edgecron_job_run_duration_seconds_count{{job=\"{job}\"}} {cumulative}"
+        );
+    }
+
+    let last = |statuses: &[&str], job: &str| {
+        statuses
+            .iter()
+            .filter_map(|status| stat(job, status))
+            .filter_map(|stat| stat.last_finished_at.as_deref().and_then(from_store_text))
+            .max()
+    };
+    for (name, help, statuses) in [
+        (
+            "edgecron_job_last_success_timestamp_seconds",
+            "When the job last ended ok or partial (Unix time).",
+            &["ok", "partial"][..],
+        ),
+        (
+            "edgecron_job_last_failure_timestamp_seconds",
+            "When the job last failed (Unix time).",
+            &["failed"][..],
+        ),
+    ] {
+        family(&mut out, name, "gauge", help);
+        for job in &snapshot.jobs {
+            if let Some(time) = last(statuses, job) {
+                let seconds = time.timestamp_millis() as f64 / 1000.0;
+                let _ = writeln!(out, "{name}{{job=\"{job}\"}} {seconds}");
+            }
+        }
+    }
+
+    family(
+        &mut out,
+        "edgecron_job_rows_processed_total",
+        "counter",
+        "Rows (files, items) runs processed, by job.",
+    );
+    for job in &snapshot.jobs {
+        let rows: i64 = STATUSES
+            .iter()
+            .filter_map(|status| stat(job, status))
+            .map(|stat| stat.rows_processed)
+            .sum();
+        let _ = writeln!(
+            out,
+            "edgecron_job_rows_processed_total{{job=\"{job}\"}} {rows}"
+        );
+    }
+
+    family(
+        &mut out,
+        "edgecron_job_running",
+        "gauge",
+        "Runs in progress, by job.",
+    );
+    for job in &snapshot.jobs {
+        let running = snapshot
+            .running
+            .iter()
+            .find(|(name, _)| name == job)
+            .map_or(0, |(_, count)| *count);
+        let _ = writeln!(out, "edgecron_job_running{{job=\"{job}\"}} {running}");
+    }
+
+    let (files, bytes) = snapshot.upload_queue;
+    gauge(
+        &mut out,
+        "edgecron_export_upload_queue_files",
+        "Export files waiting for upload to S3.",
+        files,
+    );
+    gauge(
+        &mut out,
+        "edgecron_export_upload_queue_bytes",
+        "Bytes of export files waiting for upload.",
+        bytes,
+    );
+    if let Some((backend, rows)) = snapshot.siem_backlog {
+        family(
+            &mut out,
+            "edgecron_siem_backlog_rows",
+            "gauge",
+            "Audit rows after the SIEM cursor.",
+        );
+        let _ = writeln!(
+            out,
+            "edgecron_siem_backlog_rows{{backend=\"{backend}\"}} {rows}"
+        );
+    }
+    gauge(
+        &mut out,
+        "edgecron_store_size_bytes",
+        "Size of the SQLite store file.",
+        snapshot.store_bytes,
+    );
+    gauge(
+        &mut out,
+        "edgecron_store_wal_size_bytes",
+        "Size of the store's write-ahead log.",
+        snapshot.wal_bytes,
+    );
+    out
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    family(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_histograms_and_gauges_in_exposition_format() {
+        let snapshot = Snapshot {
+            jobs: vec!["cleanup"],
+            stats: vec![RunStats {
+                job: "cleanup".into(),
+                status: "ok".into(),
+                runs: 2,
+                duration_seconds_sum: 0.75,
+                rows_processed: 40,
+                last_finished_at: Some("2026-05-01T00:00:00.500Z".into()),
+            }],
+            histograms: vec![DurationHistogram {
+                job: "cleanup".into(),
+                buckets: vec![("0.5".into(), 1), ("1".into(), 1), ("+Inf".into(), 0)],
+            }],
+            running: vec![("cleanup".into(), 1)],
+            upload_queue: (3, 4096),
+            siem_backlog: Some(("splunk", 7)),
+            store_bytes: 8192,
+            wal_bytes: 0,
+        };
+        let text = render(&snapshot);
+        for line in [
+            "# TYPE edgecron_job_runs_total counter",
+            "edgecron_job_runs_total{job=\"cleanup\",status=\"ok\"} 2",
+            "edgecron_job_runs_total{job=\"cleanup\",status=\"failed\"} 0",
+            "edgecron_job_run_duration_seconds_bucket{job=\"cleanup\",le=\"1\"} 2",
+            "edgecron_job_run_duration_seconds_bucket{job=\"cleanup\",le=\"+Inf\"} 2",
+            "edgecron_job_run_duration_seconds_sum{job=\"cleanup\"} 0.75",
+            "edgecron_job_run_duration_seconds_count{job=\"cleanup\"} 2",
+            "edgecron_job_last_success_timestamp_seconds{job=\"cleanup\"} 1777593600.5",
+            "edgecron_job_rows_processed_total{job=\"cleanup\"} 40",
+            "edgecron_job_running{job=\"cleanup\"} 1",
+            "edgecron_export_upload_queue_files 3",
+            "edgecron_siem_backlog_rows{backend=\"splunk\"} 7",
+            "edgecron_store_size_bytes 8192",
+        ] {
+            assert!(
+                text.lines().any(|candidate| candidate == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(!text.contains("edgecron_job_last_failure_timestamp_seconds{"));
+    }
+}

@@ -1,0 +1,77 @@
+//! Log output: human-readable lines by default; with `EDGECRON_LOG_FORMAT=json`, one JSON
+//! object per line (`time`, `level`, `target`, `message`, `job`, `runId`) for journald,
+//! Datadog or CloudWatch. The runner marks the thread running a job, so every line the job
+//! logs there carries its job and run id.
+
+use std::cell::Cell;
+use std::io::Write;
+
+use chrono::{SecondsFormat, Utc};
+use serde_json::json;
+
+thread_local! {
+    static CURRENT_RUN: Cell<Option<(&'static str, i64)>> = const { Cell::new(None) };
+}
+
+/// While alive, log lines from this thread name the run.
+pub struct RunScope {
+    previous: Option<(&'static str, i64)>,
+}
+
+impl Drop for RunScope {
+    fn drop(&mut self) {
+        CURRENT_RUN.with(|current| current.set(self.previous));
+    }
+}
+
+pub fn enter_run(job: &'static str, run_id: i64) -> RunScope {
+    let previous = CURRENT_RUN.with(|current| current.replace(Some((job, run_id))));
+    RunScope { previous }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// `EDGECRON_LOG_FORMAT`: `text` (the default) or `json`.
+    pub fn from_env() -> Result<LogFormat, String> {
+        match std::env::var("EDGECRON_LOG_FORMAT")
+            .ok()
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("") | Some("text") => Ok(LogFormat::Text),
+            Some("json") => Ok(LogFormat::Json),
+            Some(other) => Err(format!(
+                "EDGECRON_LOG_FORMAT: expected text or json, got {other:?}"
+            )),
+        }
+    }
+}
+
+/// Installs the logger; `RUST_LOG` filters as env_logger reads it (default `info`).
+pub fn init(format: LogFormat) {
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    match format {
+        LogFormat::Text => builder.format_timestamp_millis(),
+        LogFormat::Json => builder.format(|out, record| {
+            let (job, run_id) = CURRENT_RUN
+                .with(Cell::get)
+                .map_or((None, None), |(job, run_id)| (Some(job), Some(run_id)));
+            let line = json!({
+                "time": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+                "level": record.level().as_str(),
+                "target": record.target(),
+                "message": record.args().to_string(),
+                "job": job,
+                "runId": run_id,
+            });
+            writeln!(out, "{line}")
+        }),
+    };
+    builder.init();
+}

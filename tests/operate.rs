@@ -1,0 +1,374 @@
+//! Operating edgecron: `/metrics` read by a real Prometheus parser, the status page in a
+//! real browser, the systemd units, the example env file, and JSON logs.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::{Env, SECRET};
+
+/// Whether a tool the test needs is here; CI installs them and sets `require` so a missing
+/// one fails there instead of skipping.
+fn available(require: &str, tools: &[&str], why: &str) -> bool {
+    let missing: Vec<&&str> = tools
+        .iter()
+        .filter(|tool| !Path::new(tool).exists())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var_os(require).is_none(),
+        "{require} is set but {missing:?} is missing"
+    );
+    eprintln!("skipped: {why} needs {missing:?} (`.ci/run` installs them)");
+    false
+}
+
+fn python_has(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_with_per_job_samples_after_a_run() {
+    let env = Env::new();
+    let server = env.serve();
+    for _ in 0..2 {
+        assert_eq!(
+            server.trigger("POST", "/api/v1/cron/cleanup", None).status,
+            200
+        );
+    }
+    let reply = server.get("/metrics");
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply
+            .head
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4")
+    );
+    // Python's prometheus_client is the reference parser; it fails on malformed exposition.
+    let parser = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+samples = [[s.name, s.labels, s.value] for f in text_string_to_metric_families(sys.stdin.read()) for s in f.samples]
+print(json.dumps(samples))
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", parser])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), reply.body.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "prometheus_client could not parse /metrics (pip install prometheus_client): {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        reply.body
+    );
+    let samples: Vec<(String, serde_json::Map<String, Value>, f64)> =
+        serde_json::from_slice(&output.stdout).unwrap();
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        samples
+            .iter()
+            .find(|(sample, sample_labels, _)| {
+                sample == name
+                    && labels.iter().all(|(key, value)| {
+                        sample_labels.get(*key).and_then(Value::as_str) == Some(value)
+                    })
+            })
+            .map(|(_, _, value)| *value)
+    };
+    assert_eq!(
+        value(
+            "edgecron_job_runs_total",
+            &[("job", "cleanup"), ("status", "ok")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            "edgecron_job_runs_total",
+            &[("job", "cleanup"), ("status", "failed")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            "edgecron_job_run_duration_seconds_count",
+            &[("job", "cleanup")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            "edgecron_job_run_duration_seconds_bucket",
+            &[("job", "cleanup"), ("le", "+Inf")]
+        ),
+        Some(2.0)
+    );
+    assert!(
+        value(
+            "edgecron_job_last_success_timestamp_seconds",
+            &[("job", "cleanup")]
+        )
+        .unwrap()
+            > 1.7e9
+    );
+    assert_eq!(
+        value("edgecron_job_running", &[("job", "siem-ship")]),
+        Some(0.0)
+    );
+    assert_eq!(value("edgecron_export_upload_queue_files", &[]), Some(0.0));
+    assert!(value("edgecron_store_size_bytes", &[]).unwrap() > 0.0);
+    assert!(value("edgecron_store_wal_size_bytes", &[]).is_some());
+    // A CLI run is counted too: the counters live in the store, not in the server.
+    env.run_json(&["run", "cleanup"], 0);
+    let again = server.get("/metrics").body;
+    assert!(
+        again.contains("edgecron_job_runs_total{job=\"cleanup\",status=\"ok\"} 3"),
+        "{again}"
+    );
+}
+
+#[test]
+fn the_status_page_needs_a_session_and_lists_every_job() {
+    let env = Env::new();
+    let server = env.serve();
+    let redirect = server.get("/");
+    assert_eq!(redirect.status, 303);
+    assert!(
+        redirect.head.contains("Location: /login"),
+        "{}",
+        redirect.head
+    );
+    let login = server.get("/login");
+    assert_eq!(login.status, 200);
+    assert!(login.body.contains("<form") && login.body.contains("name=\"secret\""));
+
+    let wrong = server.request("POST", "/login", &[], Some(b"secret=nope"));
+    assert_eq!(wrong.status, 401);
+    let body = format!("secret={SECRET}");
+    let signed_in = server.request("POST", "/login", &[], Some(body.as_bytes()));
+    assert_eq!(signed_in.status, 303);
+    let cookie_line = signed_in
+        .head
+        .lines()
+        .find(|line| line.to_ascii_lowercase().starts_with("set-cookie:"))
+        .expect("a session cookie");
+    assert!(cookie_line.contains("HttpOnly") && cookie_line.contains("SameSite=Strict"));
+    assert!(
+        !cookie_line.contains(SECRET),
+        "the cookie must not hold the secret"
+    );
+    let session = cookie_line
+        .split_once(':')
+        .unwrap()
+        .1
+        .split(';')
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+
+    let page = server.request("GET", "/", &[("Cookie", &session)], None);
+    assert_eq!(page.status, 200);
+    assert!(page.head.contains("Content-Security-Policy"));
+    let jobs = env.run_json(&["jobs", "--json"], 0);
+    for job in jobs.as_array().unwrap() {
+        let name = job["name"].as_str().unwrap();
+        assert!(
+            page.body.contains(&format!("id=\"job-{name}\"")),
+            "{name} missing"
+        );
+    }
+    // The cookie opens the page, not the trigger routes.
+    let trigger = server.request(
+        "POST",
+        "/api/v1/cron/cleanup",
+        &[("Cookie", &session)],
+        None,
+    );
+    assert_eq!(trigger.status, 401);
+}
+
+#[test]
+fn a_browser_signs_in_and_sees_every_job_without_errors() {
+    let ready = available(
+        "EDGECRON_REQUIRE_BROWSER",
+        &["/usr/bin/chromium", "/usr/bin/chromedriver"],
+        "the browser test",
+    );
+    if !ready {
+        return;
+    }
+    assert!(
+        python_has("selenium"),
+        "python3 selenium is missing (apt-get install python3-selenium)"
+    );
+    let env = Env::new();
+    env.demo();
+    env.run_json(&["run", "cleanup"], 0);
+    let server = env.serve();
+    let jobs: Vec<String> = env
+        .run_json(&["jobs", "--json"], 0)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["name"].as_str().unwrap().to_string())
+        .collect();
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let output = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/browser/status_page.py"
+        ))
+        .arg(format!("http://{}", server.address))
+        .arg(SECRET)
+        .arg(&screenshot)
+        .arg(jobs.join(","))
+        .output()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["shown"].as_array().unwrap().len(), jobs.len());
+    assert!(
+        std::fs::metadata(&screenshot).unwrap().len() > 10_000,
+        "empty screenshot"
+    );
+    eprintln!("status page screenshot: {}", screenshot.display());
+}
+
+#[test]
+fn the_systemd_units_verify_clean() {
+    if !available(
+        "EDGECRON_REQUIRE_SYSTEMD",
+        &["/usr/bin/systemd-analyze"],
+        "systemd-analyze verify",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let units = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd");
+    for name in [
+        "edgecron.service",
+        "edgecron-run@.service",
+        "edgecron-run@.timer",
+    ] {
+        // verify checks that ExecStart's binary exists: point it at the one just built.
+        let text = std::fs::read_to_string(Path::new(units).join(name)).unwrap();
+        let text = text.replace("/usr/local/bin/edgecron", env!("CARGO_BIN_EXE_edgecron"));
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    for (instance, template) in [
+        ("edgecron-run@cleanup.service", "edgecron-run@.service"),
+        ("edgecron-run@cleanup.timer", "edgecron-run@.timer"),
+    ] {
+        std::os::unix::fs::symlink(template, dir.path().join(instance)).unwrap();
+    }
+    let output = Command::new("systemd-analyze")
+        .current_dir(dir.path())
+        .args([
+            "verify",
+            "./edgecron.service",
+            "./edgecron-run@cleanup.service",
+            "./edgecron-run@cleanup.timer",
+        ])
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
+}
+
+#[test]
+fn the_example_env_file_names_every_variable() {
+    let sources = ["src/config.rs", "src/siem/settings.rs"]
+        .map(|file| {
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap()
+        })
+        .join("\n");
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/edgecron.env"))
+            .unwrap();
+    let mut names: Vec<&str> = sources
+        .split("get(\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    names.extend([
+        "EDGECRON_LOG_FORMAT",
+        "RUST_LOG",
+        "EDGECRON_SCHEDULE_",
+        "EDGECRON_ENABLED_",
+    ]);
+    assert!(names.len() > 30, "{names:?}");
+    for name in names {
+        assert!(
+            example.contains(&format!("# {name}")),
+            "systemd/edgecron.env lacks {name}"
+        );
+    }
+}
+
+#[test]
+fn json_logs_carry_the_job_and_run_id_and_never_the_secret() {
+    let env = Env::new().with("EDGECRON_LOG_FORMAT", "json");
+    let output = env.run(&["run", "cleanup"]);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
+        .collect();
+    for line in &lines {
+        for key in ["time", "level", "target", "message"] {
+            assert!(line[key].is_string(), "{key} in {line}");
+        }
+    }
+    let run_lines: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["job"] == "cleanup")
+        .collect();
+    assert!(run_lines.len() >= 2, "start and end: {stderr}");
+    assert!(run_lines.iter().all(|line| line["runId"].is_i64()));
+    assert!(
+        run_lines
+            .iter()
+            .any(|line| line["message"].as_str().unwrap().contains("started"))
+    );
+
+    let mut server = env.serve();
+    assert_eq!(
+        server.trigger("POST", "/api/v1/cron/cleanup", None).status,
+        200
+    );
+    server.signal("TERM");
+    server.wait_exit(std::time::Duration::from_secs(20));
+    let log = server.log();
+    assert!(!log.is_empty() && !log.contains(SECRET));
+    for line in log.lines() {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|error| panic!("{error}: {line}"));
+    }
+
+    let bad = env.with("EDGECRON_LOG_FORMAT", "xml").run(&["jobs"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
