@@ -9,18 +9,10 @@ use crate::support::intake::Receiver;
 
 /// `date event count unique_users` for every rollup row, in order.
 fn rollup_table(env: &Env) -> Vec<String> {
-    let db = env.db();
-    let mut statement = db
-        .prepare(
-            "SELECT date || ' ' || event || ' ' || count || ' ' || unique_users || ' ' || meta
-               FROM telemetry_daily ORDER BY date, event",
-        )
-        .unwrap();
-    statement
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    env.strings(
+        "SELECT date || ' ' || event || ' ' || count || ' ' || unique_users || ' ' || meta
+           FROM telemetry_daily ORDER BY date, event",
+    )
 }
 
 /// The same counts straight from the raw events.

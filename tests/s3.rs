@@ -5,25 +5,13 @@ use std::time::Duration;
 use crate::support::{Env, Moto, drain_exports};
 
 fn manifest_keys(env: &Env) -> Vec<String> {
-    let conn = env.db();
-    let mut statement = conn
-        .prepare("SELECT 'backup/' || path FROM export_files ORDER BY 1")
-        .unwrap();
-    statement
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    env.strings("SELECT 'backup/' || path FROM export_files ORDER BY 1")
 }
 
 fn uploaded_keys(env: &Env) -> Vec<String> {
-    let conn = env.db();
-    let mut statement = conn.prepare("SELECT 'backup/' || path FROM export_files WHERE upload_status = 'uploaded' ORDER BY 1").unwrap();
-    statement
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    env.strings(
+        "SELECT 'backup/' || path FROM export_files WHERE upload_status = 'uploaded' ORDER BY 1",
+    )
 }
 
 /// Lets failed files be tried again now, as if their backoff had passed.

@@ -54,15 +54,7 @@ fn ids_except(ids: &[String], positions: &[usize]) -> BTreeSet<String> {
 }
 
 fn dead_letters(env: &Env) -> Vec<String> {
-    let db = env.db();
-    let mut statement = db
-        .prepare("SELECT audit_id FROM siem_dead_letters ORDER BY audit_id")
-        .unwrap();
-    statement
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    env.strings("SELECT audit_id FROM siem_dead_letters ORDER BY audit_id")
 }
 
 fn cursor_id(env: &Env, backend: &str) -> Option<String> {

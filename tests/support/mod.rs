@@ -111,6 +111,17 @@ impl Env {
         conn
     }
 
+    /// The first column of every row `sql` answers, as text.
+    pub fn strings(&self, sql: &str) -> Vec<String> {
+        let db = self.db();
+        let mut statement = db.prepare(sql).expect(sql);
+        statement
+            .query_map([], |row| row.get(0))
+            .expect(sql)
+            .collect::<Result<_, _>>()
+            .expect(sql)
+    }
+
     pub fn query_i64(&self, sql: &str) -> i64 {
         self.db().query_row(sql, [], |row| row.get(0)).expect(sql)
     }
