@@ -249,6 +249,17 @@ fn a_datadog_intake_that_refuses_every_entry_dead_letters_none() {
 }
 
 #[test]
+fn requests_shrink_until_a_proxy_body_limit_lets_them_through() {
+    for kind in [Kind::Splunk, Kind::Elastic] {
+        let intake = Intake::start_limited(kind, 20_000);
+        let env = intake.configure(Env::new());
+        let ids = add_audit_rows(&env, 300, &[]);
+        assert_delivered(&env, &intake, &ids, &[], 0);
+        assert!(intake.requests() > 5, "{kind:?}: {}", intake.requests());
+    }
+}
+
+#[test]
 fn a_dry_run_reports_the_backlog_and_sends_nothing() {
     let intake = Intake::start(Kind::Splunk, &[]);
     let env = intake.configure(Env::new());

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::intake::{Encoding, Intake, Reply, Retry, is_retryable};
 use super::settings::{DEFAULT_ELASTIC_INDEX, SiemSettings};
-use super::{AuditRow, Fate, Shipment};
+use super::{AuditRow, Fate, REQUEST_BYTES, Shipment, fitting};
 use crate::clock::to_store_text;
 
 /// The action line and the document for one row, each `\n`-terminated.
@@ -43,11 +43,14 @@ struct ItemResult {
 pub fn deliver(intake: &Intake<'_>, retry: &mut Retry<'_>, rows: &[AuditRow]) -> Shipment {
     let items: Vec<String> = rows.iter().map(|row| item(intake.settings, row)).collect();
     let mut shipment = Shipment::new(rows.len());
+    let mut budget = REQUEST_BYTES;
     loop {
-        let pending = shipment.unsettled();
-        if pending.is_empty() {
+        let unsettled = shipment.unsettled();
+        if unsettled.is_empty() {
             return shipment;
         }
+        let fits = fitting(unsettled.iter().map(|&index| items[index].len()), budget);
+        let pending = &unsettled[..fits];
         if let Some(why) = retry.stopping() {
             return shipment.stop(why);
         }
@@ -65,6 +68,13 @@ pub fn deliver(intake: &Intake<'_>, retry: &mut Retry<'_>, rows: &[AuditRow]) ->
                 return shipment.stop(error);
             }
         };
+        if answer.status == 413 {
+            match pending {
+                [index] => shipment.settle(*index, Fate::too_large(&answer, &items[*index])),
+                _ => budget /= 2,
+            }
+            continue;
+        }
         if !answer.is_success() {
             let why = format!("elastic answered {}", answer.summary());
             if is_retryable(answer.status) && retry.again(&why, answer.retry_after) {

@@ -49,6 +49,17 @@ pub enum Fate {
     Archive,
 }
 
+impl Fate {
+    /// An event the intake refuses as too large (413) even when sent alone.
+    fn too_large(answer: &intake::Answer, event: &str) -> Fate {
+        Fate::DeadLetter {
+            status: Some(answer.status),
+            reason: format!("too large for the intake even alone: {}", answer.summary()),
+            event: event.to_string(),
+        }
+    }
+}
+
 /// A batch's outcome: a fate for each row settled so far, in row order, and why delivery
 /// stopped before the end, if it did.
 #[derive(Debug, Default)]
@@ -90,6 +101,23 @@ impl Shipment {
     }
 }
 
+/// The largest request body sent to an intake that states no limit (Splunk, Elastic); halved
+/// after a 413 until an event stands alone, which is then too large for that intake.
+const REQUEST_BYTES: usize = 8 * 1024 * 1024;
+
+/// How many of the next items, by their `sizes`, fit in `budget` bytes: at least one.
+fn fitting(sizes: impl Iterator<Item = usize>, budget: usize) -> usize {
+    let (mut count, mut total) = (0, 0);
+    for size in sizes {
+        if count > 0 && total + size > budget {
+            break;
+        }
+        total += size;
+        count += 1;
+    }
+    count
+}
+
 /// Delivers `rows` (in cursor order) to the configured backend.
 pub fn deliver(
     intake: &Intake<'_>,
@@ -101,6 +129,18 @@ pub fn deliver(
         Backend::Splunk => splunk::deliver(intake, retry, rows),
         Backend::Datadog => datadog::deliver(intake, retry, rows, now),
         Backend::Elastic => elastic::deliver(intake, retry, rows),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_take_what_fits_and_never_nothing() {
+        assert_eq!(fitting([4, 4, 4].into_iter(), 8), 2);
+        assert_eq!(fitting([9, 1].into_iter(), 8), 1);
+        assert_eq!(fitting(std::iter::empty(), 8), 0);
     }
 }
 

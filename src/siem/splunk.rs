@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::intake::{Encoding, Intake, Reply, Retry, is_retryable};
 use super::settings::SiemSettings;
-use super::{AuditRow, Fate, Shipment};
+use super::{AuditRow, Fate, REQUEST_BYTES, Shipment, fitting};
 
 const SOURCE: &str = "edgecron";
 const DEFAULT_SOURCETYPE: &str = "edgecron:audit";
@@ -65,11 +65,13 @@ pub fn deliver(intake: &Intake<'_>, retry: &mut Retry<'_>, rows: &[AuditRow]) ->
         .collect();
     let mut shipment = Shipment::new(rows.len());
     let mut next = 0;
+    let mut budget = REQUEST_BYTES;
     while next < rows.len() {
         if let Some(why) = retry.stopping() {
             return shipment.stop(why);
         }
-        let body = events[next..].concat().into_bytes();
+        let end = next + fitting(events[next..].iter().map(String::len), budget);
+        let body = events[next..end].concat().into_bytes();
         let answer = match intake.post("application/json", Encoding::Identity, body) {
             Reply::Answer(answer) => answer,
             Reply::NoAnswer(error) => {
@@ -89,14 +91,21 @@ pub fn deliver(intake: &Intake<'_>, retry: &mut Retry<'_>, rows: &[AuditRow]) ->
                     answer.summary()
                 ));
             }
-            (next..rows.len()).for_each(|index| shipment.settle(index, Fate::Delivered));
+            (next..end).for_each(|index| shipment.settle(index, Fate::Delivered));
+            next = end;
             retry.progressed();
-            break;
+            continue;
         }
-        let accepted = reply
-            .invalid_event_number
-            .unwrap_or(0)
-            .min(rows.len() - next);
+        if answer.status == 413 {
+            if end - next > 1 {
+                budget /= 2;
+            } else {
+                shipment.settle(next, Fate::too_large(&answer, &events[next]));
+                next += 1;
+            }
+            continue;
+        }
+        let accepted = reply.invalid_event_number.unwrap_or(0).min(end - next);
         (next..next + accepted).for_each(|index| shipment.settle(index, Fate::Delivered));
         next += accepted;
         if accepted > 0 {
@@ -104,7 +113,7 @@ pub fn deliver(intake: &Intake<'_>, retry: &mut Retry<'_>, rows: &[AuditRow]) ->
         }
         let blames_event = reply.invalid_event_number.is_some()
             && reply.code.is_some_and(|code| EVENT_FAULTS.contains(&code));
-        if answer.status == 400 && blames_event && next < rows.len() {
+        if answer.status == 400 && blames_event && next < end {
             let reason = format!("splunk: {} (code {})", reply.text, reply.code.unwrap_or(0));
             shipment.settle(
                 next,

@@ -61,6 +61,8 @@ struct State {
     requests: u64,
     /// When each request arrived.
     arrivals: Vec<Instant>,
+    /// A body over this is refused with 413, as a proxy in front of an intake would.
+    max_body: Option<usize>,
 }
 
 pub struct Intake {
@@ -72,6 +74,13 @@ pub struct Intake {
 }
 
 impl Intake {
+    /// An intake behind a proxy that refuses bodies over `max_body` bytes with 413.
+    pub fn start_limited(kind: Kind, max_body: usize) -> Intake {
+        let intake = Intake::start(kind, &[]);
+        intake.state.lock().unwrap().max_body = Some(max_body);
+        intake
+    }
+
     pub fn start(kind: Kind, faults: &[Fault]) -> Intake {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind intake");
         let port = listener.local_addr().expect("addr").port();
@@ -177,6 +186,13 @@ fn serve(kind: Kind, mut stream: TcpStream, state: &Mutex<State>) {
     let mut state = state.lock().unwrap();
     state.requests += 1;
     state.arrivals.push(Instant::now());
+    if state.max_body.is_some_and(|max| request.body.len() > max) {
+        drop(state);
+        let _ = stream.write_all(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        return;
+    }
     let (status, extra, body) = match state.faults.pop_front() {
         Some(Fault::Drop) => return,
         Some(Fault::Status(status)) => (status, String::new(), json!({"error": "injected"})),
