@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::clock::to_store_text;
 use crate::config::Config;
 use crate::export::partition::{TenantDir, tenant_root};
+use crate::io_error::IoError;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,11 +22,8 @@ pub enum DemoError {
     Store(#[from] StoreError),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("--tenants must be between 1 and 1000")]
     TenantCount,
 }
@@ -123,9 +121,8 @@ pub fn fill(
             &config
                 .data_dir
                 .join(tenant_root(TenantDir::new(&tenant.id).map_err(
-                    |error| DemoError::Io {
-                        context: "demo tenant id".into(),
-                        source: std::io::Error::other(error.to_string()),
+                    |error| {
+                        IoError::during("demo tenant id")(std::io::Error::other(error.to_string()))
                     },
                 )?)),
         )?;
@@ -225,10 +222,9 @@ fn add(counts: &mut Value, key: &str, value: u64) {
 
 fn remove_dir(path: &Path) -> Result<(), DemoError> {
     match std::fs::remove_dir_all(path) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(DemoError::Io {
-            context: format!("removing {}", path.display()),
-            source: error,
-        }),
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(IoError::during(format!("removing {}", path.display()))(error).into())
+        }
         _ => Ok(()),
     }
 }
@@ -430,17 +426,11 @@ fn insert_traces(
 }
 
 fn write_file(path: &Path, contents: &[u8]) -> Result<(), DemoError> {
-    let io = |source| DemoError::Io {
-        context: format!("writing {}", path.display()),
-        source,
-    };
+    let context = format!("writing {}", path.display());
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::create_dir_all(dir).map_err(IoError::during(&context))?;
     }
-    std::fs::write(path, contents).map_err(|source| DemoError::Io {
-        context: format!("writing {}", path.display()),
-        source,
-    })
+    std::fs::write(path, contents).map_err(|source| IoError::during(context)(source).into())
 }
 
 /// Two thirds of the attachments have their blob on disk; the rest are already gone.

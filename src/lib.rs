@@ -7,6 +7,7 @@ pub mod demo;
 pub mod export;
 pub mod holder;
 pub mod http;
+pub mod io_error;
 pub mod jobs;
 pub mod logging;
 pub mod runner;

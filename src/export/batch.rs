@@ -35,6 +35,7 @@ use sha2::{Digest, Sha256};
 use super::manifest::{self, Cursor, Metric, Upload, WrittenFile};
 use super::ndjson::{Row, append_line, utc_day};
 use super::partition::{TenantDir, UnsafeTenantId, partition_dir, tenant_root};
+use crate::io_error::IoError;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,11 +46,8 @@ pub enum ExportError {
     Store(#[from] StoreError),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("row {id}: created_at {created_at:?} is not an ISO-8601 time")]
     BadCreatedAt { id: String, created_at: String },
     #[error("{0} is already in the manifest; refusing to overwrite it")]
@@ -61,7 +59,7 @@ pub enum ExportError {
 impl ExportError {
     fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ExportError {
         let context = context.into();
-        move |source| ExportError::Io { context, source }
+        move |source| ExportError::Io(IoError { context, source })
     }
 
     /// A short machine-readable kind, for metric rows and alerts.
@@ -69,10 +67,12 @@ impl ExportError {
         match self {
             ExportError::UnsafeTenantId(_) => "unsafe_tenant_id",
             ExportError::Store(_) | ExportError::Sqlite(_) => "store",
-            ExportError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+            ExportError::Io(IoError { source, .. })
+                if source.raw_os_error() == Some(libc::ENOSPC) =>
+            {
                 "disk_full"
             }
-            ExportError::Io { .. } => "io",
+            ExportError::Io(_) => "io",
             ExportError::BadCreatedAt { .. } => "bad_row",
             ExportError::AlreadyCommitted(_) | ExportError::Stage(_) => "internal",
         }
@@ -254,10 +254,10 @@ fn write_batches(
         // The flush failed: nothing of this run can be trusted to be durable.
         let message = error.to_string();
         for outcome in outcomes.iter_mut().filter(|outcome| outcome.is_ok()) {
-            *outcome = Err(ExportError::Io {
+            *outcome = Err(ExportError::Io(IoError {
                 context: "making the export durable".into(),
                 source: std::io::Error::other(message.clone()),
-            });
+            }));
         }
     }
     outcomes
@@ -627,10 +627,10 @@ fn write_files(
             Ok(chunk) => chunk,
             Err(message) => {
                 for (_, output) in &mut outputs {
-                    output.error.get_or_insert(ExportError::Io {
+                    output.error.get_or_insert(ExportError::Io(IoError {
                         context: "reading interaction rows".into(),
                         source: std::io::Error::other(message.clone()),
-                    });
+                    }));
                 }
                 break;
             }

@@ -12,6 +12,7 @@ use s3::serde_types::Part;
 use s3::{Bucket, Region};
 
 use crate::config::S3Settings;
+use crate::io_error::IoError;
 
 /// Files larger than this go up in parts of this size (S3's minimum part is 5 MiB).
 pub const MULTIPART_THRESHOLD: usize = 8 * 1024 * 1024;
@@ -19,11 +20,8 @@ const CONTENT_TYPE: &str = "application/x-ndjson";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("s3: {0}")]
     S3(#[from] S3Error),
     #[error("s3 credentials: {0}")]
@@ -106,7 +104,7 @@ impl Storage {
     pub fn upload(&self, local: &Path, key: &str) -> Result<u64, StorageError> {
         let io = |context: &str| {
             let context = format!("{context} {}", local.display());
-            move |source| StorageError::Io { context, source }
+            move |source| StorageError::Io(IoError { context, source })
         };
         let mut file = File::open(local).map_err(io("opening"))?;
         let size = file.metadata().map_err(io("reading"))?.len();
@@ -145,10 +143,8 @@ impl Storage {
             let mut parts = Vec::new();
             let mut chunk = vec![0u8; MULTIPART_THRESHOLD];
             for part_number in 1.. {
-                let filled = read_full(file, &mut chunk).map_err(|source| StorageError::Io {
-                    context: format!("reading {}", local.display()),
-                    source,
-                })?;
+                let filled = read_full(file, &mut chunk)
+                    .map_err(IoError::during(format!("reading {}", local.display())))?;
                 if filled == 0 {
                     break;
                 }

@@ -33,6 +33,7 @@ use serde_json::Value;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::export::storage::Storage;
+use crate::io_error::IoError;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
 
@@ -127,11 +128,8 @@ pub enum JobError {
     Store(#[from] StoreError),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("{0}")]
     Failed(String),
 }
@@ -139,7 +137,7 @@ pub enum JobError {
 impl JobError {
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> JobError {
         let context = context.into();
-        move |source| JobError::Io { context, source }
+        move |source| JobError::Io(IoError { context, source })
     }
 }
 
