@@ -158,7 +158,9 @@ fn purge_tenant(ctx: &JobCtx<'_>, tenant_id: &str, cutoff: &str) -> Result<Tenan
 
 /// Attachments go a batch at a time: blobs first, then their rows, so a crash in between
 /// leaves rows whose blobs are already gone (counted as missing next time), never orphaned
-/// blobs.
+/// blobs. A row whose blob cannot be deleted (storage down, a path outside the data dir) is
+/// kept, and passed over for the rest of the run: its blob is still personal data, and the
+/// row is what makes the next run try again.
 fn purge_attachments(
     ctx: &JobCtx<'_>,
     tenant_id: &str,
@@ -174,6 +176,7 @@ fn purge_attachments(
         return Ok(());
     }
     let storage = ctx.storage()?;
+    let mut kept: Vec<i64> = Vec::new();
     loop {
         if ctx.should_stop() {
             purge.finished = false;
@@ -182,10 +185,13 @@ fn purge_attachments(
         let batch: Vec<(i64, Option<String>)> = {
             let conn = ctx.store.conn()?;
             let mut statement = conn.prepare(
-                "SELECT rowid, blob_path FROM ai_attachments WHERE tenant_id = ?1 AND created_at < ?2 LIMIT ?3",
+                "SELECT rowid, blob_path FROM ai_attachments
+                  WHERE tenant_id = ?1 AND created_at < ?2
+                    AND rowid NOT IN (SELECT value FROM json_each(?4)) LIMIT ?3",
             )?;
+            let kept = serde_json::to_string(&kept).unwrap_or_else(|_| "[]".into());
             statement
-                .query_map((tenant_id, cutoff, ATTACHMENT_BATCH), |row| {
+                .query_map((tenant_id, cutoff, ATTACHMENT_BATCH, kept), |row| {
                     Ok((row.get(0)?, row.get(1)?))
                 })?
                 .collect::<Result<_, _>>()?
@@ -193,27 +199,35 @@ fn purge_attachments(
         if batch.is_empty() {
             return Ok(());
         }
-        for (_, blob_path) in &batch {
+        let mut done = Vec::with_capacity(batch.len());
+        for (rowid, blob_path) in &batch {
             let Some(blob_path) = blob_path.as_deref().filter(|path| !path.is_empty()) else {
+                done.push(*rowid);
                 continue;
             };
             purge.blobs_attempted += 1;
             match remove_stored_file(ctx, storage.as_ref(), blob_path) {
-                Ok(FileRemoval::Removed) => purge.blobs_deleted += 1,
+                Ok(FileRemoval::Removed) => {
+                    purge.blobs_deleted += 1;
+                    done.push(*rowid);
+                }
                 Ok(FileRemoval::AlreadyGone) => {
                     log::info!("dsar-purge {tenant_id}: blob {blob_path} was already gone");
                     purge.blobs_missing += 1;
+                    done.push(*rowid);
                 }
                 Err(error) => {
-                    log::warn!("dsar-purge {tenant_id}: blob {blob_path}: {error}");
+                    log::warn!(
+                        "dsar-purge {tenant_id}: blob {blob_path}: {error}; its row is kept for the next run"
+                    );
+                    kept.push(*rowid);
                     if purge.errors.len() < 20 {
                         purge.errors.push(format!("{blob_path}: {error}"));
                     }
                 }
             }
         }
-        let ids = serde_json::to_string(&batch.iter().map(|(rowid, _)| rowid).collect::<Vec<_>>())
-            .unwrap_or_default();
+        let ids = serde_json::to_string(&done).unwrap_or_default();
         let mut conn = ctx.store.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let deleted = tx.execute(
@@ -352,6 +366,32 @@ mod tests {
         );
         assert_eq!(harness.query::<i64>("SELECT COUNT(*) FROM audit_log"), 0);
         assert!(harness.config.data_dir.join("blobs/t1/old.bin").exists());
+    }
+
+    #[test]
+    fn a_row_whose_blob_cannot_be_deleted_is_kept_for_the_next_run() {
+        let harness = harness();
+        harness.exec(
+            "INSERT INTO ai_attachments (id, tenant_id, blob_path, created_at) VALUES
+                 ('t1-stuck', 't1', '../outside.bin', '2026-04-01T00:00:00.000Z');",
+        );
+        let output = DsarPurge.run(&harness.ctx()).unwrap();
+        let t1 = &output.body["perTenant"][0];
+        assert_eq!(t1["aiAttachments"], 2, "{t1}");
+        assert_eq!(t1["errors"].as_array().unwrap().len(), 1, "{t1}");
+        assert_eq!(
+            harness.strings("SELECT id FROM ai_attachments WHERE tenant_id = 't1' ORDER BY id"),
+            ["t1-new", "t1-stuck"]
+        );
+        // Still there, still reported, until someone fixes its path.
+        let again = DsarPurge.run(&harness.ctx()).unwrap();
+        assert_eq!(
+            again.body["perTenant"][0]["errors"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
