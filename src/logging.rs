@@ -24,9 +24,19 @@ impl Drop for RunScope {
     }
 }
 
-pub fn enter_run(job: &'static str, run_id: i64) -> RunScope {
-    let previous = CURRENT_RUN.with(|current| current.replace(Some((job, run_id))));
+/// The run this thread works for, to pass to threads it starts.
+pub fn current_run() -> Option<(&'static str, i64)> {
+    CURRENT_RUN.with(Cell::get)
+}
+
+/// Marks this thread as working for `run` (from [`current_run`]) until the scope ends.
+pub fn continue_run(run: Option<(&'static str, i64)>) -> RunScope {
+    let previous = CURRENT_RUN.with(|current| current.replace(run));
     RunScope { previous }
+}
+
+pub fn enter_run(job: &'static str, run_id: i64) -> RunScope {
+    continue_run(Some((job, run_id)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

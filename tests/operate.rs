@@ -356,6 +356,21 @@ fn json_logs_carry_the_job_and_run_id_and_never_the_secret() {
             .any(|line| line["message"].as_str().unwrap().contains("started"))
     );
 
+    // A job's own threads (the export's readers and writers) log for its run too.
+    env.demo();
+    let export = env.run(&["run", "export-interactions"]);
+    let stderr = String::from_utf8_lossy(&export.stderr);
+    let from_start: Vec<Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .skip_while(|line| !line["message"].as_str().unwrap().contains("started"))
+        .collect();
+    assert!(from_start.len() >= 2, "{stderr}");
+    assert!(
+        from_start.iter().all(|line| line["job"] == "export-interactions"),
+        "{stderr}"
+    );
+
     let mut server = env.serve();
     assert_eq!(
         server.trigger("POST", "/api/v1/cron/cleanup", None).status,

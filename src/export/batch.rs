@@ -207,6 +207,8 @@ fn write_batches(
 ) -> Vec<Result<BatchReport, ExportError>> {
     let writer_count = settings.writers.clamp(1, jobs.len());
     let started = Instant::now();
+    // The reader and writer threads log for the run that started them.
+    let run = crate::logging::current_run();
     let outputs = std::thread::scope(|scope| {
         // One group of tenants per writer, each with its own merged reader: both cores read and
         // write, and a table page is read once per group rather than once per tenant.
@@ -216,8 +218,14 @@ fn write_batches(
                 let slots: Vec<usize> = (0..jobs.len())
                     .filter(|slot| slot % writer_count == writer)
                     .collect();
-                scope.spawn(move || read_merged(settings, jobs, &slots, sender, should_stop));
-                scope.spawn(move || write_files(settings, jobs, writer, writer_count, chunks))
+                scope.spawn(move || {
+                    let _run = crate::logging::continue_run(run);
+                    read_merged(settings, jobs, &slots, sender, should_stop)
+                });
+                scope.spawn(move || {
+                    let _run = crate::logging::continue_run(run);
+                    write_files(settings, jobs, writer, writer_count, chunks)
+                })
             })
             .collect();
         let mut outputs: Vec<Option<TenantOutput>> = jobs.iter().map(|_| None).collect();
