@@ -367,7 +367,9 @@ fn json_logs_carry_the_job_and_run_id_and_never_the_secret() {
         .collect();
     assert!(from_start.len() >= 2, "{stderr}");
     assert!(
-        from_start.iter().all(|line| line["job"] == "export-interactions"),
+        from_start
+            .iter()
+            .all(|line| line["job"] == "export-interactions"),
         "{stderr}"
     );
 

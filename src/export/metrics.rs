@@ -84,6 +84,10 @@ struct MetricBody {
 }
 
 const MAX_ERROR_MESSAGE_CHARS: usize = 2_000;
+/// Bounds far above any real export, so sums over millions of rows cannot overflow.
+const MAX_ROWS: i64 = 1_000_000_000_000;
+const MAX_DURATION_MS: i64 = 31 * 24 * 3_600_000;
+const MAX_BYTES: i64 = 10_000_000_000_000;
 /// How far ahead of this host's clock a reported time may be (clock skew), no more.
 const MAX_FUTURE: Duration = Duration::minutes(5);
 
@@ -104,13 +108,13 @@ pub fn parse_reported(body: &[u8], clock: &dyn Clock) -> Result<ExportMetric, St
     let export_type = body.export_type.unwrap_or_else(|| "application".into());
     check_name("exportType", &export_type)?;
     check_name("format", &body.format)?;
-    for (field, value) in [
-        ("rowCount", body.row_count),
-        ("durationMs", body.duration_ms),
-        ("bytes", body.bytes),
+    for (field, value, maximum) in [
+        ("rowCount", body.row_count, MAX_ROWS),
+        ("durationMs", body.duration_ms, MAX_DURATION_MS),
+        ("bytes", body.bytes, MAX_BYTES),
     ] {
-        if value < 0 {
-            return Err(format!("{field}: must not be negative, got {value}"));
+        if !(0..=maximum).contains(&value) {
+            return Err(format!("{field}: expected 0 to {maximum}, got {value}"));
         }
     }
     if let Some(error_type) = &body.error_type {
@@ -208,6 +212,10 @@ mod tests {
             (
                 r#"{"tenantId":"a","format":"csv","status":"success","durationMs":-1}"#,
                 "durationMs",
+            ),
+            (
+                r#"{"tenantId":"a","format":"csv","status":"success","durationMs":1,"bytes":9223372036854775807}"#,
+                "bytes",
             ),
             (
                 r#"{"tenantId":"a","format":"csv","status":"success","durationMs":1,"createdAt":"2027-01-01T00:00:00Z"}"#,

@@ -26,6 +26,9 @@ pub struct CronTick;
 
 const NEGATIVE_OUTCOMES: &str = "'bounced', 'unsubscribed', 'complained', 'failed', 'negative'";
 const BATCH: i64 = 200;
+/// Export metrics that are exports: file cleanups record metric rows too, but are not exports.
+const EXPORTS_ONLY: &str = "export_type <> 'file_cleanup'";
+const MAX_WINDOW_MINUTES: i64 = 366 * 24 * 60;
 
 impl Job for CronTick {
     fn name(&self) -> &'static str {
@@ -105,7 +108,10 @@ fn evaluate_rules(ctx: &JobCtx<'_>, errors: &mut Vec<Value>) -> Result<AlertOutc
         if ctx.should_stop() {
             break;
         }
-        let from = to_store_text(now - Duration::minutes(rule.window_minutes.max(1)));
+        // Clamped: a window beyond a year is a typo, and chrono cannot go back billions of minutes.
+        let from = to_store_text(
+            now - Duration::minutes(rule.window_minutes.clamp(1, MAX_WINDOW_MINUTES)),
+        );
         let value = {
             let conn = ctx.store.conn()?;
             metric_value(&conn, &rule.metric, &rule.tenant_id, &from, &now_text)?
@@ -208,7 +214,9 @@ fn metric_value(
             metric.ends_with("_rate"),
         ),
         "export_failures" | "export_failure_rate" => (
-            format!("SELECT SUM(status = 'failure'), COUNT(*) FROM export_metrics WHERE {window}"),
+            format!(
+                "SELECT SUM(status = 'failure'), COUNT(*) FROM export_metrics WHERE {window} AND {EXPORTS_ONLY}"
+            ),
             metric.ends_with("_rate"),
         ),
         "audit_events" => (
@@ -418,8 +426,11 @@ fn query_report(
         "export_summary" => format!(
             "SELECT format, COUNT(*) AS exports, SUM(status = 'failure') AS failures,
                     ROUND(AVG(duration_ms)) AS avg_duration_ms, SUM(bytes) AS bytes
-               FROM export_metrics WHERE {window} GROUP BY format ORDER BY format"
+               FROM export_metrics WHERE {window} AND {EXPORTS_ONLY} GROUP BY format ORDER BY format"
         ),
+        "telemetry_daily" if !schedule.tenant_id.is_empty() => {
+            return Err("telemetry_daily covers every tenant; schedule it with tenant_id ''".into());
+        }
         "telemetry_daily" => "SELECT date, event, count, unique_users FROM telemetry_daily
               WHERE date >= substr(?2, 1, 10) AND date < substr(?3, 1, 10)
               ORDER BY date, event"
@@ -462,7 +473,9 @@ fn json_rows(columns: &[String], rows: &[Vec<Value>]) -> String {
     Value::Array(objects).to_string()
 }
 
-/// RFC 4180: fields with a comma, quote or line break are quoted, quotes doubled.
+/// RFC 4180: fields with a comma, quote or line break are quoted, quotes doubled. Text that a
+/// spreadsheet would run as a formula (`=`, `+`, `-`, `@` first) gets a leading `'`; numbers
+/// are left as they are.
 fn csv(columns: &[String], rows: &[Vec<Value>]) -> String {
     let field = |text: &str| {
         if text.contains([',', '"', '\n', '\r']) {
@@ -471,9 +484,16 @@ fn csv(columns: &[String], rows: &[Vec<Value>]) -> String {
             text.to_string()
         }
     };
+    let text = |text: &str| {
+        if text.starts_with(['=', '+', '-', '@']) {
+            field(&format!("'{text}"))
+        } else {
+            field(text)
+        }
+    };
     let mut out = columns
         .iter()
-        .map(|column| field(column))
+        .map(|column| text(column))
         .collect::<Vec<_>>()
         .join(",");
     out.push_str("\r\n");
@@ -481,7 +501,7 @@ fn csv(columns: &[String], rows: &[Vec<Value>]) -> String {
         let line: Vec<String> = row
             .iter()
             .map(|value| match value {
-                Value::String(text) => field(text),
+                Value::String(string) => text(string),
                 Value::Null => String::new(),
                 other => field(&other.to_string()),
             })
@@ -499,15 +519,16 @@ mod tests {
     use chrono::TimeZone;
 
     #[test]
-    fn csv_quotes_what_needs_quoting() {
+    fn csv_quotes_what_needs_quoting_and_defuses_formulas() {
         let columns = vec!["a".to_string(), "b".to_string()];
         let rows = vec![
             vec![json!("x,y"), json!(3)],
             vec![json!("say \"hi\""), Value::Null],
+            vec![json!("=cmd()"), json!(-1)],
         ];
         assert_eq!(
             csv(&columns, &rows),
-            "a,b\r\n\"x,y\",3\r\n\"say \"\"hi\"\"\",\r\n"
+            "a,b\r\n\"x,y\",3\r\n\"say \"\"hi\"\"\",\r\n'=cmd(),-1\r\n"
         );
     }
 
@@ -552,7 +573,7 @@ mod tests {
 
     #[test]
     fn due_reports_are_rendered_once_and_rescheduled() {
-        let mut harness = Harness::new(Utc.with_ymd_and_hms(2026, 5, 4, 6, 0, 0).unwrap());
+        let harness = Harness::new(Utc.with_ymd_and_hms(2026, 5, 4, 6, 0, 0).unwrap());
         harness.exec(
             "INSERT INTO report_schedules (id, tenant_id, report, format, schedule, next_run_at) VALUES
                ('weekly', 'acme', 'interactions_by_channel', 'csv', '0 6 * * MON', '2026-05-04T06:00:00.000Z'),
@@ -588,7 +609,6 @@ mod tests {
             ["fresh 2026-05-04T07:00:00.000Z", "weekly 2026-05-11T06:00:00.000Z"]
         );
         assert_eq!(harness.query::<i64>("SELECT COUNT(*) FROM report_runs"), 1);
-        harness.params.dry_run = false;
         let again = CronTick.run(&harness.ctx()).unwrap();
         assert_eq!(again.body["reportsRun"], 0, "run once");
     }

@@ -58,10 +58,10 @@ fn score(activity: &Activity, now: DateTime<Utc>) -> f64 {
     (score * 10.0).round() / 10.0
 }
 
-/// A score last computed `days` ago, decayed.
+/// A score last computed `days` ago, decayed. Not rounded: rounding each of many small steps
+/// would stall the decay.
 fn decayed(score: f64, days: f64) -> f64 {
-    let factor = 0.5f64.powf(days.max(0.0) / DECAY_HALF_LIFE_DAYS);
-    (score * factor * 10.0).round() / 10.0
+    score * 0.5f64.powf(days.max(0.0) / DECAY_HALF_LIFE_DAYS)
 }
 
 impl Job for EngagementHealthRecompute {
@@ -248,6 +248,12 @@ mod tests {
         assert_eq!(score(&fading, now), 29.7);
         assert_eq!(decayed(80.0, 30.0), 40.0);
         assert_eq!(decayed(80.0, 0.0), 80.0);
+        // Daily runs for a year decay as one year-long step does.
+        let daily = (0..365).fold(60.0, |score, _| decayed(score, 1.0));
+        assert!(
+            (daily - decayed(60.0, 365.0)).abs() < 1e-9 && daily < 0.02,
+            "{daily}"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
 use crate::config::AlertSettings;
+use crate::export::metrics::Outcome;
 
 pub struct ExportMetricsAggregate;
 
@@ -30,15 +31,16 @@ struct Summary {
 }
 
 impl Summary {
-    fn add(&mut self, success: bool, duration_ms: i64, bytes: i64, format: &str) {
+    fn add(&mut self, outcome: Outcome, duration_ms: i64, bytes: i64, format: &str) {
         self.total += 1;
-        self.successes += u64::from(success);
+        self.successes += u64::from(outcome == Outcome::Success);
         self.durations.push(duration_ms);
-        self.total_bytes += bytes;
+        // Saturating: rows the application wrote straight into the table are not bounded.
+        self.total_bytes = self.total_bytes.saturating_add(bytes);
         self.max_bytes = self.max_bytes.max(bytes);
         let entry = self.by_format.entry(format.to_string()).or_default();
         entry.0 += 1;
-        entry.1 += bytes;
+        entry.1 = entry.1.saturating_add(bytes);
     }
 
     fn failures(&self) -> u64 {
@@ -50,16 +52,15 @@ impl Summary {
     }
 
     fn avg_duration_ms(&self) -> Option<f64> {
-        (self.total > 0).then(|| self.durations.iter().sum::<i64>() as f64 / self.total as f64)
+        let sum: i128 = self.durations.iter().map(|&ms| i128::from(ms)).sum();
+        (self.total > 0).then(|| sum as f64 / self.total as f64)
     }
 
-    fn p95_duration_ms(&mut self) -> Option<i64> {
-        if self.durations.is_empty() {
-            return None;
-        }
-        self.durations.sort_unstable();
-        let rank = (self.durations.len() * 95).div_ceil(100);
-        Some(self.durations[rank.max(1) - 1])
+    fn p95_duration_ms(&self) -> Option<i64> {
+        let mut sorted = self.durations.clone();
+        sorted.sort_unstable();
+        let rank = (sorted.len() * 95).div_ceil(100);
+        sorted.get(rank.max(1) - 1).copied()
     }
 
     fn by_format_json(&self) -> Value {
@@ -90,9 +91,15 @@ impl Job for ExportMetricsAggregate {
         let (start, end) = window(ctx);
         let (start_text, end_text) = (to_store_text(start), to_store_text(end));
         let mut conn = ctx.store.conn()?;
-        let (mut whole, mut hours) = summarise(&conn, &start_text, &end_text)?;
+        let (whole, hours) = summarise(&conn, &start_text, &end_text)?;
         if !ctx.params.dry_run {
-            store_hours(&mut conn, &mut hours, &to_store_text(ctx.now()))?;
+            // The hourly run also recomputes the hours before, for metrics that came late.
+            let mut stored = hours.clone();
+            if !has_dates(ctx) {
+                let late_start = to_store_text(start - Duration::hours(LATE_HOURS));
+                stored.extend(summarise(&conn, &late_start, &start_text)?.1);
+            }
+            store_hours(&mut conn, &stored, &to_store_text(ctx.now()))?;
         }
         let busiest_hour = hours.values().map(|hour| hour.total).max().unwrap_or(0);
         let alert = alert(
@@ -104,10 +111,10 @@ impl Job for ExportMetricsAggregate {
         );
         let mut webhook = Value::Null;
         let mut item_errors = 0;
-        if let Some(alert) = &alert {
+        if let Some(alert) = alert.as_ref().filter(|_| !ctx.params.dry_run) {
             // One line of JSON, as log pipelines parse it.
             log::warn!(target: "edgecron::alert", "{alert}");
-            if let (Some(url), false) = (&ctx.config.alerts.webhook, ctx.params.dry_run) {
+            if let Some(url) = &ctx.config.alerts.webhook {
                 webhook = match crate::webhook::post_json(url, alert) {
                     Ok(status) => json!({"delivered": true, "status": status}),
                     Err(error) => {
@@ -147,6 +154,13 @@ impl Job for ExportMetricsAggregate {
     }
 }
 
+/// Hours before the last that the hourly run recomputes, for metrics recorded late.
+const LATE_HOURS: i64 = 2;
+
+fn has_dates(ctx: &JobCtx<'_>) -> bool {
+    ctx.params.start_date.is_some() || ctx.params.end_date.is_some()
+}
+
 /// The last full hour, or the given dates from midnight to midnight (UTC).
 fn window(ctx: &JobCtx<'_>) -> (DateTime<Utc>, DateTime<Utc>) {
     let (start_date, end_date) = match (ctx.params.start_date, ctx.params.end_date) {
@@ -173,20 +187,26 @@ fn summarise(
 ) -> Result<(Summary, BTreeMap<String, Summary>), JobError> {
     let mut statement = conn.prepare_cached(
         "SELECT substr(created_at, 1, 13), status = 'success', duration_ms, bytes, format
-           FROM export_metrics WHERE created_at >= ?1 AND created_at < ?2",
+           FROM export_metrics
+          WHERE created_at >= ?1 AND created_at < ?2 AND export_type <> 'file_cleanup'",
     )?;
     let mut rows = statement.query((start, end))?;
     let mut whole = Summary::default();
     let mut hours: BTreeMap<String, Summary> = BTreeMap::new();
     while let Some(row) = rows.next()? {
         let hour: String = row.get(0)?;
-        let (success, duration, bytes): (bool, i64, i64) = (row.get(1)?, row.get(2)?, row.get(3)?);
+        let outcome = if row.get::<_, bool>(1)? {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
+        let (duration, bytes): (i64, i64) = (row.get(2)?, row.get(3)?);
         let format: String = row.get(4)?;
-        whole.add(success, duration, bytes, &format);
+        whole.add(outcome, duration, bytes, &format);
         hours
             .entry(format!("{hour}:00:00.000Z"))
             .or_default()
-            .add(success, duration, bytes, &format);
+            .add(outcome, duration, bytes, &format);
     }
     Ok((whole, hours))
 }
@@ -194,7 +214,7 @@ fn summarise(
 /// Upserts one row per hour, in one short transaction.
 fn store_hours(
     conn: &mut Connection,
-    hours: &mut BTreeMap<String, Summary>,
+    hours: &BTreeMap<String, Summary>,
     now: &str,
 ) -> Result<(), JobError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -210,7 +230,7 @@ fn store_hours(
                  avg_bytes = excluded.avg_bytes, max_bytes = excluded.max_bytes,
                  by_format = excluded.by_format, computed_at = excluded.computed_at",
         )?;
-        for (hour, summary) in hours.iter_mut() {
+        for (hour, summary) in hours {
             let avg_bytes = summary.total_bytes as f64 / summary.total.max(1) as f64;
             upsert.execute((
                 hour,
@@ -291,7 +311,12 @@ mod tests {
     fn summary(total: u64, failures: u64, duration_ms: i64) -> Summary {
         let mut summary = Summary::default();
         for index in 0..total {
-            summary.add(index >= failures, duration_ms, 100, "csv");
+            let outcome = if index >= failures {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            };
+            summary.add(outcome, duration_ms, 100, "csv");
         }
         summary
     }
@@ -352,8 +377,9 @@ mod tests {
         );
         assert!(body["alert"].is_null(), "10% is not above 10%");
         assert_eq!(
-            harness.strings("SELECT hour || ' ' || total || ' ' || failures || ' ' || p95_duration_ms FROM export_metrics_hourly"),
-            ["2026-05-01T11:00:00.000Z 20 2 1900"]
+            harness.strings("SELECT hour || ' ' || total || ' ' || failures || ' ' || p95_duration_ms FROM export_metrics_hourly ORDER BY hour"),
+            // The hour before is recomputed too, for metrics that came late.
+            ["2026-05-01T10:00:00.000Z 1 1 1", "2026-05-01T11:00:00.000Z 20 2 1900"]
         );
 
         harness.params =
