@@ -366,7 +366,8 @@ fn serve() -> Result<ExitCode, CliError> {
         .map_err(|error| CliError::Failed(error.to_string()))?;
     let app = Arc::new(App {
         runner: Arc::clone(&runner),
-        auth: Auth::new(secrets, &config),
+        auth: Auth::new(secrets, &config)
+            .map_err(|error| CliError::Failed(format!("seeding session keys: {error}")))?,
         planned: planned.clone(),
     });
     let _signals = forward_signals(&shutdown);

@@ -189,6 +189,14 @@ fn the_status_page_needs_a_session_and_lists_every_job() {
             "{name} missing"
         );
     }
+    // Another site cannot sign a user in or out.
+    let forged = server.request(
+        "POST",
+        "/logout",
+        &[("Origin", "http://evil.example")],
+        None,
+    );
+    assert_eq!(forged.status, 403);
     // The cookie opens the page, not the trigger routes.
     let trigger = server.request(
         "POST",

@@ -5,6 +5,8 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use tiny_http::Request;
 
@@ -15,6 +17,8 @@ pub struct Auth {
     cron_secrets: Vec<Secret>,
     maintenance_secret: Option<Secret>,
     cron_token: Option<Secret>,
+    /// Signs status-page sessions; random per process, so a restart signs everyone out.
+    session_key: [u8; 32],
 }
 
 /// Which secrets, beyond `CRON_SECRET`, a route also accepts.
@@ -28,12 +32,16 @@ pub enum Realm {
 }
 
 impl Auth {
-    pub fn new(cron_secrets: Vec<Secret>, config: &Config) -> Auth {
-        Auth {
+    pub fn new(cron_secrets: Vec<Secret>, config: &Config) -> std::io::Result<Auth> {
+        let mut session_key = [0u8; 32];
+        getrandom::fill(&mut session_key)
+            .map_err(|error| std::io::Error::other(error.to_string()))?;
+        Ok(Auth {
             cron_secrets,
             maintenance_secret: config.maintenance_secret.clone(),
             cron_token: config.cron_token.clone(),
-        }
+            session_key,
+        })
     }
 
     pub fn allows(&self, request: &Request, realm: Realm) -> bool {
@@ -65,27 +73,31 @@ impl Auth {
 
 /// The status page's cookie.
 pub const SESSION_COOKIE: &str = "edgecron_session";
+/// How long a status-page sign-in lasts.
+pub const SESSION_SECONDS: i64 = 12 * 3600;
+
+type HmacSha256 = Hmac<Sha256>;
 
 impl Auth {
-    /// The session value for a presented cron secret, if it is one. The cookie holds this
-    /// derived value, never the secret, so it opens the status page and no trigger route.
-    pub fn session_for(&self, presented: &str) -> Option<String> {
+    /// A session for a presented cron secret, if it is one: `{expiry}.{mac}`, where the MAC
+    /// (under this process's random key) covers the expiry and the secret. The cookie never
+    /// holds the secret, proves nothing offline, dies with a restart, its expiry or the
+    /// secret's rotation, and opens the status page only.
+    pub fn session_for(&self, presented: &str, now: DateTime<Utc>) -> Option<String> {
         let accepted: Vec<&Secret> = self.cron_secrets.iter().collect();
-        matches_any(presented, &accepted).then(|| session_value(presented))
+        if !matches_any(presented, &accepted) {
+            return None;
+        }
+        let expiry = now.timestamp() + SESSION_SECONDS;
+        Some(format!("{expiry}.{}", self.session_mac(expiry, presented)))
     }
 
-    /// Whether the request may see the status page: a trigger secret in a header, or the
-    /// session cookie.
-    pub fn allows_page(&self, request: &Request) -> bool {
+    /// Whether the request may see the status page: a trigger secret in a header, or a
+    /// session cookie that has not expired.
+    pub fn allows_page(&self, request: &Request, now: DateTime<Utc>) -> bool {
         if self.allows(request, Realm::Cron) {
             return true;
         }
-        let sessions: Vec<Secret> = self
-            .cron_secrets
-            .iter()
-            .map(|secret| Secret::new(session_value(secret.expose())))
-            .collect();
-        let accepted: Vec<&Secret> = sessions.iter().collect();
         request
             .headers()
             .iter()
@@ -93,13 +105,45 @@ impl Auth {
             .flat_map(|header| header.value.as_str().split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
             .filter(|(name, _)| *name == SESSION_COOKIE)
-            .any(|(_, value)| matches_any(value, &accepted))
+            .any(|(_, value)| self.session_is_valid(value, now))
     }
-}
 
-fn session_value(secret: &str) -> String {
-    let digest = Sha256::digest(format!("edgecron status page\0{secret}").as_bytes());
-    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+    fn session_is_valid(&self, value: &str, now: DateTime<Utc>) -> bool {
+        let Some((expiry_text, _)) = value.split_once('.') else {
+            return false;
+        };
+        let Ok(expiry) = expiry_text.parse::<i64>() else {
+            return false;
+        };
+        if expiry <= now.timestamp() {
+            return false;
+        }
+        let sessions: Vec<Secret> = self
+            .cron_secrets
+            .iter()
+            .map(|secret| {
+                Secret::new(format!(
+                    "{expiry}.{}",
+                    self.session_mac(expiry, secret.expose())
+                ))
+            })
+            .collect();
+        let accepted: Vec<&Secret> = sessions.iter().collect();
+        matches_any(value, &accepted)
+    }
+
+    fn session_mac(&self, expiry: i64, secret: &str) -> String {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.session_key)
+            .expect("HMAC takes a key of any length");
+        mac.update(expiry.to_string().as_bytes());
+        mac.update(b"\0");
+        mac.update(secret.as_bytes());
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
 }
 
 fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
@@ -199,6 +243,27 @@ mod tests {
             assert!(!matches_any(wrong, &accepted), "{wrong:?}");
         }
         assert!(!matches_any("anything", &[]));
+    }
+
+    #[test]
+    fn sessions_expire_cannot_be_forged_and_die_with_their_secret() {
+        use chrono::TimeZone;
+        let config = Config::from_vars(Vec::<(String, String)>::new(), &[]).unwrap();
+        let auth = Auth::new(vec![Secret::new("s3cret".into())], &config).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap();
+        assert!(auth.session_for("wrong", now).is_none());
+        let session = auth.session_for("s3cret", now).unwrap();
+        assert!(!session.contains("s3cret"));
+        assert!(auth.session_is_valid(&session, now));
+        assert!(!auth.session_is_valid(&session, now + chrono::Duration::seconds(SESSION_SECONDS)));
+        let (_, mac) = session.split_once('.').unwrap();
+        let extended = format!("{}.{mac}", now.timestamp() + 10 * SESSION_SECONDS);
+        assert!(
+            !auth.session_is_valid(&extended, now),
+            "the expiry is signed"
+        );
+        let rotated = Auth::new(vec![Secret::new("other".into())], &config).unwrap();
+        assert!(!rotated.session_is_valid(&session, now));
     }
 
     #[test]

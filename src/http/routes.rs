@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tiny_http::{Header, Method, Request, Response};
 
-use super::auth::{Auth, Realm, SESSION_COOKIE};
+use super::auth::{Auth, Realm, SESSION_COOKIE, SESSION_SECONDS};
 use super::prometheus;
 use super::status_page;
 use crate::export::metrics;
@@ -99,9 +99,11 @@ fn route(app: &App, request: &mut Request) -> Reply {
         "/" => allow(request, READ_METHODS).unwrap_or_else(|| status(app, request)),
         "/login" => match request.method() {
             Method::Get => html(200, status_page::login(None)),
+            _ if cross_site(request) => Reply::error(403, "cross-site form posts are refused"),
             _ => allow(request, &[Method::Post]).unwrap_or_else(|| login(app, request)),
         },
-        "/logout" => allow(request, &[Method::Post]).unwrap_or_else(logout),
+        "/logout" if cross_site(request) => Reply::error(403, "cross-site form posts are refused"),
+        "/logout" => allow(request, &[Method::Post]).unwrap_or_else(|| logout(request)),
         "/api/v1/jobs" => read(app, request, jobs),
         "/api/v1/runs" => read(app, request, |app| runs(app, query)),
         "/api/jobs/telemetry-daily" => trigger(
@@ -338,7 +340,7 @@ fn html(status: u16, body: String) -> Reply {
 
 /// The status page; without a session or secret, a redirect to the login form.
 fn status(app: &App, request: &Request) -> Reply {
-    if !app.auth.allows_page(request) {
+    if !app.auth.allows_page(request, app.runner.clock().now()) {
         return Reply::text(303, String::new(), "text/plain; charset=utf-8")
             .with_header("Location", "/login");
     }
@@ -368,7 +370,7 @@ fn login(app: &App, request: &mut Request) -> Reply {
         .find(|(key, _)| key == "secret")
         .map(|(_, value)| value.into_owned())
         .unwrap_or_default();
-    let Some(session) = app.auth.session_for(&secret) else {
+    let Some(session) = app.auth.session_for(&secret, app.runner.clock().now()) else {
         return html(
             401,
             status_page::login(Some("That secret is not accepted.")),
@@ -378,17 +380,53 @@ fn login(app: &App, request: &mut Request) -> Reply {
         .with_header("Location", "/")
         .with_header(
             "Set-Cookie",
-            format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200"),
+            format!(
+                "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}{}",
+                secure_attribute(request)
+            ),
         )
 }
 
-fn logout() -> Reply {
+fn logout(request: &Request) -> Reply {
     Reply::text(303, String::new(), "text/plain; charset=utf-8")
-        .with_header("Location", "/")
+        .with_header("Location", "/login")
         .with_header(
             "Set-Cookie",
-            format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+            format!(
+                "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+                secure_attribute(request)
+            ),
         )
+}
+
+/// `; Secure` behind a TLS-terminating proxy (which says so in `X-Forwarded-Proto`).
+fn secure_attribute(request: &Request) -> &'static str {
+    let behind_tls = request.headers().iter().any(|header| {
+        header.field.equiv("x-forwarded-proto")
+            && header.value.as_str().eq_ignore_ascii_case("https")
+    });
+    if behind_tls { "; Secure" } else { "" }
+}
+
+/// A form POST another site made the browser send (`Sec-Fetch-Site`, else `Origin` against
+/// `Host`): refused, so no page elsewhere can sign a user in or out.
+fn cross_site(request: &Request) -> bool {
+    let header = |name: &'static str| {
+        request
+            .headers()
+            .iter()
+            .find(|header| header.field.equiv(name))
+            .map(|header| header.value.as_str().to_string())
+    };
+    if let Some(site) = header("sec-fetch-site") {
+        return !matches!(site.as_str(), "same-origin" | "none");
+    }
+    match (header("origin"), header("host")) {
+        (Some(origin), Some(host)) => {
+            origin != format!("http://{host}") && origin != format!("https://{host}")
+        }
+        _ => false,
+    }
 }
 
 fn scrape(app: &App) -> Reply {
