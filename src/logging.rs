@@ -9,6 +9,9 @@ use std::io::Write;
 use chrono::{SecondsFormat, Utc};
 use serde_json::json;
 
+/// The log target alerts are written to, one JSON object each.
+pub const ALERT_TARGET: &str = "edgecron::alert";
+
 thread_local! {
     static CURRENT_RUN: Cell<Option<(&'static str, i64)>> = const { Cell::new(None) };
 }
@@ -72,14 +75,22 @@ pub fn init(format: LogFormat) {
             let (job, run_id) = CURRENT_RUN
                 .with(Cell::get)
                 .map_or((None, None), |(job, run_id)| (Some(job), Some(run_id)));
-            let line = json!({
+            let message = record.args().to_string();
+            let mut line = json!({
                 "time": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
                 "level": record.level().as_str(),
                 "target": record.target(),
-                "message": record.args().to_string(),
+                "message": message,
                 "job": job,
                 "runId": run_id,
             });
+            // An alert's message is itself a JSON object: kept as one, so pipelines can
+            // match on its fields.
+            if record.target() == ALERT_TARGET
+                && let Ok(alert @ serde_json::Value::Object(_)) = serde_json::from_str(&message)
+            {
+                line["alert"] = alert;
+            }
             writeln!(out, "{line}")
         }),
     };

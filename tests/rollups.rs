@@ -101,7 +101,9 @@ fn telemetry_daily_over_http_matches_a_direct_count_and_is_idempotent() {
 #[test]
 fn the_application_records_export_metrics_and_the_aggregate_alerts_a_webhook() {
     let receiver = Receiver::start();
-    let env = Env::new().with("ALERT_WEBHOOK_URL", &receiver.url());
+    let env = Env::new()
+        .with("ALERT_WEBHOOK_URL", &receiver.url())
+        .with("EDGECRON_LOG_FORMAT", "json");
     let server = env.serve();
     let yesterday = Utc::now().date_naive() - Days::new(1);
 
@@ -159,7 +161,13 @@ fn the_application_records_export_metrics_and_the_aggregate_alerts_a_webhook() {
     assert_eq!(received[0]["type"], "export_failure_alert");
     assert_eq!(received[0]["threshold"], 0.1);
     assert!((received[0]["failure_rate"].as_f64().unwrap() - 11.0 / 102.0).abs() < 1e-9);
-    assert!(server.log().contains(r#""type":"export_failure_alert""#));
+    // In JSON logs the alert is an object, not only a string.
+    let logged = server
+        .log()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["alert"]["type"] == "export_failure_alert");
+    assert!(logged.is_some(), "{}", server.log());
 }
 
 #[test]

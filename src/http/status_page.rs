@@ -51,11 +51,19 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-fn head(title: &str, refresh: bool) -> String {
-    let refresh = if refresh {
-        format!("<meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">")
-    } else {
-        String::new()
+/// Whether a page reloads itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refresh {
+    Periodic,
+    Never,
+}
+
+fn head(title: &str, refresh: Refresh) -> String {
+    let refresh = match refresh {
+        Refresh::Periodic => {
+            format!("<meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">")
+        }
+        Refresh::Never => String::new(),
     };
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -73,7 +81,7 @@ pub fn login(notice: Option<&str>) -> String {
          <label for=\"secret\">Secret (CRON_SECRET)</label>\
          <input id=\"secret\" type=\"password\" name=\"secret\" autocomplete=\"current-password\" required autofocus>\
          <button type=\"submit\">Sign in</button></form></body></html>",
-        head("edgecron: sign in", false)
+        head("edgecron: sign in", Refresh::Never)
     )
 }
 
@@ -136,7 +144,7 @@ pub fn page(
     failures: &[RunRecord],
     now: &str,
 ) -> String {
-    let mut out = head("edgecron status", true);
+    let mut out = head("edgecron status", Refresh::Periodic);
     let _ = write!(
         out,
         "<body><header><h1>edgecron</h1><span>{} · refreshes every {REFRESH_SECONDS} s</span>\

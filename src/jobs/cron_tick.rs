@@ -183,7 +183,7 @@ fn evaluate_rules(ctx: &JobCtx<'_>, errors: &mut Vec<Value>) -> Result<AlertOutc
         let event = json!({"type": "alert_rule", "event": kind, "ruleId": rule.id, "name": rule.name,
                            "tenantId": rule.tenant_id, "metric": rule.metric, "value": value,
                            "comparator": rule.comparator, "threshold": rule.threshold, "at": now_text});
-        log::warn!(target: "edgecron::alert", "{event}");
+        log::warn!(target: crate::logging::ALERT_TARGET, "{event}");
         if let Some(url) = &ctx.config.alerts.webhook
             && let Err(error) = crate::webhook::post_json(url, &event)
         {

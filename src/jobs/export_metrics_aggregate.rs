@@ -113,7 +113,7 @@ impl Job for ExportMetricsAggregate {
         let mut item_errors = 0;
         if let Some(alert) = alert.as_ref().filter(|_| !ctx.params.dry_run) {
             // One line of JSON, as log pipelines parse it.
-            log::warn!(target: "edgecron::alert", "{alert}");
+            log::warn!(target: crate::logging::ALERT_TARGET, "{alert}");
             if let Some(url) = &ctx.config.alerts.webhook {
                 webhook = match crate::webhook::post_json(url, alert) {
                     Ok(status) => json!({"delivered": true, "status": status}),

@@ -19,6 +19,9 @@ use crate::clock::to_store_text;
 
 pub struct GitopsDriftCheck;
 
+/// A desired object larger than this is reported invalid rather than read into memory.
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Drifted,
@@ -162,7 +165,7 @@ fn read_desired(dir: &Path) -> Result<Desired, JobError> {
             ) else {
                 continue;
             };
-            if !is_safe_name(name) || !path.is_file() {
+            if !path.is_file() {
                 continue;
             }
             let invalid = |detail: String| Item {
@@ -173,6 +176,19 @@ fn read_desired(dir: &Path) -> Result<Desired, JobError> {
                 actual_hash: None,
                 detail: Some(detail),
             };
+            if !is_safe_name(name) {
+                desired.invalid.push(invalid(
+                    "the name is not made of letters, digits, '.', '_' and '-'".into(),
+                ));
+                continue;
+            }
+            let size = std::fs::metadata(&path).map_or(0, |meta| meta.len());
+            if size > MAX_FILE_BYTES {
+                desired.invalid.push(invalid(format!(
+                    "{size} bytes; a configuration object is at most {MAX_FILE_BYTES}"
+                )));
+                continue;
+            }
             let text = match std::fs::read_to_string(&path) {
                 Ok(text) => text,
                 Err(error) => {
@@ -325,6 +341,8 @@ mod tests {
         harness.write_file("gitops/flags/new.json", br#"{"on": true}"#);
         harness.write_file("gitops/flags/broken.json", b"{not json");
         harness.write_file("gitops/flags/notes.txt", b"ignored");
+        harness.write_file("gitops/flags/huge.json", &vec![b' '; 2 * 1024 * 1024]);
+        harness.write_file("gitops/flags/bad name.json", b"{}");
         harness.write_file("gitops/limits/api.json", br#"{"rps": 100}"#);
         harness.exec(
             r#"INSERT INTO configuration (kind, name, body) VALUES
@@ -345,17 +363,24 @@ mod tests {
                 body["extra"].as_u64(),
                 body["invalid"].as_u64()
             ),
-            (Some(5), Some(1), Some(1), Some(1), Some(1))
+            (Some(7), Some(1), Some(1), Some(1), Some(3))
         );
         assert_eq!(
             harness.strings("SELECT state || ' ' || kind || '/' || name FROM gitops_drift_items ORDER BY state, name"),
-            ["drifted flags/dark", "extra flags/stale", "invalid flags/broken", "missing flags/new"]
+            [
+                "drifted flags/dark",
+                "extra flags/stale",
+                "invalid flags/bad name",
+                "invalid flags/broken",
+                "invalid flags/huge",
+                "missing flags/new"
+            ]
         );
         assert_eq!(
             harness.query::<String>(
                 "SELECT details FROM audit_log WHERE action = 'gitops.drift_check'"
             ),
-            r#"{"checked":5,"drifted":1,"extra":1,"invalid":1,"missing":1,"reportId":1}"#
+            r#"{"checked":7,"drifted":1,"extra":1,"invalid":3,"missing":1,"reportId":1}"#
         );
     }
 }

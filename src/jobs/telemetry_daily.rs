@@ -26,12 +26,12 @@ pub struct TelemetryDaily;
 
 const MAX_VALUES_PER_KEY: usize = 20;
 const MAX_KEYS: usize = 50;
+/// Keys tracked per event while reading, before the 50 most frequent are chosen.
+const MAX_KEYS_TRACKED: usize = 1_000;
+const MAX_TEXT_CHARS: usize = 100;
 const OTHER: &str = "(other)";
 /// Rows shown by a dry run; the counts cover them all.
 const PREVIEW_ROWS: usize = 1_000;
-
-/// A metadata key's values with how many events carried each.
-type ValueCounts = Vec<(String, i64)>;
 
 /// One `telemetry_daily` row as computed.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,21 +179,21 @@ fn compute(conn: &Connection, date: NaiveDate) -> Result<DateRollup, JobError> {
           WHERE e.created_at >= ?1 AND e.created_at < ?2
           GROUP BY e.event, j.key, j.type, j.value",
     )?;
-    let mut merged: BTreeMap<String, BTreeMap<String, ValueCounts>> = BTreeMap::new();
+    let mut merged: BTreeMap<String, EventMeta> = BTreeMap::new();
     let mut found = values.query((&from, &to))?;
     while let Some(row) = found.next()? {
         let value = value_text(&row.get::<_, String>(2)?, row.get_ref(3)?);
+        let key: String = row.get(1)?;
         merged
             .entry(row.get(0)?)
             .or_default()
-            .entry(row.get(1)?)
-            .or_default()
-            .push((value, row.get(4)?));
+            .add(truncated(&key), value, row.get(4)?);
     }
     let mut keys_dropped = 0;
     for rollup in &mut rows {
-        if let Some(keys) = merged.remove(&rollup.event) {
-            let (meta, dropped) = cap_meta(keys);
+        if let Some(event_meta) = merged.remove(&rollup.event) {
+            keys_dropped += event_meta.dropped_keys.len() as u64;
+            let (meta, dropped) = cap_meta(event_meta.keys);
             rollup.meta = meta;
             keys_dropped += dropped;
         }
@@ -203,6 +203,68 @@ fn compute(conn: &Connection, date: NaiveDate) -> Result<DateRollup, JobError> {
         malformed_meta,
         keys_dropped,
     })
+}
+
+/// Keys and values are bucketed by their first characters, so neither can bloat a row.
+fn truncated(text: &str) -> String {
+    text.chars().take(MAX_TEXT_CHARS).collect()
+}
+
+/// One key's values while they are read: the most frequent kept, the others only counted,
+/// so a key with a million distinct values costs no more memory than one with twenty. SQLite
+/// has already counted each value exactly, so the values kept are exactly the top ones.
+#[derive(Debug, Default)]
+struct KeyValues {
+    kept: Vec<(String, i64)>,
+    other: i64,
+    total: i64,
+}
+
+impl KeyValues {
+    fn add(&mut self, value: String, count: i64) {
+        self.total += count;
+        // Two values can read the same once truncated; their counts add up.
+        if let Some(same) = self.kept.iter_mut().find(|(kept, _)| *kept == value) {
+            same.1 += count;
+            return;
+        }
+        if self.kept.len() < MAX_VALUES_PER_KEY {
+            self.kept.push((value, count));
+            return;
+        }
+        // The weakest kept value: the least frequent, the last by name among equals.
+        let weakest = (0..self.kept.len()).min_by(|&a, &b| {
+            let (a, b) = (&self.kept[a], &self.kept[b]);
+            a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0))
+        });
+        match weakest {
+            Some(index) if (count, &self.kept[index].0) > (self.kept[index].1, &value) => {
+                let evicted = std::mem::replace(&mut self.kept[index], (value, count));
+                self.other += evicted.1;
+            }
+            _ => self.other += count,
+        }
+    }
+}
+
+/// One event's metadata while it is read, with a bound on how many keys are tracked.
+#[derive(Debug, Default)]
+struct EventMeta {
+    keys: BTreeMap<String, KeyValues>,
+    /// Keys seen after `MAX_KEYS_TRACKED` others: left out, and counted.
+    dropped_keys: std::collections::BTreeSet<String>,
+}
+
+impl EventMeta {
+    fn add(&mut self, key: String, value: String, count: i64) {
+        if !self.keys.contains_key(&key) && self.keys.len() >= MAX_KEYS_TRACKED {
+            if self.dropped_keys.len() < MAX_KEYS_TRACKED {
+                self.dropped_keys.insert(key);
+            }
+            return;
+        }
+        self.keys.entry(key).or_default().add(value, count);
+    }
 }
 
 /// A metadata value as the key's bucket names it: strings as they are, anything else as JSON.
@@ -218,44 +280,28 @@ fn value_text(kind: &str, value: rusqlite::types::ValueRef<'_>) -> String {
             String::from_utf8_lossy(text).into_owned()
         }
     };
-    // Nested objects and long strings are bucketed by a prefix, so they cannot bloat a row.
-    text.chars().take(100).collect()
+    truncated(&text)
 }
 
-/// Keeps the most frequent keys and, per key, the most frequent values; answers the merged
-/// object and how many keys were left out.
-fn cap_meta(keys: BTreeMap<String, ValueCounts>) -> (Map<String, Value>, u64) {
-    let mut keys: Vec<(String, ValueCounts, i64)> = keys
-        .into_iter()
-        .map(|(key, values)| {
-            let total = values.iter().map(|(_, count)| count).sum();
-            (key, values, total)
-        })
-        .collect();
-    keys.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+/// Keeps the most frequent keys, each with its most frequent values and `"(other)"`; answers
+/// the merged object and how many keys were left out.
+fn cap_meta(keys: BTreeMap<String, KeyValues>) -> (Map<String, Value>, u64) {
+    let mut keys: Vec<(String, KeyValues)> = keys.into_iter().collect();
+    keys.sort_by(|a, b| b.1.total.cmp(&a.1.total).then_with(|| a.0.cmp(&b.0)));
     let dropped = keys.len().saturating_sub(MAX_KEYS) as u64;
     let mut meta = Map::new();
-    for (key, mut values, _) in keys.into_iter().take(MAX_KEYS) {
-        // Two values can read the same once prefixed; their counts add up.
-        let mut merged: BTreeMap<String, i64> = BTreeMap::new();
-        for (value, count) in values.drain(..) {
-            *merged.entry(value).or_default() += count;
-        }
-        let mut ranked: Vec<(String, i64)> = merged.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        let other: i64 = ranked
-            .iter()
-            .skip(MAX_VALUES_PER_KEY)
-            .map(|(_, count)| count)
-            .sum();
-        let mut bucket: Map<String, Value> = ranked
+    for (key, mut values) in keys.into_iter().take(MAX_KEYS) {
+        values
+            .kept
+            .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut bucket: Map<String, Value> = values
+            .kept
             .into_iter()
-            .take(MAX_VALUES_PER_KEY)
             .map(|(value, count)| (value, json!(count)))
             .collect();
-        if other > 0 {
+        if values.other > 0 {
             let kept = bucket.get(OTHER).and_then(Value::as_i64).unwrap_or(0);
-            bucket.insert(OTHER.into(), json!(kept + other));
+            bucket.insert(OTHER.into(), json!(kept + values.other));
         }
         meta.insert(key, Value::Object(bucket));
     }
@@ -385,19 +431,37 @@ mod tests {
     }
 
     #[test]
-    fn noisy_keys_and_values_are_capped() {
-        let mut keys = BTreeMap::new();
+    fn noisy_keys_and_values_are_capped_while_read() {
+        let mut event = EventMeta::default();
         for key in 0..60 {
-            let values = (0..30)
-                .map(|value| (format!("v{value:02}"), 1 + key))
-                .collect();
-            keys.insert(format!("k{key:02}"), values);
+            // Values arrive in an order that puts the most frequent last.
+            for value in (0..30).rev() {
+                event.add(
+                    format!("k{key:02}"),
+                    format!("v{value:02}"),
+                    1 + key + value,
+                );
+            }
         }
-        let (meta, dropped) = cap_meta(keys);
+        let (meta, dropped) = cap_meta(event.keys);
         assert_eq!((meta.len(), dropped), (MAX_KEYS, 10));
         assert!(!meta.contains_key("k00"), "the least frequent keys go");
         let bucket = meta["k59"].as_object().unwrap();
         assert_eq!(bucket.len(), MAX_VALUES_PER_KEY + 1);
-        assert_eq!(bucket[OTHER], 10 * 60);
+        assert!(
+            bucket.contains_key("v29") && !bucket.contains_key("v09"),
+            "{bucket:?}"
+        );
+        // v00..v09 are 60..69 each.
+        assert_eq!(bucket[OTHER], (60..70).sum::<i64>());
+
+        let mut wide = EventMeta::default();
+        for key in 0..MAX_KEYS_TRACKED + 5 {
+            wide.add(format!("id-{key}"), "x".into(), 1);
+        }
+        assert_eq!(
+            (wide.keys.len(), wide.dropped_keys.len()),
+            (MAX_KEYS_TRACKED, 5)
+        );
     }
 }
