@@ -57,6 +57,12 @@ impl Reply {
         }
     }
 
+    /// 303 See Other: after a form post, or to the login form.
+    fn redirect(location: &str) -> Reply {
+        Reply::text(303, String::new(), "text/plain; charset=utf-8")
+            .with_header("Location", location)
+    }
+
     fn error(status: u16, message: impl std::fmt::Display) -> Reply {
         Reply::json(status, &json!({"ok": false, "error": message.to_string()}))
     }
@@ -341,8 +347,7 @@ fn html(status: u16, body: String) -> Reply {
 /// The status page; without a session or secret, a redirect to the login form.
 fn status(app: &App, request: &Request) -> Reply {
     if !app.auth.allows_page(request, app.runner.clock().now()) {
-        return Reply::text(303, String::new(), "text/plain; charset=utf-8")
-            .with_header("Location", "/login");
+        return Reply::redirect("/login");
     }
     let store = app.runner.store();
     let page = job_statuses(&app.runner, &app.planned).and_then(|jobs| {
@@ -376,9 +381,7 @@ fn login(app: &App, request: &mut Request) -> Reply {
             status_page::login(Some("That secret is not accepted.")),
         );
     };
-    Reply::text(303, String::new(), "text/plain; charset=utf-8")
-        .with_header("Location", "/")
-        .with_header(
+    Reply::redirect("/").with_header(
             "Set-Cookie",
             format!(
                 "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}{}",
@@ -388,15 +391,13 @@ fn login(app: &App, request: &mut Request) -> Reply {
 }
 
 fn logout(request: &Request) -> Reply {
-    Reply::text(303, String::new(), "text/plain; charset=utf-8")
-        .with_header("Location", "/login")
-        .with_header(
-            "Set-Cookie",
-            format!(
-                "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
-                secure_attribute(request)
-            ),
-        )
+    Reply::redirect("/login").with_header(
+        "Set-Cookie",
+        format!(
+            "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+            secure_attribute(request)
+        ),
+    )
 }
 
 /// `; Secure` behind a TLS-terminating proxy (which says so in `X-Forwarded-Proto`).

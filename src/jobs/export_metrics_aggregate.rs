@@ -95,7 +95,7 @@ impl Job for ExportMetricsAggregate {
         if !ctx.params.dry_run {
             // The hourly run also recomputes the hours before, for metrics that came late.
             let mut stored = hours.clone();
-            if !has_dates(ctx) {
+            if ctx.params.date_range().is_none() {
                 let late_start = to_store_text(start - Duration::hours(LATE_HOURS));
                 stored.extend(summarise(&conn, &late_start, &start_text)?.1);
             }
@@ -157,22 +157,14 @@ impl Job for ExportMetricsAggregate {
 /// Hours before the last that the hourly run recomputes, for metrics recorded late.
 const LATE_HOURS: i64 = 2;
 
-fn has_dates(ctx: &JobCtx<'_>) -> bool {
-    ctx.params.start_date.is_some() || ctx.params.end_date.is_some()
-}
-
 /// The last full hour, or the given dates from midnight to midnight (UTC).
 fn window(ctx: &JobCtx<'_>) -> (DateTime<Utc>, DateTime<Utc>) {
-    let (start_date, end_date) = match (ctx.params.start_date, ctx.params.end_date) {
-        (Some(start), Some(end)) => (start, end),
-        (Some(day), None) | (None, Some(day)) => (day, day),
-        (None, None) => {
-            let hour = ctx
-                .now()
-                .duration_trunc(Duration::hours(1))
-                .unwrap_or(ctx.now());
-            return (hour - Duration::hours(1), hour);
-        }
+    let Some((start_date, end_date)) = ctx.params.date_range() else {
+        let hour = ctx
+            .now()
+            .duration_trunc(Duration::hours(1))
+            .unwrap_or(ctx.now());
+        return (hour - Duration::hours(1), hour);
     };
     let midnight =
         |date: chrono::NaiveDate| date.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();

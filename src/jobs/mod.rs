@@ -64,6 +64,17 @@ impl RunParams {
     }
 }
 
+impl RunParams {
+    /// The inclusive dates asked for: both ends, or one date alone meaning that day.
+    pub fn date_range(&self) -> Option<(NaiveDate, NaiveDate)> {
+        match (self.start_date, self.end_date) {
+            (Some(start), Some(end)) => Some((start, end)),
+            (Some(day), None) | (None, Some(day)) => Some((day, day)),
+            (None, None) => None,
+        }
+    }
+}
+
 fn parse_date(field: &str, text: &str) -> Result<NaiveDate, String> {
     let well_formed = text.len() == 10 && text.as_bytes()[4] == b'-' && text.as_bytes()[7] == b'-';
     well_formed
@@ -262,8 +273,7 @@ impl Registry {
         let job = self
             .get(name)
             .ok_or_else(|| format!("no job named {name:?}"))?;
-        let has_dates = params.start_date.is_some() || params.end_date.is_some();
-        if has_dates && !job.takes_date_range() {
+        if params.date_range().is_some() && !job.takes_date_range() {
             return Err(format!("{name} takes no startDate/endDate"));
         }
         if let (Some(start), Some(end)) = (params.start_date, params.end_date) {

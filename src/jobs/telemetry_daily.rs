@@ -131,11 +131,7 @@ impl Job for TelemetryDaily {
 /// yesterday in UTC.
 fn dates(ctx: &JobCtx<'_>) -> Vec<NaiveDate> {
     let yesterday = ctx.now().date_naive() - Days::new(1);
-    let (start, end) = match (ctx.params.start_date, ctx.params.end_date) {
-        (Some(start), Some(end)) => (start, end),
-        (Some(day), None) | (None, Some(day)) => (day, day),
-        (None, None) => (yesterday, yesterday),
-    };
+    let (start, end) = ctx.params.date_range().unwrap_or((yesterday, yesterday));
     start.iter_days().take_while(|day| *day <= end).collect()
 }
 
