@@ -32,10 +32,11 @@ use chrono::NaiveDate;
 use rusqlite::types::ValueRef;
 use sha2::{Digest, Sha256};
 
-use super::manifest::{self, Cursor, Metric, Upload, WrittenFile};
+use super::manifest::{self, Metric, Upload, WrittenFile};
 use super::ndjson::{Row, append_line, utc_day};
 use super::partition::{TenantDir, UnsafeTenantId, partition_dir, tenant_root};
 use crate::io_error::IoError;
+use crate::store::Cursor;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]

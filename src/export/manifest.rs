@@ -4,14 +4,7 @@
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::metrics::{self, ExportMetric, Outcome};
-use crate::store::{Store, StoreError};
-
-/// Where a tenant's export stands: the last exported row's `(created_at, id)`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Cursor {
-    pub created_at: String,
-    pub id: String,
-}
+use crate::store::{Cursor, Store, StoreError};
 
 /// A file written, fsynced and renamed into place, waiting to be committed.
 #[derive(Debug, Clone)]

@@ -16,8 +16,9 @@ use super::{Job, JobCtx, JobError, JobOutput, archive};
 use crate::clock::{from_store_text, to_store_text};
 use crate::export::storage::Storage;
 use crate::siem::intake::{Intake, Retry};
-use crate::siem::ledger::{self, Cursor, DeadLetter};
+use crate::siem::ledger::{self, DeadLetter};
 use crate::siem::{self, AuditRow, Fate, Siem};
+use crate::store::Cursor;
 
 pub struct SiemShip;
 
@@ -136,7 +137,7 @@ impl Job for SiemShip {
                 );
             }
             if let Some(last) = settled.last() {
-                cursor = Cursor::after(last);
+                cursor = last.cursor();
                 ledger::record(
                     ctx.store,
                     backend,

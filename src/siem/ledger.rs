@@ -5,23 +5,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
 use super::AuditRow;
-use crate::store::{Store, StoreError, row_object};
-
-/// A position in `audit_log`'s (created_at, id) order: the last row settled.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Cursor {
-    pub created_at: String,
-    pub id: String,
-}
-
-impl Cursor {
-    pub fn after(row: &AuditRow) -> Cursor {
-        Cursor {
-            created_at: row.created_at.clone(),
-            id: row.id.clone(),
-        }
-    }
-}
+use crate::store::{Cursor, Store, StoreError, row_object};
 
 /// A row the intake refused for good.
 pub struct DeadLetter<'a> {
@@ -191,9 +175,9 @@ mod tests {
             reason: "bad",
             event: "{}",
         };
-        record(&store, "splunk", &Cursor::after(&rows[1]), &[letter], "now").unwrap();
+        record(&store, "splunk", &rows[1].cursor(), &[letter], "now").unwrap();
         let moved = cursor(&store, "splunk").unwrap();
-        assert_eq!(moved, Cursor::after(&rows[1]));
+        assert_eq!(moved, rows[1].cursor());
         assert_eq!(backlog(&store, &moved).unwrap(), 2);
         let after = rows_after(&store, &moved, "9999", 10).unwrap();
         assert_eq!(after.len(), 2);

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::clock::from_store_text;
+use crate::store::Cursor;
 use intake::{Intake, Retry};
 pub use settings::{Backend, Siem, SiemSettings};
 
@@ -31,6 +32,14 @@ pub struct AuditRow {
 impl AuditRow {
     pub fn time(&self) -> Option<DateTime<Utc>> {
         from_store_text(&self.created_at)
+    }
+
+    /// The cursor position at this row.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            created_at: self.created_at.clone(),
+            id: self.id.clone(),
+        }
     }
 }
 

@@ -40,6 +40,14 @@ pub enum StoreError {
     SchemaTooNew { found: i64, known: i64 },
 }
 
+/// A position in a table's `(created_at, id)` order: the last row a job has handled. Never a
+/// bare timestamp, so rows sharing a `created_at` are neither skipped nor repeated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: String,
+    pub id: String,
+}
+
 /// A handle on the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
