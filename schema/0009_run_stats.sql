@@ -36,18 +36,18 @@ BEGIN
     UPDATE job_run_stats
        SET runs = runs + 1,
            duration_seconds_sum = duration_seconds_sum + COALESCE(NEW.duration_ms / 1000.0,
-               (julianday(NEW.finished_at) - julianday(NEW.started_at)) * 86400.0, 0),
+               unixepoch(NEW.finished_at, 'subsec') - unixepoch(NEW.started_at, 'subsec'), 0),
            rows_processed = rows_processed + NEW.rows_processed,
            last_finished_at = NEW.finished_at
      WHERE job = NEW.job AND status = NEW.status;
     INSERT OR IGNORE INTO job_run_duration_buckets (job, le)
     SELECT NEW.job, le FROM job_run_duration_bounds
      WHERE seconds >= COALESCE(NEW.duration_ms / 1000.0,
-               (julianday(NEW.finished_at) - julianday(NEW.started_at)) * 86400.0, 0)
+               unixepoch(NEW.finished_at, 'subsec') - unixepoch(NEW.started_at, 'subsec'), 0)
      ORDER BY seconds LIMIT 1;
     UPDATE job_run_duration_buckets SET runs = runs + 1
      WHERE job = NEW.job AND le = (SELECT le FROM job_run_duration_bounds
          WHERE seconds >= COALESCE(NEW.duration_ms / 1000.0,
-               (julianday(NEW.finished_at) - julianday(NEW.started_at)) * 86400.0, 0)
+               unixepoch(NEW.finished_at, 'subsec') - unixepoch(NEW.started_at, 'subsec'), 0)
          ORDER BY seconds LIMIT 1);
 END;

@@ -127,6 +127,17 @@ fn current_lease(conn: &rusqlite::Connection, job: &str) -> rusqlite::Result<Opt
     .optional()
 }
 
+/// When an abandoned run ended: its last heartbeat (not the later moment it was found), or
+/// `now` when there is no readable heartbeat.
+fn abandoned_at(heartbeat: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let ended = if heartbeat > DateTime::<Utc>::default() {
+        heartbeat.min(now)
+    } else {
+        now
+    };
+    to_store_text(ended)
+}
+
 const RUN_COLUMNS: &str =
     "id, job, trigger, started_at, finished_at, status, error, duration_ms, rows_processed";
 
@@ -176,11 +187,12 @@ impl Store {
                 current.run_id,
                 current.holder
             );
+            // It ended when its process last showed life, not now: its duration stays true.
             tx.execute(
                 "UPDATE job_runs SET status = 'failed', finished_at = ?2,
                      error = 'abandoned: the process running it died'
                  WHERE id = ?1 AND status = 'running'",
-                (current.run_id, &now_text),
+                (current.run_id, abandoned_at(current.heartbeat_at, now())),
             )?;
             tx.execute("DELETE FROM job_leases WHERE job = ?1", [job])?;
         }
@@ -294,7 +306,7 @@ impl Store {
                 "UPDATE job_runs SET status = 'failed', finished_at = ?2,
                      error = 'abandoned: the process running it died'
                  WHERE id = ?1",
-                (run_id, to_store_text(now)),
+                (run_id, abandoned_at(heartbeat, now)),
             )?;
             tx.execute("DELETE FROM job_leases WHERE run_id = ?1", [run_id])?;
             log::warn!("{job}: run {run_id} of {holder} was left running; marked failed");
@@ -507,6 +519,53 @@ mod tests {
         assert_eq!(runs.len(), 2);
         assert_eq!((runs[0].id, runs[0].status.as_str()), (third, "running"));
         assert_eq!((runs[1].id, runs[1].status.as_str()), (first, "failed"));
+    }
+
+    #[test]
+    fn every_way_a_run_ends_is_counted_once_and_abandoned_runs_end_at_their_heartbeat() {
+        let (_dir, store) = temp_store();
+        let begin = |second| match store
+            .begin_run("cleanup", Trigger::Cli, "h/1/1", || at(second), |_| false)
+            .unwrap()
+        {
+            LeaseAttempt::Acquired { run_id } => run_id,
+            LeaseAttempt::Busy(_) => panic!("the lease must be taken"),
+        };
+        let first = begin(0);
+        assert!(store.heartbeat("cleanup", first, at(3)).unwrap());
+        // Found dead 57 s later: it ended at its last heartbeat, 3 s in.
+        let second = begin(59);
+        let end = RunEnd {
+            status: RunStatus::Ok,
+            result_json: None,
+            error: None,
+            rows_processed: 7,
+            duration_ms: 200,
+        };
+        store.finish_run("cleanup", second, &end, at(59)).unwrap();
+        // Finishing twice (a retried write) counts once.
+        store.finish_run("cleanup", second, &end, at(59)).unwrap();
+        let stats = store.run_stats().unwrap();
+        let by_status: Vec<(&str, i64, f64, i64)> = stats
+            .iter()
+            .map(|stat| {
+                (
+                    stat.status.as_str(),
+                    stat.runs,
+                    stat.duration_seconds_sum,
+                    stat.rows_processed,
+                )
+            })
+            .collect();
+        assert_eq!(by_status, [("failed", 1, 3.0, 0), ("ok", 1, 0.2, 7)]);
+        let histogram = &store.duration_histograms(&["cleanup"]).unwrap()[0];
+        let filled: Vec<(&str, i64)> = histogram
+            .buckets
+            .iter()
+            .filter(|(_, runs)| *runs > 0)
+            .map(|(le, runs)| (le.as_str(), *runs))
+            .collect();
+        assert_eq!(filled, [("0.5", 1), ("5", 1)]);
     }
 
     #[test]
