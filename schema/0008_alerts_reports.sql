@@ -24,7 +24,9 @@ CREATE TABLE alert_events (
     kind        TEXT NOT NULL CHECK (kind IN ('fired', 'resolved')),
     value       REAL,
     threshold   REAL,
-    created_at  TEXT NOT NULL
+    created_at  TEXT NOT NULL,
+    -- When ALERT_WEBHOOK_URL took it; NULL: not yet, and later ticks try again.
+    notified_at TEXT
 );
 CREATE INDEX alert_events_rule ON alert_events (rule_id, id);
 

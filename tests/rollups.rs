@@ -193,3 +193,44 @@ fn the_legacy_tick_takes_its_own_token() {
     );
     assert_eq!(other.status, 401);
 }
+
+#[test]
+fn an_alert_rule_event_reaches_the_webhook_once_even_if_it_was_down() {
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = Env::new().with(
+        "ALERT_WEBHOOK_URL",
+        &format!("http://127.0.0.1:{closed_port}/hook"),
+    );
+    assert!(env.run(&["migrate"]).status.success());
+    env.db()
+        .execute_batch(
+            "INSERT INTO alert_rules (id, tenant_id, name, metric, window_minutes, comparator, threshold)
+               VALUES ('bounces', 'acme', 'Bounce spike', 'negative_outcomes', 60, '>=', 1);
+             INSERT INTO interaction_history (id, tenant_id, outcome, created_at)
+               VALUES ('b1', 'acme', 'bounced', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-5 minutes'));",
+        )
+        .unwrap();
+    let down = env.run_json(&["run", "cron-tick"], 3);
+    assert_eq!(down["fired"], 1);
+    assert!(
+        down["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("webhook")
+    );
+
+    let receiver = Receiver::start();
+    let env = env.with("ALERT_WEBHOOK_URL", &receiver.url());
+    let back = env.run_json(&["run", "cron-tick"], 0);
+    assert_eq!(back["fired"], 0, "the breach was recorded once");
+    let received = receiver.bodies();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0]["event"], "fired");
+    assert_eq!(received[0]["name"], "Bounce spike");
+    env.run_json(&["run", "cron-tick"], 0);
+    assert_eq!(receiver.bodies().len(), 1, "delivered once");
+}

@@ -184,13 +184,58 @@ fn evaluate_rules(ctx: &JobCtx<'_>, errors: &mut Vec<Value>) -> Result<AlertOutc
                            "tenantId": rule.tenant_id, "metric": rule.metric, "value": value,
                            "comparator": rule.comparator, "threshold": rule.threshold, "at": now_text});
         log::warn!(target: crate::logging::ALERT_TARGET, "{event}");
-        if let Some(url) = &ctx.config.alerts.webhook
-            && let Err(error) = crate::webhook::post_json(url, &event)
-        {
-            errors.push(json!({"ruleId": rule.id, "error": format!("webhook: {error}")}));
-        }
+    }
+    if !ctx.params.dry_run {
+        notify_webhook(ctx, errors)?;
     }
     Ok(outcome)
+}
+
+/// Posts alert events the webhook has not taken yet, oldest first. An event whose post fails
+/// stays pending for the next tick; events over a day old are no longer news and are left.
+fn notify_webhook(ctx: &JobCtx<'_>, errors: &mut Vec<Value>) -> Result<(), JobError> {
+    let Some(url) = &ctx.config.alerts.webhook else {
+        return Ok(());
+    };
+    let since = to_store_text(ctx.now() - Duration::days(1));
+    let pending: Vec<(i64, Value)> = {
+        let conn = ctx.store.conn()?;
+        let mut statement = conn.prepare(
+            "SELECT e.id, e.kind, e.rule_id, COALESCE(r.name, ''), e.tenant_id, COALESCE(r.metric, ''),
+                    e.value, COALESCE(r.comparator, ''), e.threshold, e.created_at
+               FROM alert_events e LEFT JOIN alert_rules r ON r.id = e.rule_id
+              WHERE e.notified_at IS NULL AND e.created_at >= ?1 ORDER BY e.id LIMIT 100",
+        )?;
+        statement
+            .query_map([since], |row| {
+                let event = json!({
+                    "type": "alert_rule", "event": row.get::<_, String>(1)?,
+                    "ruleId": row.get::<_, String>(2)?, "name": row.get::<_, String>(3)?,
+                    "tenantId": row.get::<_, String>(4)?, "metric": row.get::<_, String>(5)?,
+                    "value": row.get::<_, Option<f64>>(6)?, "comparator": row.get::<_, String>(7)?,
+                    "threshold": row.get::<_, Option<f64>>(8)?, "at": row.get::<_, String>(9)?,
+                });
+                Ok((row.get(0)?, event))
+            })?
+            .collect::<Result<_, _>>()?
+    };
+    for (id, event) in pending {
+        match crate::webhook::post_json(url, &event) {
+            Ok(_) => {
+                ctx.store.conn()?.execute(
+                    "UPDATE alert_events SET notified_at = ?2 WHERE id = ?1",
+                    (id, to_store_text(ctx.now())),
+                )?;
+            }
+            Err(error) => {
+                errors
+                    .push(json!({"ruleId": event["ruleId"], "error": format!("webhook: {error}")}));
+                // The receiver is down: the rest waits for the next tick too.
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The metric catalogue. The outer error is the store's; the inner one an unknown metric.
