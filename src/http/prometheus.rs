@@ -42,10 +42,11 @@ pub fn snapshot(runner: &Runner) -> Result<Snapshot, StoreError> {
     let file_size = |path: &Path| std::fs::metadata(path).map_or(0, |meta| meta.len());
     let mut wal = store.path().as_os_str().to_owned();
     wal.push("-wal");
+    let runs = store.run_metrics(&jobs)?;
     Ok(Snapshot {
-        stats: store.run_stats()?,
-        histograms: store.duration_histograms(&jobs)?,
-        running: store.running_counts()?,
+        stats: runs.stats,
+        histograms: runs.histograms,
+        running: runs.running,
         upload_queue: manifest::upload_backlog(store)?,
         siem_backlog,
         store_bytes: file_size(store.path()),

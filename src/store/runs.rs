@@ -1,7 +1,7 @@
 //! Run history, per-job leases and the scheduler's last fire times: the runner's tables.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use super::{Store, StoreError};
@@ -81,6 +81,14 @@ pub struct DurationHistogram {
     pub buckets: Vec<(String, i64)>,
 }
 
+/// What `/metrics` reports of runs, read together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunMetrics {
+    pub stats: Vec<RunStats>,
+    pub histograms: Vec<DurationHistogram>,
+    pub running: Vec<(String, i64)>,
+}
+
 /// The run currently holding a job's lease.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -136,6 +144,57 @@ fn abandoned_at(heartbeat: DateTime<Utc>, now: DateTime<Utc>) -> String {
         now
     };
     to_store_text(ended)
+}
+
+fn run_stats(conn: &Connection) -> rusqlite::Result<Vec<RunStats>> {
+    let mut statement = conn.prepare(
+        "SELECT job, status, runs, duration_seconds_sum, rows_processed, last_finished_at
+           FROM job_run_stats ORDER BY job, status",
+    )?;
+    statement
+        .query_map([], |row| {
+            Ok(RunStats {
+                job: row.get(0)?,
+                status: row.get(1)?,
+                runs: row.get(2)?,
+                duration_seconds_sum: row.get(3)?,
+                rows_processed: row.get(4)?,
+                last_finished_at: row.get(5)?,
+            })
+        })?
+        .collect()
+}
+
+/// Every job's histogram, with every bucket (zero where no run fell).
+fn duration_histograms(
+    conn: &Connection,
+    jobs: &[&str],
+) -> rusqlite::Result<Vec<DurationHistogram>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT d.le, COALESCE(b.runs, 0) FROM job_run_duration_bounds d
+           LEFT JOIN job_run_duration_buckets b ON b.le = d.le AND b.job = ?1
+          ORDER BY d.seconds",
+    )?;
+    jobs.iter()
+        .map(|job| {
+            let buckets = statement
+                .query_map([job], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(DurationHistogram {
+                job: job.to_string(),
+                buckets,
+            })
+        })
+        .collect()
+}
+
+/// Runs in progress, per job.
+fn running_counts(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut statement =
+        conn.prepare("SELECT job, COUNT(*) FROM job_runs WHERE status = 'running' GROUP BY job")?;
+    statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect()
 }
 
 const RUN_COLUMNS: &str =
@@ -381,57 +440,18 @@ impl Store {
         Ok((latest, latest_failed))
     }
 
-    pub fn run_stats(&self) -> Result<Vec<RunStats>, StoreError> {
-        let conn = self.conn()?;
-        let mut statement = conn.prepare(
-            "SELECT job, status, runs, duration_seconds_sum, rows_processed, last_finished_at
-               FROM job_run_stats ORDER BY job, status",
-        )?;
-        let stats = statement
-            .query_map([], |row| {
-                Ok(RunStats {
-                    job: row.get(0)?,
-                    status: row.get(1)?,
-                    runs: row.get(2)?,
-                    duration_seconds_sum: row.get(3)?,
-                    rows_processed: row.get(4)?,
-                    last_finished_at: row.get(5)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(stats)
-    }
-
-    /// Every job's histogram, with every bucket (zero where no run fell).
-    pub fn duration_histograms(&self, jobs: &[&str]) -> Result<Vec<DurationHistogram>, StoreError> {
-        let conn = self.conn()?;
-        let mut statement = conn.prepare_cached(
-            "SELECT d.le, COALESCE(b.runs, 0) FROM job_run_duration_bounds d
-               LEFT JOIN job_run_duration_buckets b ON b.le = d.le AND b.job = ?1
-              ORDER BY d.seconds",
-        )?;
-        jobs.iter()
-            .map(|job| {
-                let buckets = statement
-                    .query_map([job], |row| Ok((row.get(0)?, row.get(1)?)))?
-                    .collect::<Result<_, _>>()?;
-                Ok(DurationHistogram {
-                    job: job.to_string(),
-                    buckets,
-                })
-            })
-            .collect()
-    }
-
-    /// Runs in progress, per job.
-    pub fn running_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let conn = self.conn()?;
-        let mut statement = conn
-            .prepare("SELECT job, COUNT(*) FROM job_runs WHERE status = 'running' GROUP BY job")?;
-        let counts = statement
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        Ok(counts)
+    /// Run counters, histograms and runs in progress, read in one transaction so a run that
+    /// ends meanwhile is in all of them or in none (a histogram's sum and count agree).
+    pub fn run_metrics(&self, jobs: &[&str]) -> Result<RunMetrics, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let metrics = RunMetrics {
+            stats: run_stats(&tx)?,
+            histograms: duration_histograms(&tx, jobs)?,
+            running: running_counts(&tx)?,
+        };
+        tx.commit()?;
+        Ok(metrics)
     }
 
     /// The durations (ms) of a job's newest finished runs, oldest first.
@@ -545,7 +565,8 @@ mod tests {
         store.finish_run("cleanup", second, &end, at(59)).unwrap();
         // Finishing twice (a retried write) counts once.
         store.finish_run("cleanup", second, &end, at(59)).unwrap();
-        let stats = store.run_stats().unwrap();
+        let metrics = store.run_metrics(&["cleanup"]).unwrap();
+        let stats = &metrics.stats;
         let by_status: Vec<(&str, i64, f64, i64)> = stats
             .iter()
             .map(|stat| {
@@ -558,7 +579,7 @@ mod tests {
             })
             .collect();
         assert_eq!(by_status, [("failed", 1, 3.0, 0), ("ok", 1, 0.2, 7)]);
-        let histogram = &store.duration_histograms(&["cleanup"]).unwrap()[0];
+        let histogram = &metrics.histograms[0];
         let filled: Vec<(&str, i64)> = histogram
             .buckets
             .iter()
