@@ -188,6 +188,11 @@ pub fn fill(
         add(&mut counts, "mlModels", insert_models(&tx, tenant, now)?);
         add(
             &mut counts,
+            "alertRulesAndReports",
+            insert_alerting(&tx, tenant, now)?,
+        );
+        add(
+            &mut counts,
             "imports",
             insert_imports(&tx, tenant, &mut rng, now, &config.data_dir)?,
         );
@@ -206,6 +211,11 @@ pub fn fill(
         &mut counts,
         "telemetryEvents",
         insert_telemetry(&tx, &mut rng, now, (rows / 4).max(500))?,
+    );
+    add(
+        &mut counts,
+        "configuration",
+        insert_configuration(&tx, &config.data_dir)?,
     );
     tx.commit()?;
     let seconds = started.elapsed().as_secs_f64();
@@ -250,6 +260,11 @@ fn wipe(tx: &Transaction<'_>, tenant_ids: &[&str]) -> Result<(), DemoError> {
         "export_metrics",
         "export_checkpoints",
         "export_files",
+        "engagement_health",
+        "alert_rules",
+        "alert_events",
+        "report_schedules",
+        "report_runs",
     ] {
         tx.execute(
             &format!("DELETE FROM {table} WHERE tenant_id IN (SELECT value FROM json_each(?1))"),
@@ -258,6 +273,7 @@ fn wipe(tx: &Transaction<'_>, tenant_ids: &[&str]) -> Result<(), DemoError> {
     }
     tx.execute("DELETE FROM import_items WHERE run_id LIKE 'demo-%'", [])?;
     tx.execute("DELETE FROM telemetry_events WHERE id LIKE 'demo-%'", [])?;
+    tx.execute("DELETE FROM configuration WHERE name LIKE 'demo-%'", [])?;
     tx.execute(
         "DELETE FROM tenants WHERE id IN (SELECT value FROM json_each(?1))",
         [&ids],
@@ -602,6 +618,56 @@ fn insert_models(
             "INSERT INTO ml_models (id, tenant_id, name, retrain_schedule, next_retrain_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![format!("model-{}-{name}", tenant.id), tenant.id, name, schedule, next.map(to_store_text)],
         )?;
+    }
+    Ok(3)
+}
+
+/// Two alert rules (one breached by the demo's bounces) and a weekly report that is due.
+fn insert_alerting(
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    now: DateTime<Utc>,
+) -> Result<u64, DemoError> {
+    let id = &tenant.id;
+    tx.execute(
+        "INSERT INTO alert_rules (id, tenant_id, name, metric, window_minutes, comparator, threshold) VALUES
+             (?1, ?3, 'Bounces in the last day', 'negative_outcomes', 1440, '>=', 1),
+             (?2, ?3, 'Export failure rate', 'export_failure_rate', 1440, '>', 0.5)",
+        params![format!("rule-{id}-bounces"), format!("rule-{id}-exports"), id],
+    )?;
+    tx.execute(
+        "INSERT INTO report_schedules (id, tenant_id, name, report, format, schedule, next_run_at)
+         VALUES (?1, ?2, 'Weekly channels', 'interactions_by_channel', 'csv', '0 6 * * MON', ?3)",
+        params![
+            format!("report-{id}-weekly"),
+            id,
+            to_store_text(now - Duration::minutes(1))
+        ],
+    )?;
+    Ok(3)
+}
+
+/// Configuration rows, and a desired configuration under `gitops/` in the data dir that
+/// matches one, differs from one and adds one (`GITOPS_DIR=<data dir>/gitops`).
+fn insert_configuration(tx: &Transaction<'_>, data_dir: &Path) -> Result<u64, DemoError> {
+    tx.execute(
+        r#"INSERT INTO configuration (kind, name, body) VALUES
+             ('feature_flags', 'demo-beta-exports', '{"enabled": true, "tenants": ["acme", "globex"]}'),
+             ('feature_flags', 'demo-dark-mode', '{"enabled": false}'),
+             ('limits', 'demo-api', '{"requests_per_minute": 600}')"#,
+        [],
+    )?;
+    let desired = [
+        (
+            "feature_flags/demo-beta-exports.json",
+            r#"{"tenants": ["acme", "globex"], "enabled": true}"#,
+        ),
+        ("feature_flags/demo-dark-mode.json", r#"{"enabled": true}"#),
+        ("limits/demo-api.json", r#"{"requests_per_minute": 600}"#),
+        ("limits/demo-exports.json", r#"{"per_day": 20}"#),
+    ];
+    for (relative, body) in desired {
+        write_file(&data_dir.join("gitops").join(relative), body.as_bytes())?;
     }
     Ok(3)
 }

@@ -166,6 +166,8 @@ fn unsafe_tenant_ids_are_refused_and_the_rest_exported() {
             "edgecron.db-shm",
             "edgecron.db-wal",
             "exports",
+            // The demo's desired configuration for gitops-drift-check.
+            "gitops",
             "uploads"
         ]
         .contains(&name.as_str())),

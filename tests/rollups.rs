@@ -234,3 +234,30 @@ fn an_alert_rule_event_reaches_the_webhook_once_even_if_it_was_down() {
     env.run_json(&["run", "cron-tick"], 0);
     assert_eq!(receiver.bodies().len(), 1, "delivered once");
 }
+
+#[test]
+fn the_demo_gives_the_remaining_jobs_work() {
+    let env = Env::new();
+    env.demo();
+    let tick = env.run_json(&["run", "cron-tick"], 0);
+    assert!(tick["fired"].as_u64().unwrap() > 0, "{tick}");
+    assert!(tick["reportsRun"].as_u64().unwrap() > 0, "{tick}");
+    let engagement = env.run_json(&["run", "engagement-health-recompute"], 0);
+    assert!(engagement["customersScored"].as_u64().unwrap() > 0);
+    let gitops_dir = env.data_dir().join("gitops");
+    let env = env.with("GITOPS_DIR", gitops_dir.to_str().unwrap());
+    let drift = env.run_json(&["run", "gitops-drift-check"], 0);
+    assert_eq!(
+        (
+            drift["checked"].as_u64(),
+            drift["drifted"].as_u64(),
+            drift["missing"].as_u64()
+        ),
+        (Some(4), Some(1), Some(1)),
+        "{drift}"
+    );
+    assert_eq!(
+        env.query_i64("SELECT COUNT(*) FROM audit_log WHERE action = 'gitops.drift_check'"),
+        1
+    );
+}
