@@ -2,10 +2,13 @@
 
 -- The keyset cursor (created_at, id) of the last audit_log row each backend settled.
 CREATE TABLE siem_cursors (
-    backend     TEXT PRIMARY KEY NOT NULL,
-    created_at  TEXT NOT NULL,
-    id          TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
+    backend       TEXT PRIMARY KEY NOT NULL,
+    created_at    TEXT NOT NULL,
+    id            TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    -- Runs in a row that delivered nothing because the intake failed, and why the last did.
+    stalled_runs  INTEGER NOT NULL DEFAULT 0,
+    last_error    TEXT
 );
 
 -- Audit rows an intake refused in a way that resending cannot fix, with the event as sent.

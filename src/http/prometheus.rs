@@ -22,8 +22,9 @@ pub struct Snapshot {
     pub histograms: Vec<DurationHistogram>,
     pub running: Vec<(String, i64)>,
     pub upload_queue: (u64, u64),
-    /// `(backend, rows after its cursor)` when a SIEM is configured.
-    pub siem_backlog: Option<(&'static str, u64)>,
+    /// `(backend, rows after its cursor, runs in a row that delivered nothing)` when a SIEM
+    /// is configured.
+    pub siem: Option<(&'static str, u64, i64)>,
     pub store_bytes: u64,
     pub wal_bytes: u64,
 }
@@ -31,11 +32,12 @@ pub struct Snapshot {
 pub fn snapshot(runner: &Runner) -> Result<Snapshot, StoreError> {
     let store = runner.store();
     let jobs = runner.jobs().names();
-    let siem_backlog = match &runner.config().siem {
+    let siem = match &runner.config().siem {
         Siem::On(settings) => {
             let backend = settings.backend.name();
             let cursor = ledger::cursor(store, backend)?;
-            Some((backend, ledger::backlog(store, &cursor)?))
+            let backlog = ledger::backlog(store, &cursor)?;
+            Some((backend, backlog, ledger::stalled_runs(store, backend)?))
         }
         Siem::Off(_) => None,
     };
@@ -48,7 +50,7 @@ pub fn snapshot(runner: &Runner) -> Result<Snapshot, StoreError> {
         histograms: runs.histograms,
         running: runs.running,
         upload_queue: manifest::upload_backlog(store)?,
-        siem_backlog,
+        siem,
         store_bytes: file_size(store.path()),
         wal_bytes: file_size(Path::new(&wal)),
         jobs,
@@ -187,7 +189,7 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Bytes of export files waiting for upload.",
         bytes,
     );
-    if let Some((backend, rows)) = snapshot.siem_backlog {
+    if let Some((backend, rows, stalled)) = snapshot.siem {
         family(
             &mut out,
             "edgecron_siem_backlog_rows",
@@ -197,6 +199,16 @@ pub fn render(snapshot: &Snapshot) -> String {
         let _ = writeln!(
             out,
             "edgecron_siem_backlog_rows{{backend=\"{backend}\"}} {rows}"
+        );
+        family(
+            &mut out,
+            "edgecron_siem_stalled_runs",
+            "gauge",
+            "siem-ship runs in a row that delivered nothing because the intake failed.",
+        );
+        let _ = writeln!(
+            out,
+            "edgecron_siem_stalled_runs{{backend=\"{backend}\"}} {stalled}"
         );
     }
     gauge(
@@ -245,7 +257,7 @@ mod tests {
             }],
             running: vec![("cleanup".into(), 1)],
             upload_queue: (3, 4096),
-            siem_backlog: Some(("splunk", 7)),
+            siem: Some(("splunk", 7, 2)),
             store_bytes: 8192,
             wal_bytes: 0,
         };
@@ -263,6 +275,7 @@ mod tests {
             "edgecron_job_running{job=\"cleanup\"} 1",
             "edgecron_export_upload_queue_files 3",
             "edgecron_siem_backlog_rows{backend=\"splunk\"} 7",
+            "edgecron_siem_stalled_runs{backend=\"splunk\"} 2",
             "edgecron_store_size_bytes 8192",
         ] {
             assert!(

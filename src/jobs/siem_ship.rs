@@ -27,6 +27,8 @@ const BATCH: usize = 500;
 /// itself before its transaction commits can make a row visible after a later-stamped one;
 /// a keyset cursor that had already passed it would skip it.
 const SETTLE: Duration = Duration::seconds(30);
+/// Runs in a row delivering nothing before the log says so as an error.
+const STALLED_RUNS_WARNING: i64 = 3;
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Default)]
@@ -180,8 +182,14 @@ impl Job for SiemShip {
             && intake_failed
             && settled == 0
         {
+            let stalled = ledger::record_stall(ctx.store, backend, why, &to_store_text(ctx.now()))?;
+            if stalled >= STALLED_RUNS_WARNING {
+                log::error!(
+                    "siem-ship: {backend} has delivered nothing for {stalled} runs in a row; {backlog} audit rows wait"
+                );
+            }
             return Err(JobError::Failed(format!(
-                "{backend} intake: {why}; nothing shipped, {backlog} rows wait after the cursor"
+                "{backend} intake: {why}; nothing shipped ({stalled} runs in a row), {backlog} rows wait after the cursor"
             )));
         }
         if let Some(why) = &stopped {

@@ -88,6 +88,34 @@ pub fn backlog(store: &Store, cursor: &Cursor) -> Result<u64, StoreError> {
     Ok(count as u64)
 }
 
+/// Records a run that delivered nothing because the intake failed; answers how many runs in
+/// a row have now done so.
+pub fn record_stall(store: &Store, backend: &str, why: &str, now: &str) -> Result<i64, StoreError> {
+    Ok(store.conn()?.query_row(
+        "INSERT INTO siem_cursors (backend, created_at, id, updated_at, stalled_runs, last_error)
+         VALUES (?1, '', '', ?3, 1, ?2)
+         ON CONFLICT (backend) DO UPDATE SET
+             stalled_runs = siem_cursors.stalled_runs + 1, last_error = excluded.last_error,
+             updated_at = excluded.updated_at
+         RETURNING stalled_runs",
+        (backend, why, now),
+        |row| row.get(0),
+    )?)
+}
+
+/// How many runs in a row delivered nothing, per backend.
+pub fn stalled_runs(store: &Store, backend: &str) -> Result<i64, StoreError> {
+    Ok(store
+        .conn()?
+        .query_row(
+            "SELECT stalled_runs FROM siem_cursors WHERE backend = ?1",
+            [backend],
+            |row| row.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
 /// Rows whose `created_at` is not the store's canonical text (`2026-03-30T02:00:00.000Z`):
 /// text order is time order only for that form, so the cursor may pass such rows by.
 pub fn non_canonical_times(store: &Store) -> Result<u64, StoreError> {
@@ -133,7 +161,8 @@ pub fn record(
     tx.execute(
         "INSERT INTO siem_cursors (backend, created_at, id, updated_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (backend) DO UPDATE SET
-             created_at = excluded.created_at, id = excluded.id, updated_at = excluded.updated_at
+             created_at = excluded.created_at, id = excluded.id, updated_at = excluded.updated_at,
+             stalled_runs = 0, last_error = NULL
          WHERE (excluded.created_at, excluded.id) > (siem_cursors.created_at, siem_cursors.id)",
         (backend, &cursor.created_at, &cursor.id, now),
     )?;
