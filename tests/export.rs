@@ -36,13 +36,12 @@ fn draining_a_demo_store_exports_every_row_once_in_its_days_partition() {
         env.query_i64("SELECT COUNT(*) FROM export_files WHERE tenant_id = 'hooli'"),
         0
     );
-    // New rows sharing the checkpoint's own created_at (with later ids) are picked up.
+    // New rows sharing an exported row's created_at (ids before and after it) are picked up.
     env.db()
         .execute_batch(
             "INSERT INTO interaction_history (id, tenant_id, created_at)
-             SELECT 'zz-late-' || n.value, 'acme', c.last_created_at
-             FROM export_checkpoints c, (SELECT 1 AS value UNION SELECT 2 UNION SELECT 3) n
-             WHERE c.tenant_id = 'acme'",
+             SELECT n.value, 'acme', (SELECT MAX(created_at) FROM interaction_history WHERE tenant_id = 'acme')
+             FROM (SELECT '0-early' AS value UNION SELECT 'zz-late-1' UNION SELECT 'zz-late-2') n",
         )
         .unwrap();
     let late = env.run_json(&["run", "export-interactions"], 0);

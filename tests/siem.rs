@@ -212,17 +212,31 @@ fn an_intake_down_for_a_whole_run_moves_nothing_and_the_next_run_delivers_everyt
 }
 
 #[test]
-fn rows_younger_than_the_settle_delay_wait_for_a_later_run() {
+fn rows_committed_late_or_stamped_in_sqlite_form_are_shipped_in_commit_order() {
+    // Regression: a (created_at, id) cursor passed rows committed after later-stamped ones,
+    // and rows in SQLite's own time form sorted where their text put them.
     let intake = Intake::start(Kind::Elastic, &[]);
     let env = intake.configure(Env::new());
-    let ids = add_rows_at(&env, 3, &[], Utc::now() - Duration::seconds(10), "n");
+    let first = add_rows_at(&env, 20, &[], Utc::now(), "now");
+    env.run_json(&["run", "siem-ship"], 0);
+    let two_hours_back = add_rows_at(&env, 30, &[], Utc::now() - Duration::hours(2), "late");
+    let sqlite_form = (Utc::now() - Duration::hours(3))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    env.db()
+        .execute(
+            "INSERT INTO audit_log (id, tenant_id, action, created_at) VALUES ('sqlite-form', 'acme', 'x', ?1)",
+            [&sqlite_form],
+        )
+        .unwrap();
     let result = env.run_json(&["run", "siem-ship"], 0);
-    assert_eq!(
-        (result["shipped"].as_u64(), result["backlog"].as_u64()),
-        (Some(0), Some(3))
-    );
-    assert!(result["cursor"].is_null());
-    assert!(intake.received().is_empty(), "{ids:?}");
+    assert_eq!(result["shipped"], 31, "{result}");
+    assert_eq!(result["backlog"], 0, "{result}");
+    assert_eq!(result["cursor"]["id"], "sqlite-form", "the last committed");
+    let received = intake.received();
+    let mut expected: Vec<String> = first.into_iter().chain(two_hours_back).collect();
+    expected.push("sqlite-form".into());
+    assert_eq!(received, expected, "each once, in commit order");
 }
 
 #[test]
@@ -354,4 +368,39 @@ fn archive_ids(env: &Env) -> BTreeSet<String> {
         }
     }
     ids
+}
+
+#[test]
+fn with_indexer_acknowledgement_an_unacknowledged_request_is_sent_again() {
+    let intake = Intake::start_acknowledging(1);
+    let env = intake.configure(Env::new()).with("SIEM_TIMEOUT_SECS", "1");
+    let ids = add_audit_rows(&env, 1_234, &[]);
+    let first = env.run_json(&["run", "siem-ship"], 3);
+    assert_eq!(first["shipped"], 500, "{first}");
+    assert!(
+        first["stopped"]
+            .as_str()
+            .unwrap()
+            .contains("did not acknowledge request 1"),
+        "{first}"
+    );
+    let second = env.run_json(&["run", "siem-ship"], 0);
+    assert_eq!(second["shipped"], 734, "{second}");
+    assert_eq!(second["backlog"], 0, "{second}");
+    assert_eq!(
+        intake.acknowledged(),
+        ids,
+        "every row acknowledged once, in order"
+    );
+    assert_eq!(intake.never_acknowledged(), ids[500..1_000]);
+    let received = intake.received();
+    for (position, id) in ids.iter().enumerate() {
+        let times = received.iter().filter(|seen| *seen == id).count();
+        let expected = if (500..1_000).contains(&position) {
+            2
+        } else {
+            1
+        };
+        assert_eq!(times, expected, "{id}");
+    }
 }

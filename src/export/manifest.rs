@@ -1,9 +1,15 @@
-//! The export tables: per-tenant checkpoints, batches in progress, the file manifest and the
-//! per-run metric rows. Only this module writes them.
+//! The export tables: per-tenant status, files about to be renamed into place, the file
+//! manifest and upload queue, and the per-run metric rows; and the commit that takes a batch's
+//! rows from the capture. Only this module writes them.
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use std::collections::HashMap;
+
+use chrono::NaiveDate;
+use rusqlite::types::Value;
+use rusqlite::{TransactionBehavior, params};
 
 use super::metrics::{self, ExportMetric, Outcome};
+use crate::store::capture::{self, Source, WalkProgress, WalkStep};
 use crate::store::{Cursor, Store, StoreError};
 
 /// A file written, fsynced and renamed into place, waiting to be committed.
@@ -35,88 +41,41 @@ pub enum Upload {
     LocalOnly,
 }
 
-pub fn checkpoint(store: &Store, tenant_id: &str) -> Result<Option<Cursor>, StoreError> {
-    let row: Option<(Option<String>, Option<String>)> = store
-        .conn()?
-        .query_row(
-            "SELECT last_created_at, last_id FROM export_checkpoints WHERE tenant_id = ?1",
-            [tenant_id],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .optional()?;
-    Ok(row.and_then(|(created_at, id)| {
-        Some(Cursor {
-            created_at: created_at?,
-            id: id?,
-        })
-    }))
+/// A tenant whose batch commits: its files, and how many rows it could not export.
+pub struct TenantCommit<'a> {
+    pub tenant_id: &'a str,
+    pub files: &'a [WrittenFile],
+    pub invalid_rows: u64,
+    pub metric: Metric<'a>,
 }
 
-/// The start of a batch a crashed run left uncommitted for this tenant, if any.
-pub fn batch_in_progress(store: &Store, tenant_id: &str) -> Result<Option<Cursor>, StoreError> {
-    Ok(store
-        .conn()?
-        .query_row(
-            "SELECT from_created_at, from_id FROM export_batches_in_progress WHERE tenant_id = ?1",
-            [tenant_id],
-            |row| {
-                Ok(Cursor {
-                    created_at: row.get(0)?,
-                    id: row.get(1)?,
-                })
-            },
-        )
-        .optional()?)
+/// A tenant whose batch failed.
+pub struct TenantFailure<'a> {
+    pub metric: Metric<'a>,
+    pub message: &'a str,
 }
 
-/// Paths of the tenant's committed files on or after `first_day` (`YYYY-MM-DD`).
-pub fn committed_paths_since(
-    store: &Store,
-    tenant_id: &str,
-    first_day: &str,
-) -> Result<Vec<String>, StoreError> {
-    let conn = store.conn()?;
-    let mut statement =
-        conn.prepare("SELECT path FROM export_files WHERE tenant_id = ?1 AND partition_day >= ?2")?;
-    let paths = statement
-        .query_map((tenant_id, first_day), |row| row.get(0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(paths)
+/// Everything a batch commits at once.
+pub struct RunCommit<'a> {
+    pub tenants: Vec<TenantCommit<'a>>,
+    pub upload: Upload,
+    /// The walk rows the reader went through, and how far that got.
+    pub walk: Option<(WalkStep, WalkProgress)>,
+    /// Walk rows no committing tenant took, `(tenant_id, id)`: captured, so they wait.
+    pub deferred: Vec<(Value, Value)>,
+    /// Tenants whose batch failed: every walk row of theirs is captured.
+    pub failed: Vec<&'a str>,
+    /// The captured rows taken, as inclusive `seq` ranges.
+    pub taken: Vec<(i64, i64)>,
 }
 
-/// Records that a batch starting after `from` is about to write files: one row, before any
-/// file exists, cleared by the batch's commit.
-pub fn begin_batch(store: &Store, tenant_id: &str, from: &Cursor) -> Result<(), StoreError> {
-    store.conn()?.execute(
-        "INSERT INTO export_batches_in_progress (tenant_id, from_created_at, from_id) VALUES (?1, ?2, ?3)
-         ON CONFLICT (tenant_id) DO UPDATE SET from_created_at = excluded.from_created_at,
-             from_id = excluded.from_id, started_at = excluded.started_at",
-        (tenant_id, &from.created_at, &from.id),
-    )?;
-    Ok(())
-}
-
-pub fn end_batch(store: &Store, tenant_id: &str) -> Result<(), StoreError> {
-    store.conn()?.execute(
-        "DELETE FROM export_batches_in_progress WHERE tenant_id = ?1",
-        [tenant_id],
-    )?;
-    Ok(())
-}
-
-/// Commits a batch: its files into the manifest, the checkpoint past its last row, its
-/// batch-in-progress row cleared and its metric recorded, in one transaction. Before this commits, the files
-/// do not count; after, the checkpoint covers exactly them.
-pub fn commit(
-    store: &Store,
-    tenant_id: &str,
-    files: &[WrittenFile],
-    upload: Upload,
-    metric: &Metric<'_>,
-) -> Result<(), StoreError> {
+/// Commits a batch: the committing tenants' files into the manifest, their status and metric,
+/// the walk's progress and the captured rows taken, in one transaction. Before it commits no
+/// file counts and no row is taken; after, the rows taken are exactly those in the files.
+pub fn commit_run(store: &Store, commit: &RunCommit<'_>) -> Result<(), StoreError> {
     let mut conn = store.conn()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let upload_status = match upload {
+    let upload_status = match commit.upload {
         Upload::Queued => "pending",
         Upload::LocalOnly => "local",
     };
@@ -126,65 +85,203 @@ pub fn commit(
                  last_created_at, last_id, bytes, sha256, created_at, upload_status)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
-        for file in files {
-            insert.execute(params![
-                file.path,
-                tenant_id,
-                file.partition_day,
-                file.row_count as i64,
-                file.first.created_at,
-                file.first.id,
-                file.last.created_at,
-                file.last.id,
-                file.bytes as i64,
-                file.sha256,
-                metric.at,
-                upload_status,
+        let mut status = tx.prepare(
+            "INSERT INTO export_checkpoints (tenant_id, status, error, rows_exported, invalid_rows, updated_at)
+             VALUES (?1, 'ok', NULL, ?2, ?3, ?4)
+             ON CONFLICT (tenant_id) DO UPDATE SET status = 'ok', error = NULL,
+                 rows_exported = rows_exported + excluded.rows_exported,
+                 invalid_rows = excluded.invalid_rows, updated_at = excluded.updated_at",
+        )?;
+        for tenant in &commit.tenants {
+            for file in tenant.files {
+                insert.execute(params![
+                    file.path,
+                    tenant.tenant_id,
+                    file.partition_day,
+                    file.row_count as i64,
+                    file.first.created_at,
+                    file.first.id,
+                    file.last.created_at,
+                    file.last.id,
+                    file.bytes as i64,
+                    file.sha256,
+                    tenant.metric.at,
+                    upload_status,
+                ])?;
+            }
+            status.execute(params![
+                tenant.tenant_id,
+                tenant.metric.rows as i64,
+                tenant.invalid_rows as i64,
+                tenant.metric.at
             ])?;
+            insert_metric(&tx, &tenant.metric)?;
         }
     }
-    if let Some(last) = files
-        .iter()
-        .map(|file| &file.last)
-        .max_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)))
-    {
-        let exported: u64 = files.iter().map(|file| file.row_count).sum();
-        tx.execute(
-            "INSERT INTO export_checkpoints (tenant_id, last_created_at, last_id, status, error, rows_exported, updated_at)
-             VALUES (?1, ?2, ?3, 'ok', NULL, ?4, ?5)
-             ON CONFLICT (tenant_id) DO UPDATE SET
-                 last_created_at = excluded.last_created_at, last_id = excluded.last_id, status = 'ok',
-                 error = NULL, rows_exported = rows_exported + excluded.rows_exported, updated_at = excluded.updated_at",
-            params![tenant_id, last.created_at, last.id, exported as i64, metric.at],
-        )?;
-    } else {
-        tx.execute(
-            "UPDATE export_checkpoints SET status = 'ok', error = NULL, updated_at = ?2 WHERE tenant_id = ?1",
-            params![tenant_id, metric.at],
-        )?;
+    if let Some((step, progress)) = &commit.walk {
+        if !commit.failed.is_empty() {
+            let failed = serde_json::Value::from(commit.failed.clone()).to_string();
+            capture::capture_from_walk(
+                &tx,
+                Source::Interactions,
+                step,
+                &format!(
+                    "SELECT h.tenant_id, h.id FROM interaction_history h
+                      WHERE {} AND h.tenant_id IN (SELECT value FROM json_each(:failed))
+                      ORDER BY h.id",
+                    step.condition(Source::Interactions, "h.id")
+                ),
+                &[(":failed", &failed)],
+            )?;
+        }
+        let mut keep =
+            tx.prepare("INSERT INTO interaction_capture (tenant_id, item_id) VALUES (?1, ?2)")?;
+        for (tenant_id, id) in &commit.deferred {
+            keep.execute(params![tenant_id, id])?;
+        }
+        capture::finish_walk(&tx, Source::Interactions, progress)?;
     }
-    tx.execute(
-        "DELETE FROM export_batches_in_progress WHERE tenant_id = ?1",
-        [tenant_id],
-    )?;
-    insert_metric(&tx, metric)?;
+    capture::delete_taken(&tx, Source::Interactions, &commit.taken)?;
     tx.commit()?;
     Ok(())
 }
 
-/// Marks the tenant's checkpoint failed (its cursor unchanged, so the next run retries) and
-/// records the failed run's metric.
-pub fn mark_failed(store: &Store, metric: &Metric<'_>, message: &str) -> Result<(), StoreError> {
+/// Marks the tenant's status failed (its rows stay where they were, so the next run retries
+/// them) and records the failed batch's metric.
+pub fn mark_failed(store: &Store, failure: &TenantFailure<'_>) -> Result<(), StoreError> {
     let mut conn = store.conn()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute(
         "INSERT INTO export_checkpoints (tenant_id, status, error, updated_at) VALUES (?1, 'failed', ?2, ?3)
          ON CONFLICT (tenant_id) DO UPDATE SET status = 'failed', error = excluded.error, updated_at = excluded.updated_at",
-        params![metric.tenant_id, message, metric.at],
+        params![failure.metric.tenant_id, failure.message, failure.metric.at],
     )?;
-    insert_metric(&tx, metric)?;
+    insert_metric(&tx, &failure.metric)?;
     tx.commit()?;
     Ok(())
+}
+
+/// Records the final paths of a batch's files just before they are renamed into place.
+pub fn record_staged(
+    store: &Store,
+    files: &[(&str, &str)],
+    now_text: &str,
+) -> Result<(), StoreError> {
+    let mut conn = store.conn()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut insert = tx.prepare(
+            "INSERT INTO export_staged_files (path, tenant_id, staged_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (path) DO NOTHING",
+        )?;
+        for (tenant_id, path) in files {
+            insert.execute((path, tenant_id, now_text))?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Recorded paths of files that were about to be renamed into place but never committed.
+pub fn uncommitted_staged_paths(store: &Store) -> Result<Vec<String>, StoreError> {
+    let conn = store.conn()?;
+    let mut statement = conn.prepare(
+        "SELECT s.path FROM export_staged_files s
+          WHERE NOT EXISTS (SELECT 1 FROM export_files f WHERE f.path = s.path)",
+    )?;
+    let paths = statement
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(paths)
+}
+
+pub fn clear_staged(store: &Store) -> Result<(), StoreError> {
+    store
+        .conn()?
+        .execute("DELETE FROM export_staged_files", [])?;
+    Ok(())
+}
+
+/// Batches an earlier version left in progress: the tenant and the first day they could
+/// have written (`None`: any day).
+pub fn legacy_batches(store: &Store) -> Result<Vec<(String, Option<NaiveDate>)>, StoreError> {
+    let conn = store.conn()?;
+    let mut statement =
+        conn.prepare("SELECT tenant_id, from_created_at FROM export_batches_in_progress")?;
+    let batches = statement
+        .query_map([], |row| {
+            let from: String = row.get(1)?;
+            Ok((
+                row.get(0)?,
+                crate::clock::from_store_text(&from).map(|time| time.date_naive()),
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(batches)
+}
+
+pub fn end_legacy_batch(store: &Store, tenant_id: &str) -> Result<(), StoreError> {
+    store.conn()?.execute(
+        "DELETE FROM export_batches_in_progress WHERE tenant_id = ?1",
+        [tenant_id],
+    )?;
+    Ok(())
+}
+
+/// Paths of the tenant's committed files.
+pub fn committed_paths(store: &Store, tenant_id: &str) -> Result<Vec<String>, StoreError> {
+    let conn = store.conn()?;
+    let mut statement = conn.prepare("SELECT path FROM export_files WHERE tenant_id = ?1")?;
+    let paths = statement
+        .query_map([tenant_id], |row| row.get(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(paths)
+}
+
+/// Rows the tenants' last runs could not export as they are.
+pub fn invalid_rows(store: &Store) -> Result<u64, StoreError> {
+    let count: i64 = store.conn()?.query_row(
+        "SELECT COALESCE(SUM(invalid_rows), 0) FROM export_checkpoints",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(count as u64)
+}
+
+/// Rows each tenant has waiting, captured or still to be walked, for dry runs.
+pub fn waiting_by_tenant(store: &Store) -> Result<HashMap<String, u64>, StoreError> {
+    let conn = store.conn()?;
+    let mut waiting: HashMap<String, u64> = HashMap::new();
+    let mut add = |statement: &mut rusqlite::Statement<'_>,
+                   params: &[(&str, &dyn rusqlite::ToSql)]|
+     -> Result<(), StoreError> {
+        let mut rows = statement.query(params)?;
+        while let Some(row) = rows.next()? {
+            let (tenant, count): (Option<String>, i64) = (row.get(0).ok(), row.get(1)?);
+            if let Some(tenant) = tenant {
+                *waiting.entry(tenant).or_default() += count as u64;
+            }
+        }
+        Ok(())
+    };
+    add(
+        &mut conn.prepare(
+            "SELECT c.tenant_id, COUNT(*) FROM interaction_capture c
+              JOIN interaction_history h ON h.id = c.item_id GROUP BY c.tenant_id",
+        )?,
+        &[],
+    )?;
+    if let Some(step) = capture::state(store, Source::Interactions)?.unwalked() {
+        let params = step.params();
+        add(
+            &mut conn.prepare(&format!(
+                "SELECT tenant_id, COUNT(*) FROM interaction_history h WHERE {} GROUP BY tenant_id",
+                step.condition(Source::Interactions, "h.id")
+            ))?,
+            &capture::bind(&params),
+        )?;
+    }
+    Ok(waiting)
 }
 
 fn insert_metric(tx: &rusqlite::Transaction<'_>, metric: &Metric<'_>) -> Result<(), StoreError> {

@@ -3,7 +3,8 @@
 use chrono::NaiveDate;
 use serde_json::value::RawValue;
 
-/// The columns of one `interaction_history` row, borrowed from a read buffer.
+/// The columns of one `interaction_history` row, borrowed from a read buffer; `created_at` is
+/// the store's canonical UTC text of the row's instant.
 #[derive(Debug, Clone, Copy)]
 pub struct Row<'a> {
     pub id: &'a str,
@@ -15,9 +16,13 @@ pub struct Row<'a> {
     pub created_at: &'a str,
 }
 
-/// Appends `row` as one `\n`-terminated JSON object. A `payload` that is valid JSON is
-/// embedded as it is; one that is not is kept, as a JSON string, so no row is dropped.
-/// Returns whether the payload had to be kept as a string.
+/// The deepest nesting of arrays and objects a payload is embedded with. Deeper JSON is kept as
+/// a string: readers refuse it (DuckDB past 128), and one such line fails the whole read.
+pub const MAX_PAYLOAD_DEPTH: usize = 64;
+
+/// Appends `row` as one `\n`-terminated JSON object. A `payload` that is valid JSON no deeper
+/// than [`MAX_PAYLOAD_DEPTH`] is embedded as it is; any other is kept, as a JSON string, so no
+/// row is dropped. Returns whether the payload had to be kept as a string.
 pub fn append_line(out: &mut Vec<u8>, row: &Row<'_>) -> bool {
     out.extend_from_slice(b"{\"id\":");
     push_string(out, row.id);
@@ -30,7 +35,8 @@ pub fn append_line(out: &mut Vec<u8>, row: &Row<'_>) -> bool {
     out.extend_from_slice(b",\"outcome\":");
     push_string(out, row.outcome);
     out.extend_from_slice(b",\"payload\":");
-    let payload_is_json = serde_json::from_str::<&RawValue>(row.payload).is_ok();
+    let payload_is_json = serde_json::from_str::<&RawValue>(row.payload).is_ok()
+        && nesting_depth(row.payload) <= MAX_PAYLOAD_DEPTH;
     if payload_is_json {
         // RawValue accepts surrounding whitespace; a newline inside the line would split it.
         out.extend(
@@ -53,21 +59,39 @@ fn push_string(out: &mut Vec<u8>, value: &str) {
     let _ = serde_json::to_writer(&mut *out, value);
 }
 
-/// The UTC day of a stored time: the date prefix of `...Z` and of SQLite's offset-less form,
-/// otherwise the full time read and converted to UTC.
-pub fn utc_day(created_at: &str) -> Option<NaiveDate> {
-    let has_offset = created_at.len() > 19
-        && !created_at.ends_with('Z')
-        && created_at[19..].contains(['+', '-']);
-    if !has_offset && let Some(day) = date_prefix(created_at) {
-        return Some(day);
+/// How deeply arrays and objects nest in valid JSON `text`.
+fn nesting_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut bytes = text.bytes();
+    while let Some(byte) = bytes.next() {
+        match byte {
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'"' => {
+                // Skip the string, and any escaped quote inside it.
+                while let Some(inner) = bytes.next() {
+                    match inner {
+                        b'\\' => {
+                            bytes.next();
+                        }
+                        b'"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
     }
-    crate::clock::from_store_text(created_at).map(|time| time.date_naive())
+    deepest
 }
 
-/// `YYYY-MM-DD` at the start of `text`, read without a format parser (this runs per row).
-fn date_prefix(text: &str) -> Option<NaiveDate> {
-    let bytes = text.as_bytes();
+/// The UTC day of a canonical time (`2026-03-30T02:00:00.000Z`), read without a format parser
+/// (this runs per row).
+pub fn partition_day(canonical: &str) -> Option<NaiveDate> {
+    let bytes = canonical.as_bytes();
     if bytes.len() < 10 || bytes[4] != b'-' || bytes[7] != b'-' {
         return None;
     }
@@ -129,23 +153,31 @@ mod tests {
     }
 
     #[test]
-    fn utc_days() {
-        let day = |text| utc_day(text).map(|day| day.to_string());
+    fn partition_days() {
+        let day = |text| partition_day(text).map(|day| day.to_string());
         assert_eq!(
             day("2026-03-30T23:59:59.999Z").as_deref(),
             Some("2026-03-30")
         );
-        assert_eq!(day("2026-03-30 23:59:59").as_deref(), Some("2026-03-30"));
-        assert_eq!(
-            day("2026-03-31T01:00:00.000+02:00").as_deref(),
-            Some("2026-03-30")
-        );
-        assert_eq!(
-            day("2026-03-30T20:00:00-05:00").as_deref(),
-            Some("2026-03-31")
-        );
         assert_eq!(day("yesterday"), None);
         assert_eq!(day("2026-02-30T00:00:00.000Z"), None);
-        assert_eq!(day("2026-1-05T00:00:00.000Z"), None);
+    }
+
+    #[test]
+    fn a_payload_nested_deeper_than_readers_take_is_kept_as_a_string() {
+        let deep = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let embedded = |payload: &str| {
+            let mut out = Vec::new();
+            let as_string = append_line(&mut out, &row(payload, "i"));
+            let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            (as_string, value["payload"].is_string())
+        };
+        assert_eq!(embedded(&deep(MAX_PAYLOAD_DEPTH)), (false, false));
+        assert_eq!(embedded(&deep(MAX_PAYLOAD_DEPTH + 1)), (true, true));
+        assert_eq!(embedded(&deep(200)), (true, true));
+        // Brackets inside strings do not count.
+        let quoted = format!("{{\"k\": \"{}\\\"\"}}", "[".repeat(100));
+        assert_eq!(embedded(&quoted), (false, false));
+        assert_eq!(nesting_depth(r#"{"a":[1,{"b":[]}],"c":"]]]"}"#), 4);
     }
 }

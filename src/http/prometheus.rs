@@ -11,6 +11,7 @@ use crate::export::manifest;
 use crate::runner::Runner;
 use crate::siem::{Siem, ledger};
 use crate::store::StoreError;
+use crate::store::capture::{self, Source};
 use crate::store::runs::{DurationHistogram, RunStats};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -22,7 +23,11 @@ pub struct Snapshot {
     pub histograms: Vec<DurationHistogram>,
     pub running: Vec<(String, i64)>,
     pub upload_queue: (u64, u64),
-    /// `(backend, rows after its cursor, runs in a row that delivered nothing)` when a SIEM
+    /// Interaction rows not yet exported (captured, or still to be walked), inactive
+    /// tenants' included, and rows the last runs could not export as they are.
+    pub export_backlog: u64,
+    pub export_invalid_rows: u64,
+    /// `(backend, rows not yet shipped, runs in a row that delivered nothing)` when a SIEM
     /// is configured.
     pub siem: Option<(&'static str, u64, i64)>,
     pub store_bytes: u64,
@@ -35,8 +40,7 @@ pub fn snapshot(runner: &Runner) -> Result<Snapshot, StoreError> {
     let siem = match &runner.config().siem {
         Siem::On(settings) => {
             let backend = settings.backend.name();
-            let cursor = ledger::cursor(store, backend)?;
-            let backlog = ledger::backlog(store, &cursor)?;
+            let backlog = ledger::backlog(store)?;
             Some((backend, backlog, ledger::stalled_runs(store, backend)?))
         }
         Siem::Off(_) => None,
@@ -50,6 +54,8 @@ pub fn snapshot(runner: &Runner) -> Result<Snapshot, StoreError> {
         histograms: runs.histograms,
         running: runs.running,
         upload_queue: manifest::upload_backlog(store)?,
+        export_backlog: capture::backlog(store, Source::Interactions)?,
+        export_invalid_rows: manifest::invalid_rows(store)?,
         siem,
         store_bytes: file_size(store.path()),
         wal_bytes: file_size(Path::new(&wal)),
@@ -189,12 +195,24 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Bytes of export files waiting for upload.",
         bytes,
     );
+    gauge(
+        &mut out,
+        "edgecron_export_backlog_rows",
+        "Interaction rows not yet exported, inactive tenants' included.",
+        snapshot.export_backlog,
+    );
+    gauge(
+        &mut out,
+        "edgecron_export_invalid_rows",
+        "Interaction rows the last export runs could not export as they are (bad created_at or id).",
+        snapshot.export_invalid_rows,
+    );
     if let Some((backend, rows, stalled)) = snapshot.siem {
         family(
             &mut out,
             "edgecron_siem_backlog_rows",
             "gauge",
-            "Audit rows after the SIEM cursor.",
+            "Audit rows not yet shipped to the SIEM.",
         );
         let _ = writeln!(
             out,
@@ -257,6 +275,8 @@ mod tests {
             }],
             running: vec![("cleanup".into(), 1)],
             upload_queue: (3, 4096),
+            export_backlog: 12,
+            export_invalid_rows: 1,
             siem: Some(("splunk", 7, 2)),
             store_bytes: 8192,
             wal_bytes: 0,
@@ -274,6 +294,8 @@ mod tests {
             "edgecron_job_rows_processed_total{job=\"cleanup\"} 40",
             "edgecron_job_running{job=\"cleanup\"} 1",
             "edgecron_export_upload_queue_files 3",
+            "edgecron_export_backlog_rows 12",
+            "edgecron_export_invalid_rows 1",
             "edgecron_siem_backlog_rows{backend=\"splunk\"} 7",
             "edgecron_siem_stalled_runs{backend=\"splunk\"} 2",
             "edgecron_store_size_bytes 8192",

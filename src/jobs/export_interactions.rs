@@ -1,6 +1,6 @@
-//! `export-interactions`: for each active tenant, the interaction rows after its checkpoint,
-//! at most `EXPORT_BATCH_SIZE`, as Hive-partitioned NDJSON committed exactly once
-//! (`export::batch`). One tenant failing does not stop the others.
+//! `export-interactions`: for each active tenant, the interaction rows not yet exported, in
+//! the order they were committed, at most `EXPORT_BATCH_SIZE`, as Hive-partitioned NDJSON
+//! committed exactly once (`export::batch`). One tenant failing does not stop the others.
 
 use serde_json::{Value, json};
 
@@ -9,6 +9,7 @@ use crate::clock::to_store_text;
 use crate::config::Config;
 use crate::export::batch::{BatchSettings, export_tenants};
 use crate::export::manifest::Upload;
+use crate::store::capture::{self, Source};
 
 pub struct ExportInteractions;
 
@@ -44,8 +45,13 @@ impl Job for ExportInteractions {
         let mut failed = 0;
         let mut results = Vec::with_capacity(tenants.len());
         if ctx.params.dry_run {
+            let waiting = crate::export::manifest::waiting_by_tenant(ctx.store)?;
             for (tenant_id, tenant_name) in &tenants {
-                let pending = pending_rows(ctx, tenant_id)?;
+                let pending = waiting
+                    .get(tenant_id)
+                    .copied()
+                    .unwrap_or(0)
+                    .min(ctx.config.export_batch_size as u64);
                 total_exported += pending;
                 results.push(json!({"tenantId": tenant_id, "tenantName": tenant_name, "exported": pending, "filePath": null, "files": []}));
             }
@@ -73,6 +79,10 @@ impl Job for ExportInteractions {
                         if report.payloads_kept_as_strings > 0 {
                             body["payloadsKeptAsStrings"] = json!(report.payloads_kept_as_strings);
                         }
+                        if report.invalid_count > 0 {
+                            body["invalid"] = json!(report.invalid);
+                            body["invalidCount"] = json!(report.invalid_count);
+                        }
                         body
                     }
                     Err(error) => {
@@ -93,12 +103,16 @@ impl Job for ExportInteractions {
         }
         // Stopped by the deadline or a shutdown: each tenant's batch is committed as far as it got.
         let finished = !ctx.should_stop();
+        // Until the first walk over the table is done, a run may take rows without exporting
+        // any (a stretch of inactive tenants' rows): more runs are needed however few it wrote.
+        let walking = !capture::state(ctx.store, Source::Interactions)?.live;
         Ok(JobOutput {
             body: json!({
                 "ok": failed == 0,
                 "totalExported": total_exported,
                 "tenants": Value::Array(results),
                 "finished": finished,
+                "walking": walking,
                 "dryRun": ctx.params.dry_run,
             }),
             item_errors: failed,
@@ -119,21 +133,4 @@ fn active_tenants(ctx: &JobCtx<'_>) -> Result<Vec<(String, String)>, JobError> {
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(tenants)
-}
-
-/// Rows the next run would export for a tenant (at most a batch), for dry runs.
-fn pending_rows(ctx: &JobCtx<'_>, tenant_id: &str) -> Result<u64, JobError> {
-    let checkpoint = crate::export::manifest::checkpoint(ctx.store, tenant_id)?.unwrap_or_default();
-    let count: i64 = ctx.store.conn()?.query_row(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM interaction_history
-             WHERE tenant_id = ?1 AND (created_at, id) > (?2, ?3) LIMIT ?4)",
-        (
-            tenant_id,
-            &checkpoint.created_at,
-            &checkpoint.id,
-            ctx.config.export_batch_size as i64,
-        ),
-        |row| row.get(0),
-    )?;
-    Ok(count as u64)
 }

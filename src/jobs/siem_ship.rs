@@ -1,32 +1,27 @@
-//! `siem-ship`: ship audit-log rows to the configured SIEM from a per-backend cursor, in
-//! batches of at most 500, until caught up or the deadline.
+//! `siem-ship`: ship audit-log rows to the configured SIEM in the order they were committed
+//! (`siem::ledger`), in batches of at most 500, until caught up or the deadline.
 //!
-//! The cursor moves only past rows the intake acknowledged, refused for good (kept as dead
-//! letters) or that were archived (too old for Datadog), committed after each batch. So every
-//! row reaches the SIEM at least once, and a row is only sent twice when an acknowledgement
-//! was lost (Elastic's `_id` makes even that harmless).
+//! A batch's rows are taken only once the intake acknowledged them, refused them for good
+//! (kept as dead letters) or they were archived (too old for Datadog), committed after each
+//! batch. So every row reaches the SIEM at least once, whatever its `created_at` says, and a
+//! row is only sent twice when an acknowledgement was lost (Elastic's `_id` makes even that
+//! harmless).
 
 use std::sync::Once;
 use std::time::Instant;
 
-use chrono::Duration;
 use serde_json::{Value, json};
 
 use super::{Job, JobCtx, JobError, JobOutput, archive};
-use crate::clock::{from_store_text, to_store_text};
+use crate::clock::to_store_text;
 use crate::export::storage::Storage;
 use crate::siem::intake::{Intake, Retry};
 use crate::siem::ledger::{self, DeadLetter};
 use crate::siem::{self, AuditRow, Fate, Siem};
-use crate::store::Cursor;
 
 pub struct SiemShip;
 
 const BATCH: usize = 500;
-/// Rows younger than this wait for a later run. An application that stamps `created_at`
-/// itself before its transaction commits can make a row visible after a later-stamped one;
-/// a keyset cursor that had already passed it would skip it.
-const SETTLE: Duration = Duration::seconds(30);
 /// Runs in a row delivering nothing before the log says so as an error.
 const STALLED_RUNS_WARNING: i64 = 3;
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -67,23 +62,22 @@ impl Job for SiemShip {
             Siem::On(settings) => settings,
         };
         let backend = settings.backend.name();
-        let start = ledger::cursor(ctx.store, backend)?;
         if ctx.params.dry_run {
-            let backlog = ledger::backlog(ctx.store, &start)?;
+            let backlog = ledger::backlog(ctx.store)?;
             return Ok(JobOutput {
                 body: json!({"ok": true, "backend": backend, "shipped": 0, "errors": 0,
-                             "windowSeconds": 0, "rowsScanned": 0, "cursor": cursor_json(&start),
+                             "windowSeconds": 0, "rowsScanned": 0, "cursor": null,
                              "backlog": backlog, "dryRun": true}),
                 item_errors: 0,
                 rows_processed: 0,
             });
         }
+        ledger::select_backend(ctx.store, backend)?;
         let intake = Intake::new(settings);
         let mut retry = Retry::new(ctx.deadline, ctx.shutdown);
         let storage = ctx.storage()?;
-        let until = to_store_text(ctx.now() - SETTLE);
-        let mut cursor = start.clone();
-        let mut first_settled = None;
+        let mut last_shipped: Option<AuditRow> = None;
+        let mut span: Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = None;
         let mut totals = Totals::default();
         let mut archives = Vec::new();
         let mut stopped = None;
@@ -94,12 +88,13 @@ impl Job for SiemShip {
                 finished = false;
                 break;
             }
-            let rows = ledger::rows_after(ctx.store, &cursor, &until, BATCH)?;
-            if rows.is_empty() {
+            let batch = ledger::next_batch(ctx.store, backend, BATCH)?;
+            if batch.is_empty() {
                 break;
             }
+            let rows = &batch.rows;
             totals.scanned += rows.len() as u64;
-            let shipment = siem::deliver(&intake, &mut retry, &rows, ctx.now());
+            let shipment = siem::deliver(&intake, &mut retry, rows, ctx.now());
             let fates = shipment.settled_prefix();
             let settled = &rows[..fates.len()];
             let stale: Vec<&AuditRow> = settled
@@ -128,8 +123,12 @@ impl Job for SiemShip {
                     _ => None,
                 })
                 .collect();
-            if first_settled.is_none() {
-                first_settled = settled.first().map(|row| row.created_at.clone());
+            for row in settled {
+                if let Some(time) = row.time() {
+                    span = Some(
+                        span.map_or((time, time), |(from, to)| (from.min(time), to.max(time))),
+                    );
+                }
             }
             for letter in &letters {
                 log::warn!(
@@ -138,15 +137,16 @@ impl Job for SiemShip {
                     letter.reason
                 );
             }
+            ledger::record(
+                ctx.store,
+                backend,
+                &batch,
+                settled.len(),
+                &letters,
+                &to_store_text(ctx.now()),
+            )?;
             if let Some(last) = settled.last() {
-                cursor = last.cursor();
-                ledger::record(
-                    ctx.store,
-                    backend,
-                    &cursor,
-                    &letters,
-                    &to_store_text(ctx.now()),
-                )?;
+                last_shipped = Some(last.clone());
             }
             totals.dead_lettered += letters.len() as u64;
             totals.archived += stale.len() as u64;
@@ -155,26 +155,15 @@ impl Job for SiemShip {
                 stopped = Some(why);
                 break;
             }
-            if rows.len() < BATCH {
-                break;
-            }
             if last_log.elapsed() >= PROGRESS_EVERY {
                 log::info!(
-                    "siem-ship: {} rows shipped to {backend} so far, cursor at {} {}",
-                    totals.shipped,
-                    cursor.created_at,
-                    cursor.id
+                    "siem-ship: {} rows shipped to {backend} so far",
+                    totals.shipped
                 );
                 last_log = Instant::now();
             }
         }
-        let backlog = ledger::backlog(ctx.store, &cursor)?;
-        let non_canonical = ledger::non_canonical_times(ctx.store)?;
-        if non_canonical > 0 {
-            log::warn!(
-                "siem-ship: {non_canonical} audit rows have a created_at not in the form 2026-03-30T02:00:00.000Z; the cursor's order cannot place them and may pass them by"
-            );
-        }
+        let backlog = ledger::backlog(ctx.store)?;
         let settled = totals.shipped + totals.dead_lettered + totals.archived;
         // Stopping for the deadline or shutdown is not the intake failing.
         let intake_failed = stopped.is_some() && !ctx.should_stop();
@@ -189,19 +178,14 @@ impl Job for SiemShip {
                 );
             }
             return Err(JobError::Failed(format!(
-                "{backend} intake: {why}; nothing shipped ({stalled} runs in a row), {backlog} rows wait after the cursor"
+                "{backend} intake: {why}; nothing shipped ({stalled} runs in a row), {backlog} rows wait"
             )));
         }
         if let Some(why) = &stopped {
             log::warn!("siem-ship: {backend} stopped part-way ({why}); {backlog} rows wait");
         }
-        // The span of `created_at` this run covered, from where it started (or its first row).
-        let window_start = from_store_text(&start.created_at)
-            .or_else(|| first_settled.as_deref().and_then(from_store_text));
-        let window_seconds = match (window_start, from_store_text(&cursor.created_at)) {
-            (Some(from), Some(to)) => (to - from).num_seconds().max(0),
-            _ => 0,
-        };
+        // The span of `created_at` of the rows this run settled.
+        let window_seconds = span.map_or(0, |(from, to)| (to - from).num_seconds().max(0));
         Ok(JobOutput {
             body: json!({
                 "ok": !intake_failed && totals.dead_lettered == 0,
@@ -212,11 +196,10 @@ impl Job for SiemShip {
                 "archives": archives,
                 "windowSeconds": window_seconds,
                 "rowsScanned": totals.scanned,
-                "cursor": cursor_json(&cursor),
+                "cursor": last_shipped.as_ref().map(cursor_json),
                 "backlog": backlog,
                 "finished": finished && stopped.is_none(),
                 "stopped": stopped,
-                "nonCanonicalTimes": non_canonical,
             }),
             item_errors: totals.dead_lettered + u64::from(intake_failed),
             rows_processed: settled,
@@ -224,11 +207,9 @@ impl Job for SiemShip {
     }
 }
 
-fn cursor_json(cursor: &Cursor) -> Value {
-    if cursor.id.is_empty() {
-        return Value::Null;
-    }
-    json!({"createdAt": cursor.created_at, "id": cursor.id})
+/// The last row this run settled, as the result names it.
+fn cursor_json(row: &AuditRow) -> Value {
+    json!({"createdAt": row.created_at, "id": row.id})
 }
 
 /// Archives rows too old for the intake as NDJSON under the data dir, or in the configured

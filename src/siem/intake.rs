@@ -56,6 +56,8 @@ pub struct Intake<'a> {
     pub settings: &'a SiemSettings,
     /// This host's name, as events report it.
     pub host: String,
+    /// Splunk's `X-Splunk-Request-Channel` when indexer acknowledgement is on: one per run.
+    pub channel: Option<String>,
     session: attohttpc::Session,
 }
 
@@ -70,16 +72,28 @@ impl<'a> Intake<'a> {
         Intake {
             settings,
             host: crate::holder::host_name(),
+            channel: settings.splunk_ack.then(new_channel),
             session,
         }
     }
 
     /// Sends one request to the backend's intake path; never retries.
     pub fn post(&self, content_type: &str, encoding: Encoding, body: Vec<u8>) -> Reply {
+        self.post_to(&self.settings.url(), content_type, encoding, body)
+    }
+
+    /// Sends one request to `url` (the intake's, or another of its endpoints); never retries.
+    pub fn post_to(
+        &self,
+        url: &str,
+        content_type: &str,
+        encoding: Encoding,
+        body: Vec<u8>,
+    ) -> Reply {
         let key = self.settings.api_key.expose();
         let mut request = self
             .session
-            .post(self.settings.url())
+            .post(url)
             .header("Content-Type", content_type)
             .header(
                 "User-Agent",
@@ -93,14 +107,16 @@ impl<'a> Intake<'a> {
         if encoding == Encoding::Gzip {
             request = request.header("Content-Encoding", "gzip");
         }
+        if let Some(channel) = &self.channel {
+            request = request.header("X-Splunk-Request-Channel", channel);
+        }
         let (size, started) = (body.len(), std::time::Instant::now());
         let response = match request.bytes(body).send() {
             Ok(response) => response,
-            Err(error) => return Reply::NoAnswer(format!("POST {}: {error}", self.settings.url())),
+            Err(error) => return Reply::NoAnswer(format!("POST {url}: {error}")),
         };
         log::debug!(
-            "siem-ship: POST {} ({size} bytes): HTTP {} in {} ms",
-            self.settings.url(),
+            "siem-ship: POST {url} ({size} bytes): HTTP {} in {} ms",
             response.status().as_u16(),
             started.elapsed().as_millis()
         );
@@ -119,6 +135,25 @@ impl<'a> Intake<'a> {
             body,
         })
     }
+}
+
+/// A channel id in the GUID form HEC expects, random for each run.
+fn new_channel() -> String {
+    let mut random = fastrand::Rng::new();
+    let hex = |count: usize, random: &mut fastrand::Rng| -> String {
+        (0..count)
+            .map(|_| char::from_digit(random.u32(0..16), 16).unwrap_or('0'))
+            .collect()
+    };
+    format!(
+        "{}-{}-4{}-{}{}-{}",
+        hex(8, &mut random),
+        hex(4, &mut random),
+        hex(3, &mut random),
+        ['8', '9', 'a', 'b'][random.usize(0..4)],
+        hex(3, &mut random),
+        hex(12, &mut random)
+    )
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3).
@@ -160,6 +195,15 @@ impl<'a> Retry<'a> {
             return Some("shutting down".into());
         }
         (Instant::now() >= self.deadline).then(|| "the job's deadline passed".into())
+    }
+
+    /// Waits `wait` unless that would pass the deadline or shutdown interrupts it; answers
+    /// whether it waited.
+    pub fn pause(&self, wait: Duration) -> bool {
+        if wait >= self.deadline.saturating_duration_since(Instant::now()) {
+            return false;
+        }
+        !self.shutdown.wait(wait)
     }
 
     /// The intake took something: the next failure starts the backoff afresh.

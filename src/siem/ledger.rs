@@ -1,11 +1,13 @@
-//! The SQL of SIEM shipping: reading audit rows after a backend's cursor, and recording how
-//! far delivery got (the cursor and any dead letters, in one transaction).
+//! The SQL of SIEM shipping: the next batch of audit rows in the order they were committed (a
+//! first run's walk over the table, then the capture queue), and recording how far delivery
+//! got: the rows taken from the walk or the queue and any dead letters, in one transaction.
 
+use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, TransactionBehavior};
-use serde_json::Value;
 
 use super::AuditRow;
-use crate::store::{Cursor, Store, StoreError, row_object};
+use crate::store::capture::{self, Source, WalkProgress, WalkStep};
+use crate::store::{Store, StoreError, row_object};
 
 /// A row the intake refused for good.
 pub struct DeadLetter<'a> {
@@ -15,77 +17,163 @@ pub struct DeadLetter<'a> {
     pub event: &'a str,
 }
 
-/// Where `backend` stands; the start (before every row) if it never shipped.
-pub fn cursor(store: &Store, backend: &str) -> Result<Cursor, StoreError> {
-    Ok(store
-        .conn()?
-        .query_row(
-            "SELECT created_at, id FROM siem_cursors WHERE backend = ?1",
-            [backend],
-            |row| {
-                Ok(Cursor {
-                    created_at: row.get(0)?,
-                    id: row.get(1)?,
-                })
-            },
-        )
-        .optional()?
-        .unwrap_or_default())
+/// Audit rows to ship, in order, and where they came from.
+pub struct Batch {
+    pub rows: Vec<AuditRow>,
+    origin: Origin,
 }
 
-/// Up to `limit` rows after `cursor` created no later than `until`, in cursor order.
-pub fn rows_after(
+enum Origin {
+    /// A reserved step of the walk over `audit_log`: each row's id as stored.
+    Walk { ids: Vec<Value> },
+    /// The capture queue: every `seq` read, in order, with the index of its row in `rows`
+    /// (`None`: the audit row no longer exists).
+    Captured(Vec<(i64, Option<usize>)>),
+}
+
+impl Batch {
+    /// True when nothing is left to ship.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// The next batch of at most `limit` rows for `backend`: the rest of its walk over the table
+/// while that lasts, then the captured rows. Empty once caught up.
+pub fn next_batch(store: &Store, backend: &str, limit: usize) -> Result<Batch, StoreError> {
+    loop {
+        if let Some(step) = capture::begin_walk(store, Source::Audit, backend, limit)? {
+            let (rows, ids) = walk_rows(store, &step)?;
+            if rows.is_empty() {
+                // Every row of the step was deleted before it was shipped.
+                finish(store, |tx| {
+                    capture::finish_walk(tx, Source::Audit, &WalkProgress::Done)
+                })?;
+                continue;
+            }
+            return Ok(Batch {
+                rows,
+                origin: Origin::Walk { ids },
+            });
+        }
+        let batch = captured_rows(store, limit)?;
+        if let Origin::Captured(seqs) = &batch.origin
+            && batch.rows.is_empty()
+            && let (Some(first), Some(last)) = (seqs.first(), seqs.last())
+        {
+            // Only rows deleted before they were shipped: nothing to send for them.
+            let ranges = [(first.0, last.0)];
+            finish(store, |tx| {
+                capture::delete_taken(tx, Source::Audit, &ranges)
+            })?;
+            continue;
+        }
+        return Ok(batch);
+    }
+}
+
+fn finish(
     store: &Store,
-    cursor: &Cursor,
-    until: &str,
-    limit: usize,
-) -> Result<Vec<AuditRow>, StoreError> {
+    change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut conn = store.conn()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    change(&tx)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn walk_rows(store: &Store, step: &WalkStep) -> Result<(Vec<AuditRow>, Vec<Value>), StoreError> {
+    let conn = store.conn()?;
+    let mut statement = conn.prepare(&format!(
+        "SELECT a.id, a.* FROM audit_log a WHERE {} ORDER BY a.id",
+        step.condition(Source::Audit, "a.id")
+    ))?;
+    let names = column_names(&statement, 1);
+    let params = step.params();
+    let mut rows = statement.query(capture::bind(&params).as_slice())?;
+    let (mut batch, mut ids) = (Vec::new(), Vec::new());
+    while let Some(row) = rows.next()? {
+        ids.push(row.get(0)?);
+        batch.push(audit_row(row_object(row, &names, 1)?));
+    }
+    Ok((batch, ids))
+}
+
+fn captured_rows(store: &Store, limit: usize) -> Result<Batch, StoreError> {
     let conn = store.conn()?;
     let mut statement = conn.prepare_cached(
-        "SELECT * FROM audit_log
-          WHERE (created_at, id) > (?1, ?2) AND created_at <= ?3
-          ORDER BY created_at, id LIMIT ?4",
+        "SELECT c.seq, a.id IS NOT NULL, a.* FROM audit_capture c
+           LEFT JOIN audit_log a ON a.id = c.item_id
+          ORDER BY c.seq LIMIT ?1",
     )?;
-    let names: Vec<String> = statement
-        .column_names()
-        .iter()
-        .map(|name| name.to_string())
-        .collect();
-    let mut rows = statement.query((&cursor.created_at, &cursor.id, until, limit as i64))?;
-    let mut batch = Vec::new();
+    let names = column_names(&statement, 2);
+    let mut rows = statement.query([limit as i64])?;
+    let (mut batch, mut seqs) = (Vec::new(), Vec::new());
     while let Some(row) = rows.next()? {
-        let mut fields = row_object(row, &names, 0)?;
-        let text = |name: &str| {
-            fields
-                .get(name)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
-        let (id, created_at) = (text("id"), text("created_at"));
-        // `details` is JSON text: shipped as JSON, so the SIEM can index its fields.
-        if let Some(Value::String(details)) = fields.get("details")
-            && let Ok(parsed) = serde_json::from_str::<Value>(details)
-        {
-            fields.insert("details".into(), parsed);
+        let (seq, present): (i64, bool) = (row.get(0)?, row.get(1)?);
+        if !present {
+            seqs.push((seq, None));
+            continue;
         }
-        batch.push(AuditRow {
-            id,
-            created_at,
-            fields,
-        });
+        seqs.push((seq, Some(batch.len())));
+        batch.push(audit_row(row_object(row, &names, 2)?));
     }
-    Ok(batch)
+    Ok(Batch {
+        rows: batch,
+        origin: Origin::Captured(seqs),
+    })
 }
 
-/// Rows after `cursor`, settled or not yet old enough to ship.
-pub fn backlog(store: &Store, cursor: &Cursor) -> Result<u64, StoreError> {
-    let count: i64 = store.conn()?.query_row(
-        "SELECT COUNT(*) FROM audit_log WHERE (created_at, id) > (?1, ?2)",
-        (&cursor.created_at, &cursor.id),
-        |row| row.get(0),
-    )?;
-    Ok(count as u64)
+fn column_names(statement: &rusqlite::Statement<'_>, skip: usize) -> Vec<String> {
+    statement
+        .column_names()
+        .iter()
+        .skip(skip)
+        .map(|name| name.to_string())
+        .collect()
+}
+
+fn audit_row(mut fields: serde_json::Map<String, serde_json::Value>) -> AuditRow {
+    let text = |name: &str| {
+        fields
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (id, created_at) = (text("id"), text("created_at"));
+    // `details` is JSON text: shipped as JSON, so the SIEM can index its fields.
+    if let Some(serde_json::Value::String(details)) = fields.get("details")
+        && let Ok(parsed) = serde_json::from_str::<serde_json::Value>(details)
+    {
+        fields.insert("details".into(), parsed);
+    }
+    AuditRow {
+        id,
+        created_at,
+        fields,
+    }
+}
+
+/// Rows not yet shipped: captured, or still to be walked.
+pub fn backlog(store: &Store) -> Result<u64, StoreError> {
+    capture::backlog(store, Source::Audit)
+}
+
+/// Makes `backend` the one the audit rows go to; a different backend than before starts over
+/// from the first row (as a new SIEM would want every row).
+pub fn select_backend(store: &Store, backend: &str) -> Result<(), StoreError> {
+    let state = capture::state(store, Source::Audit)?;
+    if let Some(previous) = state.consumer.as_deref()
+        && previous != backend
+    {
+        log::warn!(
+            "siem-ship: SIEM_BACKEND changed from {previous} to {backend}; shipping every audit row to {backend} from the first"
+        );
+        capture::restart(store, Source::Audit, backend)?;
+    }
+    Ok(())
 }
 
 /// Records a run that delivered nothing because the intake failed; answers how many runs in
@@ -116,24 +204,13 @@ pub fn stalled_runs(store: &Store, backend: &str) -> Result<i64, StoreError> {
         .unwrap_or(0))
 }
 
-/// Rows whose `created_at` is not the store's canonical text (`2026-03-30T02:00:00.000Z`):
-/// text order is time order only for that form, so the cursor may pass such rows by.
-pub fn non_canonical_times(store: &Store) -> Result<u64, StoreError> {
-    let count: i64 = store.conn()?.query_row(
-        "SELECT COUNT(*) FROM audit_log WHERE created_at NOT GLOB
-           '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9]Z'",
-        [],
-        |row| row.get(0),
-    )?;
-    Ok(count as u64)
-}
-
-/// Moves `backend`'s cursor to `cursor` and keeps the dead letters, together. The cursor never
-/// moves backwards, so a run that lost its lease cannot rewind it.
+/// Takes the batch's first `settled` rows (delivered, dead-lettered or archived) from the walk
+/// or the queue and keeps the dead letters, together, and notes the last row shipped.
 pub fn record(
     store: &Store,
     backend: &str,
-    cursor: &Cursor,
+    batch: &Batch,
+    settled: usize,
     dead_letters: &[DeadLetter<'_>],
     now: &str,
 ) -> Result<(), StoreError> {
@@ -158,14 +235,35 @@ pub fn record(
             ),
         )?;
     }
-    tx.execute(
-        "INSERT INTO siem_cursors (backend, created_at, id, updated_at) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (backend) DO UPDATE SET
-             created_at = excluded.created_at, id = excluded.id, updated_at = excluded.updated_at,
-             stalled_runs = 0, last_error = NULL
-         WHERE (excluded.created_at, excluded.id) > (siem_cursors.created_at, siem_cursors.id)",
-        (backend, &cursor.created_at, &cursor.id, now),
-    )?;
+    match &batch.origin {
+        Origin::Walk { ids, .. } if settled == ids.len() => {
+            capture::finish_walk(&tx, Source::Audit, &WalkProgress::Done)?;
+        }
+        Origin::Walk { ids, .. } if settled > 0 => {
+            let last = WalkProgress::StoppedAfter(ids[settled - 1].clone());
+            capture::finish_walk(&tx, Source::Audit, &last)?;
+        }
+        Origin::Walk { .. } => {}
+        Origin::Captured(seqs) => {
+            // Rows gone from the table count as settled where they stand.
+            let taken = seqs
+                .iter()
+                .take_while(|(_, row)| row.is_none_or(|index| index < settled))
+                .last();
+            if let Some((last, _)) = taken {
+                capture::delete_taken(&tx, Source::Audit, &[(seqs[0].0, *last)])?;
+            }
+        }
+    }
+    if let Some(last) = batch.rows[..settled].last() {
+        tx.execute(
+            "INSERT INTO siem_cursors (backend, created_at, id, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (backend) DO UPDATE SET
+                 created_at = excluded.created_at, id = excluded.id, updated_at = excluded.updated_at,
+                 stalled_runs = 0, last_error = NULL",
+            (backend, &last.created_at, &last.id, now),
+        )?;
+    }
     tx.commit()?;
     Ok(())
 }
@@ -175,58 +273,76 @@ mod tests {
     use super::*;
     use crate::store::test_support::temp_store;
 
+    fn insert(store: &Store, rows: &[(&str, &str)]) {
+        let conn = store.conn().unwrap();
+        for (id, created_at) in rows {
+            conn.execute(
+                "INSERT INTO audit_log (id, tenant_id, action, details, created_at) VALUES (?1, 't', 'x', '{\"k\":1}', ?2)",
+                (id, created_at),
+            )
+            .unwrap();
+        }
+    }
+
+    fn ids(batch: &Batch) -> Vec<&str> {
+        batch.rows.iter().map(|row| row.id.as_str()).collect()
+    }
+
     #[test]
-    fn rows_come_in_cursor_order_with_details_as_json_and_extra_columns_kept() {
+    fn rows_come_walked_then_in_commit_order_whatever_their_time() {
         let (_dir, store) = temp_store();
         store
             .conn()
             .unwrap()
-            .execute_batch(
-                "ALTER TABLE audit_log ADD COLUMN ip TEXT;
-                 INSERT INTO audit_log (id, tenant_id, action, details, created_at, ip) VALUES
-                   ('b', 't', 'x', '{\"k\":1}', '2026-01-01T00:00:00.000Z', '10.0.0.1'),
-                   ('a', 't', 'x', 'not json', '2026-01-01T00:00:00.000Z', NULL),
-                   ('c', 't', 'x', '{}', '2026-01-01T00:00:01.000Z', NULL),
-                   ('d', 't', 'x', '{}', '2026-01-01T00:00:09.000Z', NULL);",
-            )
+            .execute("ALTER TABLE audit_log ADD COLUMN ip TEXT", [])
             .unwrap();
-        let start = cursor(&store, "splunk").unwrap();
-        let rows = rows_after(&store, &start, "2026-01-01T00:00:05.000Z", 10).unwrap();
-        let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
-        assert_eq!(ids, ["a", "b", "c"]);
-        assert_eq!(rows[0].fields["details"], "not json");
-        assert_eq!(rows[1].fields["details"]["k"], 1);
-        assert_eq!(rows[1].fields["ip"], "10.0.0.1");
-
-        let letter = DeadLetter {
-            row: &rows[0],
-            status: Some(400),
-            reason: "bad",
-            event: "{}",
-        };
-        record(&store, "splunk", &rows[1].cursor(), &[letter], "now").unwrap();
-        let moved = cursor(&store, "splunk").unwrap();
-        assert_eq!(moved, rows[1].cursor());
-        assert_eq!(backlog(&store, &moved).unwrap(), 2);
-        let after = rows_after(&store, &moved, "9999", 10).unwrap();
-        assert_eq!(after.len(), 2);
-        assert_eq!(cursor(&store, "elastic").unwrap(), Cursor::default());
+        insert(
+            &store,
+            &[
+                ("b", "2026-01-01T00:00:02.000Z"),
+                ("a", "2026-01-01T00:00:09.000Z"),
+            ],
+        );
+        let first = next_batch(&store, "splunk", 10).unwrap();
+        assert_eq!(ids(&first), ["a", "b"]);
+        assert_eq!(first.rows[1].fields["details"]["k"], 1);
+        assert!(first.rows[0].fields.contains_key("ip"));
+        // Committed after the walk began, stamped hours earlier: still shipped, in commit order.
+        insert(
+            &store,
+            &[
+                ("z", "2026-01-01T00:00:05.000Z"),
+                ("c", "2025-12-31 22:00:00"),
+            ],
+        );
+        record(&store, "splunk", &first, 2, &[], "now").unwrap();
+        let second = next_batch(&store, "splunk", 10).unwrap();
+        assert_eq!(ids(&second), ["z", "c"]);
+        assert_eq!(backlog(&store).unwrap(), 2);
+        // Part of a batch settled: the rest comes again, a deleted row is skipped.
+        record(&store, "splunk", &second, 1, &[], "now").unwrap();
+        store
+            .conn()
+            .unwrap()
+            .execute("DELETE FROM audit_log WHERE id = 'c'", [])
+            .unwrap();
+        insert(&store, &[("d", "2026-01-01T00:00:00.000Z")]);
+        let third = next_batch(&store, "splunk", 10).unwrap();
+        assert_eq!(ids(&third), ["d"]);
+        record(&store, "splunk", &third, 1, &[], "now").unwrap();
+        assert!(next_batch(&store, "splunk", 10).unwrap().is_empty());
+        assert_eq!(backlog(&store).unwrap(), 0);
     }
 
     #[test]
-    fn reading_after_the_cursor_uses_the_index() {
+    fn a_new_backend_gets_every_row_from_the_first() {
         let (_dir, store) = temp_store();
-        let plan: String = store
-            .conn()
-            .unwrap()
-            .query_row(
-                "EXPLAIN QUERY PLAN SELECT * FROM audit_log
-                  WHERE (created_at, id) > ('a', 'b') AND created_at <= 'z'
-                  ORDER BY created_at, id LIMIT 5",
-                [],
-                |row| row.get(3),
-            )
-            .unwrap();
-        assert!(plan.contains("audit_log_created"), "{plan}");
+        insert(&store, &[("a", "2026-01-01T00:00:00.000Z")]);
+        select_backend(&store, "splunk").unwrap();
+        let batch = next_batch(&store, "splunk", 10).unwrap();
+        record(&store, "splunk", &batch, 1, &[], "now").unwrap();
+        insert(&store, &[("b", "2026-01-01T00:00:01.000Z")]);
+        select_backend(&store, "elastic").unwrap();
+        assert_eq!(ids(&next_batch(&store, "elastic", 10).unwrap()), ["a", "b"]);
     }
 }

@@ -1,10 +1,11 @@
 //! Shipping audit-log rows to a SIEM: the configuration, the HTTP intake with its retry
-//! policy, one module per backend's wire format, and the ledger (cursor and dead letters).
+//! policy, one module per backend's wire format, and the ledger (batches in commit order, and
+//! dead letters).
 //!
 //! Each backend takes a batch of rows and settles them in order: delivered (acknowledged by
 //! the intake), dead-lettered (refused for good), or to be archived (Datadog's age limit).
-//! The job advances the cursor only past the settled prefix, so an unacknowledged row is
-//! always sent again and none is skipped.
+//! The job takes only the settled prefix, so an unacknowledged row is always sent again and
+//! none is skipped.
 
 mod datadog;
 mod elastic;
@@ -17,7 +18,6 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::clock::from_store_text;
-use crate::store::Cursor;
 use intake::{Intake, Retry};
 pub use settings::{Backend, Siem, SiemSettings};
 
@@ -32,14 +32,6 @@ pub struct AuditRow {
 impl AuditRow {
     pub fn time(&self) -> Option<DateTime<Utc>> {
         from_store_text(&self.created_at)
-    }
-
-    /// The cursor position at this row.
-    pub fn cursor(&self) -> Cursor {
-        Cursor {
-            created_at: self.created_at.clone(),
-            id: self.id.clone(),
-        }
     }
 }
 
@@ -171,6 +163,7 @@ pub(crate) mod test_support {
             index: None,
             sourcetype: None,
             request_timeout: Duration::from_secs(5),
+            splunk_ack: false,
         }
     }
 

@@ -52,8 +52,12 @@ pub struct SiemSettings {
     pub index: Option<String>,
     /// `SIEM_SOURCETYPE`: Splunk's sourcetype and Datadog's `ddsource`.
     pub sourcetype: Option<String>,
-    /// `SIEM_TIMEOUT_SECS`: the longest one request to the intake may take.
+    /// `SIEM_TIMEOUT_SECS`: the longest one request to the intake may take, and the longest
+    /// siem-ship waits for Splunk to acknowledge one.
     pub request_timeout: Duration,
+    /// `SIEM_SPLUNK_ACK`: each HEC request goes on a channel, and its rows count as shipped
+    /// only once the indexers acknowledge it.
+    pub splunk_ack: bool,
 }
 
 impl SiemSettings {
@@ -116,6 +120,21 @@ pub fn parse<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Siem, ConfigE
             )));
         }
     };
+    let splunk_ack = match get("SIEM_SPLUNK_ACK") {
+        None | Some("false") => false,
+        Some("true") if backend == Backend::Splunk => true,
+        Some("true") => {
+            return Err(ConfigError(format!(
+                "SIEM_SPLUNK_ACK: Splunk's indexer acknowledgement, not for SIEM_BACKEND={}; unset it",
+                backend.name()
+            )));
+        }
+        Some(other) => {
+            return Err(ConfigError(format!(
+                "SIEM_SPLUNK_ACK: expected true or false, got {other:?}"
+            )));
+        }
+    };
     Ok(Siem::On(SiemSettings {
         backend,
         endpoint,
@@ -123,6 +142,7 @@ pub fn parse<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Siem, ConfigE
         index,
         sourcetype,
         request_timeout: Duration::from_secs(request_timeout),
+        splunk_ack,
     }))
 }
 
@@ -285,6 +305,7 @@ mod tests {
             (with("SIEM_INDEX", "_internal"), "SIEM_INDEX"),
             (with("SIEM_SOURCETYPE", "a\nb"), "SIEM_SOURCETYPE"),
             (with("SIEM_TIMEOUT_SECS", "0"), "SIEM_TIMEOUT_SECS"),
+            (with("SIEM_SPLUNK_ACK", "yes"), "SIEM_SPLUNK_ACK"),
         ] {
             let error = parse_vars(&vars).unwrap_err().to_string();
             assert!(error.starts_with(variable), "{vars:?}: {error}");

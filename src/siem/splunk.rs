@@ -4,9 +4,17 @@
 //! HEC reads a batch in order and stops at the first event it cannot take; its answer's
 //! `invalid-event-number` counts the events before it, which are indexed. So a refusal
 //! still acknowledges a prefix, a malformed event is dead-lettered, and the rest is resent.
+//!
+//! With indexer acknowledgement (`SIEM_SPLUNK_ACK=true`) a 200 only says HEC took the events:
+//! each request goes on the run's channel, and its rows count as shipped once
+//! `/services/collector/ack` says the indexers have its `ackId`. A request not acknowledged
+//! in time stops the run; its rows are sent again next run.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::intake::{Encoding, Intake, Reply, Retry, is_retryable};
 use super::settings::SiemSettings;
@@ -36,7 +44,20 @@ struct HecAnswer {
     code: Option<i64>,
     #[serde(rename = "invalid-event-number")]
     invalid_event_number: Option<usize>,
+    /// With indexer acknowledgement: the request's id on its channel.
+    #[serde(rename = "ackId")]
+    ack_id: Option<u64>,
 }
+
+/// `/services/collector/ack`'s answer: `{"acks":{"3":true}}`.
+#[derive(Deserialize)]
+struct AckStatus {
+    acks: HashMap<String, bool>,
+}
+
+/// The first pause between polls of the acknowledgement endpoint, and the longest.
+const FIRST_ACK_POLL: Duration = Duration::from_millis(50);
+const MAX_ACK_POLL: Duration = Duration::from_secs(1);
 
 /// HEC codes that blame the event itself (invalid data format, event field missing or
 /// blank): resending it can never succeed. Other refusals (token, index) are configuration.
@@ -91,6 +112,17 @@ pub fn deliver(intake: &Intake<'_>, retry: &mut Retry<'_>, rows: &[AuditRow]) ->
                     answer.summary()
                 ));
             }
+            if intake.channel.is_some() {
+                let Some(ack_id) = reply.ack_id else {
+                    return shipment.stop(format!(
+                        "splunk answered {} without an ackId; is indexer acknowledgement on for this token?",
+                        answer.summary()
+                    ));
+                };
+                if let Err(why) = wait_for_ack(intake, retry, ack_id) {
+                    return shipment.stop(why);
+                }
+            }
             (next..end).for_each(|index| shipment.settle(index, Fate::Delivered));
             next = end;
             retry.progressed();
@@ -133,6 +165,32 @@ pub fn deliver(intake: &Intake<'_>, retry: &mut Retry<'_>, rows: &[AuditRow]) ->
         return shipment.stop(why);
     }
     shipment
+}
+
+/// Polls HEC's acknowledgement endpoint until the indexers have request `ack_id`, for at most
+/// `SIEM_TIMEOUT_SECS` (and never past the job's deadline).
+fn wait_for_ack(intake: &Intake<'_>, retry: &Retry<'_>, ack_id: u64) -> Result<(), String> {
+    let url = format!("{}/services/collector/ack", intake.settings.endpoint);
+    let give_up = Instant::now() + intake.settings.request_timeout;
+    let mut wait = FIRST_ACK_POLL;
+    loop {
+        let body = json!({ "acks": [ack_id] }).to_string().into_bytes();
+        if let Reply::Answer(answer) =
+            intake.post_to(&url, "application/json", Encoding::Identity, body)
+            && answer.is_success()
+            && let Ok(status) = serde_json::from_slice::<AckStatus>(&answer.body)
+            && status.acks.get(&ack_id.to_string()) == Some(&true)
+        {
+            return Ok(());
+        }
+        if Instant::now() + wait > give_up || !retry.pause(wait) {
+            return Err(format!(
+                "splunk did not acknowledge request {ack_id} within {}s; its rows are sent again next run",
+                intake.settings.request_timeout.as_secs()
+            ));
+        }
+        wait = (wait * 2).min(MAX_ACK_POLL);
+    }
 }
 
 #[cfg(test)]

@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0009_run_stats",
         sql: include_str!("../../schema/0009_run_stats.sql"),
     },
+    Migration {
+        version: 10,
+        name: "0010_capture",
+        sql: include_str!("../../schema/0010_capture.sql"),
+    },
 ];
 
 pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> {

@@ -1,6 +1,7 @@
 //! The SQLite store: a pooled WAL database, its migrations, and the typed errors of both.
 
 mod batch;
+pub mod capture;
 mod migrate;
 mod row_json;
 pub mod runs;

@@ -63,6 +63,20 @@ struct State {
     arrivals: Vec<Instant>,
     /// A body over this is refused with 413, as a proxy in front of an intake would.
     max_body: Option<usize>,
+    /// Splunk with indexer acknowledgement on.
+    ack: Option<Acks>,
+}
+
+/// HEC indexer acknowledgement: each request taken gets the next `ackId`; the one numbered
+/// `never` is never acknowledged, as when an indexer dies before writing it.
+#[derive(Default)]
+struct Acks {
+    next: u64,
+    never: u64,
+    /// Rows of acknowledged requests, by `id`, in the order they were taken.
+    acknowledged: Vec<String>,
+    /// Each ackId given out, with its rows.
+    given: Vec<(u64, Vec<String>)>,
 }
 
 pub struct Intake {
@@ -110,11 +124,50 @@ impl Intake {
         }
     }
 
+    /// A Splunk intake with indexer acknowledgement on, that never acknowledges the request
+    /// it gives ackId `never`.
+    pub fn start_acknowledging(never: u64) -> Intake {
+        let intake = Intake::start(Kind::Splunk, &[]);
+        intake.state.lock().unwrap().ack = Some(Acks {
+            never,
+            ..Acks::default()
+        });
+        intake
+    }
+
     /// Points `env` at this intake.
     pub fn configure(&self, env: Env) -> Env {
-        env.with("SIEM_BACKEND", self.kind.name())
+        let env = env
+            .with("SIEM_BACKEND", self.kind.name())
             .with("SIEM_ENDPOINT", &format!("http://127.0.0.1:{}", self.port))
-            .with("SIEM_API_KEY", API_KEY)
+            .with("SIEM_API_KEY", API_KEY);
+        if self.state.lock().unwrap().ack.is_some() {
+            return env.with("SIEM_SPLUNK_ACK", "true");
+        }
+        env
+    }
+
+    /// With acknowledgement: the rows of acknowledged requests, in order.
+    pub fn acknowledged(&self) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        state
+            .ack
+            .as_ref()
+            .map(|ack| ack.acknowledged.clone())
+            .unwrap_or_default()
+    }
+
+    /// With acknowledgement: the rows HEC took in the request it never acknowledged.
+    pub fn never_acknowledged(&self) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        let Some(ack) = &state.ack else {
+            return Vec::new();
+        };
+        ack.given
+            .iter()
+            .find(|(id, _)| *id == ack.never)
+            .map(|(_, rows)| rows.clone())
+            .unwrap_or_default()
     }
 
     pub fn backend(&self) -> &'static str {
@@ -253,6 +306,12 @@ fn read_request(stream: &mut TcpStream) -> Option<Request> {
 /// HEC: stacked JSON events; processing stops at the first bad one, whose position the
 /// answer gives as `invalid-event-number`.
 fn splunk(request: &Request, state: &mut State) -> (u16, Value) {
+    if request.path == "/services/collector/ack" && state.ack.is_some() {
+        return splunk_ack_status(request, state);
+    }
+    if state.ack.is_some() && request.header("x-splunk-request-channel").is_none() {
+        return (400, json!({"text": "Data channel is missing", "code": 10}));
+    }
     if request.path != "/services/collector/event" {
         return (
             404,
@@ -291,7 +350,43 @@ fn splunk(request: &Request, state: &mut State) -> (u16, Value) {
                 .to_string(),
         );
     }
-    (200, json!({"text": "Success", "code": 0}))
+    let Some(ack) = state.ack.as_mut() else {
+        return (200, json!({"text": "Success", "code": 0}));
+    };
+    // Every request is whole here (no poison): its rows are the last ones received.
+    let taken = serde_json::Deserializer::from_slice(&request.body)
+        .into_iter::<Value>()
+        .count();
+    let rows = state.received[state.received.len() - taken..].to_vec();
+    let id = ack.next;
+    ack.next += 1;
+    if id != ack.never {
+        ack.acknowledged.extend(rows.iter().cloned());
+    }
+    ack.given.push((id, rows));
+    (200, json!({"text": "Success", "code": 0, "ackId": id}))
+}
+
+/// `/services/collector/ack`: which of the asked ackIds the indexers have.
+fn splunk_ack_status(request: &Request, state: &mut State) -> (u16, Value) {
+    if request.header("authorization") != Some(&format!("Splunk {API_KEY}")) {
+        return (401, json!({"text": "Invalid authorization", "code": 3}));
+    }
+    if request.header("x-splunk-request-channel").is_none() {
+        return (400, json!({"text": "Data channel is missing", "code": 10}));
+    }
+    let asked: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+    let Some(ack) = &state.ack else {
+        return (400, json!({"text": "ACK is disabled", "code": 14}));
+    };
+    let mut statuses = serde_json::Map::new();
+    for id in asked["acks"].as_array().into_iter().flatten() {
+        if let Some(id) = id.as_u64() {
+            let known = ack.given.iter().any(|(given, _)| *given == id);
+            statuses.insert(id.to_string(), json!(known && id != ack.never));
+        }
+    }
+    (200, json!({ "acks": statuses }))
 }
 
 /// Datadog logs: a gzipped JSON array within the intake's limits, answered 202; a bad entry

@@ -1,0 +1,217 @@
+//! Making a batch's files durable and visible, and removing what a crashed or failed batch
+//! left behind.
+//!
+//! Files are written in the staging directory (`.export-staging/` under the data dir), so
+//! until they are renamed into their partitions no reader sees them and a crash leaves them
+//! only there. Publishing is: one `syncfs` for all their data; their final paths recorded in
+//! `export_staged_files`; each renamed into place; one more `syncfs` for the renames. The
+//! commit that follows puts them in the manifest. Recovery (before every batch, and after a
+//! failed one) removes every recorded path the manifest does not list and empties staging.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+
+use super::ExportError;
+use super::write::FinishedFile;
+use crate::export::manifest;
+use crate::export::partition::{TenantDir, partition_dir, tenant_root};
+use crate::store::Store;
+
+const STAGING_DIR: &str = ".export-staging";
+
+pub fn staging_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(STAGING_DIR)
+}
+
+/// Removes every export file that is not committed: recorded before renaming but not in the
+/// manifest, anything left in staging, and the leftovers of a batch an earlier version of
+/// edgecron left in progress.
+pub fn recover(store: &Store, data_dir: &Path) -> Result<(), ExportError> {
+    remove_legacy_batches(store, data_dir)?;
+    let staged = manifest::uncommitted_staged_paths(store)?;
+    for relative in &staged {
+        remove_if_present(&data_dir.join(relative))?;
+    }
+    let staging = staging_dir(data_dir);
+    match std::fs::remove_dir_all(&staging) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            return Err(ExportError::io(format!("emptying {}", staging.display()))(
+                error,
+            ));
+        }
+    }
+    manifest::clear_staged(store)?;
+    if !staged.is_empty() {
+        log::warn!(
+            "export: removed {} files of an uncommitted batch; their rows are exported again",
+            staged.len()
+        );
+    }
+    Ok(())
+}
+
+fn remove_if_present(path: &Path) -> Result<(), ExportError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(ExportError::io(format!("removing {}", path.display()))(
+            error,
+        )),
+    }
+}
+
+/// Tenants' finished files, by tenant: `Err` for a tenant that failed (its files are left
+/// for recovery to remove).
+pub type Written = Vec<(usize, Result<Vec<FinishedFile>, ExportError>)>;
+
+/// Makes every tenant's files durable, then visible. A tenant whose rename fails fails alone
+/// (its error replaces its files); a failed flush or record fails the whole batch.
+pub fn publish(
+    store: &Store,
+    data_dir: &Path,
+    tenant_ids: &[&str],
+    now_text: &str,
+    written: &mut Written,
+) -> Result<(), ExportError> {
+    let files: Vec<(&str, &str)> = written
+        .iter()
+        .filter_map(|(slot, files)| Some((tenant_ids[*slot], files.as_ref().ok()?)))
+        .flat_map(|(tenant, files)| {
+            files
+                .iter()
+                .map(move |file| (tenant, file.meta.path.as_str()))
+        })
+        .collect();
+    if files.is_empty() {
+        return Ok(());
+    }
+    sync_file_system(data_dir)?;
+    manifest::record_staged(store, &files, now_text)?;
+    for (_, files) in written.iter_mut() {
+        let renamed = match files {
+            Ok(files) => files.iter().try_for_each(rename_into_place),
+            Err(_) => Ok(()),
+        };
+        if let Err(error) = renamed {
+            *files = Err(error);
+        }
+    }
+    sync_file_system(data_dir)
+}
+
+fn rename_into_place(file: &FinishedFile) -> Result<(), ExportError> {
+    if let Some(dir) = file.path.parent()
+        && !dir.is_dir()
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(ExportError::io(format!("creating {}", dir.display())))?;
+    }
+    std::fs::rename(&file.staged, &file.path)
+        .map_err(ExportError::io(format!("renaming {}", file.path.display())))
+}
+
+/// Flushes the file system holding `dir`: all of the batch's files, or renames and new
+/// directories, at once (a batch may span hundreds of day directories).
+fn sync_file_system(dir: &Path) -> Result<(), ExportError> {
+    use std::os::fd::AsRawFd;
+    let handle = File::open(dir).map_err(ExportError::io(format!("opening {}", dir.display())))?;
+    // SAFETY: syncfs only reads the descriptor, which `handle` keeps open for the call.
+    if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
+        return Err(ExportError::io(format!("syncfs {}", dir.display()))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Earlier versions renamed a batch's files straight into the partitions, recording only the
+/// day the batch began: every file there from that day on that the manifest does not list is
+/// one of its files.
+fn remove_legacy_batches(store: &Store, data_dir: &Path) -> Result<(), ExportError> {
+    for (tenant_id, first_day) in manifest::legacy_batches(store)? {
+        let Ok(tenant) = TenantDir::new(&tenant_id) else {
+            manifest::end_legacy_batch(store, &tenant_id)?;
+            continue;
+        };
+        let committed: HashSet<String> = manifest::committed_paths(store, &tenant_id)?
+            .into_iter()
+            .collect();
+        for day in partition_days(&data_dir.join(tenant_root(tenant)))? {
+            if first_day.is_some_and(|first| day < first) {
+                continue;
+            }
+            let relative_dir = partition_dir(tenant, day);
+            for name in entries(&data_dir.join(&relative_dir))?
+                .into_iter()
+                .filter(|(_, is_dir)| !is_dir)
+                .map(|(name, _)| name)
+            {
+                let relative = relative_dir.join(&name);
+                if !committed.contains(relative.to_string_lossy().as_ref()) {
+                    remove_if_present(&data_dir.join(&relative))?;
+                }
+            }
+        }
+        manifest::end_legacy_batch(store, &tenant_id)?;
+        log::warn!("export {tenant_id}: removed the files of a batch left uncommitted");
+    }
+    Ok(())
+}
+
+/// The days that have a partition directory under a tenant's root.
+fn partition_days(root: &Path) -> Result<Vec<NaiveDate>, ExportError> {
+    let mut days = Vec::new();
+    for year in subdirectories(root, "year=")? {
+        for month in subdirectories(&root.join(format!("year={year}")), "month=")? {
+            for day in subdirectories(&root.join(format!("year={year}/month={month}")), "day=")? {
+                let parsed = [&year, &month, &day].map(|part| part.parse::<u32>().ok());
+                if let [Some(year), Some(month), Some(day)] = parsed
+                    && let Some(date) = NaiveDate::from_ymd_opt(year as i32, month, day)
+                {
+                    days.push(date);
+                }
+            }
+        }
+    }
+    Ok(days)
+}
+
+/// Names after `prefix` of the directories in `dir` named `{prefix}...`.
+fn subdirectories(dir: &Path, prefix: &str) -> Result<Vec<String>, ExportError> {
+    Ok(entries(dir)?
+        .into_iter()
+        .filter(|(_, is_dir)| *is_dir)
+        .filter_map(|(name, _)| name.strip_prefix(prefix).map(str::to_string))
+        .collect())
+}
+
+/// `(name, is_dir)` of each entry in `dir`; none if `dir` is not a directory.
+fn entries(dir: &Path) -> Result<Vec<(String, bool)>, ExportError> {
+    let listing = match std::fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(Vec::new());
+        }
+        Err(error) => return Err(ExportError::io(format!("listing {}", dir.display()))(error)),
+    };
+    let mut found = Vec::new();
+    for entry in listing {
+        let entry = entry.map_err(ExportError::io(format!("listing {}", dir.display())))?;
+        let is_dir = entry
+            .file_type()
+            .map_err(ExportError::io(format!("listing {}", dir.display())))?
+            .is_dir();
+        found.push((entry.file_name().to_string_lossy().into_owned(), is_dir));
+    }
+    Ok(found)
+}

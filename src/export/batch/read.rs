@@ -1,0 +1,464 @@
+//! The export's reader: the rows of a reserved walk step (a first run's pass over the table)
+//! and then the captured rows in commit order, copied into chunks for the writers, with what
+//! became of each captured row so the commit can delete exactly the ones taken.
+//!
+//! Both sources are read in one pass on one connection; rows of all tenants come interleaved
+//! as the table stores them, so each page is read into SQLite's cache once.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::mpsc::SyncSender;
+
+use rusqlite::types::{Value, ValueRef};
+
+use super::ExportError;
+use crate::clock::canonical_time;
+use crate::export::ndjson::Row;
+use crate::store::Store;
+use crate::store::capture::{self, Source, WalkProgress, WalkStep};
+
+/// Rows a chunk holds at most; a chunk also closes once its text passes [`CHUNK_BYTES`], so
+/// memory is bounded by bytes whatever the payload sizes (a row larger than that goes alone).
+const CHUNK_ROWS: usize = 1024;
+const CHUNK_BYTES: usize = 4 << 20;
+/// Invalid rows listed per tenant in a result; the rest are counted.
+const INVALID_LISTED: usize = 100;
+/// Walk rows deferred to the capture in one run at most (they are held until the commit).
+const DEFERRED_LIMIT: usize = 100_000;
+
+/// A row's columns in a chunk's text: id, customer_id, channel, outcome, payload and the
+/// canonical created_at.
+pub type Ranges = [Range<usize>; 6];
+
+/// Where a row came from, which names its file deterministically: the walk (by id alone) or
+/// the capture queue (by `seq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Walk,
+    Captured(i64),
+}
+
+/// One row in a chunk.
+pub struct ChunkRow {
+    pub slot: usize,
+    pub origin: Origin,
+    pub ranges: Ranges,
+}
+
+/// Rows copied out of SQLite for one writer.
+pub struct Chunk {
+    text: String,
+    pub rows: Vec<ChunkRow>,
+}
+
+impl Chunk {
+    fn new() -> Chunk {
+        Chunk {
+            text: String::new(),
+            rows: Vec::with_capacity(CHUNK_ROWS),
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.rows.len() >= CHUNK_ROWS || self.text.len() >= CHUNK_BYTES
+    }
+
+    pub fn row<'a>(&'a self, row: &ChunkRow, tenant_id: &'a str) -> Row<'a> {
+        let column = |index: usize| &self.text[row.ranges[index].clone()];
+        Row {
+            id: column(0),
+            tenant_id,
+            customer_id: column(1),
+            channel: column(2),
+            outcome: column(3),
+            payload: column(4),
+            created_at: column(5),
+        }
+    }
+}
+
+/// A row that cannot be exported as it is, as the result reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InvalidRow {
+    pub id: String,
+    pub reason: String,
+}
+
+/// What became of a captured row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Sent to the writers for this tenant slot: taken if that tenant commits.
+    Sent(usize),
+    /// Its interaction row no longer exists (purged or deleted before export): taken.
+    Gone,
+    /// Left in the capture for a later run (inactive tenant, batch full, invalid).
+    Kept,
+}
+
+/// What the reader did.
+#[derive(Default)]
+pub struct ReadOutcome {
+    /// How far the walk step got, when there was one, and the part of it the reader went
+    /// through (the whole step as it grew, or up to where it stopped).
+    pub walk: Option<WalkProgress>,
+    pub walked: Option<WalkStep>,
+    /// Walk rows not sent to a writer (an inactive tenant's, one past its tenant's batch, one
+    /// that cannot be exported as it is), as `(slot or usize::MAX, tenant_id, id)`: captured
+    /// at the commit, so they wait in the queue.
+    pub deferred: Vec<(usize, Value, Value)>,
+    /// Every captured row read, in `seq` order.
+    pub captured: Vec<(i64, Fate)>,
+    /// Per slot: rows sent, invalid rows listed (at most [`INVALID_LISTED`]) and counted.
+    pub sent: Vec<u64>,
+    pub invalid: Vec<Vec<InvalidRow>>,
+    pub invalid_count: Vec<u64>,
+}
+
+/// What the reader is given.
+pub struct Reading<'a> {
+    pub store: &'a Store,
+    /// Exportable tenants by id, to their slot.
+    pub slots: &'a HashMap<&'a str, usize>,
+    pub batch_size: usize,
+    pub walk: Option<&'a WalkStep>,
+    /// The most walk rows one run reads, whatever their tenants.
+    pub walk_budget: usize,
+}
+
+/// Reads the walk step and the capture, sending chunks to the writers (`slot % writers`).
+pub fn read(
+    reading: &Reading<'_>,
+    senders: &[SyncSender<Chunk>],
+    should_stop: &(dyn Fn() -> bool + Sync),
+) -> Result<ReadOutcome, ExportError> {
+    let slot_count = reading.slots.len();
+    let mut outcome = ReadOutcome {
+        sent: vec![0; slot_count],
+        invalid: vec![Vec::new(); slot_count],
+        invalid_count: vec![0; slot_count],
+        ..ReadOutcome::default()
+    };
+    let mut pending: Vec<Chunk> = senders.iter().map(|_| Chunk::new()).collect();
+    let conn = reading.store.conn()?;
+    let mut stopped = false;
+    if let Some(first) = reading.walk {
+        stopped = walk(
+            reading,
+            &conn,
+            first,
+            senders,
+            &mut pending,
+            &mut outcome,
+            should_stop,
+        )?;
+    }
+    if !stopped {
+        read_captured(
+            reading,
+            &conn,
+            senders,
+            &mut pending,
+            &mut outcome,
+            should_stop,
+        )?;
+    }
+    for (writer, chunk) in pending.into_iter().enumerate() {
+        if !chunk.rows.is_empty() {
+            senders[writer]
+                .send(chunk)
+                .map_err(|_| ExportError::Stage("writer"))?;
+        }
+    }
+    Ok(outcome)
+}
+
+/// Reads the walk step, reserving the walk on piece by piece while tenants have room and the
+/// run's walk budget lasts; answers whether the run is to stop (shutdown or the deadline).
+fn walk(
+    reading: &Reading<'_>,
+    conn: &rusqlite::Connection,
+    first: &WalkStep,
+    senders: &[SyncSender<Chunk>],
+    pending: &mut [Chunk],
+    outcome: &mut ReadOutcome,
+    should_stop: &(dyn Fn() -> bool + Sync),
+) -> Result<bool, ExportError> {
+    let mut covered = first.clone();
+    let mut piece = first.clone();
+    let mut walked = 0usize;
+    loop {
+        let sql = format!(
+            "SELECT h.tenant_id, h.id, h.customer_id, h.channel, h.outcome, h.payload, h.created_at
+               FROM interaction_history h WHERE {} ORDER BY h.id",
+            piece.condition(Source::Interactions, "h.id")
+        );
+        let params = piece.params();
+        let mut statement = conn.prepare(&sql)?;
+        let mut rows = statement.query(capture::bind(&params).as_slice())?;
+        while let Some(row) = rows.next()? {
+            walked += 1;
+            let id = row.get_ref(1)?;
+            let slot = slot_of(reading, row.get_ref(0)?);
+            match slot.filter(|&slot| outcome.room(slot, reading.batch_size)) {
+                Some(slot) => {
+                    let writer = slot % senders.len();
+                    match copy_row(&mut pending[writer], row, 1, slot, Origin::Walk) {
+                        Ok(()) => outcome.sent[slot] += 1,
+                        Err(reason) => {
+                            outcome.note_invalid(slot, id, reason);
+                            outcome.deferred.push((slot, row.get(0)?, row.get(1)?));
+                        }
+                    }
+                    send_if_full(pending, senders, writer)?;
+                }
+                // An inactive tenant's row, or one past its tenant's batch: captured at the
+                // commit, so it waits in the queue.
+                None => {
+                    outcome
+                        .deferred
+                        .push((slot.unwrap_or(usize::MAX), row.get(0)?, row.get(1)?))
+                }
+            }
+            let check =
+                walked.is_multiple_of(CHUNK_ROWS) || outcome.deferred.len() >= DEFERRED_LIMIT;
+            if check {
+                let stop = should_stop();
+                if stop || outcome.all_full(reading) || outcome.deferred.len() >= DEFERRED_LIMIT {
+                    outcome.walk = Some(WalkProgress::StoppedAfter(row.get(1)?));
+                    outcome.walked = Some(WalkStep {
+                        to: Some(row.get(1)?),
+                        ..covered
+                    });
+                    return Ok(stop);
+                }
+            }
+        }
+        let budget = reading.walk_budget.saturating_sub(walked);
+        let next = if budget == 0 || outcome.all_full(reading) {
+            None
+        } else {
+            capture::extend_walk(
+                reading.store,
+                Source::Interactions,
+                "export",
+                &covered,
+                budget,
+            )?
+        };
+        let Some(next) = next else {
+            outcome.walk = Some(WalkProgress::Done);
+            outcome.walked = Some(covered);
+            return Ok(false);
+        };
+        covered.to = next.to.clone();
+        piece = next;
+    }
+}
+
+fn read_captured(
+    reading: &Reading<'_>,
+    conn: &rusqlite::Connection,
+    senders: &[SyncSender<Chunk>],
+    pending: &mut [Chunk],
+    outcome: &mut ReadOutcome,
+    should_stop: &(dyn Fn() -> bool + Sync),
+) -> Result<(), ExportError> {
+    let mut statement = conn.prepare(
+        "SELECT c.seq, c.tenant_id, h.id, h.customer_id, h.channel, h.outcome, h.payload, h.created_at
+           FROM interaction_capture c LEFT JOIN interaction_history h ON h.id = c.item_id
+          ORDER BY c.seq",
+    )?;
+    let mut rows = statement.query([])?;
+    let mut full_slots = (0..outcome.sent.len())
+        .filter(|&slot| !outcome.room(slot, reading.batch_size))
+        .count();
+    while let Some(row) = rows.next()? {
+        if full_slots == reading.slots.len() {
+            break;
+        }
+        if outcome.captured.len().is_multiple_of(CHUNK_ROWS) && should_stop() {
+            break;
+        }
+        let seq: i64 = row.get(0)?;
+        let id = row.get_ref(2)?;
+        if id == ValueRef::Null {
+            outcome.captured.push((seq, Fate::Gone));
+            continue;
+        }
+        let slot = slot_of(reading, row.get_ref(1)?)
+            .filter(|&slot| outcome.room(slot, reading.batch_size));
+        let Some(slot) = slot else {
+            outcome.captured.push((seq, Fate::Kept));
+            continue;
+        };
+        let writer = slot % senders.len();
+        match copy_row(&mut pending[writer], row, 2, slot, Origin::Captured(seq)) {
+            Ok(()) => {
+                outcome.captured.push((seq, Fate::Sent(slot)));
+                outcome.sent[slot] += 1;
+                if !outcome.room(slot, reading.batch_size) {
+                    full_slots += 1;
+                }
+            }
+            Err(reason) => {
+                outcome.note_invalid(slot, id, reason);
+                outcome.captured.push((seq, Fate::Kept));
+            }
+        }
+        send_if_full(pending, senders, writer)?;
+    }
+    Ok(())
+}
+
+impl ReadOutcome {
+    fn room(&self, slot: usize, batch_size: usize) -> bool {
+        (self.sent[slot] as usize) < batch_size
+    }
+
+    fn all_full(&self, reading: &Reading<'_>) -> bool {
+        (0..self.sent.len()).all(|slot| !self.room(slot, reading.batch_size))
+    }
+
+    fn note_invalid(&mut self, slot: usize, id: ValueRef<'_>, reason: String) {
+        self.invalid_count[slot] += 1;
+        if self.invalid[slot].len() < INVALID_LISTED {
+            self.invalid[slot].push(InvalidRow {
+                id: printable_id(id),
+                reason,
+            });
+        }
+    }
+}
+
+fn slot_of(reading: &Reading<'_>, tenant: ValueRef<'_>) -> Option<usize> {
+    let ValueRef::Text(bytes) = tenant else {
+        return None;
+    };
+    let tenant = std::str::from_utf8(bytes).ok()?;
+    reading.slots.get(tenant).copied()
+}
+
+fn send_if_full(
+    pending: &mut [Chunk],
+    senders: &[SyncSender<Chunk>],
+    writer: usize,
+) -> Result<(), ExportError> {
+    if !pending[writer].is_full() {
+        return Ok(());
+    }
+    let chunk = std::mem::replace(&mut pending[writer], Chunk::new());
+    senders[writer]
+        .send(chunk)
+        .map_err(|_| ExportError::Stage("writer"))
+}
+
+/// Copies the row's id, customer_id, channel, outcome, payload and canonical created_at
+/// (columns `first..first + 6`) into the chunk; refuses a row that cannot be exported as it
+/// is, saying why, and leaves the chunk as it was.
+fn copy_row(
+    chunk: &mut Chunk,
+    row: &rusqlite::Row<'_>,
+    first: usize,
+    slot: usize,
+    origin: Origin,
+) -> Result<(), String> {
+    let id = text_id(row.get_ref(first).map_err(|error| error.to_string())?)?;
+    let created_at = match row.get_ref(first + 5).map_err(|error| error.to_string())? {
+        ValueRef::Text(bytes) => {
+            let text = String::from_utf8_lossy(bytes);
+            canonical_time(&text)
+                .map(|time| time.into_owned())
+                .ok_or_else(|| format!("created_at {text:?} names no instant"))?
+        }
+        other => return Err(format!("created_at is {}, not a time", type_name(other))),
+    };
+    let mut ranges: Ranges = Default::default();
+    ranges[0] = append(&mut chunk.text, |text| text.push_str(id));
+    for (index, column) in (1..5).zip(first + 1..) {
+        let value = row.get_ref(column).map_err(|error| error.to_string())?;
+        ranges[index] = append(&mut chunk.text, |text| push_value(text, value, index == 4));
+    }
+    ranges[5] = append(&mut chunk.text, |text| text.push_str(&created_at));
+    chunk.rows.push(ChunkRow {
+        slot,
+        origin,
+        ranges,
+    });
+    Ok(())
+}
+
+/// Appends what `write` writes, answering where it went.
+fn append(text: &mut String, write: impl FnOnce(&mut String)) -> Range<usize> {
+    let start = text.len();
+    write(text);
+    start..text.len()
+}
+
+/// An id as text; a BLOB or bytes that are not UTF-8 cannot name a row in an export file.
+fn text_id(value: ValueRef<'_>) -> Result<&str, String> {
+    match value {
+        ValueRef::Text(bytes) => {
+            std::str::from_utf8(bytes).map_err(|_| "id is not UTF-8 text".to_string())
+        }
+        other => Err(format!("id is {}, not text", type_name(other))),
+    }
+}
+
+fn type_name(value: ValueRef<'_>) -> &'static str {
+    match value {
+        ValueRef::Null => "NULL",
+        ValueRef::Integer(_) => "an integer",
+        ValueRef::Real(_) => "a real number",
+        ValueRef::Text(_) => "text",
+        ValueRef::Blob(_) => "a BLOB",
+    }
+}
+
+/// An id as a person can read it in a result: text as it is, other values as SQLite writes
+/// them (`x'…'` for a BLOB).
+fn printable_id(value: ValueRef<'_>) -> String {
+    match value {
+        ValueRef::Text(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        ValueRef::Blob(bytes) => {
+            let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+            format!("x'{hex}'")
+        }
+        ValueRef::Integer(number) => number.to_string(),
+        ValueRef::Real(number) => number.to_string(),
+        ValueRef::Null => "NULL".to_string(),
+    }
+}
+
+/// Copies a column as text. The application may have stored numbers, blobs or NULLs; a NULL
+/// payload becomes JSON `null`, other NULLs empty strings.
+fn push_value(text: &mut String, value: ValueRef<'_>, is_payload: bool) {
+    match value {
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => match std::str::from_utf8(bytes) {
+            Ok(valid) => text.push_str(valid),
+            Err(_) => text.push_str(&String::from_utf8_lossy(bytes)),
+        },
+        ValueRef::Integer(number) => text.push_str(&number.to_string()),
+        ValueRef::Real(number) => text.push_str(&number.to_string()),
+        ValueRef::Null if is_payload => text.push_str("null"),
+        ValueRef::Null => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_are_not_text_are_named_in_sqlite_s_own_form() {
+        assert_eq!(printable_id(ValueRef::Blob(&[0xde, 0xad])), "x'dead'");
+        assert_eq!(
+            text_id(ValueRef::Text(&[0xff, 0x41])).unwrap_err(),
+            "id is not UTF-8 text"
+        );
+        assert_eq!(
+            text_id(ValueRef::Blob(b"abc")).unwrap_err(),
+            "id is a BLOB, not text"
+        );
+        assert_eq!(text_id(ValueRef::Text(b"ok")).unwrap(), "ok");
+    }
+}

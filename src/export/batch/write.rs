@@ -1,0 +1,368 @@
+//! The export's writers: rows encoded as NDJSON into one file per tenant and UTC day, hashed
+//! and written a block at a time into the staging directory, where no reader looks.
+//!
+//! Rows come in commit order, so a tenant's late or backfilled rows land in their own older
+//! day: each writer keeps a few files open at once, and one idle longest is finished (a later
+//! row of its day starts a new file) when it would pass [`MAX_OPEN_FILES`].
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use chrono::{Datelike, NaiveDate};
+use sha2::{Digest, Sha256};
+
+use super::read::{Chunk, Origin};
+use super::{ExportError, ExportTenant, publish};
+use crate::export::manifest::WrittenFile;
+use crate::export::ndjson::{Row, append_line, partition_day};
+use crate::export::partition::partition_dir;
+use crate::store::Cursor;
+
+/// Files one writer keeps open at once (each holds a descriptor and its buffer).
+const MAX_OPEN_FILES: usize = 32;
+/// A file's lines are hashed and written once this much is buffered.
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A file written in the staging directory, to be made durable and renamed into place.
+pub struct FinishedFile {
+    pub staged: PathBuf,
+    pub path: PathBuf,
+    pub meta: WrittenFile,
+}
+
+/// What a writer did for one tenant: its files and counts, or its failure.
+#[derive(Default)]
+pub struct TenantOutput {
+    pub files: Vec<FinishedFile>,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Rows whose payload was not JSON a reader takes, kept as a string.
+    pub payloads_kept_as_strings: u64,
+    pub error: Option<ExportError>,
+    open: Vec<OpenFile>,
+}
+
+/// A file being written: lines are encoded into `buffer`, which is hashed and written a block
+/// at a time.
+struct OpenFile {
+    file: File,
+    buffer: Vec<u8>,
+    staged: PathBuf,
+    path: PathBuf,
+    meta: WrittenFile,
+    day: NaiveDate,
+    hasher: Sha256,
+    last_used: u64,
+}
+
+/// Writes the rows of the tenants this writer owns (`slot % writer_count == writer`).
+pub fn write_files(
+    data_dir: &Path,
+    tenants: &[ExportTenant<'_>],
+    writer: usize,
+    writer_count: usize,
+    chunks: Receiver<Chunk>,
+) -> Vec<(usize, TenantOutput)> {
+    let mut outputs: Vec<(usize, TenantOutput)> = (0..tenants.len())
+        .filter(|slot| slot % writer_count == writer)
+        .map(|slot| (slot, TenantOutput::default()))
+        .collect();
+    let position = |slot: usize| slot / writer_count;
+    let started = Instant::now();
+    let mut last_log = started;
+    let mut clock = 0u64;
+    for chunk in chunks {
+        for chunk_row in &chunk.rows {
+            let tenant = &tenants[chunk_row.slot];
+            let output = &mut outputs[position(chunk_row.slot)].1;
+            if output.error.is_some() {
+                continue;
+            }
+            clock += 1;
+            let row = chunk.row(chunk_row, tenant.id);
+            if let Err(error) = write_row(data_dir, tenant, output, &row, chunk_row.origin, clock) {
+                output.open.clear();
+                output.error = Some(error);
+            }
+        }
+        // One tenant's files stay open while others' go on: the limit is the writer's.
+        while outputs
+            .iter()
+            .map(|(_, output)| output.open.len())
+            .sum::<usize>()
+            > MAX_OPEN_FILES
+        {
+            finish_idlest(&mut outputs);
+        }
+        if last_log.elapsed() >= PROGRESS_LOG_INTERVAL {
+            let seconds = started.elapsed().as_secs_f64().max(0.001);
+            for (slot, output) in &outputs {
+                log::info!(
+                    "export {}: {} rows so far ({:.0} rows/s)",
+                    tenants[*slot].id,
+                    output.rows,
+                    output.rows as f64 / seconds
+                );
+            }
+            last_log = Instant::now();
+        }
+    }
+    for (_, output) in &mut outputs {
+        while let Some(open) = output.open.pop() {
+            output.finish(open);
+        }
+    }
+    outputs
+}
+
+impl TenantOutput {
+    pub fn failed(error: ExportError) -> TenantOutput {
+        TenantOutput {
+            error: Some(error),
+            ..TenantOutput::default()
+        }
+    }
+
+    fn finish(&mut self, open: OpenFile) {
+        if self.error.is_some() {
+            return;
+        }
+        match finish(open) {
+            Ok(file) => self.files.push(file),
+            Err(error) => {
+                self.open.clear();
+                self.error = Some(error);
+            }
+        }
+    }
+}
+
+/// Finishes the open file used least recently, across this writer's tenants.
+fn finish_idlest(outputs: &mut [(usize, TenantOutput)]) {
+    let idlest = outputs
+        .iter()
+        .enumerate()
+        .flat_map(|(position, (_, output))| {
+            output
+                .open
+                .iter()
+                .enumerate()
+                .map(move |(index, open)| (open.last_used, position, index))
+        })
+        .min();
+    if let Some((_, position, index)) = idlest {
+        let output = &mut outputs[position].1;
+        let open = output.open.swap_remove(index);
+        output.finish(open);
+    }
+}
+
+fn write_row(
+    data_dir: &Path,
+    tenant: &ExportTenant<'_>,
+    output: &mut TenantOutput,
+    row: &Row<'_>,
+    origin: Origin,
+    clock: u64,
+) -> Result<(), ExportError> {
+    let day = partition_day(row.created_at).ok_or_else(|| ExportError::BadCreatedAt {
+        id: row.id.to_string(),
+        created_at: row.created_at.to_string(),
+    })?;
+    let index = match output.open.iter().position(|open| open.day == day) {
+        Some(index) => index,
+        None => {
+            output
+                .open
+                .push(open_file(data_dir, tenant, day, row, origin)?);
+            output.open.len() - 1
+        }
+    };
+    let file = &mut output.open[index];
+    file.last_used = clock;
+    let before = file.buffer.len();
+    if append_line(&mut file.buffer, row) {
+        output.payloads_kept_as_strings += 1;
+    }
+    let written = (file.buffer.len() - before) as u64;
+    file.meta.bytes += written;
+    file.meta.row_count += 1;
+    output.bytes += written;
+    output.rows += 1;
+    set_cursor(&mut file.meta.last, row.created_at, row.id);
+    if file.buffer.len() >= WRITE_BUFFER_BYTES {
+        file.flush_buffer()?;
+    }
+    Ok(())
+}
+
+fn set_cursor(cursor: &mut Cursor, created_at: &str, id: &str) {
+    cursor.created_at.clear();
+    cursor.created_at.push_str(created_at);
+    cursor.id.clear();
+    cursor.id.push_str(id);
+}
+
+fn open_file(
+    data_dir: &Path,
+    tenant: &ExportTenant<'_>,
+    day: NaiveDate,
+    first: &Row<'_>,
+    origin: Origin,
+) -> Result<OpenFile, ExportError> {
+    let relative_dir = partition_dir(tenant.dir, day);
+    let name = free_name(&data_dir.join(&relative_dir), first, origin);
+    let relative = relative_dir.join(&name);
+    let staging = publish::staging_dir(data_dir).join(tenant.dir.as_str());
+    ensure_dir(&staging)?;
+    let staged = staging.join(format!("{}-{name}", day.format("%Y-%m-%d")));
+    let file =
+        File::create(&staged).map_err(ExportError::io(format!("creating {}", staged.display())))?;
+    let cursor = Cursor {
+        created_at: first.created_at.to_string(),
+        id: first.id.to_string(),
+    };
+    Ok(OpenFile {
+        file,
+        buffer: Vec::new(),
+        staged,
+        path: data_dir.join(&relative),
+        meta: WrittenFile {
+            path: relative.to_string_lossy().into_owned(),
+            partition_day: format!("{:04}-{:02}-{:02}", day.year(), day.month(), day.day()),
+            row_count: 0,
+            first: cursor.clone(),
+            last: cursor,
+            bytes: 0,
+            sha256: String::new(),
+        },
+        day,
+        hasher: Sha256::new(),
+        last_used: 0,
+    })
+}
+
+impl OpenFile {
+    fn flush_buffer(&mut self) -> Result<(), ExportError> {
+        self.hasher.update(&self.buffer);
+        self.file
+            .write_all(&self.buffer)
+            .map_err(ExportError::io(format!(
+                "writing {}",
+                self.staged.display()
+            )))?;
+        self.buffer.clear();
+        Ok(())
+    }
+}
+
+fn finish(mut open: OpenFile) -> Result<FinishedFile, ExportError> {
+    open.flush_buffer()?;
+    start_writeback(&open.file);
+    let OpenFile {
+        staged,
+        path,
+        mut meta,
+        hasher,
+        ..
+    } = open;
+    meta.sha256 = hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    Ok(FinishedFile { staged, path, meta })
+}
+
+/// Starts writing the file's data to disk without waiting for it, so the batch's final flush
+/// finds little left to do. Only a hint: the flush is what guarantees durability.
+fn start_writeback(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range only reads the descriptor, which `file` keeps open for the call.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+fn ensure_dir(dir: &Path) -> Result<(), ExportError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(ExportError::io(format!("creating {}", dir.display())))
+}
+
+/// `batch-{created_at}-{hash}.json` from the file's first row and where it came from, so a
+/// batch re-run after a crash writes the same names; a name a committed file already has
+/// (the same row inserted again after its export) gets a `-2`, `-3`, … suffix.
+fn free_name(dir: &Path, first: &Row<'_>, origin: Origin) -> String {
+    let base = file_stem(first, origin);
+    let mut name = format!("{base}.json");
+    let mut suffix = 1;
+    while dir.join(&name).exists() {
+        suffix += 1;
+        name = format!("{base}-{suffix}.json");
+    }
+    name
+}
+
+fn file_stem(first: &Row<'_>, origin: Origin) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(first.id.as_bytes());
+    hasher.update([0]);
+    match origin {
+        Origin::Walk => hasher.update(b"walk"),
+        Origin::Captured(seq) => hasher.update(seq.to_le_bytes()),
+    }
+    hasher.update([0]);
+    hasher.update(first.created_at.as_bytes());
+    let digest = hasher.finalize();
+    let time: String = first
+        .created_at
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':' | '.'))
+        .collect();
+    format!(
+        "batch-{time}-{:02x}{:02x}{:02x}{:02x}",
+        digest[0], digest[1], digest[2], digest[3]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str) -> Row<'_> {
+        Row {
+            id,
+            tenant_id: "acme",
+            customer_id: "",
+            channel: "",
+            outcome: "",
+            payload: "{}",
+            created_at: "2026-03-30T02:00:00.123Z",
+        }
+    }
+
+    #[test]
+    fn file_names_are_deterministic_and_tell_rows_and_origins_apart() {
+        let first = file_stem(&row("a"), Origin::Captured(7));
+        assert!(first.starts_with("batch-20260330T020000123Z-"), "{first}");
+        assert_eq!(first, file_stem(&row("a"), Origin::Captured(7)));
+        assert_ne!(first, file_stem(&row("b"), Origin::Captured(7)));
+        assert_ne!(first, file_stem(&row("a"), Origin::Captured(8)));
+        assert_ne!(first, file_stem(&row("a"), Origin::Walk));
+    }
+
+    #[test]
+    fn a_name_already_taken_gets_a_suffix() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = free_name(dir.path(), &row("a"), Origin::Walk);
+        std::fs::write(dir.path().join(&name), b"").unwrap();
+        let second = free_name(dir.path(), &row("a"), Origin::Walk);
+        assert_eq!(second, name.replace(".json", "-2.json"));
+    }
+}
