@@ -73,6 +73,9 @@ fn killed_at_random_instants_the_export_loses_and_duplicates_nothing() {
     let mut attempts = 0;
     while kills < 25 && attempts < 300 {
         attempts += 1;
+        // Between runs the application goes on: a row committed minutes after its stamp, a
+        // backfill of weeks ago in SQLite's own form or with an offset, a row of now.
+        add_late_and_backfilled_rows(&env, attempts, &mut random);
         let mut child = env
             .command(&["run", "export-interactions"])
             .stdout(Stdio::null())
@@ -91,6 +94,10 @@ fn killed_at_random_instants_the_export_loses_and_duplicates_nothing() {
     assert_eq!(
         kills, 25,
         "only {kills} of {attempts} runs were killed before they finished"
+    );
+    assert!(
+        attempts <= 2 * kills + 10,
+        "most kills land inside a run: {kills} of {attempts}"
     );
     drain_exports(&env);
     assert_exported_exactly_once(&env);
@@ -278,6 +285,43 @@ print(json.dumps(rows))
         "SELECT COUNT(DISTINCT h.tenant_id || substr(h.created_at, 1, 10)) FROM interaction_history h JOIN tenants t ON t.id = h.tenant_id WHERE t.active = 1",
     );
     assert_eq!(figures, [expected_rows, expected_partitions, 0, 0]);
+}
+
+fn add_late_and_backfilled_rows(env: &Env, round: usize, random: &mut fastrand::Rng) {
+    let now = chrono::Utc::now();
+    let backfilled = now
+        - chrono::Duration::days(random.i64(1..60))
+        - chrono::Duration::minutes(random.i64(0..1440));
+    let forms = [
+        backfilled.format("%Y-%m-%d %H:%M:%S").to_string(),
+        backfilled
+            .with_timezone(&chrono::FixedOffset::west_opt(5 * 3600).unwrap())
+            .to_rfc3339(),
+        backfilled.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    ];
+    let rows = [
+        (
+            format!("late-{round}"),
+            (now - chrono::Duration::minutes(2)).to_rfc3339(),
+        ),
+        (
+            format!("backfill-{round}"),
+            forms[round % forms.len()].clone(),
+        ),
+        (
+            format!("now-{round}"),
+            now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ),
+    ];
+    let tenants = ["acme", "globex", "initech", "umbrella"];
+    for (id, created_at) in rows {
+        env.db()
+            .execute(
+                "INSERT INTO interaction_history (id, tenant_id, created_at) VALUES (?1, ?2, ?3)",
+                (id, tenants[random.usize(0..tenants.len())], created_at),
+            )
+            .unwrap();
+    }
 }
 
 /// One tenant's entry in an export result.

@@ -3,6 +3,7 @@
 mod support;
 
 mod calendar;
+mod capture;
 mod cli;
 mod export;
 mod http;

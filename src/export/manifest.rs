@@ -345,19 +345,33 @@ pub fn due_uploads(
     Ok(rows)
 }
 
-/// Records a verified upload (and, when the local copy was removed, that too).
-pub fn mark_uploaded(
-    store: &Store,
-    id: i64,
-    now_text: &str,
-    local_removed: bool,
-) -> Result<(), StoreError> {
+/// Records a verified upload.
+pub fn mark_uploaded(store: &Store, id: i64, now_text: &str) -> Result<(), StoreError> {
     store.conn()?.execute(
         "UPDATE export_files SET upload_status = 'uploaded', uploaded_at = ?2, upload_error = NULL,
-             upload_attempts = upload_attempts + 1, next_attempt_at = NULL,
-             local_deleted_at = CASE WHEN ?3 THEN ?2 ELSE local_deleted_at END
+             upload_attempts = upload_attempts + 1, next_attempt_at = NULL
          WHERE id = ?1",
-        params![id, now_text, local_removed],
+        params![id, now_text],
+    )?;
+    Ok(())
+}
+
+/// Records that the local copy of an uploaded file was removed.
+pub fn mark_local_removed(store: &Store, id: i64, now_text: &str) -> Result<(), StoreError> {
+    store.conn()?.execute(
+        "UPDATE export_files SET local_deleted_at = ?2 WHERE id = ?1",
+        params![id, now_text],
+    )?;
+    Ok(())
+}
+
+/// Records an attempt that met storage unreachable: the file stays due, with the error, so
+/// the next run tries it (and the rest of the queue) as soon as storage answers.
+pub fn mark_upload_deferred(store: &Store, id: i64, error: &str) -> Result<(), StoreError> {
+    store.conn()?.execute(
+        "UPDATE export_files SET upload_status = 'pending', next_attempt_at = NULL, upload_error = ?2
+         WHERE id = ?1",
+        params![id, error],
     )?;
     Ok(())
 }

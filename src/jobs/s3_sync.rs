@@ -1,6 +1,10 @@
 //! `s3-sync`: upload every export file not yet uploaded, verified, with retries and backoff.
 //! While storage is unreachable files stay queued, so nothing is lost; uploading a file
 //! again is harmless.
+//!
+//! An outage is the storage's, not each file's: a file that met one is left due, so once
+//! storage answers again the next run drains the whole queue. Only a refusal of the file
+//! itself (an unverified upload, a 4xx) puts that file on its own backoff.
 
 use std::time::Duration;
 
@@ -62,15 +66,22 @@ impl Job for S3Sync {
                     break 'pages;
                 }
                 match upload_with_retries(ctx, &storage, &file, &mut random) {
-                    Ok(local_removed) => {
-                        manifest::mark_uploaded(
-                            ctx.store,
-                            file.id,
-                            &to_store_text(ctx.now()),
-                            local_removed,
-                        )?;
+                    Ok(()) => {
+                        manifest::mark_uploaded(ctx.store, file.id, &to_store_text(ctx.now()))?;
                         uploaded += 1;
                         bytes += file.bytes as u64;
+                        remove_local_copy(ctx, &file)?;
+                    }
+                    Err(error) if error.is_unreachable() => {
+                        failed += 1;
+                        manifest::mark_upload_deferred(ctx.store, file.id, &error.to_string())?;
+                        log::warn!(
+                            "s3-sync: storage unreachable at {} ({error}); the queue waits for the next run",
+                            file.path
+                        );
+                        errors.push(json!({"path": file.path, "error": error.to_string()}));
+                        unreachable = true;
+                        break 'pages;
                     }
                     Err(error) => {
                         failed += 1;
@@ -87,10 +98,6 @@ impl Job for S3Sync {
                         );
                         if errors.len() < 20 {
                             errors.push(json!({"path": file.path, "error": error.to_string()}));
-                        }
-                        if error.is_unreachable() {
-                            unreachable = true;
-                            break 'pages;
                         }
                     }
                 }
@@ -117,21 +124,20 @@ impl Job for S3Sync {
     }
 }
 
-/// Uploads one file, retrying with exponential backoff and jitter within the run; answers
-/// whether the local copy was then removed.
+/// Uploads one file, retrying with exponential backoff and jitter within the run.
 fn upload_with_retries(
     ctx: &JobCtx<'_>,
     storage: &Storage,
     file: &PendingUpload,
     random: &mut fastrand::Rng,
-) -> Result<bool, StorageError> {
+) -> Result<(), StorageError> {
     let local = ctx.data_dir().join(&file.path);
     let key = storage.key(&file.path);
     let mut delay = FIRST_RETRY;
     let mut attempt = 1;
     loop {
         match storage.upload(&local, &key) {
-            Ok(_) => break,
+            Ok(_) => return Ok(()),
             Err(error) if attempt < ATTEMPTS_PER_RUN && !ctx.should_stop() => {
                 log::debug!("s3-sync: {key} attempt {attempt} failed: {error}");
                 std::thread::sleep(delay + delay.mul_f64(random.f64() * 0.5));
@@ -141,20 +147,25 @@ fn upload_with_retries(
             Err(error) => return Err(error),
         }
     }
+}
+
+/// With `EXPORT_DELETE_LOCAL_AFTER_UPLOAD`, removes the local copy of a file already recorded
+/// as uploaded (so a failure in between strands nothing: the upload stands, a copy stays).
+fn remove_local_copy(ctx: &JobCtx<'_>, file: &PendingUpload) -> Result<(), JobError> {
     if !ctx.config.delete_local_after_upload {
-        return Ok(false);
+        return Ok(());
     }
-    // Only after a verified upload; a failure to remove is not a failed upload.
+    let local = ctx.data_dir().join(&file.path);
     match std::fs::remove_file(&local) {
-        Ok(()) => Ok(true),
-        Err(error) => {
-            log::warn!(
-                "s3-sync: removing the local copy {}: {error}",
-                local.display()
-            );
-            Ok(false)
+        Ok(()) => {
+            manifest::mark_local_removed(ctx.store, file.id, &to_store_text(ctx.now()))?;
         }
+        Err(error) => log::warn!(
+            "s3-sync: removing the local copy {}: {error}",
+            local.display()
+        ),
     }
+    Ok(())
 }
 
 /// When a file that failed `attempts` times is tried again: exponential, capped, jittered.

@@ -428,21 +428,40 @@ pub fn drain_exports(env: &Env) -> usize {
     panic!("the export never drained");
 }
 
-/// Asserts every row of the active tenants is in exactly one export file, in the partition of
-/// its own UTC day, and that no other file lies under `exports/`.
+/// The store's canonical UTC text of a time in one of the forms an application may write
+/// (ISO-8601 with `Z` or an offset, or SQLite's `YYYY-MM-DD HH:MM:SS`); `None` for text that
+/// names no instant.
+pub fn canonical_time(text: &str) -> Option<String> {
+    let time = chrono::DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&chrono::Utc))
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+                .map(|naive| naive.and_utc())
+        })
+        .ok()?;
+    Some(time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// Asserts every row of the active tenants (with a text id and a `created_at` naming an
+/// instant) is in exactly one export file, in the partition of its own UTC day, with its
+/// canonical `created_at`, and that no other file lies under `exports/`.
 pub fn assert_exported_exactly_once(env: &Env) {
     let conn = env.db();
     let mut statement = conn
         .prepare(
             "SELECT h.id, h.tenant_id, h.created_at FROM interaction_history h
-             JOIN tenants t ON t.id = h.tenant_id WHERE t.active = 1 ORDER BY h.id",
+             JOIN tenants t ON t.id = h.tenant_id WHERE t.active = 1 AND typeof(h.id) = 'text'
+             ORDER BY h.id",
         )
         .unwrap();
     let expected: Vec<(String, String, String)> = statement
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
         .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+        .collect::<Result<Vec<(String, String, String)>, _>>()
+        .unwrap()
+        .into_iter()
+        .filter_map(|(id, tenant, created_at)| Some((id, tenant, canonical_time(&created_at)?)))
+        .collect();
     let mut found = exported_rows(env);
     found.sort_by(|a, b| a.id.cmp(&b.id));
     let duplicates: Vec<&String> = found
@@ -465,7 +484,8 @@ pub fn assert_exported_exactly_once(env: &Env) {
         expected_ids.len()
     );
     assert_eq!(found_ids, expected_ids);
-    for row in &found {
+    for (row, (_, _, canonical)) in found.iter().zip(&expected) {
+        assert_eq!(&row.created_at, canonical, "{}", row.id);
         let day = &row.created_at[..10];
         let partition = format!(
             "exports/{}/interaction_history/year={}/month={}/day={}/",
