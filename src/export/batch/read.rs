@@ -5,6 +5,7 @@
 //! Both sources are read in one pass on one connection; rows of all tenants come interleaved
 //! as the table stores them, so each page is read into SQLite's cache once.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::mpsc::SyncSender;
@@ -45,35 +46,49 @@ pub struct ChunkRow {
     pub ranges: Ranges,
 }
 
-/// Rows copied out of SQLite for one writer.
+/// Rows copied out of SQLite for one writer, as bytes: the reader checks only what decides a
+/// row's fate (the id is text, `created_at` names an instant) and leaves decoding the other
+/// columns to the writers, so the work is shared across the cores.
 pub struct Chunk {
-    text: String,
+    bytes: Vec<u8>,
     pub rows: Vec<ChunkRow>,
 }
 
 impl Chunk {
     fn new() -> Chunk {
         Chunk {
-            text: String::new(),
+            bytes: Vec::new(),
             rows: Vec::with_capacity(CHUNK_ROWS),
         }
     }
 
     fn is_full(&self) -> bool {
-        self.rows.len() >= CHUNK_ROWS || self.text.len() >= CHUNK_BYTES
+        self.rows.len() >= CHUNK_ROWS || self.bytes.len() >= CHUNK_BYTES
     }
 
-    pub fn row<'a>(&'a self, row: &ChunkRow, tenant_id: &'a str) -> Row<'a> {
-        let column = |index: usize| &self.text[row.ranges[index].clone()];
-        Row {
-            id: column(0),
-            tenant_id,
-            customer_id: column(1),
-            channel: column(2),
-            outcome: column(3),
-            payload: column(4),
-            created_at: column(5),
-        }
+    /// The row's columns as text; bytes that are not UTF-8 are replaced (only the id and
+    /// `created_at` decide anything, and those were checked).
+    pub fn columns(&self, row: &ChunkRow) -> [Cow<'_, str>; 6] {
+        row.ranges.clone().map(|range| {
+            let bytes = &self.bytes[range];
+            match std::str::from_utf8(bytes) {
+                Ok(text) => Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(bytes),
+            }
+        })
+    }
+}
+
+/// A row of a chunk, from its decoded columns.
+pub fn row<'a>(columns: &'a [Cow<'a, str>; 6], tenant_id: &'a str) -> Row<'a> {
+    Row {
+        id: &columns[0],
+        tenant_id,
+        customer_id: &columns[1],
+        channel: &columns[2],
+        outcome: &columns[3],
+        payload: &columns[4],
+        created_at: &columns[5],
     }
 }
 
@@ -365,20 +380,25 @@ fn copy_row(
     let id = text_id(row.get_ref(first).map_err(|error| error.to_string())?)?;
     let created_at = match row.get_ref(first + 5).map_err(|error| error.to_string())? {
         ValueRef::Text(bytes) => {
-            let text = String::from_utf8_lossy(bytes);
-            canonical_time(&text)
-                .map(|time| time.into_owned())
-                .ok_or_else(|| format!("created_at {text:?} names no instant"))?
+            let text = std::str::from_utf8(bytes)
+                .map_err(|_| "created_at is not UTF-8 text".to_string())?;
+            canonical_time(text).ok_or_else(|| format!("created_at {text:?} names no instant"))?
         }
         other => return Err(format!("created_at is {}, not a time", type_name(other))),
     };
     let mut ranges: Ranges = Default::default();
-    ranges[0] = append(&mut chunk.text, |text| text.push_str(id));
+    ranges[0] = append(&mut chunk.bytes, |bytes| {
+        bytes.extend_from_slice(id.as_bytes())
+    });
     for (index, column) in (1..5).zip(first + 1..) {
         let value = row.get_ref(column).map_err(|error| error.to_string())?;
-        ranges[index] = append(&mut chunk.text, |text| push_value(text, value, index == 4));
+        ranges[index] = append(&mut chunk.bytes, |bytes| {
+            push_value(bytes, value, index == 4)
+        });
     }
-    ranges[5] = append(&mut chunk.text, |text| text.push_str(&created_at));
+    ranges[5] = append(&mut chunk.bytes, |bytes| {
+        bytes.extend_from_slice(created_at.as_bytes())
+    });
     chunk.rows.push(ChunkRow {
         slot,
         origin,
@@ -388,10 +408,10 @@ fn copy_row(
 }
 
 /// Appends what `write` writes, answering where it went.
-fn append(text: &mut String, write: impl FnOnce(&mut String)) -> Range<usize> {
-    let start = text.len();
-    write(text);
-    start..text.len()
+fn append(bytes: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) -> Range<usize> {
+    let start = bytes.len();
+    write(bytes);
+    start..bytes.len()
 }
 
 /// An id as text; a BLOB or bytes that are not UTF-8 cannot name a row in an export file.
@@ -429,17 +449,14 @@ fn printable_id(value: ValueRef<'_>) -> String {
     }
 }
 
-/// Copies a column as text. The application may have stored numbers, blobs or NULLs; a NULL
+/// Copies a column's bytes. The application may have stored numbers, blobs or NULLs; a NULL
 /// payload becomes JSON `null`, other NULLs empty strings.
-fn push_value(text: &mut String, value: ValueRef<'_>, is_payload: bool) {
+fn push_value(out: &mut Vec<u8>, value: ValueRef<'_>, is_payload: bool) {
     match value {
-        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => match std::str::from_utf8(bytes) {
-            Ok(valid) => text.push_str(valid),
-            Err(_) => text.push_str(&String::from_utf8_lossy(bytes)),
-        },
-        ValueRef::Integer(number) => text.push_str(&number.to_string()),
-        ValueRef::Real(number) => text.push_str(&number.to_string()),
-        ValueRef::Null if is_payload => text.push_str("null"),
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => out.extend_from_slice(bytes),
+        ValueRef::Integer(number) => out.extend_from_slice(number.to_string().as_bytes()),
+        ValueRef::Real(number) => out.extend_from_slice(number.to_string().as_bytes()),
+        ValueRef::Null if is_payload => out.extend_from_slice(b"null"),
         ValueRef::Null => {}
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::{Datelike, NaiveDate};
 use sha2::{Digest, Sha256};
 
-use super::read::{Chunk, Origin};
+use super::read::{self, Chunk, Origin};
 use super::{ExportError, ExportTenant, publish};
 use crate::export::manifest::WrittenFile;
 use crate::export::ndjson::{Row, append_line, partition_day};
@@ -83,7 +83,8 @@ pub fn write_files(
                 continue;
             }
             clock += 1;
-            let row = chunk.row(chunk_row, tenant.id);
+            let columns = chunk.columns(chunk_row);
+            let row = read::row(&columns, tenant.id);
             if let Err(error) = write_row(data_dir, tenant, output, &row, chunk_row.origin, clock) {
                 output.open.clear();
                 output.error = Some(error);
