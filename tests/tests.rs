@@ -6,6 +6,7 @@ mod calendar;
 mod cli;
 mod export;
 mod http;
+mod listener;
 mod operate;
 mod rollups;
 mod s3;
