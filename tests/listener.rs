@@ -1,6 +1,6 @@
 //! The listener against hostile clients, on a real `edgecron serve`: lengths no one will
 //! send, bodies and heads that never come, a header line without end, framing that could
-//! smuggle a request, more connections than allowed. Each
+//! smuggle a request, parameters that are almost right, more connections than allowed. Each
 //! test ends with `/healthz` answered 200 within a second and the process alive.
 
 use std::net::SocketAddr;
@@ -252,6 +252,60 @@ fn a_head_that_never_completes_is_answered_408_and_closed_by_15_seconds() {
             .saturating_duration_since(Instant::now());
         assert_eq!(client.statuses_until_closed(left), [408]);
     }
+    assert_healthy(&mut server);
+}
+
+#[test]
+fn unknown_or_repeated_query_parameters_are_400s_naming_them_and_purge_nothing() {
+    // Regression: `GET /api/v1/cron/dsar-purge?dryrun=true` ran a real purge; unknown query
+    // parameters were ignored.
+    let env = Env::new();
+    env.demo();
+    let mut server = env.serve();
+    let counts = || {
+        ["decision_traces", "interaction_history", "ai_attachments"]
+            .map(|table| env.query_i64(&format!("SELECT COUNT(*) FROM {table}")))
+    };
+    let before = counts();
+    for (query, named) in [
+        ("dryrun=true", "\"dryrun\""),
+        ("dryRun=true&dryRun=false", "\"dryRun\""),
+        ("dry_run=1", "\"dry_run\""),
+        ("dryRun=true&limit=5", "\"limit\""),
+    ] {
+        let reply = server.trigger("GET", &format!("/api/v1/cron/dsar-purge?{query}"), None);
+        assert_eq!(reply.status, 400, "{query}: {}", reply.body);
+        let error = reply.json()["error"].as_str().unwrap().to_string();
+        assert!(error.contains(named), "{query}: {error}");
+    }
+    let both = server.trigger(
+        "POST",
+        "/api/v1/cron/dsar-purge?dryRun=true",
+        Some(r#"{"dryRun":false}"#),
+    );
+    assert_eq!(both.status, 400, "{}", both.body);
+    assert!(both.body.contains("dryRun"), "{}", both.body);
+    for path in [
+        "/api/v1/runs?limit=5&limit=6",
+        "/api/v1/runs?jobs=cleanup",
+        "/api/v1/jobs?verbose=1",
+    ] {
+        assert_eq!(server.trigger("GET", path, None).status, 400, "{path}");
+    }
+    assert_eq!(counts(), before, "a refused trigger deleted rows");
+    assert_eq!(
+        env.query_i64("SELECT COUNT(*) FROM job_runs WHERE job = 'dsar-purge'"),
+        0
+    );
+
+    let dry = server.trigger("GET", "/api/v1/cron/dsar-purge?dryRun=true", None);
+    assert_eq!(dry.status, 200, "{}", dry.body);
+    assert_eq!(counts(), before, "a dry run deleted rows");
+    // The demo data is there to be purged: a real run deletes some, so the checks above
+    // would have seen a purge.
+    let real = server.trigger("POST", "/api/v1/cron/dsar-purge", None);
+    assert_eq!(real.status, 200, "{}", real.body);
+    assert_ne!(counts(), before, "{}", real.body);
     assert_healthy(&mut server);
 }
 

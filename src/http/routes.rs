@@ -1,6 +1,7 @@
 //! The routing `match` and the handlers: each parses, authenticates and asks the runner or
 //! the store, then answers JSON. No SQL and no job internals here.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -30,6 +31,10 @@ const MAX_RUNS_LIMIT: i64 = 1_000;
 const TRIGGER_METHODS: &[&str] = &["GET", "POST"];
 const READ_METHODS: &[&str] = &["GET"];
 
+/// The parameters a trigger takes, in the query or the JSON body.
+const TRIGGER_PARAMS: &[&str] = &["dryRun", "startDate", "endDate"];
+const RUNS_PARAMS: &[&str] = &["job", "limit"];
+
 /// Answers one request read in full (the listener has already checked its framing and limits).
 pub fn handle(app: &App, request: &Request) -> Reply {
     match request.path.as_str() {
@@ -43,8 +48,8 @@ pub fn handle(app: &App, request: &Request) -> Reply {
         },
         "/logout" if cross_site(request) => Reply::error(403, "cross-site form posts are refused"),
         "/logout" => allow(request, &["POST"]).unwrap_or_else(|| logout(request)),
-        "/api/v1/jobs" => read(app, request, jobs),
-        "/api/v1/runs" => read(app, request, |app| runs(app, &request.query)),
+        "/api/v1/jobs" => read(app, request, &[], |app, _| jobs(app)),
+        "/api/v1/runs" => read(app, request, RUNS_PARAMS, runs),
         "/api/jobs/telemetry-daily" => trigger(
             app,
             request,
@@ -93,15 +98,49 @@ fn unauthorized() -> Reply {
     .with_header("WWW-Authenticate", "Bearer")
 }
 
-/// An authenticated read-only route.
-fn read(app: &App, request: &Request, answer: impl FnOnce(&App) -> Reply) -> Reply {
+/// The query's parameters, as strictly as a body's fields: each one `allowed`, at most once;
+/// a 400 naming any other, so a mistyped `dryrun` never starts a real run.
+fn query_params(query: &str, allowed: &[&str]) -> Result<BTreeMap<String, String>, Reply> {
+    let mut params = BTreeMap::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if !allowed.contains(&key.as_ref()) {
+            let expected = if allowed.is_empty() {
+                "this route takes none".to_string()
+            } else {
+                format!("expected one of {}", allowed.join(", "))
+            };
+            return Err(Reply::error(
+                400,
+                format!("unknown query parameter {key:?} ({expected})"),
+            ));
+        }
+        if params.insert(key.to_string(), value.into_owned()).is_some() {
+            return Err(Reply::error(
+                400,
+                format!("query parameter {key:?} is given more than once"),
+            ));
+        }
+    }
+    Ok(params)
+}
+
+/// An authenticated read-only route taking the query parameters `allowed`.
+fn read(
+    app: &App,
+    request: &Request,
+    allowed: &[&str],
+    answer: impl FnOnce(&App, BTreeMap<String, String>) -> Reply,
+) -> Reply {
     if let Some(refusal) = allow(request, READ_METHODS) {
         return refusal;
     }
     if !app.auth.allows(request, Realm::Cron) {
         return unauthorized();
     }
-    answer(app)
+    match query_params(&request.query, allowed) {
+        Ok(params) => answer(app, params),
+        Err(reply) => reply,
+    }
 }
 
 fn trigger(app: &App, request: &Request, job: &str, methods: &[&str], realm: Realm) -> Reply {
@@ -145,34 +184,27 @@ struct TriggerBody {
     dry_run: Option<bool>,
 }
 
+/// A trigger's parameters from its query and (on POST) its JSON body; one given in both is
+/// as ambiguous as one given twice, and refused the same way.
 fn trigger_params(request: &Request) -> Result<RunParams, Reply> {
     let mut body = if request.method == "POST" {
         parse_body(&request.body)?
     } else {
         TriggerBody::default()
     };
-    for (key, value) in form_urlencoded::parse(request.query.as_bytes()) {
-        match key.as_ref() {
-            "dryRun" => {
-                let dry_run = match value.as_ref() {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    other => {
-                        return Err(Reply::error(
-                            400,
-                            format!("dryRun: expected true or false, got {other:?}"),
-                        ));
-                    }
-                };
-                body.dry_run.get_or_insert(dry_run);
-            }
-            "startDate" => {
-                body.start_date.get_or_insert(value.into_owned());
-            }
-            "endDate" => {
-                body.end_date.get_or_insert(value.into_owned());
-            }
-            _ => {}
+    for (key, value) in query_params(&request.query, TRIGGER_PARAMS)? {
+        let given_in_body = match key.as_str() {
+            "dryRun" => body.dry_run.replace(parse_flag(&value)?).is_some(),
+            "startDate" => body.start_date.replace(value).is_some(),
+            "endDate" => body.end_date.replace(value).is_some(),
+            // `query_params` admits nothing else.
+            _ => false,
+        };
+        if given_in_body {
+            return Err(Reply::error(
+                400,
+                format!("{key} is given in both the query and the body"),
+            ));
         }
     }
     RunParams::from_text(
@@ -181,6 +213,17 @@ fn trigger_params(request: &Request) -> Result<RunParams, Reply> {
         body.end_date.as_deref(),
     )
     .map_err(|message| Reply::error(400, message))
+}
+
+fn parse_flag(value: &str) -> Result<bool, Reply> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(Reply::error(
+            400,
+            format!("dryRun: expected true or false, got {other:?}"),
+        )),
+    }
 }
 
 fn parse_body(bytes: &[u8]) -> Result<TriggerBody, Reply> {
@@ -198,6 +241,9 @@ fn record_export_metric(app: &App, request: &Request) -> Reply {
     }
     if !app.auth.allows(request, Realm::Cron) {
         return unauthorized();
+    }
+    if let Err(reply) = query_params(&request.query, &[]) {
+        return reply;
     }
     let metric = match metrics::parse_reported(&request.body, app.runner.clock()) {
         Ok(metric) => metric,
@@ -315,24 +361,20 @@ fn jobs(app: &App) -> Reply {
     }
 }
 
-fn runs(app: &App, query: &str) -> Reply {
-    let mut job = None;
-    let mut limit = DEFAULT_RUNS_LIMIT;
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match key.as_ref() {
-            "job" => job = Some(value.into_owned()),
-            "limit" => match value.parse::<i64>() {
-                Ok(number) if (1..=MAX_RUNS_LIMIT).contains(&number) => limit = number,
-                _ => {
-                    return Reply::error(
-                        400,
-                        format!("limit: expected 1 to {MAX_RUNS_LIMIT}, got {value:?}"),
-                    );
-                }
-            },
-            _ => {}
-        }
-    }
+fn runs(app: &App, mut params: BTreeMap<String, String>) -> Reply {
+    let job = params.remove("job");
+    let limit = match params.remove("limit") {
+        None => DEFAULT_RUNS_LIMIT,
+        Some(value) => match value.parse::<i64>() {
+            Ok(number) if (1..=MAX_RUNS_LIMIT).contains(&number) => number,
+            _ => {
+                return Reply::error(
+                    400,
+                    format!("limit: expected 1 to {MAX_RUNS_LIMIT}, got {value:?}"),
+                );
+            }
+        },
+    };
     if let Some(name) = &job
         && app.runner.jobs().get(name).is_none()
     {
