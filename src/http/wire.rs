@@ -26,7 +26,6 @@ const MAX_CHUNK_LINE: usize = 1024;
 const READ_CHUNK: usize = 8 * 1024;
 
 /// A request whose head and body have been read in full.
-#[derive(Debug)]
 pub struct Request {
     pub method: String,
     /// The request target before `?`, as sent (not percent-decoded).
@@ -35,6 +34,17 @@ pub struct Request {
     pub query: String,
     headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+/// Method and path only: headers carry secrets, and no log line may show them.
+impl std::fmt::Debug for Request {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Request {
@@ -122,8 +132,8 @@ fn malformed(message: impl Into<String>) -> ReadError {
 #[derive(Debug, PartialEq, Eq)]
 enum Framing {
     Empty,
-    /// The announced length, saturated: any value past the limit is refused the same way.
-    Length(u64),
+    /// The announced length, within the limit.
+    Length(usize),
     Chunked,
 }
 
@@ -135,12 +145,15 @@ pub fn read_request(stream: &mut TcpStream, head_deadline: Instant) -> Result<Re
     let framing = framing(&request)?;
     buffer.drain(..head_end);
     let body_deadline = Instant::now() + BODY_TIMEOUT;
+    // Only a client that waits for it (nothing of the body has come) needs the interim answer.
     if framing != Framing::Empty
+        && buffer.is_empty()
         && request
             .header("expect")
             .is_some_and(|value| value.eq_ignore_ascii_case("100-continue"))
     {
-        // Checked first: a body over the limit was refused above, before the client sends it.
+        // A body announced over the limit was refused by `framing`, so this is never followed
+        // by a 413 for a body the client was just told to send.
         write_by(stream, b"HTTP/1.1 100 Continue\r\n\r\n", body_deadline)
             .map_err(ReadError::Gone)?;
     }
@@ -259,7 +272,8 @@ fn framing(request: &Request) -> Result<Framing, Refusal> {
     }
 }
 
-/// Digits only: no sign, no list, no spaces inside (httparse trims the ends).
+/// Digits only: no sign, no list, no spaces inside (httparse trims the ends). A length over
+/// the limit is refused from the number alone, before any of the body is read.
 fn content_length(text: &str) -> Result<Framing, Refusal> {
     if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
         return Err(Refusal::Malformed(format!(
@@ -271,10 +285,11 @@ fn content_length(text: &str) -> Result<Framing, Refusal> {
             .saturating_mul(10)
             .saturating_add(u64::from(digit - b'0'))
     });
-    if length == 0 {
-        return Ok(Framing::Empty);
+    match usize::try_from(length) {
+        Ok(0) => Ok(Framing::Empty),
+        Ok(length) if length <= MAX_BODY_BYTES => Ok(Framing::Length(length)),
+        _ => Err(Refusal::BodyTooLarge),
     }
-    Ok(Framing::Length(length))
 }
 
 /// Transfer codings HTTP defines; any other is unknown (501). Of these only `chunked` is
@@ -315,18 +330,14 @@ fn chunked_only(values: &[&str]) -> Result<Framing, Refusal> {
     Ok(Framing::Chunked)
 }
 
-/// A `Content-Length` body: refused from the announced length alone when too large, else read
-/// to exactly that length (anything sent after it is never read: the connection closes).
+/// A `Content-Length` body, read to exactly that length (anything sent after it is never read:
+/// the connection closes).
 fn read_sized_body(
     stream: &mut TcpStream,
     mut received: Vec<u8>,
-    length: u64,
+    length: usize,
     deadline: Instant,
 ) -> Result<Vec<u8>, ReadError> {
-    let length = usize::try_from(length)
-        .ok()
-        .filter(|length| *length <= MAX_BODY_BYTES)
-        .ok_or(Refusal::BodyTooLarge)?;
     received.truncate(length);
     while received.len() < length {
         let missing = length - received.len();
@@ -765,6 +776,31 @@ mod tests {
         ] {
             assert!(matches!(read_sent(bytes), Err(ReadError::Gone(_))));
         }
+    }
+
+    #[test]
+    fn a_client_that_expects_100_continue_is_told_to_send_only_a_body_within_the_limit() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(address).unwrap();
+            stream
+                .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+                .unwrap();
+            let mut interim = [0u8; 25];
+            stream.read_exact(&mut interim).unwrap();
+            stream.write_all(b"ok").unwrap();
+            interim
+        });
+        let (mut server, _) = listener.accept().unwrap();
+        let request = read_request(&mut server, Instant::now() + Duration::from_secs(5)).unwrap();
+        assert_eq!(request.body, b"ok");
+        assert_eq!(&client.join().unwrap(), b"HTTP/1.1 100 Continue\r\n\r\n");
+
+        let too_large = refusal(
+            b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2000000\r\n\r\n",
+        );
+        assert_eq!(too_large, Refusal::BodyTooLarge);
     }
 
     #[test]
