@@ -7,10 +7,12 @@
 //!   a 503 without waiting and closes. An `accept` error (EMFILE, say) is waited out, never
 //!   fatal.
 //! - Each admitted connection gets a thread with a small stack (the connection limit bounds
-//!   how many) that reads the request by the rules of `wire.rs` (head within 10 s and 64 KiB,
-//!   body within 30 s and 1 MiB, strict framing), refusing it there when it breaks one; then
-//!   queues it for a worker, waits for the reply and writes it within 10 s. Idle, slow and
-//!   never-reading clients therefore cost a parked thread and their bytes, never a worker.
+//!   how many; one that has served a connection waits a while for the next, since starting a
+//!   thread is slowest when the cores are busy). It reads the request by the rules of
+//!   `wire.rs` (head within 10 s and 64 KiB, body within 30 s and 1 MiB, strict framing),
+//!   refusing it there when it breaks one; then queues it for a worker, waits for the reply
+//!   and writes it within 10 s. Idle, slow and never-reading clients therefore cost a parked
+//!   thread and their bytes, never a worker.
 //! - The workers (`EDGECRON_HTTP_WORKERS` plus one per job) take requests from a queue bounded
 //!   by the connection limit. A job never overlaps itself, so running triggers hold at most one
 //!   worker per job and the configured number always remain for `/healthz` and the rest.
@@ -27,12 +29,13 @@ mod routes;
 mod status_page;
 mod wire;
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub use auth::{Auth, resolve_cron_secrets};
@@ -43,6 +46,10 @@ use wire::{HEAD_TIMEOUT, ReadError, Reply, Request};
 
 /// A connection thread only parses and copies bytes: a small stack keeps a thousand cheap.
 const CONNECTION_STACK_BYTES: usize = 128 * 1024;
+/// How long a connection thread waits for another connection before it ends.
+const SPARE_KEEP: Duration = Duration::from_secs(10);
+/// At most this many connection threads wait for a connection; more end at once.
+const MAX_SPARES: usize = 64;
 /// How long the accept loop waits when the process is out of file descriptors or memory.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -99,6 +106,7 @@ struct Work {
 /// What every connection thread shares.
 struct Shared {
     queue: SyncSender<Work>,
+    spares: Spares,
     shutdown: Arc<Shutdown>,
     /// Requests queued or being answered, whose response is not written yet.
     in_flight: Arc<AtomicUsize>,
@@ -124,6 +132,10 @@ fn serve(
     let in_flight = Arc::new(AtomicUsize::new(0));
     let shared = Arc::new(Shared {
         queue,
+        spares: Spares {
+            state: Mutex::new(SpareState::default()),
+            handed: Condvar::new(),
+        },
         shutdown,
         in_flight: Arc::clone(&in_flight),
     });
@@ -151,16 +163,25 @@ fn accept(listener: &TcpListener, shared: &Arc<Shared>, connections: &Arc<Connec
             Reply::error(503, "too many open connections").write_without_waiting(&mut stream);
             continue;
         };
+        let admitted = Admitted {
+            _slot: slot,
+            stream,
+            head_deadline,
+        };
+        let Err(admitted) = shared.spares.hand(admitted) else {
+            continue;
+        };
         let shared = Arc::clone(shared);
         let spawned = std::thread::Builder::new()
             .name("http-conn".into())
             .stack_size(CONNECTION_STACK_BYTES)
             .spawn(move || {
-                connection(&mut stream, head_deadline, &shared);
-                // Its place is free before the client sees the connection close, so a client
-                // that waited for that can count on it.
-                drop(slot);
-                drop(stream);
+                let mut next = Some(admitted);
+                while let Some(mut admitted) = next {
+                    connection(&mut admitted.stream, admitted.head_deadline, &shared);
+                    drop(admitted);
+                    next = shared.spares.next();
+                }
             });
         if let Err(error) = spawned {
             log::warn!(
@@ -168,6 +189,77 @@ fn accept(listener: &TcpListener, shared: &Arc<Shared>, connections: &Arc<Connec
             );
         }
     }
+}
+
+/// An accepted connection within the limit, before its request is read.
+struct Admitted {
+    /// Dropped (its place freed) just before the stream closes, so a client that has seen its
+    /// connection close can count on its place being free.
+    _slot: Slot,
+    stream: TcpStream,
+    head_deadline: Instant,
+}
+
+/// Connection threads waiting for another connection. Starting a thread per connection costs
+/// most when the cores are busy (a new thread waits for its first slice), so a thread that
+/// has served one waits here a while for the next, as a thread pool's would.
+struct Spares {
+    state: Mutex<SpareState>,
+    handed: Condvar,
+}
+
+#[derive(Default)]
+struct SpareState {
+    waiting: usize,
+    /// Never longer than `waiting`: a connection is only handed over to a thread that waits.
+    connections: VecDeque<Admitted>,
+}
+
+impl Spares {
+    /// Gives `admitted` to a waiting thread, or back when none waits.
+    fn hand(&self, admitted: Admitted) -> Result<(), Admitted> {
+        let mut state = lock(&self.state);
+        if state.waiting <= state.connections.len() {
+            return Err(admitted);
+        }
+        state.connections.push_back(admitted);
+        self.handed.notify_one();
+        Ok(())
+    }
+
+    /// The next connection for a thread that has finished one; `None` (the thread ends) after
+    /// [`SPARE_KEEP`], or at once when [`MAX_SPARES`] already wait.
+    fn next(&self) -> Option<Admitted> {
+        let mut state = lock(&self.state);
+        if state.waiting >= MAX_SPARES {
+            return None;
+        }
+        state.waiting += 1;
+        let deadline = Instant::now() + SPARE_KEEP;
+        loop {
+            // Checked before the deadline, so a thread never leaves a connection behind.
+            if let Some(admitted) = state.connections.pop_front() {
+                state.waiting -= 1;
+                return Some(admitted);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                state.waiting -= 1;
+                return None;
+            }
+            state = self
+                .handed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Out of file descriptors or memory: give connections a moment to close rather than spin;
@@ -226,10 +318,7 @@ fn connection(stream: &mut TcpStream, head_deadline: Instant, shared: &Shared) {
 
 fn work(requests: &Mutex<Receiver<Work>>, handler: &Handler) {
     loop {
-        let next = requests
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .recv();
+        let next = lock(requests).recv();
         let Ok(work) = next else {
             return;
         };
@@ -382,6 +471,39 @@ mod tests {
             started.elapsed()
         );
         drop(stalled);
+    }
+
+    #[test]
+    fn a_connection_goes_only_to_a_thread_that_waits_for_one() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let connections = Arc::new(Connections {
+            open: AtomicUsize::new(0),
+            limit: 4,
+        });
+        let admit = || Admitted {
+            _slot: connections.open().unwrap(),
+            stream: TcpStream::connect(listener.local_addr().unwrap()).unwrap(),
+            head_deadline: Instant::now(),
+        };
+        let spares = Arc::new(Spares {
+            state: Mutex::new(SpareState::default()),
+            handed: Condvar::new(),
+        });
+        assert!(spares.hand(admit()).is_err(), "no thread waits yet");
+        let waiting = {
+            let spares = Arc::clone(&spares);
+            std::thread::spawn(move || spares.next().is_some())
+        };
+        let started = Instant::now();
+        while lock(&spares.state).waiting == 0 {
+            assert!(started.elapsed() < Duration::from_secs(5));
+            std::thread::yield_now();
+        }
+        assert!(spares.hand(admit()).is_ok());
+        assert!(waiting.join().unwrap(), "the waiting thread got it");
+        assert!(spares.hand(admit()).is_err(), "and waits no more");
+        // Dropped connections gave their places back.
+        assert_eq!(connections.open.load(Ordering::SeqCst), 0);
     }
 
     #[test]
