@@ -5,7 +5,7 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -371,7 +371,7 @@ fn serve() -> Result<ExitCode, CliError> {
         planned: planned.clone(),
     });
     let _signals = forward_signals(&shutdown);
-    let workers = http::start(listener, app, Arc::clone(&shutdown), config.http_workers)
+    let listener = http::start(listener, app, Arc::clone(&shutdown))
         .map_err(|error| CliError::Failed(format!("starting the HTTP listener: {error}")))?;
     log::info!(
         "listening on http://{address} (store {})",
@@ -400,10 +400,7 @@ fn serve() -> Result<ExitCode, CliError> {
         return Ok(ExitCode::SUCCESS);
     }
     // Let workers deliver the responses of runs that just ended.
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while workers.iter().any(|worker| !worker.is_finished()) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    listener.wait_idle(Duration::from_secs(1));
     log::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -86,6 +86,8 @@ pub struct Config {
     pub job_deadline: Duration,
     pub shutdown_grace: Duration,
     pub http_workers: usize,
+    /// `EDGECRON_HTTP_MAX_CONNECTIONS`: open connections past this are answered 503 and closed.
+    pub http_max_connections: usize,
     pub outbox_lease: Duration,
     pub outbox_max_attempts: i64,
     pub s3: Option<S3Settings>,
@@ -209,6 +211,13 @@ impl Config {
                 16,
                 1,
                 1_024,
+            )?,
+            http_max_connections: parse_number(
+                "EDGECRON_HTTP_MAX_CONNECTIONS",
+                get("EDGECRON_HTTP_MAX_CONNECTIONS"),
+                1_024,
+                1,
+                1_000_000,
             )?,
             outbox_lease: Duration::from_secs(parse_number(
                 "OUTBOX_LEASE_SECS",
@@ -388,6 +397,7 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:8787");
         assert!(config.cron_enabled && config.cron_secrets.is_empty());
         assert_eq!(config.export_batch_size, 10_000);
+        assert_eq!(config.http_max_connections, 1_024);
         assert_eq!(config.zone, chrono_tz::UTC);
     }
 
@@ -424,6 +434,10 @@ mod tests {
             ),
             (vec![("CRON_ENABLED", "maybe")], "CRON_ENABLED"),
             (vec![("EXPORT_BATCH_SIZE", "0")], "EXPORT_BATCH_SIZE"),
+            (
+                vec![("EDGECRON_HTTP_MAX_CONNECTIONS", "0")],
+                "EDGECRON_HTTP_MAX_CONNECTIONS",
+            ),
             (
                 vec![("EDGECRON_JOB_DEADLINE_SECS", "18446744073709551615")],
                 "EDGECRON_JOB_DEADLINE_SECS",

@@ -7,6 +7,7 @@ mod capture;
 mod cli;
 mod export;
 mod http;
+mod listener;
 mod operate;
 mod rollups;
 mod s3;

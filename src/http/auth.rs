@@ -5,12 +5,11 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::wire::Request;
+use crate::config::{Config, Secret};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use tiny_http::Request;
-
-use crate::config::{Config, Secret};
 
 /// The secrets a route accepts.
 pub struct Auth {
@@ -51,20 +50,18 @@ impl Auth {
             Realm::Maintenance => accepted.extend(self.maintenance_secret.as_ref()),
             Realm::LegacyTick => accepted.extend(self.cron_token.as_ref()),
         }
-        let mut presented = Vec::new();
-        for header in request.headers() {
-            let name = header.field.as_str().as_str();
-            let value = header.value.as_str().trim();
-            if name.eq_ignore_ascii_case("authorization") {
-                if let Some(token) = strip_prefix_ignore_case(value, "bearer ") {
-                    presented.push(token.trim());
-                }
-            } else if name.eq_ignore_ascii_case("x-cron-secret")
-                || (realm == Realm::LegacyTick && name.eq_ignore_ascii_case("x-cron-token"))
-            {
-                presented.push(value);
-            }
-        }
+        let bearer = request
+            .headers("authorization")
+            .filter_map(|value| strip_prefix_ignore_case(value.trim(), "bearer "))
+            .map(str::trim);
+        let tokens = match realm {
+            Realm::LegacyTick => Some(request.headers("x-cron-token")),
+            Realm::Cron | Realm::Maintenance => None,
+        };
+        let presented: Vec<&str> = bearer
+            .chain(request.headers("x-cron-secret").map(str::trim))
+            .chain(tokens.into_iter().flatten().map(str::trim))
+            .collect();
         presented
             .iter()
             .any(|candidate| matches_any(candidate, &accepted))
@@ -99,10 +96,8 @@ impl Auth {
             return true;
         }
         request
-            .headers()
-            .iter()
-            .filter(|header| header.field.equiv("cookie"))
-            .flat_map(|header| header.value.as_str().split(';'))
+            .headers("cookie")
+            .flat_map(|value| value.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
             .filter(|(name, _)| *name == SESSION_COOKIE)
             .any(|(_, value)| self.session_is_valid(value, now))
@@ -243,6 +238,34 @@ mod tests {
             assert!(!matches_any(wrong, &accepted), "{wrong:?}");
         }
         assert!(!matches_any("anything", &[]));
+    }
+
+    #[test]
+    fn a_secret_counts_in_either_header_any_case_and_the_tick_token_only_on_the_tick() {
+        let vars = [("CRON_TOKEN".to_string(), "tick-token".to_string())];
+        let config = Config::from_vars(vars, &[]).unwrap();
+        let auth = Auth::new(vec![Secret::new("s3cret".into())], &config).unwrap();
+        let allows = |headers: &[(&str, &str)], realm| {
+            auth.allows(&Request::for_test("GET", "/", headers), realm)
+        };
+        assert!(allows(&[("Authorization", "Bearer s3cret")], Realm::Cron));
+        assert!(allows(&[("AUTHORIZATION", "bearer  s3cret ")], Realm::Cron));
+        assert!(allows(&[("x-cron-secret", "s3cret")], Realm::Cron));
+        assert!(allows(
+            &[
+                ("Authorization", "Bearer wrong"),
+                ("Authorization", "Bearer s3cret")
+            ],
+            Realm::Cron
+        ));
+        assert!(!allows(&[("Authorization", "Basic s3cret")], Realm::Cron));
+        assert!(!allows(&[("X-Cron-Token", "tick-token")], Realm::Cron));
+        assert!(allows(&[("X-Cron-Token", "tick-token")], Realm::LegacyTick));
+        assert!(allows(
+            &[("Authorization", "Bearer tick-token")],
+            Realm::LegacyTick
+        ));
+        assert!(!allows(&[], Realm::Cron));
     }
 
     #[test]

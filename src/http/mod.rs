@@ -1,129 +1,537 @@
-//! The HTTP listener: tiny_http's accept loop, a bounded pool of workers that answer requests,
-//! and a supervisor that brings the accept loop back if it ever stops.
+//! The HTTP listener: an accept loop, a thread per connection that does all of its network
+//! I/O, and a bounded pool of workers that only ever see requests read in full and never touch
+//! a socket. No client, however slow or malformed, can hold a worker, grow memory without
+//! bound, or take the process down.
 //!
-//! Limits against slow or hostile clients (tiny_http 0.12 has no timeouts of its own):
-//! - tiny_http reads each connection's request head on its own thread, so idle or half-sent
-//!   connections never occupy a worker; a new client is answered however many are idle.
-//! - The open-file limit is raised to its hard limit at start, so idle connections exhaust
-//!   it far later; and if `accept` fails anyway (tiny_http's accept loop then ends), the
-//!   next worker to notice starts a new accept loop on the same socket.
-//! - Request heads over 64 KiB are refused with 431 and bodies over 1 MiB with 413.
-//! - Documented, not enforced here: a client that sends its head and then trickles its body
-//!   holds one worker until it is done. Keep the listener on loopback (the default) or
-//!   behind a proxy with its own timeouts when untrusted clients can reach it.
+//! - The accept thread counts open connections; past `EDGECRON_HTTP_MAX_CONNECTIONS` it writes
+//!   a 503 without waiting and closes. An `accept` error (EMFILE, say) is waited out, never
+//!   fatal.
+//! - Each admitted connection gets a thread with a small stack (the connection limit bounds
+//!   how many; one that has served a connection waits a while for the next, since starting a
+//!   thread is slowest when the cores are busy). It reads the request by the rules of
+//!   `wire.rs` (head within 10 s and 64 KiB, body within 30 s and 1 MiB, strict framing),
+//!   refusing it there when it breaks one; then queues it for a worker, waits for the reply
+//!   and writes it within 10 s. Idle, slow and never-reading clients therefore cost a parked
+//!   thread and their bytes, never a worker.
+//! - The workers (`EDGECRON_HTTP_WORKERS` plus one per job) take requests from a queue bounded
+//!   by the connection limit. A job never overlaps itself, so running triggers hold at most one
+//!   worker per job and the configured number always remain for `/healthz` and the rest.
+//! - A worker calls the handler behind `catch_unwind`: a panic answers 500 and the worker
+//!   lives on.
+//! - One request per connection (every response says `Connection: close`): nothing is left on
+//!   a connection for a second, smuggled request to hide in.
+//! - On shutdown the listener keeps answering, 503 to every new request, while running jobs
+//!   drain and their responses are delivered.
 
 mod auth;
 mod prometheus;
 mod routes;
 mod status_page;
+mod wire;
 
+use std::collections::VecDeque;
 use std::io;
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::net::{TcpListener, TcpStream};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 pub use auth::{Auth, resolve_cron_secrets};
 pub use routes::App;
 
 use crate::shutdown::Shutdown;
+use wire::{HEAD_TIMEOUT, ReadError, Reply, Request};
 
-/// How often an idle worker looks up from `recv` to see whether shutdown was requested.
-const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// A connection thread only parses and copies bytes: a small stack keeps a thousand cheap.
+const CONNECTION_STACK_BYTES: usize = 128 * 1024;
+/// How long a connection thread waits for another connection before it ends.
+const SPARE_KEEP: Duration = Duration::from_secs(10);
+/// At most this many connection threads wait for a connection; more end at once.
+const MAX_SPARES: usize = 64;
+/// How long the accept loop waits when the process is out of file descriptors or memory.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-type SharedServer = Arc<Mutex<Arc<tiny_http::Server>>>;
+/// How many requests the listener works on at once.
+#[derive(Debug, Clone, Copy)]
+struct Capacity {
+    workers: usize,
+    max_connections: usize,
+}
 
-/// Starts the accept loop and `workers` worker threads; they stop when shutdown is requested.
+/// The running listener, for the shutdown sequence.
+pub struct Listener {
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Listener {
+    /// Waits until every request handed to a worker has had its response written, at most
+    /// `limit`; answers whether all have.
+    pub fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.in_flight.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+}
+
+/// Starts answering `app`'s routes on `listener` until the process exits.
 pub fn start(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: Arc<Shutdown>,
-    workers: usize,
-) -> io::Result<Vec<JoinHandle<()>>> {
-    raise_open_file_limit();
-    let listener = Arc::new(listener);
-    let server: SharedServer = Arc::new(Mutex::new(Arc::new(accept_loop(&listener)?)));
-    (0..workers)
-        .map(|index| {
-            let (listener, server, app, shutdown) = (
-                Arc::clone(&listener),
-                Arc::clone(&server),
-                Arc::clone(&app),
-                Arc::clone(&shutdown),
+) -> io::Result<Listener> {
+    let config = app.runner.config();
+    let capacity = Capacity {
+        workers: config.http_workers + app.runner.jobs().names().len(),
+        max_connections: config.http_max_connections,
+    };
+    let handler: Handler = Arc::new(move |request: &Request| routes::handle(&app, request));
+    serve(listener, handler, shutdown, capacity)
+}
+
+type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
+
+/// A request read in full, on its way to a worker; the reply goes back to its connection.
+struct Work {
+    request: Request,
+    reply: SyncSender<Reply>,
+}
+
+/// What every connection thread shares.
+struct Shared {
+    queue: SyncSender<Work>,
+    spares: Spares,
+    shutdown: Arc<Shutdown>,
+    /// Requests queued or being answered, whose response is not written yet.
+    in_flight: Arc<AtomicUsize>,
+}
+
+fn serve(
+    listener: TcpListener,
+    handler: Handler,
+    shutdown: Arc<Shutdown>,
+    capacity: Capacity,
+) -> io::Result<Listener> {
+    raise_open_file_limit(capacity.max_connections);
+    // Each queued request has a connection waiting for it, so the connection limit bounds the
+    // queue and it is never full.
+    let (queue, requests) = std::sync::mpsc::sync_channel::<Work>(capacity.max_connections);
+    let requests = Arc::new(Mutex::new(requests));
+    for index in 0..capacity.workers {
+        let (requests, handler) = (Arc::clone(&requests), Arc::clone(&handler));
+        std::thread::Builder::new()
+            .name(format!("http-{index}"))
+            .spawn(move || work(&requests, &handler))?;
+    }
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let shared = Arc::new(Shared {
+        queue,
+        spares: Spares {
+            state: Mutex::new(SpareState::default()),
+            handed: Condvar::new(),
+        },
+        shutdown,
+        in_flight: Arc::clone(&in_flight),
+    });
+    let connections = Arc::new(Connections {
+        open: AtomicUsize::new(0),
+        limit: capacity.max_connections,
+    });
+    std::thread::Builder::new()
+        .name("http-accept".into())
+        .spawn(move || accept(&listener, &shared, &connections))?;
+    Ok(Listener { in_flight })
+}
+
+fn accept(listener: &TcpListener, shared: &Arc<Shared>, connections: &Arc<Connections>) {
+    loop {
+        let mut stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                wait_out_accept_error(&error);
+                continue;
+            }
+        };
+        let head_deadline = Instant::now() + HEAD_TIMEOUT;
+        let Some(slot) = connections.open() else {
+            Reply::error(503, "too many open connections").write_without_waiting(&mut stream);
+            continue;
+        };
+        let admitted = Admitted {
+            _slot: slot,
+            stream,
+            head_deadline,
+        };
+        let Err(admitted) = shared.spares.hand(admitted) else {
+            continue;
+        };
+        let shared = Arc::clone(shared);
+        let spawned = std::thread::Builder::new()
+            .name("http-conn".into())
+            .stack_size(CONNECTION_STACK_BYTES)
+            .spawn(move || {
+                let mut next = Some(admitted);
+                while let Some(mut admitted) = next {
+                    connection(&mut admitted.stream, admitted.head_deadline, &shared);
+                    drop(admitted);
+                    next = shared.spares.next();
+                }
+            });
+        if let Err(error) = spawned {
+            log::warn!(
+                "http: cannot start a connection thread ({error}); the connection is closed"
             );
-            std::thread::Builder::new()
-                .name(format!("http-{index}"))
-                .spawn(move || serve_requests(&listener, &server, &app, &shutdown))
-        })
-        .collect()
-}
-
-fn accept_loop(listener: &TcpListener) -> io::Result<tiny_http::Server> {
-    tiny_http::Server::from_listener(listener.try_clone()?, None).map_err(io::Error::other)
-}
-
-fn serve_requests(listener: &TcpListener, server: &SharedServer, app: &App, shutdown: &Shutdown) {
-    while !shutdown.is_requested() {
-        let current = Arc::clone(&lock(server));
-        match current.recv_timeout(POLL_INTERVAL) {
-            Ok(Some(request)) => routes::handle(app, request),
-            Ok(None) => {}
-            Err(error) => restart_accept_loop(listener, server, &current, &error, shutdown),
         }
     }
 }
 
-/// tiny_http ends its accept loop on the first `accept` error (EMFILE under a flood of
-/// connections, say); start a new one on the same socket so the listener lives on.
-fn restart_accept_loop(
-    listener: &TcpListener,
-    server: &SharedServer,
-    failed: &Arc<tiny_http::Server>,
-    error: &io::Error,
-    shutdown: &Shutdown,
-) {
-    log::error!("http: accepting connections failed ({error}); restarting the accept loop");
-    // Give the cause (file descriptors, say) a moment to clear before trying again.
-    shutdown.wait(Duration::from_millis(200));
-    let mut current = lock(server);
-    if !Arc::ptr_eq(&current, failed) {
-        return;
+/// An accepted connection within the limit, before its request is read.
+struct Admitted {
+    /// Dropped (its place freed) just before the stream closes, so a client that has seen its
+    /// connection close can count on its place being free.
+    _slot: Slot,
+    stream: TcpStream,
+    head_deadline: Instant,
+}
+
+/// Connection threads waiting for another connection. Starting a thread per connection costs
+/// most when the cores are busy (a new thread waits for its first slice), so a thread that
+/// has served one waits here a while for the next, as a thread pool's would.
+struct Spares {
+    state: Mutex<SpareState>,
+    handed: Condvar,
+}
+
+#[derive(Default)]
+struct SpareState {
+    waiting: usize,
+    /// Never longer than `waiting`: a connection is only handed over to a thread that waits.
+    connections: VecDeque<Admitted>,
+}
+
+impl Spares {
+    /// Gives `admitted` to a waiting thread, or back when none waits.
+    fn hand(&self, admitted: Admitted) -> Result<(), Admitted> {
+        let mut state = lock(&self.state);
+        if state.waiting <= state.connections.len() {
+            return Err(admitted);
+        }
+        state.connections.push_back(admitted);
+        self.handed.notify_one();
+        Ok(())
     }
-    match accept_loop(listener) {
-        Ok(fresh) => *current = Arc::new(fresh),
-        Err(error) => log::error!("http: restarting the accept loop failed: {error}"),
+
+    /// The next connection for a thread that has finished one; `None` (the thread ends) after
+    /// [`SPARE_KEEP`], or at once when [`MAX_SPARES`] already wait.
+    fn next(&self) -> Option<Admitted> {
+        let mut state = lock(&self.state);
+        if state.waiting >= MAX_SPARES {
+            return None;
+        }
+        state.waiting += 1;
+        let deadline = Instant::now() + SPARE_KEEP;
+        loop {
+            // Checked before the deadline, so a thread never leaves a connection behind.
+            if let Some(admitted) = state.connections.pop_front() {
+                state.waiting -= 1;
+                return Some(admitted);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                state.waiting -= 1;
+                return None;
+            }
+            state = self
+                .handed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
     }
 }
 
-fn lock(server: &SharedServer) -> std::sync::MutexGuard<'_, Arc<tiny_http::Server>> {
-    server
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Each connection holds a file descriptor until it closes; the default soft limit (often
-/// 1,024) would let a few hundred idle clients starve `accept`.
-fn raise_open_file_limit() {
+/// Out of file descriptors or memory: give connections a moment to close rather than spin;
+/// anything else (a client that reset before `accept`) is passed over.
+fn wait_out_accept_error(error: &io::Error) {
+    let exhausted = matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    );
+    if exhausted {
+        log::warn!("http: accepting a connection failed ({error}); retrying shortly");
+        std::thread::sleep(ACCEPT_BACKOFF);
+    } else {
+        log::debug!("http: accepting a connection failed: {error}");
+        // Never a busy loop, whatever the error.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// One connection's thread: read the request, have a worker answer it, write the reply.
+fn connection(stream: &mut TcpStream, head_deadline: Instant, shared: &Shared) {
+    let request = match wire::read_request(stream, head_deadline) {
+        Ok(request) => request,
+        Err(ReadError::Refused(refusal)) => {
+            log::debug!("http: refused a request: {refusal}");
+            Reply::error(refusal.status(), refusal).write_to(stream);
+            return;
+        }
+        Err(ReadError::Gone(error)) => {
+            log::debug!("http: a client left before its request was complete: {error}");
+            return;
+        }
+    };
+    if shared.shutdown.is_requested() {
+        Reply::error(503, "shutting down").write_to(stream);
+        return;
+    }
+    shared.in_flight.fetch_add(1, Ordering::SeqCst);
+    let (reply_to, reply) = std::sync::mpsc::sync_channel(1);
+    let answer = match shared.queue.try_send(Work {
+        request,
+        reply: reply_to,
+    }) {
+        // A worker that lost the request (it cannot: handlers run behind catch_unwind) drops
+        // the sender, and the client still gets an answer.
+        Ok(()) => reply
+            .recv()
+            .unwrap_or_else(|_| Reply::error(500, "internal error")),
+        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            Reply::error(503, "the listener is overloaded")
+        }
+    };
+    answer.write_to(stream);
+    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+}
+
+fn work(requests: &Mutex<Receiver<Work>>, handler: &Handler) {
+    loop {
+        let next = lock(requests).recv();
+        let Ok(work) = next else {
+            return;
+        };
+        let request = &work.request;
+        let reply = catch_unwind(AssertUnwindSafe(|| handler(request))).unwrap_or_else(|_| {
+            log::error!(
+                "http: the handler of {} {} panicked; answered 500",
+                request.method,
+                request.path
+            );
+            Reply::error(500, "internal error")
+        });
+        // The connection may have gone; the reply then has no one to go to.
+        let _ = work.reply.send(reply);
+    }
+}
+
+/// The count of open connections, and its limit.
+struct Connections {
+    open: AtomicUsize,
+    limit: usize,
+}
+
+impl Connections {
+    fn open(self: &Arc<Self>) -> Option<Slot> {
+        self.open
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
+                (open < self.limit).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| Slot(Arc::clone(self)))
+    }
+}
+
+/// One open connection; dropping it (the connection closed) frees its place.
+struct Slot(Arc<Connections>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Each connection holds a file descriptor: raise the soft limit to the hard one so the
+/// connection limit, not EMFILE, is what turns clients away, and say so when it cannot be.
+fn raise_open_file_limit(max_connections: usize) {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
-        {
+    let current = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
             return;
         }
-        let wanted = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
+        if limit.rlim_cur < limit.rlim_max {
+            let wanted = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+        limit.rlim_cur
+    };
+    // The store, its WAL and the logs need some too.
+    let needed = max_connections as u64 + 64;
+    if current < needed {
+        log::warn!(
+            "the open-file limit ({current}) is below EDGECRON_HTTP_MAX_CONNECTIONS + 64 ({needed}): \
+             connections past it fail to be accepted instead of being answered 503"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::SocketAddr;
+
+    fn listen(handler: Handler, capacity: Capacity) -> (SocketAddr, Arc<Shutdown>, Listener) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let shutdown = Arc::new(Shutdown::default());
+        let running = serve(listener, handler, Arc::clone(&shutdown), capacity).unwrap();
+        (address, shutdown, running)
+    }
+
+    fn get(address: SocketAddr, path: &str) -> String {
+        let mut stream = TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        let _ = stream.read_to_string(&mut reply);
+        reply
+    }
+
+    #[test]
+    fn a_panicking_handler_answers_500_and_every_worker_lives_on() {
+        let handler: Handler = Arc::new(|request: &Request| {
+            assert!(request.path != "/panic", "a handler bug");
+            Reply::json(200, &serde_json::json!({"path": request.path}))
+        });
+        let capacity = Capacity {
+            workers: 2,
+            max_connections: 16,
         };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
-            log::debug!(
-                "open-file limit raised from {} to {}",
-                limit.rlim_cur,
-                limit.rlim_max
-            );
+        let (address, shutdown, listener) = listen(handler, capacity);
+        for _ in 0..5 {
+            assert!(get(address, "/panic").starts_with("HTTP/1.1 500 "));
+        }
+        assert!(get(address, "/fine").starts_with("HTTP/1.1 200 "));
+        assert!(listener.wait_idle(Duration::from_secs(5)));
+        shutdown.request();
+        let draining = get(address, "/fine");
+        assert!(draining.starts_with("HTTP/1.1 503 "), "{draining}");
+        assert!(draining.contains("shutting down"), "{draining}");
+    }
+
+    #[test]
+    fn clients_that_never_read_their_response_hold_no_worker() {
+        let handler: Handler = Arc::new(|request: &Request| {
+            let size = if request.path == "/big" { 16 << 20 } else { 2 };
+            Reply::text(200, "x".repeat(size), "text/plain")
+        });
+        let capacity = Capacity {
+            workers: 1,
+            max_connections: 16,
+        };
+        let (address, _shutdown, _listener) = listen(handler, capacity);
+        let stalled: Vec<TcpStream> = (0..3)
+            .map(|_| {
+                let mut stream = TcpStream::connect(address).unwrap();
+                write!(stream, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                // Its response has started; the rest of it is never read.
+                let mut first = [0u8; 1];
+                stream.read_exact(&mut first).unwrap();
+                stream
+            })
+            .collect();
+        let started = Instant::now();
+        assert!(get(address, "/small").starts_with("HTTP/1.1 200 "));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(stalled);
+    }
+
+    #[test]
+    fn a_connection_goes_only_to_a_thread_that_waits_for_one() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let connections = Arc::new(Connections {
+            open: AtomicUsize::new(0),
+            limit: 4,
+        });
+        let admit = || Admitted {
+            _slot: connections.open().unwrap(),
+            stream: TcpStream::connect(listener.local_addr().unwrap()).unwrap(),
+            head_deadline: Instant::now(),
+        };
+        let spares = Arc::new(Spares {
+            state: Mutex::new(SpareState::default()),
+            handed: Condvar::new(),
+        });
+        assert!(spares.hand(admit()).is_err(), "no thread waits yet");
+        let waiting = {
+            let spares = Arc::clone(&spares);
+            std::thread::spawn(move || spares.next().is_some())
+        };
+        let started = Instant::now();
+        while lock(&spares.state).waiting == 0 {
+            assert!(started.elapsed() < Duration::from_secs(5));
+            std::thread::yield_now();
+        }
+        assert!(spares.hand(admit()).is_ok());
+        assert!(waiting.join().unwrap(), "the waiting thread got it");
+        assert!(spares.hand(admit()).is_err(), "and waits no more");
+        // Dropped connections gave their places back.
+        assert_eq!(connections.open.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn connections_past_the_limit_are_answered_503_and_their_place_comes_back() {
+        let handler: Handler = Arc::new(|_: &Request| Reply::json(200, &serde_json::json!({})));
+        let capacity = Capacity {
+            workers: 1,
+            max_connections: 3,
+        };
+        let (address, _shutdown, _listener) = listen(handler, capacity);
+        let idle: Vec<TcpStream> = (0..3)
+            .map(|_| TcpStream::connect(address).unwrap())
+            .collect();
+        // The reader threads of the idle ones must have been admitted first.
+        let started = Instant::now();
+        loop {
+            let reply = get(address, "/");
+            if reply.starts_with("HTTP/1.1 503 ") {
+                assert!(reply.contains("too many open connections"), "{reply}");
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "{reply}");
+        }
+        drop(idle);
+        let started = Instant::now();
+        while !get(address, "/").starts_with("HTTP/1.1 200 ") {
+            assert!(started.elapsed() < Duration::from_secs(5));
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }

@@ -1,16 +1,16 @@
 //! The routing `match` and the handlers: each parses, authenticates and asks the runner or
 //! the store, then answers JSON. No SQL and no job internals here.
 
-use std::io::Read;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde_json::{Value, json};
-use tiny_http::{Header, Method, Request, Response};
+use serde_json::json;
 
 use super::auth::{Auth, Realm, SESSION_COOKIE, SESSION_SECONDS};
 use super::prometheus;
 use super::status_page;
+use super::wire::{Reply, Request};
 use crate::export::metrics;
 use crate::jobs::RunParams;
 use crate::runner::{RunError, Runner};
@@ -25,98 +25,35 @@ pub struct App {
     pub planned: Vec<PlannedJob>,
 }
 
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-const MAX_HEAD_BYTES: usize = 64 * 1024;
 const DEFAULT_RUNS_LIMIT: i64 = 50;
 const MAX_RUNS_LIMIT: i64 = 1_000;
 
-/// A response before it is written.
-struct Reply {
-    status: u16,
-    body: String,
-    content_type: &'static str,
-    headers: Vec<(&'static str, String)>,
-}
+const TRIGGER_METHODS: &[&str] = &["GET", "POST"];
+const READ_METHODS: &[&str] = &["GET"];
 
-impl Reply {
-    fn json(status: u16, body: &Value) -> Reply {
-        Reply {
-            status,
-            body: body.to_string(),
-            content_type: "application/json",
-            headers: Vec::new(),
-        }
-    }
+/// The parameters a trigger takes, in the query or the JSON body.
+const TRIGGER_PARAMS: &[&str] = &["dryRun", "startDate", "endDate"];
+const RUNS_PARAMS: &[&str] = &["job", "limit"];
 
-    fn text(status: u16, body: String, content_type: &'static str) -> Reply {
-        Reply {
-            status,
-            body,
-            content_type,
-            headers: Vec::new(),
-        }
-    }
-
-    /// 303 See Other: after a form post, or to the login form.
-    fn redirect(location: &str) -> Reply {
-        Reply::text(303, String::new(), "text/plain; charset=utf-8")
-            .with_header("Location", location)
-    }
-
-    fn error(status: u16, message: impl std::fmt::Display) -> Reply {
-        Reply::json(status, &json!({"ok": false, "error": message.to_string()}))
-    }
-
-    fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
-        self.headers.push((name, value.into()));
-        self
-    }
-}
-
-pub fn handle(app: &App, mut request: Request) {
-    let reply = route(app, &mut request);
-    let mut response = Response::from_string(reply.body).with_status_code(reply.status);
-    let headers = [
-        ("Content-Type", reply.content_type.to_string()),
-        ("Cache-Control", "no-store".to_string()),
-    ];
-    for (name, value) in headers.into_iter().chain(reply.headers) {
-        if let Ok(header) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            response.add_header(header);
-        }
-    }
-    if let Err(error) = request.respond(response) {
-        log::debug!("http: the client left before the response was written: {error}");
-    }
-}
-
-const TRIGGER_METHODS: &[Method] = &[Method::Get, Method::Post];
-const READ_METHODS: &[Method] = &[Method::Get];
-
-fn route(app: &App, request: &mut Request) -> Reply {
-    if head_bytes(request) > MAX_HEAD_BYTES {
-        return Reply::error(431, format!("request head over {MAX_HEAD_BYTES} bytes"));
-    }
-    let url = request.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
-    match path {
+/// Answers one request read in full (the listener has already checked its framing and limits).
+pub fn handle(app: &App, request: &Request) -> Reply {
+    match request.path.as_str() {
         "/healthz" => allow(request, READ_METHODS).unwrap_or_else(|| health(app)),
         "/metrics" => allow(request, READ_METHODS).unwrap_or_else(|| scrape(app)),
         "/" => allow(request, READ_METHODS).unwrap_or_else(|| status(app, request)),
-        "/login" => match request.method() {
-            Method::Get => html(200, status_page::login(None)),
+        "/login" => match request.method.as_str() {
+            "GET" => html(200, status_page::login(None)),
             _ if cross_site(request) => Reply::error(403, "cross-site form posts are refused"),
-            _ => allow(request, &[Method::Post]).unwrap_or_else(|| login(app, request)),
+            _ => allow(request, &["POST"]).unwrap_or_else(|| login(app, request)),
         },
         "/logout" if cross_site(request) => Reply::error(403, "cross-site form posts are refused"),
-        "/logout" => allow(request, &[Method::Post]).unwrap_or_else(|| logout(request)),
-        "/api/v1/jobs" => read(app, request, jobs),
-        "/api/v1/runs" => read(app, request, |app| runs(app, query)),
+        "/logout" => allow(request, &["POST"]).unwrap_or_else(|| logout(request)),
+        "/api/v1/jobs" => read(app, request, &[], |app, _| jobs(app)),
+        "/api/v1/runs" => read(app, request, RUNS_PARAMS, runs),
         "/api/jobs/telemetry-daily" => trigger(
             app,
             request,
             "telemetry-daily",
-            query,
             TRIGGER_METHODS,
             Realm::Cron,
         ),
@@ -124,7 +61,6 @@ fn route(app: &App, request: &mut Request) -> Reply {
             app,
             request,
             "cron-tick",
-            query,
             TRIGGER_METHODS,
             Realm::LegacyTick,
         ),
@@ -133,26 +69,24 @@ fn route(app: &App, request: &mut Request) -> Reply {
             app,
             request,
             "maintenance",
-            query,
             READ_METHODS,
             Realm::Maintenance,
         ),
-        _ => match path.strip_prefix("/api/v1/cron/") {
-            Some(job) => trigger(app, request, job, query, TRIGGER_METHODS, Realm::Cron),
+        path => match path.strip_prefix("/api/v1/cron/") {
+            Some(job) => trigger(app, request, job, TRIGGER_METHODS, Realm::Cron),
             None => Reply::error(404, format!("no route {path}")),
         },
     }
 }
 
 /// `None` when the method is allowed; a 405 naming the allowed ones otherwise.
-fn allow(request: &Request, methods: &[Method]) -> Option<Reply> {
-    if methods.contains(request.method()) {
+fn allow(request: &Request, methods: &[&str]) -> Option<Reply> {
+    if methods.contains(&request.method.as_str()) {
         return None;
     }
-    let allowed: Vec<String> = methods.iter().map(|method| method.to_string()).collect();
     Some(
-        Reply::error(405, format!("{} is not allowed here", request.method()))
-            .with_header("Allow", allowed.join(", ")),
+        Reply::error(405, format!("{} is not allowed here", request.method))
+            .with_header("Allow", methods.join(", ")),
     )
 }
 
@@ -164,25 +98,52 @@ fn unauthorized() -> Reply {
     .with_header("WWW-Authenticate", "Bearer")
 }
 
-/// An authenticated read-only route.
-fn read(app: &App, request: &Request, answer: impl FnOnce(&App) -> Reply) -> Reply {
+/// The query's parameters, as strictly as a body's fields: each one `allowed`, at most once;
+/// a 400 naming any other, so a mistyped `dryrun` never starts a real run.
+fn query_params(query: &str, allowed: &[&str]) -> Result<BTreeMap<String, String>, Reply> {
+    let mut params = BTreeMap::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if !allowed.contains(&key.as_ref()) {
+            let expected = if allowed.is_empty() {
+                "this route takes none".to_string()
+            } else {
+                format!("expected one of {}", allowed.join(", "))
+            };
+            return Err(Reply::error(
+                400,
+                format!("unknown query parameter {key:?} ({expected})"),
+            ));
+        }
+        if params.insert(key.to_string(), value.into_owned()).is_some() {
+            return Err(Reply::error(
+                400,
+                format!("query parameter {key:?} is given more than once"),
+            ));
+        }
+    }
+    Ok(params)
+}
+
+/// An authenticated read-only route taking the query parameters `allowed`.
+fn read(
+    app: &App,
+    request: &Request,
+    allowed: &[&str],
+    answer: impl FnOnce(&App, BTreeMap<String, String>) -> Reply,
+) -> Reply {
     if let Some(refusal) = allow(request, READ_METHODS) {
         return refusal;
     }
     if !app.auth.allows(request, Realm::Cron) {
         return unauthorized();
     }
-    answer(app)
+    match query_params(&request.query, allowed) {
+        Ok(params) => answer(app, params),
+        Err(reply) => reply,
+    }
 }
 
-fn trigger(
-    app: &App,
-    request: &mut Request,
-    job: &str,
-    query: &str,
-    methods: &[Method],
-    realm: Realm,
-) -> Reply {
+fn trigger(app: &App, request: &Request, job: &str, methods: &[&str], realm: Realm) -> Reply {
     if let Some(refusal) = allow(request, methods) {
         return refusal;
     }
@@ -192,7 +153,7 @@ fn trigger(
     if !app.auth.allows(request, realm) {
         return unauthorized();
     }
-    let params = match trigger_params(request, query) {
+    let params = match trigger_params(request) {
         Ok(params) => params,
         Err(reply) => return reply,
     };
@@ -223,34 +184,27 @@ struct TriggerBody {
     dry_run: Option<bool>,
 }
 
-fn trigger_params(request: &mut Request, query: &str) -> Result<RunParams, Reply> {
-    let mut body = if *request.method() == Method::Post {
-        parse_body(request)?
+/// A trigger's parameters from its query and (on POST) its JSON body; one given in both is
+/// as ambiguous as one given twice, and refused the same way.
+fn trigger_params(request: &Request) -> Result<RunParams, Reply> {
+    let mut body = if request.method == "POST" {
+        parse_body(&request.body)?
     } else {
         TriggerBody::default()
     };
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match key.as_ref() {
-            "dryRun" => {
-                let dry_run = match value.as_ref() {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    other => {
-                        return Err(Reply::error(
-                            400,
-                            format!("dryRun: expected true or false, got {other:?}"),
-                        ));
-                    }
-                };
-                body.dry_run.get_or_insert(dry_run);
-            }
-            "startDate" => {
-                body.start_date.get_or_insert(value.into_owned());
-            }
-            "endDate" => {
-                body.end_date.get_or_insert(value.into_owned());
-            }
-            _ => {}
+    for (key, value) in query_params(&request.query, TRIGGER_PARAMS)? {
+        let given_in_body = match key.as_str() {
+            "dryRun" => body.dry_run.replace(parse_flag(&value)?).is_some(),
+            "startDate" => body.start_date.replace(value).is_some(),
+            "endDate" => body.end_date.replace(value).is_some(),
+            // `query_params` admits nothing else.
+            _ => false,
+        };
+        if given_in_body {
+            return Err(Reply::error(
+                400,
+                format!("{key} is given in both the query and the body"),
+            ));
         }
     }
     RunParams::from_text(
@@ -261,53 +215,37 @@ fn trigger_params(request: &mut Request, query: &str) -> Result<RunParams, Reply
     .map_err(|message| Reply::error(400, message))
 }
 
-fn parse_body(request: &mut Request) -> Result<TriggerBody, Reply> {
-    let bytes = read_body(request)?;
+fn parse_flag(value: &str) -> Result<bool, Reply> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(Reply::error(
+            400,
+            format!("dryRun: expected true or false, got {other:?}"),
+        )),
+    }
+}
+
+fn parse_body(bytes: &[u8]) -> Result<TriggerBody, Reply> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(TriggerBody::default());
     }
-    serde_json::from_slice(&bytes)
+    serde_json::from_slice(bytes)
         .map_err(|error| Reply::error(400, format!("malformed JSON body: {error}")))
 }
 
-/// The request body, at most `MAX_BODY_BYTES` (413 beyond).
-fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
-    if request
-        .body_length()
-        .is_some_and(|length| length > MAX_BODY_BYTES)
-    {
-        return Err(Reply::error(
-            413,
-            format!("body over {MAX_BODY_BYTES} bytes"),
-        ));
-    }
-    let mut bytes = Vec::new();
-    let limit = MAX_BODY_BYTES as u64 + 1;
-    if let Err(error) = request.as_reader().take(limit).read_to_end(&mut bytes) {
-        return Err(Reply::error(400, format!("reading the body: {error}")));
-    }
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(Reply::error(
-            413,
-            format!("body over {MAX_BODY_BYTES} bytes"),
-        ));
-    }
-    Ok(bytes)
-}
-
 /// `POST /api/v1/export-metrics`: the application records one export's metric.
-fn record_export_metric(app: &App, request: &mut Request) -> Reply {
-    if let Some(refusal) = allow(request, &[Method::Post]) {
+fn record_export_metric(app: &App, request: &Request) -> Reply {
+    if let Some(refusal) = allow(request, &["POST"]) {
         return refusal;
     }
     if !app.auth.allows(request, Realm::Cron) {
         return unauthorized();
     }
-    let body = match read_body(request) {
-        Ok(body) => body,
-        Err(reply) => return reply,
-    };
-    let metric = match metrics::parse_reported(&body, app.runner.clock()) {
+    if let Err(reply) = query_params(&request.query, &[]) {
+        return reply;
+    }
+    let metric = match metrics::parse_reported(&request.body, app.runner.clock()) {
         Ok(metric) => metric,
         Err(message) => return Reply::error(400, message),
     };
@@ -315,15 +253,6 @@ fn record_export_metric(app: &App, request: &mut Request) -> Reply {
         Ok(id) => Reply::json(201, &json!({"ok": true, "id": id})),
         Err(error) => Reply::error(500, error),
     }
-}
-
-fn head_bytes(request: &Request) -> usize {
-    request.url().len()
-        + request
-            .headers()
-            .iter()
-            .map(|header| header.field.as_str().as_str().len() + header.value.as_str().len() + 4)
-            .sum::<usize>()
 }
 
 fn health(app: &App) -> Reply {
@@ -366,12 +295,8 @@ fn status(app: &App, request: &Request) -> Reply {
 }
 
 /// The login form's POST: a valid secret sets the session cookie and goes back to `/`.
-fn login(app: &App, request: &mut Request) -> Reply {
-    let body = match read_body(request) {
-        Ok(body) => body,
-        Err(reply) => return reply,
-    };
-    let secret = form_urlencoded::parse(&body)
+fn login(app: &App, request: &Request) -> Reply {
+    let secret = form_urlencoded::parse(&request.body)
         .find(|(key, _)| key == "secret")
         .map(|(_, value)| value.into_owned())
         .unwrap_or_default();
@@ -402,27 +327,19 @@ fn logout(request: &Request) -> Reply {
 
 /// `; Secure` behind a TLS-terminating proxy (which says so in `X-Forwarded-Proto`).
 fn secure_attribute(request: &Request) -> &'static str {
-    let behind_tls = request.headers().iter().any(|header| {
-        header.field.equiv("x-forwarded-proto")
-            && header.value.as_str().eq_ignore_ascii_case("https")
-    });
+    let behind_tls = request
+        .headers("x-forwarded-proto")
+        .any(|value| value.eq_ignore_ascii_case("https"));
     if behind_tls { "; Secure" } else { "" }
 }
 
 /// A form POST another site made the browser send (`Sec-Fetch-Site`, else `Origin` against
 /// `Host`): refused, so no page elsewhere can sign a user in or out.
 fn cross_site(request: &Request) -> bool {
-    let header = |name: &'static str| {
-        request
-            .headers()
-            .iter()
-            .find(|header| header.field.equiv(name))
-            .map(|header| header.value.as_str().to_string())
-    };
-    if let Some(site) = header("sec-fetch-site") {
-        return !matches!(site.as_str(), "same-origin" | "none");
+    if let Some(site) = request.header("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
     }
-    match (header("origin"), header("host")) {
+    match (request.header("origin"), request.header("host")) {
         (Some(origin), Some(host)) => {
             origin != format!("http://{host}") && origin != format!("https://{host}")
         }
@@ -444,24 +361,20 @@ fn jobs(app: &App) -> Reply {
     }
 }
 
-fn runs(app: &App, query: &str) -> Reply {
-    let mut job = None;
-    let mut limit = DEFAULT_RUNS_LIMIT;
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match key.as_ref() {
-            "job" => job = Some(value.into_owned()),
-            "limit" => match value.parse::<i64>() {
-                Ok(number) if (1..=MAX_RUNS_LIMIT).contains(&number) => limit = number,
-                _ => {
-                    return Reply::error(
-                        400,
-                        format!("limit: expected 1 to {MAX_RUNS_LIMIT}, got {value:?}"),
-                    );
-                }
-            },
-            _ => {}
-        }
-    }
+fn runs(app: &App, mut params: BTreeMap<String, String>) -> Reply {
+    let job = params.remove("job");
+    let limit = match params.remove("limit") {
+        None => DEFAULT_RUNS_LIMIT,
+        Some(value) => match value.parse::<i64>() {
+            Ok(number) if (1..=MAX_RUNS_LIMIT).contains(&number) => number,
+            _ => {
+                return Reply::error(
+                    400,
+                    format!("limit: expected 1 to {MAX_RUNS_LIMIT}, got {value:?}"),
+                );
+            }
+        },
+    };
     if let Some(name) = &job
         && app.runner.jobs().get(name).is_none()
     {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 pub mod intake;
+pub mod raw;
 
 pub const SECRET: &str = "test-secret-0123456789";
 
@@ -225,6 +226,11 @@ impl Server {
 
     pub fn signal(&self, name: &str) {
         signal(self.child.id(), name);
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
     }
 
     /// Waits for the process to exit; returns its exit code.
