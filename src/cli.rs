@@ -70,8 +70,9 @@ enum Command {
         /// Start after this time (ISO-8601; without an offset it is read in the zone)
         #[arg(long)]
         from: Option<String>,
-        #[arg(long, default_value_t = 5)]
-        count: usize,
+        /// How many fire times to show, 1 to 10,000
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        count: u64,
         #[arg(long)]
         json: bool,
     },
@@ -102,6 +103,8 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) | CliError::Config(_) => 2,
+            // A store that cannot be opened or written is bad configuration too (SPEC §1).
+            CliError::Store(StoreError::Unusable { .. } | StoreError::CreateDir { .. }) => 2,
             CliError::Store(_) | CliError::Failed(_) => 1,
         }
     }
@@ -135,7 +138,13 @@ pub fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             from,
             count,
             json,
-        } => calendar(&expression, tz.as_deref(), from.as_deref(), count, json),
+        } => calendar(
+            &expression,
+            tz.as_deref(),
+            from.as_deref(),
+            count as usize,
+            json,
+        ),
         Command::Migrate => {
             let (_config, store) = open()?;
             println!(

@@ -10,6 +10,7 @@ mod http;
 mod listener;
 mod operate;
 mod rollups;
+mod row_input;
 mod s3;
 mod scheduler;
 mod siem;

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
+use crate::store::times;
 use crate::store::{BatchOutcome, BatchedChange};
 
 pub struct ApprovalsExpire;
@@ -19,13 +20,15 @@ impl Job for ApprovalsExpire {
     }
 
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
-        let now = to_store_text(ctx.now());
+        let past = times::before("expires_at", ctx.now(), 1);
+        let mut params = past.params;
+        params.push(Value::Text(to_store_text(ctx.now())));
         let change = BatchedChange {
             label: "approvals-expire",
             table: "approvals",
-            filter: "status = 'pending' AND expires_at IS NOT NULL AND expires_at < ?1",
-            set_clause: Some("status = 'expired', decided_at = ?1"),
-            params: vec![Value::Text(now)],
+            filter: &format!("status = 'pending' AND {}", past.sql),
+            set_clause: Some("status = 'expired', decided_at = ?3"),
+            params,
             batch_size: 1_000,
         };
         let (expired, outcome) = if ctx.params.dry_run {

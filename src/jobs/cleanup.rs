@@ -1,14 +1,15 @@
-//! `cleanup`: delete expired suppressions and daily summaries older than 365 days, pre-create
-//! the coming days' export partition directories, and keep the store in shape (WAL checkpoint,
-//! `PRAGMA optimize`).
+//! `cleanup`: delete expired suppressions (their `expires_at` compared as the instant it names,
+//! in whatever form the application wrote it) and daily summaries older than 365 days,
+//! pre-create the coming days' export partition directories (a failure there is reported, never
+//! fatal to the other steps), and keep the store in shape (WAL checkpoint, `PRAGMA optimize`).
 
-use chrono::{Days, NaiveDate};
-use rusqlite::types::Value;
+use chrono::{Days, NaiveDate, NaiveTime};
 use serde_json::json;
 
 use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
 use crate::export::partition::{TenantDir, partition_dir};
+use crate::store::times;
 use crate::store::{BatchOutcome, BatchedChange};
 
 pub struct Cleanup;
@@ -30,23 +31,26 @@ impl Job for Cleanup {
         let today = now.date_naive();
         let summary_cutoff = today
             .checked_sub_days(Days::new(SUMMARY_RETENTION_DAYS))
-            .unwrap_or(NaiveDate::MIN);
+            .unwrap_or(NaiveDate::MIN)
+            .and_time(NaiveTime::MIN)
+            .and_utc();
+        let expired = times::before("expires_at", now, 1);
         let suppressions = BatchedChange {
             label: "cleanup expired suppressions",
             table: "suppressions",
-            filter: "expires_at IS NOT NULL AND expires_at < ?1",
+            filter: &format!("expires_at IS NOT NULL AND {}", expired.sql),
             set_clause: None,
-            params: vec![Value::Text(to_store_text(now))],
+            params: expired.params,
             batch_size: BATCH_SIZE,
         };
-        // period_start is a date or a timestamp; either sorts before the cutoff date's text
-        // exactly when it is on an earlier day.
+        // period_start is a date or a timestamp: a date reads as its midnight.
+        let old = times::before("period_start", summary_cutoff, 1);
         let summaries = BatchedChange {
             label: "cleanup old daily summaries",
             table: "interaction_summaries",
-            filter: "period_type = 'daily' AND period_start < ?1",
+            filter: &format!("period_type = 'daily' AND {}", old.sql),
             set_clause: None,
-            params: vec![Value::Text(summary_cutoff.format("%Y-%m-%d").to_string())],
+            params: old.params,
             batch_size: BATCH_SIZE,
         };
 
@@ -67,7 +71,9 @@ impl Job for Cleanup {
 
         let (expired, expired_outcome) = suppressions.run(ctx.store, || ctx.should_stop())?;
         let (old, old_outcome) = summaries.run(ctx.store, || ctx.should_stop())?;
-        let partitions = ensure_partitions(ctx, today)?;
+        let unreadable = unreadable_expiries(ctx)?;
+        let mut errors = Vec::new();
+        let partitions = ensure_partitions(ctx, today, &mut errors)?;
         let upkeep = store_upkeep(ctx)?;
         let finished =
             expired_outcome == BatchOutcome::Finished && old_outcome == BatchOutcome::Finished;
@@ -79,20 +85,44 @@ impl Job for Cleanup {
                     "oldDailySummaries": old,
                     "partitionsEnsured": partitions,
                 },
+                "unreadableExpiries": unreadable,
+                "errors": errors,
                 "upkeep": upkeep,
                 "finished": finished,
                 "timestamp": to_store_text(now),
                 "dryRun": false,
             }),
-            item_errors: 0,
+            item_errors: errors.len() as u64,
             rows_processed: expired + old,
         })
     }
 }
 
+/// Suppressions whose `expires_at` names no instant: they never expire, and are reported.
+fn unreadable_expiries(ctx: &JobCtx<'_>) -> Result<u64, JobError> {
+    let unreadable = times::unreadable("expires_at", ctx.now(), 1);
+    let count: i64 = ctx.store.conn()?.query_row(
+        &format!("SELECT COUNT(*) FROM suppressions WHERE {}", unreadable.sql),
+        rusqlite::params_from_iter(&unreadable.params),
+        |row| row.get(0),
+    )?;
+    if count > 0 {
+        log::warn!(
+            "cleanup: {count} suppressions have an expires_at that names no instant; they are kept, in force"
+        );
+    }
+    Ok(count as u64)
+}
+
 /// Creates today's and tomorrow's partition directories for every active tenant, so exports
-/// rename into directories that already exist and readers see the day's partition early.
-fn ensure_partitions(ctx: &JobCtx<'_>, today: NaiveDate) -> Result<u64, JobError> {
+/// rename into directories that already exist and readers see the day's partition early. A
+/// directory that cannot be made is noted in `errors`; the step is a convenience, and the other
+/// steps' work stands.
+fn ensure_partitions(
+    ctx: &JobCtx<'_>,
+    today: NaiveDate,
+    errors: &mut Vec<serde_json::Value>,
+) -> Result<u64, JobError> {
     let tenant_ids: Vec<String> = {
         let conn = ctx.store.conn()?;
         let mut statement = conn.prepare("SELECT id FROM tenants WHERE active = 1 ORDER BY id")?;
@@ -112,9 +142,20 @@ fn ensure_partitions(ctx: &JobCtx<'_>, today: NaiveDate) -> Result<u64, JobError
         };
         for day in days {
             let dir = ctx.data_dir().join(partition_dir(tenant, day));
-            std::fs::create_dir_all(&dir)
-                .map_err(JobError::io(format!("creating {}", dir.display())))?;
-            ensured += 1;
+            match std::fs::create_dir_all(&dir) {
+                Ok(()) => ensured += 1,
+                Err(error) => {
+                    log::warn!(
+                        "cleanup: partition maintenance: creating {}: {error}",
+                        dir.display()
+                    );
+                    errors.push(json!({
+                        "step": "partitionsEnsured",
+                        "tenantId": id,
+                        "error": format!("creating {}: {error}", dir.display()),
+                    }));
+                }
+            }
         }
     }
     Ok(ensured)

@@ -1,35 +1,127 @@
 //! `dsar-purge`: per tenant, delete decision traces, interaction history and AI attachments
-//! older than the strictest positive retention among its policies not on legal hold. Attachment
-//! blobs go first (local file or S3 object, best-effort), then their rows; one audit row per
-//! tenant records the counts. Batched and resumable: a purge stopped by its deadline finishes
-//! on the next run.
+//! older than the strictest positive retention among its policies not on legal hold. A policy
+//! on hold protects its data class from every deletion (`all` or `*`: the whole tenant); the
+//! original handler only left held policies out of the minimum, which let another class's
+//! cutoff delete held data. Attachment blobs go first (local file or S3 object, best-effort,
+//! never a file edgecron owns), then their rows. Every batch deleted commits together with an
+//! audit row of its counts, so a purge killed at any point has audited exactly what is gone.
+//! Batched and resumable: a purge stopped by its deadline finishes on the next run.
 
 use chrono::{DateTime, Duration, Utc};
 use rusqlite::TransactionBehavior;
 use rusqlite::types::Value;
 use serde_json::{Value as Json, json};
 
-use super::{FileRemoval, Job, JobCtx, JobError, JobOutput, remove_stored_file};
+use super::named_files::{FileRemoval, remove_stored_file};
+use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
 use crate::config::Config;
-use crate::store::{BatchOutcome, BatchedChange};
+use crate::store::times;
+use crate::store::{BatchOutcome, BatchedChange, StoreError};
 
 pub struct DsarPurge;
 
 const BATCH_SIZE: usize = 2_000;
 const ATTACHMENT_BATCH: i64 = 200;
+/// Errors listed per tenant; the rest are counted in the log.
+const ERRORS_LISTED: usize = 20;
+
+/// A data class a retention policy names, and the table its rows live in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    DecisionTraces,
+    InteractionHistory,
+    AiAttachments,
+}
+
+impl Class {
+    const ALL: [Class; 3] = [
+        Class::DecisionTraces,
+        Class::InteractionHistory,
+        Class::AiAttachments,
+    ];
+
+    fn table(self) -> &'static str {
+        match self {
+            Class::DecisionTraces => "decision_traces",
+            Class::InteractionHistory => "interaction_history",
+            Class::AiAttachments => "ai_attachments",
+        }
+    }
+
+    /// Its place in [`Class::ALL`] and in a tenant's counts.
+    fn index(self) -> usize {
+        match self {
+            Class::DecisionTraces => 0,
+            Class::InteractionHistory => 1,
+            Class::AiAttachments => 2,
+        }
+    }
+
+    /// The key of its count in results and audit rows.
+    fn key(self) -> &'static str {
+        match self {
+            Class::DecisionTraces => "decisionTraces",
+            Class::InteractionHistory => "interactionHistory",
+            Class::AiAttachments => "aiAttachments",
+        }
+    }
+}
+
+/// What a tenant's policies say.
+#[derive(Debug, Default, PartialEq)]
+struct Retention {
+    /// The strictest positive `retention_days` among the policies not on hold.
+    days: Option<i64>,
+    /// Classes on legal hold, protected from every deletion.
+    held: Vec<Class>,
+    /// A hold on `all`/`*`, or on a class this job does not know (held, to be safe).
+    whole_tenant_held: Option<String>,
+}
+
+impl Retention {
+    fn purged_classes(&self) -> Vec<Class> {
+        if self.whole_tenant_held.is_some() {
+            return Vec::new();
+        }
+        Class::ALL
+            .into_iter()
+            .filter(|class| !self.held.contains(class))
+            .collect()
+    }
+}
 
 /// What was (or, in a dry run, would be) purged for one tenant.
 #[derive(Default)]
 struct TenantPurge {
-    decision_traces: u64,
-    interaction_history: u64,
-    ai_attachments: u64,
+    counts: [u64; 3],
     blobs_attempted: u64,
     blobs_deleted: u64,
     blobs_missing: u64,
+    unreadable_times: u64,
     errors: Vec<String>,
     finished: bool,
+}
+
+impl TenantPurge {
+    fn count(&mut self, class: Class) -> &mut u64 {
+        &mut self.counts[class.index()]
+    }
+
+    fn error(&mut self, message: String) {
+        if self.errors.len() < ERRORS_LISTED {
+            self.errors.push(message);
+        }
+    }
+}
+
+/// What one run purges for one tenant, as its audit rows say it.
+struct TenantRun<'a> {
+    tenant_id: &'a str,
+    retention_days: i64,
+    cutoff: DateTime<Utc>,
+    now: DateTime<Utc>,
+    run_id: i64,
 }
 
 impl Job for DsarPurge {
@@ -56,34 +148,58 @@ impl Job for DsarPurge {
                 finished = false;
                 break;
             }
-            let Some(retention_days) = strictest_retention(ctx, tenant_id)? else {
-                per_tenant.push(json!({"tenantId": tenant_id, "retentionDays": null, "skipped": "no retention policy without a legal hold and with positive retention_days"}));
+            let retention = retention(ctx, tenant_id)?;
+            let held: Vec<&str> = retention.held.iter().map(|class| class.table()).collect();
+            let skipped = match (&retention.whole_tenant_held, retention.days) {
+                (Some(why), _) => Some(why.clone()),
+                (None, None) => Some(
+                    "no retention policy without a legal hold and with positive retention_days"
+                        .to_string(),
+                ),
+                (None, Some(_)) => None,
+            };
+            let (Some(days), None) = (retention.days, &skipped) else {
+                per_tenant.push(json!({
+                    "tenantId": tenant_id, "retentionDays": retention.days, "heldClasses": held,
+                    "decisionTraces": 0, "interactionHistory": 0, "aiAttachments": 0,
+                    "blobsDeleted": 0, "blobsMissing": 0, "errors": [], "skipped": skipped,
+                }));
                 continue;
             };
-            let cutoff = to_store_text(now - Duration::days(retention_days));
-            let purge = purge_tenant(ctx, tenant_id, &cutoff)?;
+            let run = TenantRun {
+                tenant_id,
+                retention_days: days,
+                cutoff: now - Duration::days(days),
+                now,
+                run_id: ctx.run_id,
+            };
+            let purge = purge_tenant(ctx, &run, &retention.purged_classes())?;
             blobs_attempted += purge.blobs_attempted;
-            rows += purge.decision_traces + purge.interaction_history + purge.ai_attachments;
+            rows += purge.counts.iter().sum::<u64>();
             finished &= purge.finished;
             if !purge.errors.is_empty() {
                 tenants_with_errors += 1;
             }
-            let counts = json!({
+            if purge.unreadable_times > 0 {
+                log::warn!(
+                    "dsar-purge {tenant_id}: {} rows have a created_at that names no instant; they are kept",
+                    purge.unreadable_times
+                );
+            }
+            per_tenant.push(json!({
                 "tenantId": tenant_id,
-                "retentionDays": retention_days,
-                "cutoff": cutoff,
-                "decisionTraces": purge.decision_traces,
-                "interactionHistory": purge.interaction_history,
-                "aiAttachments": purge.ai_attachments,
+                "retentionDays": days,
+                "cutoff": to_store_text(run.cutoff),
+                "heldClasses": held,
+                "decisionTraces": purge.counts[Class::DecisionTraces.index()],
+                "interactionHistory": purge.counts[Class::InteractionHistory.index()],
+                "aiAttachments": purge.counts[Class::AiAttachments.index()],
                 "blobsDeleted": purge.blobs_deleted,
                 "blobsMissing": purge.blobs_missing,
+                "unreadableTimes": purge.unreadable_times,
                 "errors": purge.errors,
                 "finished": purge.finished,
-            });
-            if !ctx.params.dry_run {
-                audit(ctx, tenant_id, &counts, now)?;
-            }
-            per_tenant.push(counts);
+            }));
         }
         Ok(JobOutput {
             body: json!({
@@ -111,68 +227,130 @@ fn tenants(ctx: &JobCtx<'_>) -> Result<Vec<String>, JobError> {
     Ok(ids)
 }
 
-/// The smallest positive `retention_days` among the tenant's policies not on legal hold: a
-/// policy on hold never shortens retention.
-fn strictest_retention(ctx: &JobCtx<'_>, tenant_id: &str) -> Result<Option<i64>, JobError> {
-    Ok(ctx.store.conn()?.query_row(
-        "SELECT MIN(retention_days) FROM retention_policies
-         WHERE tenant_id = ?1 AND COALESCE(legal_hold, 0) = 0 AND retention_days > 0",
-        [tenant_id],
-        |row| row.get(0),
-    )?)
+/// Reads the tenant's policies: which classes are held, and the strictest positive retention
+/// among the policies not on hold.
+fn retention(ctx: &JobCtx<'_>, tenant_id: &str) -> Result<Retention, JobError> {
+    let conn = ctx.store.conn()?;
+    let mut statement = conn.prepare(
+        "SELECT data_class, retention_days, COALESCE(legal_hold, 0) <> 0 FROM retention_policies
+          WHERE tenant_id = ?1",
+    )?;
+    let policies = statement
+        .query_map([tenant_id], |row| {
+            Ok((
+                row.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                row.get::<_, Option<i64>>(1)?,
+                row.get::<_, bool>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut retention = Retention::default();
+    for (class, days, on_hold) in policies {
+        let name = class.trim().to_ascii_lowercase();
+        if !on_hold {
+            if let Some(days) = days.filter(|days| *days > 0) {
+                retention.days = Some(retention.days.map_or(days, |strictest| strictest.min(days)));
+            }
+            continue;
+        }
+        match Class::ALL.into_iter().find(|known| known.table() == name) {
+            Some(class) => retention.held.push(class),
+            None if name == "all" || name == "*" => {
+                retention.whole_tenant_held =
+                    Some(format!("legal hold on {class:?}: the whole tenant"));
+            }
+            None => {
+                retention.whole_tenant_held = Some(format!(
+                    "legal hold on unknown data_class {class:?}: the whole tenant is held"
+                ));
+            }
+        }
+    }
+    Ok(retention)
 }
 
-fn purge_tenant(ctx: &JobCtx<'_>, tenant_id: &str, cutoff: &str) -> Result<TenantPurge, JobError> {
+fn purge_tenant(
+    ctx: &JobCtx<'_>,
+    run: &TenantRun<'_>,
+    classes: &[Class],
+) -> Result<TenantPurge, JobError> {
     let mut purge = TenantPurge {
         finished: true,
         ..TenantPurge::default()
     };
-    let params = vec![
-        Value::Text(tenant_id.to_string()),
-        Value::Text(cutoff.to_string()),
-    ];
-    for (table, count) in [
-        ("decision_traces", &mut purge.decision_traces),
-        ("interaction_history", &mut purge.interaction_history),
-    ] {
-        let label = format!("dsar-purge {tenant_id} {table}");
-        let change = BatchedChange {
-            label: &label,
-            table,
-            filter: "tenant_id = ?1 AND created_at < ?2",
-            set_clause: None,
-            params: params.clone(),
-            batch_size: BATCH_SIZE,
-        };
-        if ctx.params.dry_run {
-            *count = change.count(ctx.store)?;
-            continue;
+    for class in classes {
+        if *class == Class::AiAttachments {
+            purge_attachments(ctx, run, &mut purge)?;
+        } else {
+            let before = times::before("created_at", run.cutoff, 2);
+            let label = format!("dsar-purge {} {}", run.tenant_id, class.table());
+            let mut params = vec![Value::Text(run.tenant_id.to_string())];
+            params.extend(before.params);
+            let change = BatchedChange {
+                label: &label,
+                table: class.table(),
+                filter: &format!("tenant_id = ?1 AND {}", before.sql),
+                set_clause: None,
+                params,
+                batch_size: BATCH_SIZE,
+            };
+            if ctx.params.dry_run {
+                *purge.count(*class) = change.count(ctx.store)?;
+            } else {
+                let (deleted, outcome) = change.run_recorded(
+                    ctx.store,
+                    || ctx.should_stop(),
+                    |tx, deleted| audit(tx, run, &[(*class, deleted)], 0),
+                )?;
+                *purge.count(*class) = deleted;
+                purge.finished &= outcome == BatchOutcome::Finished;
+            }
         }
-        let (deleted, outcome) = change.run(ctx.store, || ctx.should_stop())?;
-        *count = deleted;
-        purge.finished &= outcome == BatchOutcome::Finished;
+        purge.unreadable_times += unreadable_times(ctx, run, *class)?;
     }
-    purge_attachments(ctx, tenant_id, cutoff, &mut purge)?;
     Ok(purge)
+}
+
+/// The tenant's rows of `class` whose `created_at` names no instant: never purged.
+fn unreadable_times(ctx: &JobCtx<'_>, run: &TenantRun<'_>, class: Class) -> Result<u64, JobError> {
+    let unreadable = times::unreadable("created_at", run.cutoff, 2);
+    let mut params = vec![Value::Text(run.tenant_id.to_string())];
+    params.extend(unreadable.params);
+    let count: i64 = ctx.store.conn()?.query_row(
+        &format!(
+            "SELECT COUNT(*) FROM {} WHERE tenant_id = ?1 AND {}",
+            class.table(),
+            unreadable.sql
+        ),
+        rusqlite::params_from_iter(&params),
+        |row| row.get(0),
+    )?;
+    Ok(count as u64)
 }
 
 /// Attachments go a batch at a time: blobs first, then their rows, so a crash in between
 /// leaves rows whose blobs are already gone (counted as missing next time), never orphaned
-/// blobs. A row whose blob cannot be deleted (storage down, a path outside the data dir) is
+/// blobs. A row whose blob cannot be deleted (storage down, a path a row may not name) is
 /// kept, and passed over for the rest of the run: its blob is still personal data, and the
 /// row is what makes the next run try again.
 fn purge_attachments(
     ctx: &JobCtx<'_>,
-    tenant_id: &str,
-    cutoff: &str,
+    run: &TenantRun<'_>,
     purge: &mut TenantPurge,
 ) -> Result<(), JobError> {
+    let before = times::before("created_at", run.cutoff, 2);
+    let mut params = vec![Value::Text(run.tenant_id.to_string())];
+    params.extend(before.params);
     if ctx.params.dry_run {
-        purge.ai_attachments = ctx.store.conn()?.query_row(
-            "SELECT COUNT(*) FROM ai_attachments WHERE tenant_id = ?1 AND created_at < ?2",
-            (tenant_id, cutoff),
-            |row| row.get::<_, i64>(0),
-        )? as u64;
+        let count: i64 = ctx.store.conn()?.query_row(
+            &format!(
+                "SELECT COUNT(*) FROM ai_attachments WHERE tenant_id = ?1 AND {}",
+                before.sql
+            ),
+            rusqlite::params_from_iter(&params),
+            |row| row.get(0),
+        )?;
+        *purge.count(Class::AiAttachments) = count as u64;
         return Ok(());
     }
     let storage = ctx.storage()?;
@@ -182,17 +360,21 @@ fn purge_attachments(
             purge.finished = false;
             return Ok(());
         }
-        let batch: Vec<(i64, Option<String>)> = {
+        let batch: Vec<(i64, String, Option<String>)> = {
             let conn = ctx.store.conn()?;
-            let mut statement = conn.prepare(
-                "SELECT rowid, blob_path FROM ai_attachments
-                  WHERE tenant_id = ?1 AND created_at < ?2
-                    AND rowid NOT IN (SELECT value FROM json_each(?4)) LIMIT ?3",
-            )?;
+            let mut statement = conn.prepare(&format!(
+                "SELECT rowid, id, blob_path FROM ai_attachments
+                  WHERE tenant_id = ?1 AND {}
+                    AND rowid NOT IN (SELECT value FROM json_each(?4)) LIMIT ?5",
+                before.sql
+            ))?;
             let kept = serde_json::to_string(&kept).unwrap_or_else(|_| "[]".into());
+            let mut bound = params.clone();
+            bound.push(Value::Text(kept));
+            bound.push(Value::Integer(ATTACHMENT_BATCH));
             statement
-                .query_map((tenant_id, cutoff, ATTACHMENT_BATCH, kept), |row| {
-                    Ok((row.get(0)?, row.get(1)?))
+                .query_map(rusqlite::params_from_iter(&bound), |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                 })?
                 .collect::<Result<_, _>>()?
         };
@@ -200,7 +382,8 @@ fn purge_attachments(
             return Ok(());
         }
         let mut done = Vec::with_capacity(batch.len());
-        for (rowid, blob_path) in &batch {
+        let mut blobs_deleted = 0;
+        for (rowid, id, blob_path) in &batch {
             let Some(blob_path) = blob_path.as_deref().filter(|path| !path.is_empty()) else {
                 done.push(*rowid);
                 continue;
@@ -208,22 +391,24 @@ fn purge_attachments(
             purge.blobs_attempted += 1;
             match remove_stored_file(ctx, storage.as_ref(), blob_path) {
                 Ok(FileRemoval::Removed) => {
-                    purge.blobs_deleted += 1;
+                    blobs_deleted += 1;
                     done.push(*rowid);
                 }
                 Ok(FileRemoval::AlreadyGone) => {
-                    log::info!("dsar-purge {tenant_id}: blob {blob_path} was already gone");
+                    log::info!(
+                        "dsar-purge {}: blob {blob_path} was already gone",
+                        run.tenant_id
+                    );
                     purge.blobs_missing += 1;
                     done.push(*rowid);
                 }
-                Err(error) => {
+                Err(refused) => {
                     log::warn!(
-                        "dsar-purge {tenant_id}: blob {blob_path}: {error}; its row is kept for the next run"
+                        "dsar-purge {}: attachment {id}: {refused}; its row is kept for the next run",
+                        run.tenant_id
                     );
                     kept.push(*rowid);
-                    if purge.errors.len() < 20 {
-                        purge.errors.push(format!("{blob_path}: {error}"));
-                    }
+                    purge.error(format!("attachment {id}: {refused}"));
                 }
             }
         }
@@ -233,22 +418,39 @@ fn purge_attachments(
         let deleted = tx.execute(
             "DELETE FROM ai_attachments WHERE rowid IN (SELECT value FROM json_each(?1))",
             [ids],
-        )?;
+        )? as u64;
+        if deleted > 0 || blobs_deleted > 0 {
+            audit(&tx, run, &[(Class::AiAttachments, deleted)], blobs_deleted)?;
+        }
         tx.commit()?;
-        purge.ai_attachments += deleted as u64;
+        *purge.count(Class::AiAttachments) += deleted;
+        purge.blobs_deleted += blobs_deleted;
     }
 }
 
+/// The audit row of one batch, in the batch's own transaction: what it deleted.
 fn audit(
-    ctx: &JobCtx<'_>,
-    tenant_id: &str,
-    counts: &Json,
-    now: DateTime<Utc>,
-) -> Result<(), JobError> {
-    ctx.store.conn()?.execute(
+    tx: &rusqlite::Transaction<'_>,
+    run: &TenantRun<'_>,
+    deleted: &[(Class, u64)],
+    blobs_deleted: u64,
+) -> Result<(), StoreError> {
+    let mut details = json!({
+        "runId": run.run_id,
+        "retentionDays": run.retention_days,
+        "cutoff": to_store_text(run.cutoff),
+        "decisionTraces": 0,
+        "interactionHistory": 0,
+        "aiAttachments": 0,
+        "blobsDeleted": blobs_deleted,
+    });
+    for (class, count) in deleted {
+        details[class.key()] = Json::from(*count);
+    }
+    tx.execute(
         "INSERT INTO audit_log (tenant_id, actor, action, target, details, created_at)
          VALUES (?1, 'edgecron', 'dsar.purge', ?1, ?2, ?3)",
-        (tenant_id, counts.to_string(), to_store_text(now)),
+        (run.tenant_id, details.to_string(), to_store_text(run.now)),
     )?;
     Ok(())
 }
@@ -261,8 +463,8 @@ mod tests {
 
     fn harness() -> Harness {
         let harness = Harness::new(Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap());
-        // t1: strictest unheld is 30 days (a held 10-day policy and a 0-day one do not count);
-        // t2: only a held policy; t3: no policy at all.
+        // t1: strictest unheld is 30 days (a held 10-day policy and a 0-day one do not count),
+        // and its decision traces are on hold; t2: a hold on everything; t3: no policy at all.
         harness.exec(
             "INSERT INTO tenants (id) VALUES ('t1'), ('t2'), ('t3');
              INSERT INTO retention_policies (tenant_id, data_class, retention_days, legal_hold) VALUES
@@ -306,8 +508,10 @@ mod tests {
         );
         assert_eq!(
             (t1["decisionTraces"].as_u64(), t1["aiAttachments"].as_u64()),
-            (Some(1), Some(2))
+            (Some(0), Some(2)),
+            "the held class is kept whatever the other classes' cutoff"
         );
+        assert_eq!(t1["heldClasses"], json!(["decision_traces"]));
         assert_eq!(
             (t1["blobsDeleted"].as_u64(), t1["blobsMissing"].as_u64()),
             (Some(1), Some(1))
@@ -323,8 +527,8 @@ mod tests {
             ]
         );
         assert_eq!(
-            harness.strings("SELECT id FROM decision_traces WHERE tenant_id = 't1'"),
-            ["t1-new"]
+            harness.strings("SELECT id FROM decision_traces WHERE tenant_id = 't1' ORDER BY id"),
+            ["t1-new", "t1-old"]
         );
         assert_eq!(
             harness.strings("SELECT id FROM ai_attachments WHERE tenant_id = 't1'"),
@@ -334,8 +538,17 @@ mod tests {
         assert!(!blobs.join("blobs/t1/old.bin").exists());
         assert!(blobs.join("blobs/t1/new.bin").exists() && blobs.join("blobs/t2/old.bin").exists());
 
-        let audit = harness.strings("SELECT tenant_id || ' ' || action || ' ' || json_extract(details, '$.interactionHistory') FROM audit_log");
-        assert_eq!(audit, ["t1 dsar.purge 1"]);
+        let audit = harness.strings(
+            "SELECT tenant_id || ' ' || action || ' ' || SUM(json_extract(details, '$.interactionHistory'))
+                 || ' ' || SUM(json_extract(details, '$.aiAttachments')) || ' ' || SUM(json_extract(details, '$.decisionTraces'))
+             FROM audit_log GROUP BY tenant_id, action",
+        );
+        assert_eq!(audit, ["t1 dsar.purge 1 2 0"]);
+        for skipped in [1, 2] {
+            let entry = &output.body["perTenant"][skipped];
+            assert_eq!(entry["interactionHistory"], 0, "{entry}");
+            assert_eq!(entry["errors"], json!([]), "{entry}");
+        }
         // Run again: nothing left, nothing purged twice.
         let again = DsarPurge.run(&harness.ctx()).unwrap();
         assert_eq!(again.body["perTenant"][0]["interactionHistory"], 0);
@@ -354,7 +567,7 @@ mod tests {
                 t1["decisionTraces"].as_u64(),
                 t1["aiAttachments"].as_u64()
             ),
-            (Some(1), Some(1), Some(2))
+            (Some(1), Some(0), Some(2))
         );
         assert_eq!(
             harness.query::<i64>("SELECT COUNT(*) FROM interaction_history"),

@@ -6,11 +6,14 @@
 use std::time::Instant;
 
 use rusqlite::TransactionBehavior;
+use rusqlite::types::Value;
 use serde_json::json;
 
-use super::{FileRemoval, Job, JobCtx, JobError, JobOutput, remove_stored_file};
+use super::named_files::{FileRemoval, remove_stored_file};
+use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
 use crate::export::metrics::{self, ExportMetric, Outcome};
+use crate::store::times;
 
 pub struct ExportFileCleanup;
 
@@ -36,7 +39,7 @@ impl Job for ExportFileCleanup {
             if ctx.should_stop() {
                 break;
             }
-            let expired = expired_logs(ctx, &now_text, &after)?;
+            let expired = expired_logs(ctx, &after)?;
             let Some(last) = expired.last() else {
                 break;
             };
@@ -79,7 +82,8 @@ impl Job for ExportFileCleanup {
                         tx.commit()?;
                         deleted += 1;
                     }
-                    Err(error) => {
+                    Err(refused) => {
+                        let error = refused.to_string();
                         log::warn!("export-file-cleanup: {}: {error}", log.id);
                         metric.outcome = Outcome::Failure;
                         metric.error_type = Some("file_cleanup".into());
@@ -115,20 +119,22 @@ struct ExpiredLog {
     row_count: i64,
 }
 
-/// Completed exports past their expiry, by id after `after`, a page at a time.
-fn expired_logs(
-    ctx: &JobCtx<'_>,
-    now_text: &str,
-    after: &str,
-) -> Result<Vec<ExpiredLog>, JobError> {
+/// Completed exports past their expiry (compared as instants), by id after `after`, a page
+/// at a time.
+fn expired_logs(ctx: &JobCtx<'_>, after: &str) -> Result<Vec<ExpiredLog>, JobError> {
+    let expired = times::before("expires_at", ctx.now(), 1);
     let conn = ctx.store.conn()?;
-    let mut statement = conn.prepare(
+    let mut statement = conn.prepare(&format!(
         "SELECT id, tenant_id, format, file_path, bytes, row_count FROM export_logs
-         WHERE status = 'completed' AND expires_at IS NOT NULL AND expires_at < ?1 AND id > ?2
-         ORDER BY id LIMIT ?3",
-    )?;
+         WHERE status = 'completed' AND {} AND id > ?3
+         ORDER BY id LIMIT ?4",
+        expired.sql
+    ))?;
+    let mut params = expired.params;
+    params.push(Value::Text(after.to_string()));
+    params.push(Value::Integer(PAGE));
     let rows = statement
-        .query_map((now_text, after, PAGE), |row| {
+        .query_map(rusqlite::params_from_iter(&params), |row| {
             Ok(ExpiredLog {
                 id: row.get(0)?,
                 tenant_id: row.get(1)?,

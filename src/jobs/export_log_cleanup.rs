@@ -8,8 +8,7 @@ use rusqlite::TransactionBehavior;
 use serde_json::{Value, json};
 
 use super::{Job, JobCtx, JobError, JobOutput, archive};
-use crate::clock::to_store_text;
-use crate::store::row_object;
+use crate::store::{row_object, times};
 
 pub struct ExportLogCleanup;
 
@@ -26,11 +25,11 @@ impl Job for ExportLogCleanup {
     }
 
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
-        let cutoff = to_store_text(ctx.now() - Duration::days(RETENTION_DAYS));
+        let old = times::before("created_at", ctx.now() - Duration::days(RETENTION_DAYS), 1);
         if ctx.params.dry_run {
             let count: i64 = ctx.store.conn()?.query_row(
-                "SELECT COUNT(*) FROM export_logs WHERE created_at < ?1",
-                [&cutoff],
+                &format!("SELECT COUNT(*) FROM export_logs WHERE {}", old.sql),
+                rusqlite::params_from_iter(&old.params),
                 |row| row.get(0),
             )?;
             return Ok(JobOutput {
@@ -52,7 +51,7 @@ impl Job for ExportLogCleanup {
                 rowids,
                 lines,
                 first,
-            } = oldest_rows(ctx, &cutoff)?;
+            } = oldest_rows(ctx, &old)?;
             let Some(first) = first else {
                 break;
             };
@@ -96,18 +95,21 @@ struct ArchiveBatch {
 
 /// The oldest batch of rows past the cutoff: their rowids, NDJSON lines, and a name for the
 /// archive derived from the first row.
-fn oldest_rows(ctx: &JobCtx<'_>, cutoff: &str) -> Result<ArchiveBatch, JobError> {
+fn oldest_rows(ctx: &JobCtx<'_>, old: &times::Condition) -> Result<ArchiveBatch, JobError> {
     let conn = ctx.store.conn()?;
-    let mut statement = conn.prepare(
-        "SELECT rowid, * FROM export_logs WHERE created_at < ?1 ORDER BY created_at, id LIMIT ?2",
-    )?;
+    let mut statement = conn.prepare(&format!(
+        "SELECT rowid, * FROM export_logs WHERE {} ORDER BY created_at, id LIMIT ?3",
+        old.sql
+    ))?;
     let names: Vec<String> = statement
         .column_names()
         .iter()
         .skip(1)
         .map(|name| name.to_string())
         .collect();
-    let mut rows = statement.query((cutoff, BATCH))?;
+    let mut params = old.params.clone();
+    params.push(rusqlite::types::Value::Integer(BATCH));
+    let mut rows = statement.query(rusqlite::params_from_iter(&params))?;
     let (mut rowids, mut lines, mut first) = (Vec::new(), Vec::new(), None);
     while let Some(row) = rows.next()? {
         rowids.push(row.get::<_, i64>(0)?);

@@ -4,13 +4,15 @@
 //! items of failed runs older than 30 days. One step failing does not stop the others; the
 //! view `maintenance_status` shows each backlog live.
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use rusqlite::TransactionBehavior;
 use rusqlite::types::Value;
-use serde_json::json;
+use serde_json::{Value as Json, json};
 
-use super::{FileRemoval, Job, JobCtx, JobError, JobOutput, remove_data_file};
+use super::named_files::{FileRemoval, remove_data_file};
+use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
+use crate::store::times;
 use crate::store::{BatchOutcome, BatchedChange};
 
 pub struct Maintenance;
@@ -30,37 +32,49 @@ impl Job for Maintenance {
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
         let now = ctx.now();
         let now_text = to_store_text(now);
-        let day_ago = to_store_text(now - Duration::hours(24));
-        let week_ago = to_store_text(now - Duration::days(7));
-        let month_ago = to_store_text(now - Duration::days(30));
-
+        let day_ago = now - Duration::hours(24);
+        let stuck = times::before("COALESCE(started_at, updated_at)", day_ago, 1);
         let stuck_runs = BatchedChange {
             label: "maintenance stuck import runs",
             table: "import_runs",
-            filter: "status = 'processing' AND COALESCE(started_at, updated_at) < ?1",
+            filter: &format!("status = 'processing' AND {}", stuck.sql),
             set_clause: Some(
-                "status = 'failed', error = 'timed out: processing for over 24 hours', finished_at = ?2, updated_at = ?2",
+                "status = 'failed', error = 'timed out: processing for over 24 hours', finished_at = ?3, updated_at = ?3",
             ),
-            params: vec![Value::Text(day_ago.clone()), Value::Text(now_text.clone())],
+            params: with(stuck.params, &now_text),
             batch_size: BATCH_SIZE,
         };
+        let finished_long_ago = times::before(
+            "COALESCE(finished_at, created_at)",
+            now - Duration::days(7),
+            1,
+        );
         let compact_jobs = BatchedChange {
             label: "maintenance import job compaction",
             table: "import_jobs",
-            filter: "status IN ('completed', 'failed', 'cancelled') AND compacted_at IS NULL
-                     AND COALESCE(finished_at, created_at) < ?1",
+            filter: &format!(
+                "status IN ('completed', 'failed', 'cancelled') AND compacted_at IS NULL AND {}",
+                finished_long_ago.sql
+            ),
             // Keeps id, tenant, run, status, counts and times: the audit trail.
-            set_clause: Some("config = NULL, result = NULL, compacted_at = ?2"),
-            params: vec![Value::Text(week_ago), Value::Text(now_text.clone())],
+            set_clause: Some("config = NULL, result = NULL, compacted_at = ?3"),
+            params: with(finished_long_ago.params, &now_text),
             batch_size: BATCH_SIZE,
         };
+        let failed_long_ago = times::before(
+            "COALESCE(finished_at, updated_at)",
+            now - Duration::days(30),
+            1,
+        );
         let raw_items = BatchedChange {
             label: "maintenance raw import items",
             table: "import_items",
-            filter: "run_id IN (SELECT id FROM import_runs WHERE status = 'failed'
-                                AND COALESCE(finished_at, updated_at) < ?1)",
+            filter: &format!(
+                "run_id IN (SELECT id FROM import_runs WHERE status = 'failed' AND {})",
+                failed_long_ago.sql
+            ),
             set_clause: None,
-            params: vec![Value::Text(month_ago)],
+            params: failed_long_ago.params,
             batch_size: BATCH_SIZE,
         };
 
@@ -69,6 +83,7 @@ impl Job for Maintenance {
         let mut step = |name: &str, result: Result<(u64, BatchOutcome), JobError>| match result {
             Ok((count, outcome)) => {
                 finished &= outcome == BatchOutcome::Finished;
+                log::info!("maintenance: {name}: {count}");
                 count
             }
             Err(error) => {
@@ -84,9 +99,14 @@ impl Job for Maintenance {
             Ok(change.run(ctx.store, || ctx.should_stop())?)
         };
         let stuck_runs_marked = step("stuckRunsMarked", apply(&stuck_runs));
-        let temp_uploads_purged = step("tempUploadsPurged", purge_temp_uploads(ctx, &day_ago));
+        let mut refused = Vec::new();
+        let temp_uploads_purged = step(
+            "tempUploadsPurged",
+            purge_temp_uploads(ctx, day_ago, &mut refused),
+        );
         let import_jobs_compacted = step("importJobsCompacted", apply(&compact_jobs));
         let raw_items_purged = step("rawItemsPurged", apply(&raw_items));
+        errors.extend(refused);
 
         let item_errors = errors.len() as u64;
         Ok(JobOutput {
@@ -109,43 +129,70 @@ impl Job for Maintenance {
     }
 }
 
+/// A condition's parameters followed by one more (the update's `?3`).
+fn with(mut params: Vec<Value>, text: &str) -> Vec<Value> {
+    params.push(Value::Text(text.to_string()));
+    params
+}
+
 /// Temp uploads older than a day: the file first, then the row, a batch at a time. A file
-/// already gone is fine; a path that would leave the data dir keeps its file and loses its row.
-fn purge_temp_uploads(ctx: &JobCtx<'_>, cutoff: &str) -> Result<(u64, BatchOutcome), JobError> {
+/// already gone is fine; a path a row may not name keeps its file and its row, and is
+/// reported in `refused` (passed over for the rest of the run).
+fn purge_temp_uploads(
+    ctx: &JobCtx<'_>,
+    cutoff: DateTime<Utc>,
+    refused: &mut Vec<Json>,
+) -> Result<(u64, BatchOutcome), JobError> {
+    let old = times::before("created_at", cutoff, 1);
     if ctx.params.dry_run {
         let count: i64 = ctx.store.conn()?.query_row(
-            "SELECT COUNT(*) FROM temp_uploads WHERE created_at < ?1",
-            [cutoff],
+            &format!("SELECT COUNT(*) FROM temp_uploads WHERE {}", old.sql),
+            rusqlite::params_from_iter(&old.params),
             |row| row.get(0),
         )?;
         return Ok((count as u64, BatchOutcome::Finished));
     }
     let mut purged = 0;
+    let mut kept: Vec<i64> = Vec::new();
     loop {
         if ctx.should_stop() {
             return Ok((purged, BatchOutcome::Stopped));
         }
-        let batch: Vec<(i64, String)> = {
+        let batch: Vec<(i64, String, String)> = {
             let conn = ctx.store.conn()?;
-            let mut statement = conn
-                .prepare("SELECT rowid, path FROM temp_uploads WHERE created_at < ?1 LIMIT ?2")?;
+            let mut statement = conn.prepare(&format!(
+                "SELECT rowid, id, path FROM temp_uploads
+                  WHERE {} AND rowid NOT IN (SELECT value FROM json_each(?3)) LIMIT ?4",
+                old.sql
+            ))?;
+            let mut params = old.params.clone();
+            params.push(Value::Text(
+                serde_json::to_string(&kept).unwrap_or_else(|_| "[]".into()),
+            ));
+            params.push(Value::Integer(UPLOAD_BATCH));
             statement
-                .query_map((cutoff, UPLOAD_BATCH), |row| Ok((row.get(0)?, row.get(1)?)))?
+                .query_map(rusqlite::params_from_iter(&params), |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })?
                 .collect::<Result<_, _>>()?
         };
         if batch.is_empty() {
             return Ok((purged, BatchOutcome::Finished));
         }
-        for (_, path) in &batch {
-            match remove_data_file(ctx.data_dir(), path) {
-                Ok(FileRemoval::Removed | FileRemoval::AlreadyGone) => {}
-                Err(error) => log::warn!(
-                    "maintenance: temp upload {error}; its row is removed, the file kept"
-                ),
+        let mut done = Vec::with_capacity(batch.len());
+        for (rowid, id, path) in &batch {
+            match remove_data_file(ctx.config, path) {
+                Ok(FileRemoval::Removed | FileRemoval::AlreadyGone) => done.push(*rowid),
+                Err(error) => {
+                    log::warn!("maintenance: temp upload {id}: {error}; its row and file are kept");
+                    kept.push(*rowid);
+                    refused.push(
+                        json!({"step": "tempUploadsPurged", "id": id, "error": error.to_string()}),
+                    );
+                }
             }
         }
-        let ids = serde_json::to_string(&batch.iter().map(|(rowid, _)| rowid).collect::<Vec<_>>())
-            .unwrap_or_default();
+        let ids = serde_json::to_string(&done).unwrap_or_default();
         let mut conn = ctx.store.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         purged += tx.execute(

@@ -17,13 +17,14 @@ mod export_metrics_aggregate;
 mod flow_scheduler_tick;
 mod gitops_drift_check;
 mod maintenance;
+mod named_files;
 mod outbox_reaper;
 mod s3_sync;
 mod scheduled_retrains;
 mod siem_ship;
 mod telemetry_daily;
 
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -150,70 +151,6 @@ impl JobError {
         let context = context.into();
         move |source| JobError::Io(IoError { context, source })
     }
-}
-
-/// What removing a file under the data dir found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileRemoval {
-    Removed,
-    AlreadyGone,
-}
-
-/// Removes `relative` under the data dir; refuses any path that could leave it (absolute,
-/// `..`), since such paths come from rows the application wrote.
-pub fn remove_data_file(data_dir: &Path, relative: &str) -> Result<FileRemoval, String> {
-    let path = Path::new(relative);
-    if relative.is_empty()
-        || !path
-            .components()
-            .all(|component| matches!(component, Component::Normal(_)))
-    {
-        return Err(format!(
-            "{relative:?} is not a relative path inside the data dir"
-        ));
-    }
-    match std::fs::remove_file(data_dir.join(path)) {
-        Ok(()) => Ok(FileRemoval::Removed),
-        Err(error)
-            if matches!(
-                error.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-            ) =>
-        {
-            Ok(FileRemoval::AlreadyGone)
-        }
-        Err(error) => Err(format!("removing {relative}: {error}")),
-    }
-}
-
-/// Removes a file that a row names: an `s3://bucket/key` object, or a path under the data dir
-/// together with its copy in the configured bucket (`storage`), when there is one. The local
-/// path is checked first, so an unsafe one reaches no bucket either.
-pub fn remove_stored_file(
-    ctx: &JobCtx<'_>,
-    storage: Option<&Storage>,
-    location: &str,
-) -> Result<FileRemoval, String> {
-    if let Some(object) = location.strip_prefix("s3://") {
-        let (bucket, key) = object
-            .split_once('/')
-            .ok_or("an s3:// URI needs a bucket and a key")?;
-        let settings = ctx
-            .config
-            .s3
-            .as_ref()
-            .ok_or("S3 is not configured (S3_BUCKET)")?;
-        let storage = Storage::for_bucket(settings, bucket).map_err(|error| error.to_string())?;
-        storage.delete(key).map_err(|error| error.to_string())?;
-        return Ok(FileRemoval::Removed);
-    }
-    let local = remove_data_file(ctx.data_dir(), location)?;
-    if let Some(storage) = storage {
-        storage
-            .delete(&storage.key(location))
-            .map_err(|error| error.to_string())?;
-    }
-    Ok(local)
 }
 
 pub trait Job: Send + Sync {

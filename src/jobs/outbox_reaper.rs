@@ -6,12 +6,10 @@ use serde_json::json;
 
 use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
+use crate::store::times;
 use crate::store::{BatchOutcome, BatchedChange};
 
 pub struct OutboxReaper;
-
-/// Rows whose lease ran out: `?1` is the lease cutoff, `?2` the default max attempts.
-const STUCK: &str = "status = 'processing' AND COALESCE(locked_at, updated_at) < ?1";
 
 impl Job for OutboxReaper {
     fn name(&self) -> &'static str {
@@ -26,19 +24,20 @@ impl Job for OutboxReaper {
         let now = ctx.now();
         let lease =
             chrono::Duration::from_std(ctx.config.outbox_lease).unwrap_or(chrono::Duration::MAX);
-        let params = vec![
-            Value::Text(to_store_text(now - lease)),
-            Value::Integer(ctx.config.outbox_max_attempts),
-            Value::Text(to_store_text(now)),
-        ];
-        let dead_filter = format!("{STUCK} AND attempts >= COALESCE(max_attempts, ?2)");
-        let retry_filter = format!("{STUCK} AND attempts < COALESCE(max_attempts, ?2)");
+        // Rows whose lease ran out (`?1`, `?2`); `?3` is the default max attempts, `?4` now.
+        let expired = times::before("COALESCE(locked_at, updated_at)", now - lease, 1);
+        let stuck = format!("status = 'processing' AND {}", expired.sql);
+        let mut params = expired.params;
+        params.push(Value::Integer(ctx.config.outbox_max_attempts));
+        params.push(Value::Text(to_store_text(now)));
+        let dead_filter = format!("{stuck} AND attempts >= COALESCE(max_attempts, ?3)");
+        let retry_filter = format!("{stuck} AND attempts < COALESCE(max_attempts, ?3)");
         let to_dead = BatchedChange {
             label: "outbox-reaper dead-letter",
             table: "outbox",
             filter: &dead_filter,
             set_clause: Some(
-                "status = 'dead', locked_at = NULL, updated_at = ?3,
+                "status = 'dead', locked_at = NULL, updated_at = ?4,
                  last_error = 'lease expired after ' || attempts || ' attempts; dead-lettered'",
             ),
             params: params.clone(),
@@ -49,7 +48,7 @@ impl Job for OutboxReaper {
             table: "outbox",
             filter: &retry_filter,
             set_clause: Some(
-                "status = 'pending', locked_at = NULL, updated_at = ?3,
+                "status = 'pending', locked_at = NULL, updated_at = ?4,
                  last_error = 'lease expired; returned to the queue'",
             ),
             params,

@@ -42,7 +42,6 @@ const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
 /// never for the whole purge, while the purge keeps two thirds of the time (bench/purge).
 const BUSY_SLICE: Duration = Duration::from_millis(32);
 const IDLE_SLICE: Duration = Duration::from_millis(16);
-const CHECKPOINT_EVERY_BATCHES: u64 = 20;
 
 impl BatchedChange<'_> {
     /// Counts the rows the change would touch, for dry runs.
@@ -65,20 +64,57 @@ impl BatchedChange<'_> {
         store: &Store,
         should_stop: impl Fn() -> bool,
     ) -> Result<(u64, BatchOutcome), StoreError> {
-        let limit_param = self.params.len() + 1;
+        self.run_recorded(store, should_stop, |_, _| Ok(()))
+    }
+
+    /// As [`BatchedChange::run`], with `record` called in each batch's own transaction with
+    /// the rows it changed: what the batch records (an audit row) commits with it, or not at all.
+    pub fn run_recorded(
+        &self,
+        store: &Store,
+        should_stop: impl Fn() -> bool,
+        record: impl Fn(&rusqlite::Transaction<'_>, u64) -> Result<(), StoreError>,
+    ) -> Result<(u64, BatchOutcome), StoreError> {
+        // Each batch picks its rows before taking the write lock, then changes just those rows
+        // (by rowid, the filter checked again) under it: the lock is held only for the change.
+        let list_param = self.params.len() + 1;
         let select = format!(
-            "SELECT rowid FROM {table} WHERE {filter} LIMIT ?{limit_param}",
+            "SELECT rowid FROM {table} WHERE {filter} LIMIT ?{list_param}",
             table = self.table,
             filter = self.filter,
         );
-        let sql = match self.set_clause {
-            None => format!("DELETE FROM {} WHERE rowid IN ({select})", self.table),
-            Some(set) => format!("UPDATE {} SET {set} WHERE rowid IN ({select})", self.table),
+        // NOT INDEXED: the planner would otherwise walk the filter's index and test each row
+        // against the list, instead of looking the listed rowids up.
+        let picked = format!(
+            "rowid IN (SELECT value FROM json_each(?{list_param})) AND ({})",
+            self.filter
+        );
+        let change = match self.set_clause {
+            None => format!("DELETE FROM {} NOT INDEXED WHERE {picked}", self.table),
+            Some(set) => format!("UPDATE {} NOT INDEXED SET {set} WHERE {picked}", self.table),
         };
         let batch_size = self.batch_size.max(1);
-        let mut params = self.params.clone();
-        params.push(Value::Integer(batch_size as i64));
+        let sql = Statements { select, change };
+        let mut conn = store.conn()?;
+        // The change checkpoints the WAL itself, in the windows it leaves the write lock free,
+        // rather than on whichever commit passes SQLite's threshold, inside a busy slice.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let outcome = self.apply(&mut conn, &sql, batch_size, should_stop, record);
+        let checkpointed = checkpoint(&conn);
+        conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)?;
+        let outcome = outcome?;
+        checkpointed?;
+        Ok(outcome)
+    }
 
+    fn apply(
+        &self,
+        conn: &mut rusqlite::Connection,
+        sql: &Statements,
+        batch_size: usize,
+        should_stop: impl Fn() -> bool,
+        record: impl Fn(&rusqlite::Transaction<'_>, u64) -> Result<(), StoreError>,
+    ) -> Result<(u64, BatchOutcome), StoreError> {
         let started = Instant::now();
         let mut last_log = started;
         let mut slice_started = started;
@@ -92,28 +128,44 @@ impl BatchedChange<'_> {
                 );
                 return Ok((changed_total, BatchOutcome::Stopped));
             }
-            let changed = {
-                let mut conn = store.conn()?;
+            let rowids: Vec<i64> = {
+                let mut params = self.params.clone();
+                params.push(Value::Integer(batch_size as i64));
+                let mut statement = conn.prepare_cached(&sql.select)?;
+                statement
+                    .query_map(params_from_iter(params.iter()), |row| row.get(0))?
+                    .collect::<Result<_, _>>()?
+            };
+            let changed = if rowids.is_empty() {
+                0
+            } else {
+                let mut params = self.params.clone();
+                params.push(Value::Text(
+                    serde_json::Value::from(rowids.clone()).to_string(),
+                ));
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let changed = tx.execute(&sql, params_from_iter(params.iter()))?;
-                tx.commit()?;
-                if batches % CHECKPOINT_EVERY_BATCHES == CHECKPOINT_EVERY_BATCHES - 1 {
-                    // PASSIVE never waits on readers or writers; it just keeps the WAL short.
-                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+                let changed = tx.execute(&sql.change, params_from_iter(params.iter()))?;
+                if changed > 0 {
+                    record(&tx, changed as u64)?;
                 }
+                tx.commit()?;
                 changed as u64
             };
             batches += 1;
             changed_total += changed;
-            if slice_started.elapsed() >= BUSY_SLICE {
-                std::thread::sleep(IDLE_SLICE);
-                slice_started = Instant::now();
-            }
-            if changed < batch_size as u64 {
+            if rowids.len() < batch_size {
                 if changed_total > 0 {
                     log::debug!("{}: {changed_total} rows in {batches} batches", self.label);
                 }
                 return Ok((changed_total, BatchOutcome::Finished));
+            }
+            if slice_started.elapsed() >= BUSY_SLICE {
+                // The window writers get: used to keep the WAL short (a PASSIVE checkpoint
+                // needs no write lock and waits on no one), then slept out.
+                let idle_started = Instant::now();
+                checkpoint(conn)?;
+                std::thread::sleep(IDLE_SLICE.saturating_sub(idle_started.elapsed()));
+                slice_started = Instant::now();
             }
             if last_log.elapsed() >= PROGRESS_LOG_INTERVAL {
                 let seconds = started.elapsed().as_secs_f64().max(0.001);
@@ -126,6 +178,21 @@ impl BatchedChange<'_> {
             }
         }
     }
+}
+
+/// A batch's two statements: picking its rows, and changing them.
+struct Statements {
+    select: String,
+    change: String,
+}
+
+/// SQLite's own default threshold, restored on the pooled connection afterwards.
+const AUTOCHECKPOINT_PAGES: i64 = 1000;
+
+/// Copies what it can of the WAL into the store without waiting: PASSIVE takes no write lock.
+fn checkpoint(conn: &rusqlite::Connection) -> Result<(), StoreError> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+    Ok(())
 }
 
 #[cfg(test)]
