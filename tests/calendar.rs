@@ -169,3 +169,16 @@ fn bad_expressions_and_zones_exit_2_with_one_clear_line() {
         assert!(stderr.contains(mentions), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn counts_outside_one_to_ten_thousand_are_usage_errors() {
+    // Regression: 18446744073709551615 panicked, 10^12 aborted on allocation, 0 printed nothing.
+    let env = Env::new();
+    for count in ["0", "10001", "1000000000000", "18446744073709551615"] {
+        let output = env.run(&["calendar", "* * * * *", "--count", count]);
+        assert_eq!(output.status.code(), Some(2), "--count {count}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--count"), "--count {count}: {stderr}");
+    }
+    assert_eq!(calendar(&["* * * * *", "--count", "10000"]).len(), 10_000);
+}
