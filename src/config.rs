@@ -45,7 +45,8 @@ pub struct AlertSettings {
     pub min_exports: u64,
     /// `EXPORT_ALERT_AVG_DURATION_MS`: alert above this average duration (5000).
     pub avg_duration_ms: u64,
-    /// `EXPORT_ALERT_MAX_VOLUME`: alert when an hour has more exports than this (10000).
+    /// `EXPORT_ALERT_MAX_VOLUME`: alert when an hour has more exports than this (1000, the
+    /// replaced system's threshold).
     pub max_volume: u64,
     /// `ALERT_WEBHOOK_URL`: alerts are also POSTed here as JSON.
     pub webhook: Option<String>,
@@ -91,6 +92,8 @@ pub struct Config {
     pub outbox_lease: Duration,
     pub outbox_max_attempts: i64,
     pub s3: Option<S3Settings>,
+    /// `EXPORT_ARCHIVE_BUCKET`: where `export-log-cleanup` archives instead of `S3_BUCKET`.
+    pub export_archive: Option<S3Settings>,
     /// `EXPORT_PARALLELISM`: threads encoding and writing export files (default: the cores, at most 4).
     pub export_parallelism: usize,
     /// `EXPORT_DELETE_LOCAL_AFTER_UPLOAD`: remove local export files once verified in S3.
@@ -146,11 +149,13 @@ impl Config {
         }
 
         let s3 = parse_s3(&get)?;
+        let export_archive = parse_export_archive(&get)?;
         let siem = crate::siem::settings::parse(&get)?;
         let alerts = parse_alerts(&get)?;
         let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get().min(4));
         Ok(Config {
             s3,
+            export_archive,
             siem,
             alerts,
             gitops_dir: get("GITOPS_DIR").map(PathBuf::from),
@@ -242,6 +247,38 @@ fn parse_s3<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Option<S3Setti
     let Some(bucket) = get("S3_BUCKET") else {
         return Ok(None);
     };
+    parse_storage(get, bucket, get("S3_REGION")).map(Some)
+}
+
+/// `EXPORT_ARCHIVE_BUCKET` (and `EXPORT_ARCHIVE_REGION`), the replaced system's archive
+/// settings: where `export-log-cleanup` archives, on the storage `S3_*` describes.
+fn parse_export_archive<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<Option<S3Settings>, ConfigError> {
+    let Some(bucket) = get("EXPORT_ARCHIVE_BUCKET") else {
+        if get("EXPORT_ARCHIVE_REGION").is_some() {
+            return Err(ConfigError(
+                "EXPORT_ARCHIVE_REGION: set without EXPORT_ARCHIVE_BUCKET".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let region = get("EXPORT_ARCHIVE_REGION").or(get("S3_REGION"));
+    let settings = parse_storage(get, bucket, region)?;
+    // AWS takes no anonymous writes; an S3-compatible endpoint may.
+    if settings.credentials.is_none() && settings.endpoint.is_none() {
+        return Err(ConfigError(
+            "EXPORT_ARCHIVE_BUCKET: archiving to AWS S3 needs S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY".into(),
+        ));
+    }
+    Ok(Some(settings))
+}
+
+fn parse_storage<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    bucket: &str,
+    region: Option<&str>,
+) -> Result<S3Settings, ConfigError> {
     let endpoint = get("S3_ENDPOINT").map(|endpoint| endpoint.trim_end_matches('/').to_string());
     if let Some(endpoint) = &endpoint
         && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
@@ -259,10 +296,10 @@ fn parse_s3<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Option<S3Setti
             ));
         }
     };
-    Ok(Some(S3Settings {
+    Ok(S3Settings {
         bucket: bucket.to_string(),
         endpoint,
-        region: get("S3_REGION").unwrap_or("us-east-1").to_string(),
+        region: region.unwrap_or("us-east-1").to_string(),
         credentials,
         prefix: get("S3_PREFIX").unwrap_or("").to_string(),
         path_style: get("S3_PATH_STYLE")
@@ -274,7 +311,7 @@ fn parse_s3<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Option<S3Setti
             1,
             3600,
         )?),
-    }))
+    })
 }
 
 fn parse_alerts<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<AlertSettings, ConfigError> {
@@ -312,7 +349,7 @@ fn parse_alerts<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<AlertSetti
         max_volume: parse_number(
             "EXPORT_ALERT_MAX_VOLUME",
             get("EXPORT_ALERT_MAX_VOLUME"),
-            10_000,
+            1_000,
             1,
             u64::MAX / 2,
         )?,

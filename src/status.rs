@@ -15,6 +15,8 @@ pub struct JobStatus {
     pub name: &'static str,
     pub schedule: String,
     pub enabled: bool,
+    /// Every path its HTTP trigger answers at.
+    pub routes: Vec<String>,
     pub last_run: Option<RunRecord>,
     pub last_failure: Option<RunRecord>,
     /// The next time the scheduler will run it; `None` when disabled or `CRON_ENABLED=false`.
@@ -34,10 +36,18 @@ pub fn job_statuses(runner: &Runner, planned: &[PlannedJob]) -> Result<Vec<JobSt
                     next.with_timezone(&job.schedule.zone())
                         .to_rfc3339_opts(SecondsFormat::Secs, false)
                 });
+            let legacy = runner
+                .jobs()
+                .get(job.name)
+                .map_or(&[][..], |job| job.legacy_routes());
+            let routes = std::iter::once(format!("/api/v1/cron/{}", job.name))
+                .chain(legacy.iter().map(|route| route.to_string()))
+                .collect();
             Ok(JobStatus {
                 name: job.name,
                 schedule: job.schedule.expression().to_string(),
                 enabled: job.enabled,
+                routes,
                 last_run,
                 last_failure,
                 next_run,

@@ -5,6 +5,7 @@ mod support;
 mod calendar;
 mod capture;
 mod cli;
+mod dropin;
 mod export;
 mod http;
 mod listener;

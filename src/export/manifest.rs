@@ -304,6 +304,8 @@ fn insert_metric(tx: &rusqlite::Transaction<'_>, metric: &Metric<'_>) -> Result<
             error_type: error_type.map(str::to_string),
             error_message: error_message.map(str::to_string),
             created_at: metric.at.to_string(),
+            export_id: None,
+            user_id: None,
         },
     )?;
     Ok(())

@@ -37,14 +37,28 @@ pub struct ExportMetric {
     pub error_type: Option<String>,
     pub error_message: Option<String>,
     pub created_at: String,
+    /// The replaced system's id of the export: a metric with an id already recorded is not
+    /// recorded again.
+    pub export_id: Option<String>,
+    pub user_id: Option<String>,
 }
 
-pub fn insert(conn: &Connection, metric: &ExportMetric) -> Result<i64, StoreError> {
-    conn.execute(
+/// What recording a metric did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    New(i64),
+    /// Its `export_id` was recorded before, as this row.
+    Repeated(i64),
+}
+
+/// Inserts a metric and logs it as an `export_metric` event.
+pub fn insert(conn: &Connection, metric: &ExportMetric) -> Result<Recorded, StoreError> {
+    let inserted = conn.execute(
         "INSERT INTO export_metrics (tenant_id, export_type, format, status, row_count, duration_ms,
-             bytes, error_type, error_message, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        (
+             bytes, error_type, error_message, created_at, export_id, user_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT (export_id) WHERE export_id IS NOT NULL DO NOTHING",
+        rusqlite::params![
             &metric.tenant_id,
             &metric.export_type,
             &metric.format,
@@ -55,17 +69,49 @@ pub fn insert(conn: &Connection, metric: &ExportMetric) -> Result<i64, StoreErro
             &metric.error_type,
             &metric.error_message,
             &metric.created_at,
-        ),
+            &metric.export_id,
+            &metric.user_id,
+        ],
     )?;
-    Ok(conn.last_insert_rowid())
+    if inserted == 0 {
+        let id = conn.query_row(
+            "SELECT id FROM export_metrics WHERE export_id = ?1",
+            [&metric.export_id],
+            |row| row.get(0),
+        )?;
+        return Ok(Recorded::Repeated(id));
+    }
+    log_event(metric);
+    Ok(Recorded::New(conn.last_insert_rowid()))
 }
 
-/// Records a metric the application sent; answers its id.
-pub fn record(store: &Store, metric: &ExportMetric) -> Result<i64, StoreError> {
+/// The `export_metric` log line the replaced system's dashboards query.
+fn log_event(metric: &ExportMetric) {
+    let event = serde_json::json!({
+        "type": "export_metric",
+        "export_id": metric.export_id,
+        "user_id": metric.user_id,
+        "tenant_id": metric.tenant_id,
+        "export_type": metric.export_type,
+        "format": metric.format,
+        "status": match metric.outcome {
+            Outcome::Success => "completed",
+            Outcome::Failure => "failed",
+        },
+        "duration_ms": metric.duration_ms,
+        "file_size_bytes": metric.bytes,
+        "row_count": metric.row_count,
+        "error_type": metric.error_type,
+    });
+    crate::logging::structured(crate::logging::EVENT_TARGET, log::Level::Info, &event);
+}
+
+/// Records a metric the application sent.
+pub fn record(store: &Store, metric: &ExportMetric) -> Result<Recorded, StoreError> {
     insert(&*store.conn()?, metric)
 }
 
-/// `POST /api/v1/export-metrics`'s body.
+/// `POST /api/v1/export-metrics`'s body in edgecron's own field names.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct MetricBody {
@@ -81,7 +127,47 @@ struct MetricBody {
     error_type: Option<String>,
     error_message: Option<String>,
     created_at: Option<String>,
+    export_id: Option<String>,
 }
+
+/// The same body in the field names of the system edgecron replaces.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OriginalMetricBody {
+    export_id: Option<String>,
+    user_id: String,
+    format: String,
+    /// `completed` or `failed`.
+    status: String,
+    #[serde(default)]
+    conversation_count: i64,
+    duration_ms: i64,
+    #[serde(default)]
+    file_size_bytes: i64,
+    error_type: Option<String>,
+    error_message: Option<String>,
+}
+
+/// Field names only edgecron's shape has, and only the original's: a body with both is refused.
+const OWN_FIELDS: [&str; 8] = [
+    "tenantId",
+    "exportType",
+    "rowCount",
+    "durationMs",
+    "errorType",
+    "errorMessage",
+    "createdAt",
+    "exportId",
+];
+const ORIGINAL_FIELDS: [&str; 7] = [
+    "export_id",
+    "user_id",
+    "conversation_count",
+    "duration_ms",
+    "file_size_bytes",
+    "error_type",
+    "error_message",
+];
 
 const MAX_ERROR_MESSAGE_CHARS: usize = 2_000;
 /// Bounds far above any real export, so sums over millions of rows cannot overflow.
@@ -91,10 +177,57 @@ const MAX_BYTES: i64 = 10_000_000_000_000;
 /// How far ahead of this host's clock a reported time may be (clock skew), no more.
 const MAX_FUTURE: Duration = Duration::minutes(5);
 
-/// Reads and validates a metric the application reports; the error names the field.
+/// Reads and validates a metric the application reports, in edgecron's field names or the
+/// replaced system's (never a mix); the error names the field.
 pub fn parse_reported(body: &[u8], clock: &dyn Clock) -> Result<ExportMetric, String> {
-    let body: MetricBody =
+    let fields: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(body).map_err(|error| format!("malformed metric: {error}"))?;
+    let own = fields
+        .keys()
+        .find(|key| OWN_FIELDS.contains(&key.as_str()))
+        .cloned();
+    let original = fields
+        .keys()
+        .find(|key| ORIGINAL_FIELDS.contains(&key.as_str()))
+        .cloned();
+    if let (Some(own), Some(original)) = (&own, &original) {
+        return Err(format!(
+            "the body mixes edgecron's field names ({own}) with the original's ({original}); use one set"
+        ));
+    }
+    let fields = serde_json::Value::Object(fields);
+    let malformed = |error: serde_json::Error| format!("malformed metric: {error}");
+    if original.is_some() {
+        let body: OriginalMetricBody = serde_json::from_value(fields).map_err(malformed)?;
+        let outcome = match body.status.as_str() {
+            "completed" => Outcome::Success,
+            "failed" => Outcome::Failure,
+            other => {
+                return Err(format!(
+                    "status: expected \"completed\" or \"failed\", got {other:?}"
+                ));
+            }
+        };
+        check_text("user_id", &body.user_id, 200)?;
+        return validated(
+            ExportMetric {
+                tenant_id: body.user_id.clone(),
+                export_type: "application".into(),
+                format: body.format,
+                outcome,
+                row_count: body.conversation_count,
+                duration_ms: body.duration_ms,
+                bytes: body.file_size_bytes,
+                error_type: body.error_type,
+                error_message: body.error_message,
+                created_at: to_store_text(clock.now()),
+                export_id: body.export_id,
+                user_id: Some(body.user_id),
+            },
+            FieldNames::ORIGINAL,
+        );
+    }
+    let body: MetricBody = serde_json::from_value(fields).map_err(malformed)?;
     let outcome = match body.status.as_str() {
         "success" => Outcome::Success,
         "failure" => Outcome::Failure,
@@ -107,26 +240,6 @@ pub fn parse_reported(body: &[u8], clock: &dyn Clock) -> Result<ExportMetric, St
     check_text("tenantId", &body.tenant_id, 200)?;
     let export_type = body.export_type.unwrap_or_else(|| "application".into());
     check_name("exportType", &export_type)?;
-    check_name("format", &body.format)?;
-    for (field, value, maximum) in [
-        ("rowCount", body.row_count, MAX_ROWS),
-        ("durationMs", body.duration_ms, MAX_DURATION_MS),
-        ("bytes", body.bytes, MAX_BYTES),
-    ] {
-        if !(0..=maximum).contains(&value) {
-            return Err(format!("{field}: expected 0 to {maximum}, got {value}"));
-        }
-    }
-    if let Some(error_type) = &body.error_type {
-        check_text("errorType", error_type, 100)?;
-    }
-    if let Some(message) = &body.error_message
-        && message.chars().count() > MAX_ERROR_MESSAGE_CHARS
-    {
-        return Err(format!(
-            "errorMessage: at most {MAX_ERROR_MESSAGE_CHARS} characters"
-        ));
-    }
     let now = clock.now();
     let created_at = match &body.created_at {
         None => now,
@@ -139,18 +252,84 @@ pub fn parse_reported(body: &[u8], clock: &dyn Clock) -> Result<ExportMetric, St
             time
         }
     };
-    Ok(ExportMetric {
-        tenant_id: body.tenant_id,
-        export_type,
-        format: body.format,
-        outcome,
-        row_count: body.row_count,
-        duration_ms: body.duration_ms,
-        bytes: body.bytes,
-        error_type: body.error_type,
-        error_message: body.error_message,
-        created_at: to_store_text(created_at),
-    })
+    validated(
+        ExportMetric {
+            tenant_id: body.tenant_id,
+            export_type,
+            format: body.format,
+            outcome,
+            row_count: body.row_count,
+            duration_ms: body.duration_ms,
+            bytes: body.bytes,
+            error_type: body.error_type,
+            error_message: body.error_message,
+            created_at: to_store_text(created_at),
+            export_id: body.export_id,
+            user_id: None,
+        },
+        FieldNames::OWN,
+    )
+}
+
+/// How a body named the fields checked alike in both shapes, for error messages.
+struct FieldNames {
+    format: &'static str,
+    rows: &'static str,
+    duration: &'static str,
+    bytes: &'static str,
+    error_type: &'static str,
+    error_message: &'static str,
+    export_id: &'static str,
+}
+
+impl FieldNames {
+    const OWN: FieldNames = FieldNames {
+        format: "format",
+        rows: "rowCount",
+        duration: "durationMs",
+        bytes: "bytes",
+        error_type: "errorType",
+        error_message: "errorMessage",
+        export_id: "exportId",
+    };
+    const ORIGINAL: FieldNames = FieldNames {
+        format: "format",
+        rows: "conversation_count",
+        duration: "duration_ms",
+        bytes: "file_size_bytes",
+        error_type: "error_type",
+        error_message: "error_message",
+        export_id: "export_id",
+    };
+}
+
+/// The checks both shapes share.
+fn validated(metric: ExportMetric, names: FieldNames) -> Result<ExportMetric, String> {
+    check_name(names.format, &metric.format)?;
+    for (field, value, maximum) in [
+        (names.rows, metric.row_count, MAX_ROWS),
+        (names.duration, metric.duration_ms, MAX_DURATION_MS),
+        (names.bytes, metric.bytes, MAX_BYTES),
+    ] {
+        if !(0..=maximum).contains(&value) {
+            return Err(format!("{field}: expected 0 to {maximum}, got {value}"));
+        }
+    }
+    if let Some(error_type) = &metric.error_type {
+        check_text(names.error_type, error_type, 100)?;
+    }
+    if let Some(message) = &metric.error_message
+        && message.chars().count() > MAX_ERROR_MESSAGE_CHARS
+    {
+        return Err(format!(
+            "{}: at most {MAX_ERROR_MESSAGE_CHARS} characters",
+            names.error_message
+        ));
+    }
+    if let Some(export_id) = &metric.export_id {
+        check_text(names.export_id, export_id, 200)?;
+    }
+    Ok(metric)
 }
 
 fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(), String> {
@@ -232,6 +411,45 @@ mod tests {
             (
                 r#"{"tenantId":"a","format":"csv","status":"success","durationMs":1,"extra":1}"#,
                 "extra",
+            ),
+        ] {
+            let error = parse_reported(body.as_bytes(), &clock).unwrap_err();
+            assert!(error.contains(field), "{body}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_replaced_system_s_field_names_are_read_as_strictly() {
+        let clock = FixedClock(Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap());
+        let metric = parse_reported(
+            br#"{"export_id":"ex-1","user_id":"u-7","format":"json","status":"failed",
+                 "conversation_count":40,"duration_ms":900,"file_size_bytes":4096,
+                 "error_type":"timeout","error_message":"took too long"}"#,
+            &clock,
+        )
+        .unwrap();
+        assert_eq!(metric.outcome, Outcome::Failure);
+        assert_eq!(
+            (metric.row_count, metric.bytes, metric.export_id.as_deref()),
+            (40, 4096, Some("ex-1"))
+        );
+        assert_eq!(metric.tenant_id, "u-7");
+        for (body, field) in [
+            (
+                r#"{"user_id":"u","format":"json","status":"success","duration_ms":1}"#,
+                "status",
+            ),
+            (
+                r#"{"user_id":"u","format":"json","status":"completed","duration_ms":-5}"#,
+                "duration_ms",
+            ),
+            (
+                r#"{"user_id":"u","format":"json","status":"completed","duration_ms":1,"rowz":1}"#,
+                "rowz",
+            ),
+            (
+                r#"{"user_id":"u","tenantId":"t","format":"json","status":"completed","duration_ms":1}"#,
+                "mixes",
             ),
         ] {
             let error = parse_reported(body.as_bytes(), &clock).unwrap_err();

@@ -50,13 +50,6 @@ pub fn handle(app: &App, request: &Request) -> Reply {
         "/logout" => allow(request, &["POST"]).unwrap_or_else(|| logout(request)),
         "/api/v1/jobs" => read(app, request, &[], |app, _| jobs(app)),
         "/api/v1/runs" => read(app, request, RUNS_PARAMS, runs),
-        "/api/jobs/telemetry-daily" => trigger(
-            app,
-            request,
-            "telemetry-daily",
-            TRIGGER_METHODS,
-            Realm::Cron,
-        ),
         "/api/cron/tick" => trigger(
             app,
             request,
@@ -74,7 +67,17 @@ pub fn handle(app: &App, request: &Request) -> Reply {
         ),
         path => match path.strip_prefix("/api/v1/cron/") {
             Some(job) => trigger(app, request, job, TRIGGER_METHODS, Realm::Cron),
-            None => Reply::error(404, format!("no route {path}")),
+            // The paths the systems edgecron replaces served a job at (their schedulers'
+            // configurations call them), with the same secret, methods and parameters.
+            None => match app
+                .runner
+                .jobs()
+                .iter()
+                .find(|job| job.legacy_routes().contains(&path))
+            {
+                Some(job) => trigger(app, request, job.name(), TRIGGER_METHODS, Realm::Cron),
+                None => Reply::error(404, format!("no route {path}")),
+            },
         },
     }
 }
@@ -250,7 +253,11 @@ fn record_export_metric(app: &App, request: &Request) -> Reply {
         Err(message) => return Reply::error(400, message),
     };
     match metrics::record(app.runner.store(), &metric) {
-        Ok(id) => Reply::json(201, &json!({"ok": true, "id": id})),
+        Ok(metrics::Recorded::New(id)) => Reply::json(201, &json!({"ok": true, "id": id})),
+        // The same export reported again: recorded once, answered as the first time was.
+        Ok(metrics::Recorded::Repeated(id)) => {
+            Reply::json(200, &json!({"ok": true, "id": id, "repeated": true}))
+        }
         Err(error) => Reply::error(500, error),
     }
 }

@@ -39,6 +39,10 @@ impl Job for CronTick {
         "* * * * *"
     }
 
+    fn legacy_routes(&self) -> &'static [&'static str] {
+        &["/api/cron/tick"]
+    }
+
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
         let mut errors = Vec::new();
         let alerts = evaluate_rules(ctx, &mut errors)?;
@@ -183,7 +187,7 @@ fn evaluate_rules(ctx: &JobCtx<'_>, errors: &mut Vec<Value>) -> Result<AlertOutc
         let event = json!({"type": "alert_rule", "event": kind, "ruleId": rule.id, "name": rule.name,
                            "tenantId": rule.tenant_id, "metric": rule.metric, "value": value,
                            "comparator": rule.comparator, "threshold": rule.threshold, "at": now_text});
-        log::warn!(target: crate::logging::ALERT_TARGET, "{event}");
+        crate::logging::structured(crate::logging::ALERT_TARGET, log::Level::Warn, &event);
     }
     if !ctx.params.dry_run {
         notify_webhook(ctx, errors)?;

@@ -28,7 +28,12 @@ impl Job for ExportFileCleanup {
         "0 2 * * *"
     }
 
+    fn legacy_routes(&self) -> &'static [&'static str] {
+        &["/api/cron/export-file-cleanup"]
+    }
+
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
+        let run_started = Instant::now();
         let now_text = to_store_text(ctx.now());
         let storage = ctx.storage()?;
         let (mut deleted, mut failed) = (0u64, 0u64);
@@ -69,6 +74,8 @@ impl Job for ExportFileCleanup {
                     error_type: None,
                     error_message: None,
                     created_at: now_text.clone(),
+                    export_id: None,
+                    user_id: None,
                 };
                 let mut conn = ctx.store.conn()?;
                 match removal {
@@ -96,6 +103,16 @@ impl Job for ExportFileCleanup {
                     }
                 }
             }
+        }
+        if !ctx.params.dry_run {
+            // The replaced system's summary line, which its dashboards query by type.
+            let complete = json!({
+                "type": "export_file_cleanup_complete",
+                "deleted_count": deleted,
+                "failed_count": failed,
+                "duration_ms": run_started.elapsed().as_millis() as u64,
+            });
+            crate::logging::structured(crate::logging::EVENT_TARGET, log::Level::Info, &complete);
         }
         let mut body = json!({"ok": failed == 0, "deleted": deleted, "failed": failed, "errors": errors, "dryRun": ctx.params.dry_run});
         if ctx.params.dry_run {

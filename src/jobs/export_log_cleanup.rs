@@ -24,6 +24,10 @@ impl Job for ExportLogCleanup {
         "0 3 1 * *"
     }
 
+    fn legacy_routes(&self) -> &'static [&'static str] {
+        &["/api/cron/export-log-cleanup"]
+    }
+
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
         let old = times::before("created_at", ctx.now() - Duration::days(RETENTION_DAYS), 1);
         if ctx.params.dry_run {
@@ -38,7 +42,14 @@ impl Job for ExportLogCleanup {
                 rows_processed: 0,
             });
         }
-        let storage = ctx.storage()?;
+        // The replaced system's own archive bucket, when set; else the export files' bucket.
+        let storage = match &ctx.config.export_archive {
+            Some(settings) => Some(
+                crate::export::storage::Storage::new(settings)
+                    .map_err(|error| JobError::Failed(error.to_string()))?,
+            ),
+            None => ctx.storage()?,
+        };
         let (mut deleted, mut archived) = (0u64, 0u64);
         let mut archives = Vec::new();
         let mut finished = true;

@@ -83,6 +83,10 @@ impl Job for ExportMetricsAggregate {
         "0 * * * *"
     }
 
+    fn legacy_routes(&self) -> &'static [&'static str] {
+        &["/api/cron/export-metrics-aggregate"]
+    }
+
     fn takes_date_range(&self) -> bool {
         true
     }
@@ -112,8 +116,7 @@ impl Job for ExportMetricsAggregate {
         let mut webhook = Value::Null;
         let mut item_errors = 0;
         if let Some(alert) = alert.as_ref().filter(|_| !ctx.params.dry_run) {
-            // One line of JSON, as log pipelines parse it.
-            log::warn!(target: crate::logging::ALERT_TARGET, "{alert}");
+            crate::logging::structured(crate::logging::ALERT_TARGET, log::Level::Warn, alert);
             if let Some(url) = &ctx.config.alerts.webhook {
                 webhook = match crate::webhook::post_json(url, alert) {
                     Ok(status) => json!({"delivered": true, "status": status}),
@@ -267,10 +270,11 @@ fn alert(
     if reasons.is_empty() {
         return None;
     }
-    let critical = reasons.contains(&"failure_rate") && failure_rate > 2.0 * settings.failure_rate;
+    // The replaced system's words: `high` past twice the threshold, else `warning`.
+    let high = reasons.contains(&"failure_rate") && failure_rate > 2.0 * settings.failure_rate;
     Some(json!({
         "type": "export_failure_alert",
-        "severity": if critical { "critical" } else { "warning" },
+        "severity": if high { "high" } else { "warning" },
         "failure_rate": failure_rate,
         "threshold": settings.failure_rate,
         "reasons": reasons,
@@ -324,8 +328,8 @@ mod tests {
         assert!(alert(&summary(100, 10, 10), 100, &settings(), "s", "e").is_none());
         // Too few exports to judge a rate.
         assert!(alert(&summary(5, 5, 10), 5, &settings(), "s", "e").is_none());
-        let critical = alert(&summary(100, 30, 10), 100, &settings(), "s", "e").unwrap();
-        assert_eq!(critical["severity"], "critical");
+        let high = alert(&summary(100, 30, 10), 100, &settings(), "s", "e").unwrap();
+        assert_eq!(high["severity"], "high");
         let slow = alert(&summary(3, 0, 5_001), 3, &settings(), "s", "e").unwrap();
         assert_eq!(slow["reasons"], json!(["avg_duration"]));
         let busy = alert(&summary(20_000, 0, 10), 10_001, &settings(), "s", "e").unwrap();

@@ -29,6 +29,10 @@ impl Job for Maintenance {
         "0 3 * * *"
     }
 
+    fn legacy_routes(&self) -> &'static [&'static str] {
+        &["/api/admin/maintenance"]
+    }
+
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
         let now = ctx.now();
         let now_text = to_store_text(now);

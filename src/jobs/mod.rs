@@ -163,6 +163,11 @@ pub trait Job: Send + Sync {
     fn enabled_by_default(&self, _config: &Config) -> bool {
         true
     }
+    /// Paths besides `/api/v1/cron/<name>` where the system it replaces served it; the HTTP
+    /// layer serves it there too, and `jobs` lists them.
+    fn legacy_routes(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Whether it reads `startDate`/`endDate`; other jobs refuse them rather than ignore them.
     fn takes_date_range(&self) -> bool {
         false

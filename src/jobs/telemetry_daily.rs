@@ -58,6 +58,10 @@ impl Job for TelemetryDaily {
         "0 2 * * *"
     }
 
+    fn legacy_routes(&self) -> &'static [&'static str] {
+        &["/api/jobs/telemetry-daily"]
+    }
+
     fn takes_date_range(&self) -> bool {
         true
     }

@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0010_capture",
         sql: include_str!("../../schema/0010_capture.sql"),
     },
+    Migration {
+        version: 12,
+        name: "0012_export_metric_ids",
+        sql: include_str!("../../schema/0012_export_metric_ids.sql"),
+    },
 ];
 
 pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> {
@@ -139,7 +144,8 @@ mod tests {
                 row.get(0)
             })
             .unwrap();
-        assert_eq!(version, super::MIGRATIONS.len() as i64);
+        let last = super::MIGRATIONS.last().map(|migration| migration.version);
+        assert_eq!(Some(version), last);
     }
 
     #[test]
