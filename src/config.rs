@@ -52,6 +52,25 @@ pub struct AlertSettings {
     pub webhook: Option<String>,
 }
 
+/// How export files (and the archives that follow them) are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// `batch-….json`, the contract's default.
+    None,
+    /// `batch-….json.gz`: what DuckDB, Spark, Athena and Hive read as they are.
+    Gzip,
+}
+
+impl Compression {
+    /// The suffix it adds after a file's own extension.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip => ".gz",
+        }
+    }
+}
+
 /// S3-compatible storage for export files, when `S3_BUCKET` is set.
 #[derive(Debug, Clone)]
 pub struct S3Settings {
@@ -84,6 +103,8 @@ pub struct Config {
     /// Per-job `EDGECRON_ENABLED_<JOB>`.
     pub enabled_overrides: BTreeMap<String, bool>,
     pub export_batch_size: usize,
+    /// `EXPORT_COMPRESSION`: how export files and archives are written.
+    pub export_compression: Compression,
     pub job_deadline: Duration,
     pub shutdown_grace: Duration,
     pub http_workers: usize,
@@ -189,6 +210,15 @@ impl Config {
             zone,
             schedule_overrides,
             enabled_overrides,
+            export_compression: match get("EXPORT_COMPRESSION") {
+                None | Some("none") => Compression::None,
+                Some("gzip") => Compression::Gzip,
+                Some(other) => {
+                    return Err(ConfigError(format!(
+                        "EXPORT_COMPRESSION: expected none or gzip, got {other:?}"
+                    )));
+                }
+            },
             export_batch_size: parse_number(
                 "EXPORT_BATCH_SIZE",
                 get("EXPORT_BATCH_SIZE"),

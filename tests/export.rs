@@ -254,9 +254,38 @@ fn duckdb_reads_the_export_with_hive_partitioning() {
     let env = Env::new().with("EXPORT_BATCH_SIZE", "500");
     env.run_json(&["demo", "--rows", "2500"], 0);
     drain_exports(&env);
+    assert_duckdb_reads(&env, "json");
+}
+
+#[test]
+fn duckdb_reads_gzip_exports_as_they_are() {
+    let env = Env::new()
+        .with("EXPORT_BATCH_SIZE", "500")
+        .with("EXPORT_COMPRESSION", "gzip");
+    env.run_json(&["demo", "--rows", "2500"], 0);
+    drain_exports(&env);
+    assert_exported_exactly_once(&env);
+    assert!(
+        export_files(&env)
+            .iter()
+            .all(|file| file.to_string_lossy().ends_with(".json.gz"))
+    );
+    let (raw, stored) = (
+        env.query_i64("SELECT SUM(raw_bytes) FROM export_files"),
+        env.query_i64("SELECT SUM(bytes) FROM export_files"),
+    );
+    assert!(
+        stored * 2 < raw,
+        "{stored} bytes stored for {raw} of NDJSON"
+    );
+    assert_duckdb_reads(&env, "json.gz");
+}
+
+/// DuckDB reads every exported row, each in the partition of its day, payloads as objects.
+fn assert_duckdb_reads(env: &Env, extension: &str) {
     let pattern = env
         .data_dir()
-        .join("exports/*/interaction_history/*/*/*/*.json");
+        .join(format!("exports/*/interaction_history/*/*/*/*.{extension}"));
     let script = r#"
 import json, sys
 import duckdb

@@ -218,3 +218,35 @@ fn dsar_purge_deletes_blobs_in_storage_and_log_archives_go_there() {
         "archived to S3, not kept locally"
     );
 }
+
+#[test]
+fn gzip_exports_are_uploaded_as_they_are_and_read_back_whole() {
+    let moto = Moto::start();
+    let env = moto
+        .configure(Env::new())
+        .with("EXPORT_COMPRESSION", "gzip")
+        .with("EXPORT_BATCH_SIZE", "5000");
+    env.run_json(&["demo", "--rows", "600"], 0);
+    drain_exports(&env);
+    let result = env.run_json(&["run", "s3-sync"], 0);
+    assert_eq!(result["pending"], 0, "{result}");
+    let keys = moto.keys();
+    assert_eq!(keys, manifest_keys(&env));
+    assert!(keys.iter().all(|key| key.ends_with(".json.gz")), "{keys:?}");
+    let path: String = env
+        .db()
+        .query_row(
+            "SELECT path FROM export_files ORDER BY row_count DESC LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let rows = env.query_i64(&format!(
+        "SELECT row_count FROM export_files WHERE path = '{path}'"
+    ));
+    let local = std::fs::read(env.data_dir().join(&path)).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&local[..]), &mut text)
+        .unwrap();
+    assert_eq!(text.lines().count() as i64, rows);
+}

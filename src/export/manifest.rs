@@ -20,7 +20,10 @@ pub struct WrittenFile {
     pub row_count: u64,
     pub first: Cursor,
     pub last: Cursor,
+    /// As it lies on disk (compressed, with `EXPORT_COMPRESSION=gzip`).
     pub bytes: u64,
+    /// The NDJSON it holds.
+    pub raw_bytes: u64,
     pub sha256: String,
 }
 
@@ -82,8 +85,8 @@ pub fn commit_run(store: &Store, commit: &RunCommit<'_>) -> Result<(), StoreErro
     {
         let mut insert = tx.prepare(
             "INSERT INTO export_files (path, tenant_id, partition_day, row_count, first_created_at, first_id,
-                 last_created_at, last_id, bytes, sha256, created_at, upload_status)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 last_created_at, last_id, bytes, sha256, created_at, upload_status, raw_bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
         let mut status = tx.prepare(
             "INSERT INTO export_checkpoints (tenant_id, status, error, rows_exported, invalid_rows, updated_at)
@@ -107,6 +110,7 @@ pub fn commit_run(store: &Store, commit: &RunCommit<'_>) -> Result<(), StoreErro
                     file.sha256,
                     tenant.metric.at,
                     upload_status,
+                    file.raw_bytes as i64,
                 ])?;
             }
             status.execute(params![

@@ -16,7 +16,14 @@ use crate::io_error::IoError;
 
 /// Files larger than this go up in parts of this size (S3's minimum part is 5 MiB).
 pub const MULTIPART_THRESHOLD: usize = 8 * 1024 * 1024;
-const CONTENT_TYPE: &str = "application/x-ndjson";
+/// NDJSON, or NDJSON gzipped (`.gz`): stored as it is, so readers get the file itself.
+fn content_type(key: &str) -> &'static str {
+    if key.ends_with(".gz") {
+        "application/gzip"
+    } else {
+        "application/x-ndjson"
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -111,9 +118,9 @@ impl Storage {
         if size as usize <= MULTIPART_THRESHOLD {
             let mut content = Vec::with_capacity(size as usize);
             file.read_to_end(&mut content).map_err(io("reading"))?;
-            let response = self
-                .bucket
-                .put_object_with_content_type(key, &content, CONTENT_TYPE)?;
+            let response =
+                self.bucket
+                    .put_object_with_content_type(key, &content, content_type(key))?;
             let expected = format!("{:x}", md5::compute(&content));
             let etag = response
                 .headers()
@@ -138,7 +145,9 @@ impl Storage {
         size: u64,
         local: &Path,
     ) -> Result<u64, StorageError> {
-        let upload = self.bucket.initiate_multipart_upload(key, CONTENT_TYPE)?;
+        let upload = self
+            .bucket
+            .initiate_multipart_upload(key, content_type(key))?;
         let result = (|| {
             let mut parts = Vec::new();
             let mut chunk = vec![0u8; MULTIPART_THRESHOLD];
@@ -155,7 +164,7 @@ impl Storage {
                     key,
                     part_number,
                     &upload.upload_id,
-                    CONTENT_TYPE,
+                    content_type(key),
                 )?;
                 if part.etag.trim_matches('"') != expected {
                     return Err(StorageError::Unverified {

@@ -38,6 +38,7 @@ impl Job for ExportInteractions {
             } else {
                 Upload::LocalOnly
             },
+            compression: ctx.config.export_compression,
             writers: ctx.config.export_parallelism,
             now_text: &now_text,
         };

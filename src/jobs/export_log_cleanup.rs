@@ -66,8 +66,16 @@ impl Job for ExportLogCleanup {
             let Some(first) = first else {
                 break;
             };
-            let relative = format!("archive/export_logs/export_logs-{first}.ndjson");
-            archive::write(ctx.data_dir(), &relative, &lines)?;
+            let compression = ctx.config.export_compression;
+            let relative = format!(
+                "archive/export_logs/export_logs-{first}.ndjson{}",
+                compression.suffix()
+            );
+            archive::write(
+                ctx.data_dir(),
+                &relative,
+                &archive::encode(&lines, compression)?,
+            )?;
             if let Some(storage) = &storage {
                 let local = ctx.data_dir().join(&relative);
                 storage

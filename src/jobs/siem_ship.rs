@@ -231,7 +231,13 @@ fn archive_stale(
             .map_err(|error| JobError::Failed(error.to_string()))?;
         lines.push(b'\n');
     }
-    archive::write(ctx.data_dir(), &relative, &lines)?;
+    let compression = ctx.config.export_compression;
+    let relative = format!("{relative}{}", compression.suffix());
+    archive::write(
+        ctx.data_dir(),
+        &relative,
+        &archive::encode(&lines, compression)?,
+    )?;
     log::warn!(
         "siem-ship: {} audit rows too old for {backend} archived to {relative}",
         rows.len()

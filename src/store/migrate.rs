@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0012_export_metric_ids",
         sql: include_str!("../../schema/0012_export_metric_ids.sql"),
     },
+    Migration {
+        version: 13,
+        name: "0013_export_raw_bytes",
+        sql: include_str!("../../schema/0013_export_raw_bytes.sql"),
+    },
 ];
 
 pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> {

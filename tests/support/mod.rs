@@ -398,7 +398,15 @@ pub fn export_files(env: &Env) -> Vec<PathBuf> {
 pub fn exported_rows(env: &Env) -> Vec<ExportedRow> {
     let mut rows = Vec::new();
     for file in export_files(env) {
-        let text = std::fs::read_to_string(env.data_dir().join(&file)).expect("read export file");
+        let bytes = std::fs::read(env.data_dir().join(&file)).expect("read export file");
+        let text = if file.to_string_lossy().ends_with(".gz") {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
+                .unwrap_or_else(|error| panic!("{file:?} is not gzip: {error}"));
+            text
+        } else {
+            String::from_utf8(bytes).expect("export file is UTF-8")
+        };
         assert!(
             text.is_empty() || text.ends_with('\n'),
             "{file:?} does not end with a newline"
@@ -515,9 +523,10 @@ pub fn assert_exported_exactly_once(env: &Env) {
         "files on disk and in the manifest differ: {on_disk:?}"
     );
     assert!(
-        on_disk
-            .iter()
-            .all(|file| file.extension().is_some_and(|ext| ext == "json")),
+        on_disk.iter().all(|file| {
+            let name = file.to_string_lossy();
+            name.ends_with(".json") || name.ends_with(".json.gz")
+        }),
         "stray files: {on_disk:?}"
     );
 }

@@ -34,6 +34,7 @@ pub use read::InvalidRow;
 
 use super::manifest::{self, Metric, RunCommit, TenantCommit, TenantFailure, Upload, WrittenFile};
 use super::partition::{TenantDir, UnsafeTenantId};
+use crate::config::Compression;
 use crate::io_error::IoError;
 use crate::store::capture::{self, Source};
 use crate::store::{Store, StoreError};
@@ -95,6 +96,7 @@ pub struct BatchSettings<'a> {
     pub data_dir: &'a Path,
     pub batch_size: usize,
     pub upload: Upload,
+    pub compression: Compression,
     /// Threads encoding and writing files (tenants are spread over them).
     pub writers: usize,
     /// The store text of the run's start, stamped on manifest and metric rows.
@@ -208,7 +210,14 @@ fn write_batch(
             senders.push(sender);
             handles.push(scope.spawn(move || {
                 let _run = crate::logging::continue_run(run);
-                write::write_files(settings.data_dir, tenants, writer, writer_count, chunks)
+                write::write_files(
+                    settings.data_dir,
+                    settings.compression,
+                    tenants,
+                    writer,
+                    writer_count,
+                    chunks,
+                )
             }));
         }
         let read_outcome = read::read(&reading, &senders, should_stop);
