@@ -1,5 +1,6 @@
 //! The SQLite store: a pooled WAL database, its migrations, and the typed errors of both.
 
+pub mod backup;
 mod batch;
 pub mod capture;
 mod migrate;
