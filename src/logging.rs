@@ -1,13 +1,14 @@
 //! Log output: human-readable lines by default; with `EDGECRON_LOG_FORMAT=json`, one JSON
 //! object per line (`time`, `level`, `target`, `message`, `job`, `runId`) for journald,
 //! Datadog or CloudWatch. The runner marks the thread running a job, so every line the job
-//! logs there carries its job and run id.
+//! logs there carries its job and run id. An alert (target `edgecron::alert`) is one line
+//! too: its object's fields at the top level in JSON, its summary and object in text.
 
 use std::cell::Cell;
 use std::io::Write;
 
 use chrono::{SecondsFormat, Utc};
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 /// The log target alerts are written to, one JSON object each.
 pub const ALERT_TARGET: &str = "edgecron::alert";
@@ -70,7 +71,20 @@ pub fn init(format: LogFormat) {
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     match format {
-        LogFormat::Text => builder.format_timestamp_millis(),
+        LogFormat::Text => builder.format(|out, record| {
+            let message = record.args().to_string();
+            let message = match alert_object(record.target(), &message) {
+                Some(alert) => text_alert(&alert),
+                None => message,
+            };
+            writeln!(
+                out,
+                "[{} {:<5} {}] {message}",
+                Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+                record.level(),
+                record.target()
+            )
+        }),
         LogFormat::Json => builder.format(|out, record| {
             let (job, run_id) = CURRENT_RUN
                 .with(Cell::get)
@@ -84,15 +98,74 @@ pub fn init(format: LogFormat) {
                 "job": job,
                 "runId": run_id,
             });
-            // An alert's message is itself a JSON object: kept as one, so pipelines can
-            // match on its fields.
-            if record.target() == ALERT_TARGET
-                && let Ok(alert @ serde_json::Value::Object(_)) = serde_json::from_str(&message)
-            {
-                line["alert"] = alert;
+            if let Some(alert) = alert_object(record.target(), &message) {
+                merge_alert(&mut line, alert);
             }
             writeln!(out, "{line}")
         }),
     };
     builder.init();
+}
+
+/// An alert's message is its JSON object (`alert::log`).
+fn alert_object(target: &str, message: &str) -> Option<Map<String, Value>> {
+    if target != ALERT_TARGET {
+        return None;
+    }
+    match serde_json::from_str(message) {
+        Ok(Value::Object(alert)) => Some(alert),
+        _ => None,
+    }
+}
+
+/// A JSON log line of an alert: its fields at the top level, so pipelines match on `type`;
+/// the line's own `time`, `level`, `target` kept, and its summary (or type) as the `message`.
+fn merge_alert(line: &mut Value, alert: Map<String, Value>) {
+    let Value::Object(fields) = line else {
+        return;
+    };
+    let message = alert
+        .get("summary")
+        .or_else(|| alert.get("type"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    for (key, value) in alert {
+        if !matches!(key.as_str(), "time" | "level" | "target" | "message") {
+            fields.insert(key, value);
+        }
+    }
+    fields.insert("message".into(), message);
+}
+
+/// A text log line of an alert: `type: summary`, then the object for the details.
+fn text_alert(alert: &Map<String, Value>) -> String {
+    let kind = alert.get("type").and_then(Value::as_str).unwrap_or("alert");
+    let summary = alert.get("summary").and_then(Value::as_str);
+    let object = Value::Object(alert.clone());
+    match summary {
+        Some(summary) => format!("{kind}: {summary} {object}"),
+        None => format!("{kind}: {object}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_are_lines_with_a_top_level_type_in_json_and_readable_in_text() {
+        let alert =
+            r#"{"type":"job_overdue","job":"cleanup","summary":"cleanup: no run","message":"x"}"#;
+        let object = alert_object(ALERT_TARGET, alert).unwrap();
+        let mut line = json!({"time": "t", "level": "WARN", "target": ALERT_TARGET,
+                              "message": alert, "job": null, "runId": null});
+        merge_alert(&mut line, object.clone());
+        assert_eq!(line["type"], "job_overdue");
+        assert_eq!(line["job"], "cleanup");
+        assert_eq!(line["message"], "cleanup: no run");
+        assert_eq!(line["time"], "t");
+        assert!(text_alert(&object).starts_with("job_overdue: cleanup: no run {"));
+        assert!(alert_object("edgecron::runner", alert).is_none());
+        assert!(alert_object(ALERT_TARGET, "not json").is_none());
+    }
 }

@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0010_capture",
         sql: include_str!("../../schema/0010_capture.sql"),
     },
+    Migration {
+        version: 11,
+        name: "0011_occurrences_alerts",
+        sql: include_str!("../../schema/0011_occurrences_alerts.sql"),
+    },
 ];
 
 pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> {

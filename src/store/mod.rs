@@ -1,8 +1,11 @@
 //! The SQLite store: a pooled WAL database, its migrations, and the typed errors of both.
 
+pub mod alerts;
 mod batch;
 pub mod capture;
+pub mod metrics;
 mod migrate;
+pub mod occurrences;
 mod row_json;
 pub mod runs;
 
