@@ -8,6 +8,7 @@ mod cli;
 mod export;
 mod http;
 mod listener;
+mod occurrences;
 mod operate;
 mod rollups;
 mod s3;
