@@ -328,13 +328,11 @@ impl Runner {
                 self.store
                     .finish_run_then(job_name, run_id, &end, now, |conn, recorded| {
                         // A run already recorded as ended (abandoned at shutdown) changes no condition.
-                        recorded
-                            .then(|| {
-                                alert::run_ended(
-                                    conn, job_name, run_id, status, error, enqueue, now,
-                                )
-                            })
-                            .unwrap_or(Ok(Vec::new()))
+                        if recorded {
+                            alert::run_ended(conn, job_name, run_id, status, error, enqueue, now)
+                        } else {
+                            Ok(Vec::new())
+                        }
                     });
             match ended {
                 Ok(alerts) => {

@@ -161,7 +161,7 @@ fn catch_up_all_runs_every_fire_time_of_a_downtime_and_skip_none() {
         let served = all.strings(&format!(
             "SELECT scheduled_for FROM job_runs WHERE id = {run_id} AND status = 'ok'"
         ));
-        assert_eq!(served, [fire.clone()]);
+        assert_eq!(served, [fire.as_str()]);
     }
     let run_ids: std::collections::BTreeSet<i64> =
         missed.iter().filter_map(|(_, _, run_id)| *run_id).collect();
