@@ -61,6 +61,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show every fire time that was due and what became of it, newest first
+    Occurrences {
+        job: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the configuration without opening the store, and print each job's plan
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the next times a cron expression fires, like `systemd-analyze calendar`
     Calendar {
         expression: String,
@@ -112,6 +125,8 @@ impl CliError {
 
 /// Exit code of `run` when the job was not run because it is already running (HTTP's 409).
 const EXIT_ALREADY_RUNNING: u8 = 4;
+/// The longest `run` waits at its end for the alert webhook.
+const ALERT_DELIVERY_AT_EXIT: Duration = Duration::from_secs(5);
 
 pub fn execute(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
@@ -132,6 +147,8 @@ pub fn execute(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Jobs { json } => jobs(json),
         Command::Runs { job, limit, json } => runs(job.as_deref(), limit, json),
+        Command::Occurrences { job, limit, json } => occurrences(job.as_deref(), limit, json),
+        Command::Check { json } => check(json),
         Command::Calendar {
             expression,
             tz,
@@ -189,7 +206,10 @@ fn run(job: &str, params: RunParams) -> Result<ExitCode, CliError> {
     let (runner, shutdown) = runner()?;
     // SIGTERM/SIGINT ask the job to stop at its next safe point; its progress is kept.
     let _signals = forward_signals(&shutdown);
-    match runner.run(job, Trigger::Cli, params) {
+    let outcome = runner.run(job, Trigger::Cli, params);
+    // Alerts the run raised (and older ones still queued) go out before the process does.
+    runner.alerts().deliver_now(ALERT_DELIVERY_AT_EXIT);
+    match outcome {
         Ok(completed) => {
             print_json(&completed.body);
             Ok(ExitCode::from(match completed.status {
@@ -264,26 +284,90 @@ fn runs(job: Option<&str>, limit: i64, json: bool) -> Result<ExitCode, CliError>
         return Ok(ExitCode::SUCCESS);
     }
     let mut out = format!(
-        "{:>7} {:<30} {:<9} {:<25} {:<8} {:>9} {}\n",
-        "ID", "JOB", "TRIGGER", "STARTED", "STATUS", "SECONDS", "ERROR"
+        "{:>7} {:<30} {:<9} {:<25} {:<8} {:>9} {:>8} {}\n",
+        "ID", "JOB", "TRIGGER", "STARTED", "STATUS", "SECONDS", "LAG MS", "ERROR"
     );
     for run in runs {
         let seconds = run
             .duration_ms
             .map_or("-".to_string(), |ms| format!("{:.3}", ms as f64 / 1000.0));
         out.push_str(&format!(
-            "{:>7} {:<30} {:<9} {:<25} {:<8} {:>9} {}\n",
+            "{:>7} {:<30} {:<9} {:<25} {:<8} {:>9} {:>8} {}\n",
             run.id,
             run.job,
             run.trigger,
             run.started_at,
             run.status,
             seconds,
+            run.lag_ms.map_or("-".to_string(), |lag| lag.to_string()),
             run.error.as_deref().unwrap_or(""),
         ));
     }
     print!("{out}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn occurrences(job: Option<&str>, limit: i64, json: bool) -> Result<ExitCode, CliError> {
+    if limit < 1 {
+        return Err(CliError::Usage(format!(
+            "--limit must be at least 1, got {limit}"
+        )));
+    }
+    if let Some(name) = job
+        && Registry::all().get(name).is_none()
+    {
+        return Err(CliError::Usage(format!("no job named {name:?}")));
+    }
+    let (_config, store) = open()?;
+    let occurrences = store.list_occurrences(job, limit)?;
+    if json {
+        print_json(&serde_json::json!(occurrences));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = format!(
+        "{:<30} {:<9} {:<25} {:<10} {:>7} {:>8}\n",
+        "JOB", "SOURCE", "SCHEDULED FOR", "OUTCOME", "RUN", "LAG MS"
+    );
+    for occurrence in occurrences {
+        let dash = |value: Option<i64>| value.map_or("-".to_string(), |value| value.to_string());
+        out.push_str(&format!(
+            "{:<30} {:<9} {:<25} {:<10} {:>7} {:>8}\n",
+            occurrence.job,
+            occurrence.source,
+            occurrence.scheduled_for,
+            occurrence.outcome,
+            dash(occurrence.run_id),
+            dash(occurrence.lag_ms),
+        ));
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `check`: the configuration and plan, never the store; every problem on a line of its own.
+fn check(json: bool) -> Result<ExitCode, CliError> {
+    let jobs = Registry::all();
+    match crate::check::check(std::env::vars(), &jobs, SystemClock.now()) {
+        Ok(rows) => {
+            if json {
+                print_json(&serde_json::json!(rows));
+            } else {
+                print!("{}", crate::check::table(&rows));
+                println!(
+                    "configuration ok: {} jobs (the store was not opened)",
+                    rows.len()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(problems) => {
+            let mut stderr = std::io::stderr().lock();
+            for problem in problems {
+                let _ = writeln!(stderr, "edgecron: {problem}");
+            }
+            Ok(ExitCode::from(2))
+        }
+    }
 }
 
 fn calendar(
@@ -387,6 +471,14 @@ fn serve() -> Result<ExitCode, CliError> {
         runner.store().path().display()
     );
 
+    let watcher = {
+        let (runner, shutdown, planned) =
+            (Arc::clone(&runner), Arc::clone(&shutdown), planned.clone());
+        std::thread::Builder::new()
+            .name("watcher".into())
+            .spawn(move || scheduler::watch::watch(runner, planned, shutdown))
+            .map_err(|error| CliError::Failed(format!("starting the watcher: {error}")))?
+    };
     let scheduler = {
         let (runner, shutdown) = (Arc::clone(&runner), Arc::clone(&shutdown));
         std::thread::Builder::new()
@@ -403,6 +495,7 @@ fn serve() -> Result<ExitCode, CliError> {
     if let Ok(started_runs) = scheduler.join() {
         drop(started_runs);
     }
+    let _ = watcher.join();
     if !runner.wait_idle(config.shutdown_grace) {
         runner.abandon_active("interrupted: the shutdown grace period ran out");
         log::info!("stopped");

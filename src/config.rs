@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 
-use crate::scheduler::schedule::Schedule;
+use crate::scheduler::CatchUp;
+use crate::scheduler::settings;
+pub use crate::scheduler::settings::DEFAULT_GRACE;
 use crate::siem::Siem;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,18 @@ pub struct AlertSettings {
     pub max_volume: u64,
     /// `ALERT_WEBHOOK_URL`: alerts are also POSTed here as JSON.
     pub webhook: Option<String>,
+}
+
+impl Default for AlertSettings {
+    fn default() -> AlertSettings {
+        AlertSettings {
+            failure_rate: 0.1,
+            min_exports: 10,
+            avg_duration_ms: 5_000,
+            max_volume: 1_000,
+            webhook: None,
+        }
+    }
 }
 
 /// How export files (and the archives that follow them) are written.
@@ -102,6 +116,14 @@ pub struct Config {
     pub schedule_overrides: BTreeMap<String, String>,
     /// Per-job `EDGECRON_ENABLED_<JOB>`.
     pub enabled_overrides: BTreeMap<String, bool>,
+    /// Per-job `EDGECRON_TZ_<JOB>`: the zone that job's schedules are read in.
+    pub zone_overrides: BTreeMap<String, Tz>,
+    /// Per-job `EDGECRON_CATCHUP_<JOB>`.
+    pub catch_up_overrides: BTreeMap<String, CatchUp>,
+    /// Per-job `EDGECRON_EXPECT_<JOB>`: the schedule an outside scheduler triggers it on.
+    pub expected_schedules: BTreeMap<String, String>,
+    /// Per-job `EDGECRON_GRACE_<JOB>`.
+    pub grace_overrides: BTreeMap<String, Duration>,
     pub export_batch_size: usize,
     /// `EXPORT_COMPRESSION`: how export files and archives are written.
     pub export_compression: Compression,
@@ -133,64 +155,96 @@ impl Config {
     }
 
     /// Reads configuration from `vars`; `job_names` are the jobs that overrides may name.
+    /// Answers the first problem found.
     pub fn from_vars(
         vars: impl IntoIterator<Item = (String, String)>,
         job_names: &[&str],
     ) -> Result<Config, ConfigError> {
+        Config::check_vars(vars, job_names).map_err(|mut problems| problems.swap_remove(0))
+    }
+
+    /// Reads configuration from `vars`, collecting every problem rather than stopping at the
+    /// first (`edgecron check` lists them all). Never empty on error.
+    pub fn check_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+        job_names: &[&str],
+    ) -> Result<Config, Vec<ConfigError>> {
         let vars: BTreeMap<String, String> = vars.into_iter().collect();
         let get = |name: &str| {
             vars.get(name)
                 .map(|value| value.trim())
                 .filter(|value| !value.is_empty())
         };
+        let mut problems = Problems::default();
 
         let data_dir = PathBuf::from(get("EDGECRON_DATA_DIR").unwrap_or("./data"));
         let db_path =
             get("EDGECRON_DB").map_or_else(|| data_dir.join("edgecron.db"), PathBuf::from);
         let listen_text = get("EDGECRON_LISTEN").unwrap_or("127.0.0.1:8787");
-        let listen = listen_text.parse().map_err(|_| {
-            ConfigError(format!(
-                "EDGECRON_LISTEN: {listen_text:?} is not an address like 127.0.0.1:8787"
-            ))
-        })?;
-        let zone = parse_zone("EDGECRON_TZ", get("EDGECRON_TZ").unwrap_or("UTC"))?;
+        let listen = problems.take(
+            listen_text.parse().map_err(|_| {
+                ConfigError(format!(
+                    "EDGECRON_LISTEN: {listen_text:?} is not an address like 127.0.0.1:8787"
+                ))
+            }),
+            SocketAddr::from(([127, 0, 0, 1], 8787)),
+        );
+        let zone = problems.take(
+            parse_zone("EDGECRON_TZ", get("EDGECRON_TZ").unwrap_or("UTC")),
+            chrono_tz::UTC,
+        );
+        let jobs = settings::parse_job_vars(&vars, job_names, &mut problems);
 
-        let mut schedule_overrides = BTreeMap::new();
-        let mut enabled_overrides = BTreeMap::new();
-        for (name, value) in &vars {
-            if let Some(suffix) = name.strip_prefix("EDGECRON_SCHEDULE_") {
-                let job = job_from_suffix(name, suffix, job_names)?;
-                Schedule::parse(value, zone)
-                    .map_err(|error| ConfigError(format!("{name}: {error}")))?;
-                schedule_overrides.insert(job, value.trim().to_string());
-            } else if let Some(suffix) = name.strip_prefix("EDGECRON_ENABLED_") {
-                let job = job_from_suffix(name, suffix, job_names)?;
-                enabled_overrides.insert(job, parse_bool(name, value)?);
-            }
-        }
-
-        let s3 = parse_s3(&get)?;
-        let export_archive = parse_export_archive(&get)?;
-        let siem = crate::siem::settings::parse(&get)?;
-        let alerts = parse_alerts(&get)?;
+        let s3 = problems.take(parse_s3(&get), None);
+        let export_archive = problems.take(parse_export_archive(&get), None);
+        let export_compression = problems.take(
+            match get("EXPORT_COMPRESSION") {
+                None | Some("none") => Ok(Compression::None),
+                Some("gzip") => Ok(Compression::Gzip),
+                Some(other) => Err(ConfigError(format!(
+                    "EXPORT_COMPRESSION: expected none or gzip, got {other:?}"
+                ))),
+            },
+            Compression::None,
+        );
+        let siem = problems.take(
+            crate::siem::settings::parse(&get),
+            Siem::Off("SIEM_* is misconfigured".into()),
+        );
+        let alerts = problems.take(parse_alerts(&get), AlertSettings::default());
         let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get().min(4));
+        let mut number = |name: &str, default: u64, minimum: u64, maximum: u64| {
+            problems.take(
+                parse_number(name, get(name), default, minimum, maximum),
+                default,
+            )
+        };
+        let export_parallelism = number("EXPORT_PARALLELISM", cores as u64, 1, 64) as usize;
+        let export_batch_size = number("EXPORT_BATCH_SIZE", 10_000, 1, 100_000_000) as usize;
+        let job_deadline = number("EDGECRON_JOB_DEADLINE_SECS", 600, 1, ONE_YEAR_SECS);
+        let shutdown_grace = number("EDGECRON_SHUTDOWN_GRACE_SECS", 30, 0, 24 * 3600);
+        let http_workers = number("EDGECRON_HTTP_WORKERS", 16, 1, 1_024) as usize;
+        let http_max_connections =
+            number("EDGECRON_HTTP_MAX_CONNECTIONS", 1_024, 1, 1_000_000) as usize;
+        let outbox_lease = number("OUTBOX_LEASE_SECS", 300, 1, ONE_YEAR_SECS);
+        let outbox_max_attempts = number("OUTBOX_MAX_ATTEMPTS", 5, 1, 1_000_000) as i64;
+        let mut flag = |name: &str, default: bool| {
+            problems.take(
+                get(name).map_or(Ok(default), |value| parse_bool(name, value)),
+                default,
+            )
+        };
+        let delete_local_after_upload = flag("EXPORT_DELETE_LOCAL_AFTER_UPLOAD", false);
+        let cron_enabled = flag("CRON_ENABLED", true);
+        problems.finish()?;
         Ok(Config {
             s3,
             export_archive,
             siem,
             alerts,
             gitops_dir: get("GITOPS_DIR").map(PathBuf::from),
-            export_parallelism: parse_number(
-                "EXPORT_PARALLELISM",
-                get("EXPORT_PARALLELISM"),
-                cores,
-                1,
-                64,
-            )?,
-            delete_local_after_upload: get("EXPORT_DELETE_LOCAL_AFTER_UPLOAD")
-                .map_or(Ok(false), |value| {
-                    parse_bool("EXPORT_DELETE_LOCAL_AFTER_UPLOAD", value)
-                })?,
+            export_parallelism,
+            delete_local_after_upload,
             db_path,
             listen,
             cron_secrets: get("CRON_SECRET")
@@ -205,71 +259,72 @@ impl Config {
             maintenance_secret: get("MAINTENANCE_CRON_SECRET")
                 .map(|value| Secret::new(value.to_string())),
             cron_token: get("CRON_TOKEN").map(|value| Secret::new(value.to_string())),
-            cron_enabled: get("CRON_ENABLED")
-                .map_or(Ok(true), |value| parse_bool("CRON_ENABLED", value))?,
+            cron_enabled,
             zone,
-            schedule_overrides,
-            enabled_overrides,
-            export_compression: match get("EXPORT_COMPRESSION") {
-                None | Some("none") => Compression::None,
-                Some("gzip") => Compression::Gzip,
-                Some(other) => {
-                    return Err(ConfigError(format!(
-                        "EXPORT_COMPRESSION: expected none or gzip, got {other:?}"
-                    )));
-                }
-            },
-            export_batch_size: parse_number(
-                "EXPORT_BATCH_SIZE",
-                get("EXPORT_BATCH_SIZE"),
-                10_000,
-                1,
-                100_000_000,
-            )?,
-            job_deadline: Duration::from_secs(parse_number(
-                "EDGECRON_JOB_DEADLINE_SECS",
-                get("EDGECRON_JOB_DEADLINE_SECS"),
-                600,
-                1,
-                ONE_YEAR_SECS,
-            )?),
-            shutdown_grace: Duration::from_secs(parse_number(
-                "EDGECRON_SHUTDOWN_GRACE_SECS",
-                get("EDGECRON_SHUTDOWN_GRACE_SECS"),
-                30,
-                0,
-                24 * 3600,
-            )?),
-            http_workers: parse_number(
-                "EDGECRON_HTTP_WORKERS",
-                get("EDGECRON_HTTP_WORKERS"),
-                16,
-                1,
-                1_024,
-            )?,
-            http_max_connections: parse_number(
-                "EDGECRON_HTTP_MAX_CONNECTIONS",
-                get("EDGECRON_HTTP_MAX_CONNECTIONS"),
-                1_024,
-                1,
-                1_000_000,
-            )?,
-            outbox_lease: Duration::from_secs(parse_number(
-                "OUTBOX_LEASE_SECS",
-                get("OUTBOX_LEASE_SECS"),
-                300,
-                1,
-                ONE_YEAR_SECS,
-            )?),
-            outbox_max_attempts: parse_number(
-                "OUTBOX_MAX_ATTEMPTS",
-                get("OUTBOX_MAX_ATTEMPTS"),
-                5,
-                1,
-                1_000_000,
-            )?,
+            schedule_overrides: jobs.schedules,
+            enabled_overrides: jobs.enabled,
+            zone_overrides: jobs.zones,
+            catch_up_overrides: jobs.catch_up,
+            expected_schedules: jobs.expected,
+            grace_overrides: jobs.grace,
+            export_batch_size,
+            export_compression,
+            job_deadline: Duration::from_secs(job_deadline),
+            shutdown_grace: Duration::from_secs(shutdown_grace),
+            http_workers,
+            http_max_connections,
+            outbox_lease: Duration::from_secs(outbox_lease),
+            outbox_max_attempts,
             data_dir,
         })
+    }
+
+    /// The zone `job`'s schedules are read in: `EDGECRON_TZ_<JOB>`, else `EDGECRON_TZ`.
+    pub fn zone_for(&self, job: &str) -> Tz {
+        self.zone_overrides.get(job).copied().unwrap_or(self.zone)
+    }
+
+    /// What the scheduler does with `job`'s fire times passed while it was down.
+    pub fn catch_up_for(&self, job: &str) -> CatchUp {
+        self.catch_up_overrides
+            .get(job)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// How late a scheduled or expected run of `job` may start before it counts as overdue.
+    pub fn grace_for(&self, job: &str) -> Duration {
+        self.grace_overrides
+            .get(job)
+            .copied()
+            .unwrap_or(DEFAULT_GRACE)
+    }
+
+    /// `EDGECRON_EXPECT_<JOB>`, when an outside scheduler is expected to trigger `job`.
+    pub fn expected_for(&self, job: &str) -> Option<&str> {
+        self.expected_schedules.get(job).map(String::as_str)
+    }
+}
+
+/// Problems found while reading configuration, each with its variable's name.
+#[derive(Default)]
+pub(crate) struct Problems(pub(crate) Vec<ConfigError>);
+
+impl Problems {
+    /// The value, or `fallback` with the problem noted, so reading goes on to find the rest.
+    pub(crate) fn take<T>(&mut self, result: Result<T, ConfigError>, fallback: T) -> T {
+        result.unwrap_or_else(|problem| {
+            self.0.push(problem);
+            fallback
+        })
+    }
+
+    fn finish(self) -> Result<(), Vec<ConfigError>> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self.0)
+        }
     }
 }
 
@@ -387,15 +442,17 @@ fn parse_alerts<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<AlertSetti
     })
 }
 
+/// An IANA zone; the problem names the variable with its value (`EDGECRON_TZ_CLEANUP=Mars/Base`).
 pub fn parse_zone(name: &str, value: &str) -> Result<Tz, ConfigError> {
     value.parse::<Tz>().map_err(|_| {
         ConfigError(format!(
-            "{name}: unknown time zone {value:?} (use an IANA name like Europe/Berlin)"
+            "{name}={}: unknown time zone (use an IANA name like Europe/Berlin)",
+            value.escape_debug()
         ))
     })
 }
 
-fn job_from_suffix(
+pub(crate) fn job_from_suffix(
     variable: &str,
     suffix: &str,
     job_names: &[&str],
@@ -409,7 +466,7 @@ fn job_from_suffix(
     )))
 }
 
-fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
+pub(crate) fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
@@ -420,7 +477,7 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
 }
 
 /// A number in `minimum..=maximum` (bounded so no later arithmetic can overflow).
-fn parse_number<T>(
+pub(crate) fn parse_number<T>(
     name: &str,
     value: Option<&str>,
     default: T,

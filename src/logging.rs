@@ -1,53 +1,26 @@
 //! Log output: human-readable lines by default; with `EDGECRON_LOG_FORMAT=json`, one JSON
 //! object per line (`time`, `level`, `target`, `message`, `job`, `runId`) for journald,
 //! Datadog or CloudWatch. The runner marks the thread running a job, so every line the job
-//! logs there carries its job and run id.
-//!
-//! Alerts and structured events (`export_metric`, `export_file_cleanup_complete`) are JSON
-//! objects with a top-level `type`: in JSON logs their fields are the line's own, so a query
-//! on `type:export_failure_alert` finds them; in text logs they read as `type key=value ...`.
+//! logs there carries its job and run id. An alert (target `edgecron::alert`) or a structured
+//! event (target `edgecron::event`: `export_metric`, `export_file_cleanup_complete`) is one
+//! line too: its object's fields at the top level in JSON, so a query on its `type` finds it;
+//! its type, summary and object in text.
 
 use std::cell::Cell;
 use std::io::Write;
-use std::sync::OnceLock;
 
 use chrono::{SecondsFormat, Utc};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 /// The log target alerts are written to, one JSON object each.
 pub const ALERT_TARGET: &str = "edgecron::alert";
 /// The log target of structured events, one JSON object each.
 pub const EVENT_TARGET: &str = "edgecron::event";
 
-static FORMAT: OnceLock<LogFormat> = OnceLock::new();
-
-/// Logs a structured event or alert (`target` one of [`EVENT_TARGET`], [`ALERT_TARGET`]): the
-/// object itself in JSON logs, a readable line in text logs.
-pub fn structured(target: &str, level: log::Level, object: &Value) {
-    match FORMAT.get() {
-        Some(LogFormat::Json) => log::log!(target: target, level, "{object}"),
-        _ => log::log!(target: target, level, "{}", readable(object)),
-    }
-}
-
-/// `export_metric export_id=x status=completed duration_ms=812`: the `type` first, then the
-/// other fields, nested objects as JSON.
-fn readable(object: &Value) -> String {
-    let Value::Object(fields) = object else {
-        return object.to_string();
-    };
-    let mut line = fields
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("event")
-        .to_string();
-    for (key, value) in fields.iter().filter(|(key, _)| *key != "type") {
-        match value {
-            Value::String(text) => line.push_str(&format!(" {key}={text}")),
-            other => line.push_str(&format!(" {key}={other}")),
-        }
-    }
-    line
+/// Logs a structured event's JSON object (`target` [`EVENT_TARGET`]); the formatter lays it
+/// out for the log format.
+pub fn event(level: log::Level, object: &Value) {
+    log::log!(target: EVENT_TARGET, level, "{object}");
 }
 
 thread_local! {
@@ -80,20 +53,6 @@ pub fn enter_run(job: &'static str, run_id: i64) -> RunScope {
     continue_run(Some((job, run_id)))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_read_as_their_type_then_their_fields() {
-        let event = json!({"type": "export_metric", "export_id": "e1", "duration_ms": 812});
-        assert_eq!(
-            readable(&event),
-            "export_metric duration_ms=812 export_id=e1"
-        );
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -119,11 +78,23 @@ impl LogFormat {
 
 /// Installs the logger; `RUST_LOG` filters as env_logger reads it (default `info`).
 pub fn init(format: LogFormat) {
-    let _ = FORMAT.set(format);
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     match format {
-        LogFormat::Text => builder.format_timestamp_millis(),
+        LogFormat::Text => builder.format(|out, record| {
+            let message = record.args().to_string();
+            let message = match alert_object(record.target(), &message) {
+                Some(alert) => text_alert(&alert),
+                None => message,
+            };
+            writeln!(
+                out,
+                "[{} {:<5} {}] {message}",
+                Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+                record.level(),
+                record.target()
+            )
+        }),
         LogFormat::Json => builder.format(|out, record| {
             let (job, run_id) = CURRENT_RUN
                 .with(Cell::get)
@@ -137,18 +108,74 @@ pub fn init(format: LogFormat) {
                 "job": job,
                 "runId": run_id,
             });
-            // An alert's or event's message is itself a JSON object: its fields join the
-            // line's own (never replacing them), so pipelines match on `type` and the rest.
-            if matches!(record.target(), ALERT_TARGET | EVENT_TARGET)
-                && let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(&message)
-                && let Value::Object(line) = &mut line
-            {
-                for (key, value) in fields {
-                    line.entry(key).or_insert(value);
-                }
+            if let Some(alert) = alert_object(record.target(), &message) {
+                merge_alert(&mut line, alert);
             }
             writeln!(out, "{line}")
         }),
     };
     builder.init();
+}
+
+/// An alert's or event's message is its JSON object (`alert::log`, [`event`]).
+fn alert_object(target: &str, message: &str) -> Option<Map<String, Value>> {
+    if !matches!(target, ALERT_TARGET | EVENT_TARGET) {
+        return None;
+    }
+    match serde_json::from_str(message) {
+        Ok(Value::Object(alert)) => Some(alert),
+        _ => None,
+    }
+}
+
+/// A JSON log line of an alert: its fields at the top level, so pipelines match on `type`;
+/// the line's own `time`, `level`, `target` kept, and its summary (or type) as the `message`.
+fn merge_alert(line: &mut Value, alert: Map<String, Value>) {
+    let Value::Object(fields) = line else {
+        return;
+    };
+    let message = alert
+        .get("summary")
+        .or_else(|| alert.get("type"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    for (key, value) in alert {
+        if !matches!(key.as_str(), "time" | "level" | "target" | "message") {
+            fields.insert(key, value);
+        }
+    }
+    fields.insert("message".into(), message);
+}
+
+/// A text log line of an alert: `type: summary`, then the object for the details.
+fn text_alert(alert: &Map<String, Value>) -> String {
+    let kind = alert.get("type").and_then(Value::as_str).unwrap_or("alert");
+    let summary = alert.get("summary").and_then(Value::as_str);
+    let object = Value::Object(alert.clone());
+    match summary {
+        Some(summary) => format!("{kind}: {summary} {object}"),
+        None => format!("{kind}: {object}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_are_lines_with_a_top_level_type_in_json_and_readable_in_text() {
+        let alert =
+            r#"{"type":"job_overdue","job":"cleanup","summary":"cleanup: no run","message":"x"}"#;
+        let object = alert_object(ALERT_TARGET, alert).unwrap();
+        let mut line = json!({"time": "t", "level": "WARN", "target": ALERT_TARGET,
+                              "message": alert, "job": null, "runId": null});
+        merge_alert(&mut line, object.clone());
+        assert_eq!(line["type"], "job_overdue");
+        assert_eq!(line["job"], "cleanup");
+        assert_eq!(line["message"], "cleanup: no run");
+        assert_eq!(line["time"], "t");
+        assert!(text_alert(&object).starts_with("job_overdue: cleanup: no run {"));
+        assert!(alert_object("edgecron::runner", alert).is_none());
+        assert!(alert_object(ALERT_TARGET, "not json").is_none());
+    }
 }

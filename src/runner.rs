@@ -1,28 +1,37 @@
 //! The one path every run takes, whoever triggered it: take the job's lease, record the run,
 //! keep the lease alive, run the job with its deadline, record how it ended, release.
 //!
-//! Steps of [`Runner::run`]:
+//! Steps of [`Runner::run`] (and [`Runner::run_scheduled`]):
 //! 1. find the job and check its parameters;
 //! 2. take the lease in the store (a live holder means `AlreadyRunning`, a dead one is
-//!    taken over), which also inserts the `running` history row;
-//! 3. heartbeat the lease from a side thread while the job runs;
+//!    taken over), which also inserts the `running` history row; a scheduled run records
+//!    the fire times it serves and the scheduler's progress in the same transaction, or,
+//!    refused, records them as refused;
+//! 3. heartbeat the lease from a side thread while the job runs, which also raises
+//!    `job_overrun` once the run is [`OVERRUN_GRACE`] past its deadline;
 //! 4. run the job, turning a panic into a failed run;
-//! 5. write the end of the run and release the lease in one transaction; prune history.
+//! 5. write the end of the run, release the lease and open or close the job's alert
+//!    conditions (failing, overdue, overrun) in one transaction; prune history; announce
+//!    the alerts raised.
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use chrono::{DateTime, Utc};
+
+use crate::alert::{self, Alerts};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::heartbeat;
 use crate::holder;
 use crate::jobs::{Job, JobCtx, JobOutput, Registry, RunParams};
 use crate::shutdown::Shutdown;
+use crate::store::occurrences::OccurrenceBatch;
 use crate::store::runs::{LeaseAttempt, LeaseHolder, RunEnd, RunStatus, Trigger};
 use crate::store::{Store, StoreError};
 
@@ -31,6 +40,7 @@ const KEEP_SUCCEEDED_RUNS: i64 = 200;
 const KEEP_FAILED_RUNS: i64 = 1_000;
 /// Tries at recording a run's end before giving up (200 ms, 400 ms, ... apart).
 const FINISH_ATTEMPTS: u32 = 5;
+pub use crate::heartbeat::OVERRUN_GRACE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -75,6 +85,7 @@ pub struct Runner {
     jobs: Registry,
     holder: String,
     shutdown: Arc<Shutdown>,
+    alerts: Alerts,
     active: Mutex<ActiveRuns>,
     idle: Condvar,
 }
@@ -94,6 +105,7 @@ impl Runner {
         shutdown: Arc<Shutdown>,
     ) -> Runner {
         Runner {
+            alerts: Alerts::new(store.clone(), &config, Arc::clone(&clock)),
             store,
             config,
             clock,
@@ -121,6 +133,10 @@ impl Runner {
         self.clock.as_ref()
     }
 
+    pub fn alerts(&self) -> &Alerts {
+        &self.alerts
+    }
+
     /// Checks a job's parameters without running it.
     pub fn check(&self, name: &str, params: &RunParams) -> Result<&dyn Job, RunError> {
         self.jobs
@@ -137,6 +153,32 @@ impl Runner {
         trigger: Trigger,
         params: RunParams,
     ) -> Result<Completed, RunError> {
+        self.run_with(name, trigger, params, None)
+    }
+
+    /// Runs `name` for the scheduler's fire time `scheduled_for`, recording the occurrences
+    /// of `batch` with its start (or as refused, when the job is still running).
+    pub fn run_scheduled(
+        &self,
+        name: &str,
+        scheduled_for: DateTime<Utc>,
+        batch: &OccurrenceBatch,
+    ) -> Result<Completed, RunError> {
+        self.run_with(
+            name,
+            Trigger::Schedule,
+            RunParams::default(),
+            Some((scheduled_for, batch)),
+        )
+    }
+
+    fn run_with(
+        &self,
+        name: &str,
+        trigger: Trigger,
+        params: RunParams,
+        scheduled: Option<(DateTime<Utc>, &OccurrenceBatch)>,
+    ) -> Result<Completed, RunError> {
         let job = self.check(name, &params)?;
         let job_name = job.name();
         // Taking the lease and registering the run happen under one lock: the shutdown check
@@ -147,26 +189,38 @@ impl Runner {
             if self.shutdown.is_requested() {
                 return Err(RunError::ShuttingDown);
             }
-            let attempt = self.store.begin_run(
-                job_name,
-                trigger,
-                &self.holder,
-                || self.clock.now(),
-                |current| {
-                    if current.holder == self.holder {
-                        // Ours: alive exactly while the run is active here (a run whose end could
-                        // not be recorded must not lock the job out).
-                        return active.running.contains_key(&current.run_id);
-                    }
-                    holder::is_alive(&current.holder, current.heartbeat_at, self.clock.now())
-                },
-            )?;
+            let is_alive = |current: &LeaseHolder| {
+                if current.holder == self.holder {
+                    // Ours: alive exactly while the run is active here (a run whose end could
+                    // not be recorded must not lock the job out).
+                    return active.running.contains_key(&current.run_id);
+                }
+                holder::is_alive(&current.holder, current.heartbeat_at, self.clock.now())
+            };
+            let now = || self.clock.now();
+            let attempt = match scheduled {
+                Some((scheduled_for, batch)) => self.store.begin_scheduled_run(
+                    job_name,
+                    &self.holder,
+                    now,
+                    is_alive,
+                    scheduled_for,
+                    batch,
+                )?,
+                None => self
+                    .store
+                    .begin_run(job_name, trigger, &self.holder, now, is_alive)?,
+            };
             match attempt {
                 LeaseAttempt::Acquired { run_id } => {
                     active.running.insert(run_id, job_name);
                     run_id
                 }
                 LeaseAttempt::Busy(holder) => {
+                    if let Some((_, batch)) = scheduled {
+                        self.store
+                            .record_refused(job_name, batch, self.clock.now())?;
+                    }
                     return Err(RunError::AlreadyRunning {
                         job: job_name.to_string(),
                         holder,
@@ -178,15 +232,27 @@ impl Runner {
         log::info!("{job_name}: run {run_id} started ({})", trigger.as_str());
 
         let started = Instant::now();
+        let deadline = started + self.config.job_deadline;
         let lease_lost = Arc::new(AtomicBool::new(false));
-        let heartbeat = self.start_heartbeat(job_name, run_id, Arc::clone(&lease_lost));
+        let heartbeat = heartbeat::start(
+            heartbeat::Beat {
+                store: self.store.clone(),
+                clock: Arc::clone(&self.clock),
+                alerts: self.alerts.clone(),
+                job_name,
+                run_id,
+                deadline,
+                job_deadline: self.config.job_deadline,
+            },
+            Arc::clone(&lease_lost),
+        );
         let ctx = JobCtx {
             store: &self.store,
             config: &self.config,
             clock: self.clock.as_ref(),
             params: &params,
             run_id,
-            deadline: started + self.config.job_deadline,
+            deadline,
             shutdown: &self.shutdown,
             lease_lost: &lease_lost,
         };
@@ -254,23 +320,36 @@ impl Runner {
             rows_processed: rows as i64,
             duration_ms: duration.as_millis() as i64,
         };
-        let mut attempt = 0;
-        while let Err(store_error) = self
-            .store
-            .finish_run(job_name, run_id, &end, self.clock.now())
-        {
-            attempt += 1;
-            if attempt == FINISH_ATTEMPTS {
+        let enqueue = self.alerts.webhook_configured();
+        let mut raised = Vec::new();
+        for attempt in 1..=FINISH_ATTEMPTS {
+            let now = self.clock.now();
+            let ended =
+                self.store
+                    .finish_run_then(job_name, run_id, &end, now, |conn, recorded| {
+                        // A run already recorded as ended (abandoned at shutdown) changes no condition.
+                        if recorded {
+                            alert::run_ended(conn, job_name, run_id, status, error, enqueue, now)
+                        } else {
+                            Ok(Vec::new())
+                        }
+                    });
+            match ended {
+                Ok(alerts) => {
+                    raised = alerts;
+                    break;
+                }
                 // Once this run leaves `active` below, the next run takes the lease over.
-                log::error!(
+                Err(store_error) if attempt == FINISH_ATTEMPTS => log::error!(
                     "{job_name}: run {run_id} could not be recorded as finished: {store_error}"
-                );
-                break;
+                ),
+                Err(store_error) => {
+                    log::warn!(
+                        "{job_name}: recording the end of run {run_id} (attempt {attempt}): {store_error}"
+                    );
+                    std::thread::sleep(Duration::from_millis(200 << attempt));
+                }
             }
-            log::warn!(
-                "{job_name}: recording the end of run {run_id} (attempt {attempt}): {store_error}"
-            );
-            std::thread::sleep(Duration::from_millis(200 << attempt));
         }
         if let Err(store_error) =
             self.store
@@ -291,40 +370,7 @@ impl Runner {
                 duration.as_secs_f64()
             ),
         }
-    }
-
-    /// Refreshes the lease until the returned guard is dropped.
-    fn start_heartbeat(
-        &self,
-        job_name: &'static str,
-        run_id: i64,
-        lease_lost: Arc<AtomicBool>,
-    ) -> HeartbeatGuard {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let store = self.store.clone();
-        let clock = Arc::clone(&self.clock);
-        let spawned = std::thread::Builder::new()
-            .name(format!("heartbeat-{job_name}"))
-            .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(holder::HEARTBEAT_INTERVAL)
-                {
-                    match store.heartbeat(job_name, run_id, clock.now()) {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            log::error!("{job_name}: run {run_id} lost its lease; stopping it");
-                            lease_lost.store(true, Ordering::SeqCst);
-                        }
-                        Err(error) => {
-                            log::warn!("{job_name}: heartbeat of run {run_id} failed: {error}")
-                        }
-                    }
-                }
-            });
-        if let Err(error) = spawned {
-            log::warn!("{job_name}: no heartbeat thread ({error}); the lease may look stale");
-        }
-        HeartbeatGuard { _stop: stop }
+        self.alerts.announce(&raised);
     }
 
     /// Waits until no run is active, or `grace` has passed; answers whether all finished.
@@ -368,11 +414,6 @@ impl Runner {
     }
 }
 
-/// Stops the heartbeat thread when dropped (the channel closes).
-struct HeartbeatGuard {
-    _stop: mpsc::Sender<()>,
-}
-
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     let detail = panic
         .downcast_ref::<&str>()
@@ -383,181 +424,4 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::mpsc;
-    use std::time::Duration;
-
-    use super::*;
-    use crate::clock::SystemClock;
-    use crate::jobs::{JobError, JobOutput};
-
-    /// Does what its closure says, so each test can give the runner a job of its own.
-    type JobBody = Box<dyn Fn(&JobCtx<'_>) -> Result<JobOutput, JobError> + Send + Sync>;
-    struct TestJob(JobBody);
-
-    impl Job for TestJob {
-        fn name(&self) -> &'static str {
-            "test-job"
-        }
-
-        fn default_schedule(&self) -> &'static str {
-            "* * * * *"
-        }
-
-        fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
-            (self.0)(ctx)
-        }
-    }
-
-    fn runner(
-        job: TestJob,
-        config_vars: &[(&str, &str)],
-    ) -> (tempfile::TempDir, Arc<Runner>, Arc<Shutdown>) {
-        let (dir, store) = crate::store::test_support::temp_store();
-        let vars = config_vars
-            .iter()
-            .map(|(name, value)| (name.to_string(), value.to_string()));
-        let config = Config::from_vars(vars, &[]).unwrap();
-        let shutdown = Arc::new(Shutdown::default());
-        let jobs = Registry::from_jobs(vec![Box::new(job)]);
-        let runner = Runner::new(
-            jobs,
-            store,
-            Arc::new(config),
-            Arc::new(SystemClock),
-            Arc::clone(&shutdown),
-        );
-        (dir, Arc::new(runner), shutdown)
-    }
-
-    fn output(body: Value) -> Result<JobOutput, JobError> {
-        Ok(JobOutput {
-            body,
-            item_errors: 0,
-            rows_processed: 0,
-        })
-    }
-
-    #[test]
-    fn a_panicking_job_is_a_failed_run_and_releases_its_lease() {
-        let (_dir, runner, _) = runner(TestJob(Box::new(|_| panic!("boom"))), &[]);
-        let completed = runner
-            .run("test-job", Trigger::Cli, RunParams::default())
-            .unwrap();
-        assert_eq!(completed.status, RunStatus::Failed);
-        assert_eq!(completed.body["error"], "job panicked: boom");
-        let runs = runner.store().list_runs(Some("test-job"), 5).unwrap();
-        assert_eq!(
-            (runs[0].status.as_str(), runs[0].error.as_deref()),
-            ("failed", Some("job panicked: boom"))
-        );
-        assert_eq!(
-            runner
-                .run("test-job", Trigger::Cli, RunParams::default())
-                .unwrap()
-                .status,
-            RunStatus::Failed
-        );
-    }
-
-    #[test]
-    fn a_job_past_its_deadline_is_told_to_stop() {
-        let job = TestJob(Box::new(|ctx| {
-            let mut batches = 0;
-            while !ctx.should_stop() {
-                batches += 1;
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            output(json!({"ok": true, "batches": batches}))
-        }));
-        let (_dir, runner, _) = runner(job, &[("EDGECRON_JOB_DEADLINE_SECS", "1")]);
-        let started = Instant::now();
-        let completed = runner
-            .run("test-job", Trigger::Cli, RunParams::default())
-            .unwrap();
-        assert_eq!(completed.status, RunStatus::Ok);
-        assert!(started.elapsed() < Duration::from_secs(3));
-        assert!(completed.body["batches"].as_u64().unwrap() > 10);
-    }
-
-    #[test]
-    fn a_run_still_going_after_the_grace_period_is_recorded_as_failed() {
-        let (release, released) = mpsc::channel::<()>();
-        let released = Mutex::new(released);
-        let job = TestJob(Box::new(move |_| {
-            // Ignores shutdown, as a job stuck in one long call would.
-            let _ = released
-                .lock()
-                .unwrap()
-                .recv_timeout(Duration::from_secs(30));
-            output(json!({"ok": true}))
-        }));
-        let (_dir, runner, shutdown) = runner(job, &[]);
-        let background = Arc::clone(&runner);
-        let run = std::thread::spawn(move || {
-            background.run("test-job", Trigger::Schedule, RunParams::default())
-        });
-        while runner
-            .store()
-            .list_runs(Some("test-job"), 1)
-            .unwrap()
-            .is_empty()
-        {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        shutdown.request();
-        assert!(matches!(
-            runner.run("test-job", Trigger::Http, RunParams::default()),
-            Err(RunError::ShuttingDown)
-        ));
-        assert!(!runner.wait_idle(Duration::from_millis(200)));
-        runner.abandon_active("interrupted: the shutdown grace period ran out");
-        let runs = runner.store().list_runs(Some("test-job"), 5).unwrap();
-        assert_eq!(runs.len(), 1);
-        assert_eq!(runs[0].status, "failed");
-        assert_eq!(
-            runs[0].error.as_deref(),
-            Some("interrupted: the shutdown grace period ran out")
-        );
-        release.send(()).unwrap();
-        run.join().unwrap().unwrap();
-        // The job finishing afterwards cannot turn the abandoned run back to ok.
-        let runs = runner.store().list_runs(Some("test-job"), 5).unwrap();
-        assert_eq!(runs[0].status, "failed");
-    }
-
-    #[test]
-    fn racing_runs_in_one_process_never_overlap() {
-        // Regression: a lease of this process counted as dead while its run was still being
-        // registered, so a second trigger took it over and both ran.
-        let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (inside_job, most_job) = (Arc::clone(&inside), Arc::clone(&most));
-        let job = TestJob(Box::new(move |_| {
-            let now = inside_job.fetch_add(1, Ordering::SeqCst) + 1;
-            most_job.fetch_max(now, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(30));
-            inside_job.fetch_sub(1, Ordering::SeqCst);
-            output(json!({"ok": true}))
-        }));
-        let (_dir, runner, _) = runner(job, &[]);
-        std::thread::scope(|scope| {
-            for _ in 0..8 {
-                scope.spawn(|| {
-                    for _ in 0..5 {
-                        let _ = runner.run("test-job", Trigger::Http, RunParams::default());
-                    }
-                });
-            }
-        });
-        assert_eq!(most.load(Ordering::SeqCst), 1);
-        assert!(
-            runner
-                .store()
-                .list_runs(Some("test-job"), 100)
-                .unwrap()
-                .iter()
-                .all(|run| run.status == "ok")
-        );
-    }
-}
+mod tests;

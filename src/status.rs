@@ -1,12 +1,13 @@
-//! The state of every job (schedule, enabled, last run, next run), as `edgecron jobs`,
-//! `/api/v1/jobs` and the status page show it.
+//! The state of every job (schedule, zone, policies, enabled, last run, next run, alert
+//! conditions in force), as `edgecron jobs`, `/api/v1/jobs` and the status page show it.
 
-use chrono::SecondsFormat;
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::runner::Runner;
 use crate::scheduler::PlannedJob;
 use crate::store::StoreError;
+use crate::store::alerts::Condition;
 use crate::store::runs::RunRecord;
 
 #[derive(Debug, Serialize)]
@@ -14,6 +15,12 @@ use crate::store::runs::RunRecord;
 pub struct JobStatus {
     pub name: &'static str,
     pub schedule: String,
+    /// The zone the schedule (and the expected schedule) is read in.
+    pub zone: String,
+    pub catch_up: &'static str,
+    /// `EDGECRON_EXPECT_<JOB>`: when an outside scheduler is expected to trigger it.
+    pub expected: Option<String>,
+    pub grace_seconds: u64,
     pub enabled: bool,
     /// Every path its HTTP trigger answers at.
     pub routes: Vec<String>,
@@ -21,21 +28,56 @@ pub struct JobStatus {
     pub last_failure: Option<RunRecord>,
     /// The next time the scheduler will run it; `None` when disabled or `CRON_ENABLED=false`.
     pub next_run: Option<String>,
+    /// The next time an outside trigger is expected, with an expected schedule.
+    pub next_expected: Option<String>,
+    /// Since when a scheduled or expected run has not started within its grace.
+    pub overdue_since: Option<String>,
+    /// Since when its last runs have failed.
+    pub failing_since: Option<String>,
+}
+
+impl JobStatus {
+    /// Overdue or failing: listed first on the status page.
+    pub fn unhealthy(&self) -> bool {
+        self.overdue_since.is_some() || self.failing_since.is_some()
+    }
+}
+
+/// A fire time as listings show it: in the job's zone, with its offset.
+pub fn zoned_text(job: &PlannedJob, time: DateTime<Utc>) -> String {
+    time.with_timezone(&job.schedule.zone())
+        .to_rfc3339_opts(SecondsFormat::Secs, false)
+}
+
+/// The next time the scheduler runs `job` after `now`, if it does.
+pub fn next_run(job: &PlannedJob, cron_enabled: bool, now: DateTime<Utc>) -> Option<String> {
+    (job.enabled && cron_enabled)
+        .then(|| job.schedule.next_after(now))
+        .flatten()
+        .map(|next| zoned_text(job, next))
+}
+
+/// The next time an outside trigger of `job` is expected after `now`.
+pub fn next_expected(job: &PlannedJob, now: DateTime<Utc>) -> Option<String> {
+    job.expected
+        .as_ref()
+        .and_then(|expected| expected.next_after(now))
+        .map(|next| zoned_text(job, next))
 }
 
 pub fn job_statuses(runner: &Runner, planned: &[PlannedJob]) -> Result<Vec<JobStatus>, StoreError> {
     let now = runner.clock().now();
+    let conditions = runner.store().conditions()?;
+    let since = |job: &str, kind: &str| {
+        conditions
+            .iter()
+            .find(|condition: &&Condition| condition.job == job && condition.kind == kind)
+            .map(|condition| condition.since.clone())
+    };
     planned
         .iter()
         .map(|job| {
             let (last_run, last_failure) = runner.store().latest_runs(job.name)?;
-            let next_run = (job.enabled && runner.config().cron_enabled)
-                .then(|| job.schedule.next_after(now))
-                .flatten()
-                .map(|next| {
-                    next.with_timezone(&job.schedule.zone())
-                        .to_rfc3339_opts(SecondsFormat::Secs, false)
-                });
             let legacy = runner
                 .jobs()
                 .get(job.name)
@@ -46,11 +88,21 @@ pub fn job_statuses(runner: &Runner, planned: &[PlannedJob]) -> Result<Vec<JobSt
             Ok(JobStatus {
                 name: job.name,
                 schedule: job.schedule.expression().to_string(),
+                zone: job.schedule.zone().name().to_string(),
+                catch_up: job.catch_up.as_str(),
+                expected: job
+                    .expected
+                    .as_ref()
+                    .map(|expected| expected.expression().to_string()),
+                grace_seconds: job.grace.as_secs(),
                 enabled: job.enabled,
                 routes,
                 last_run,
                 last_failure,
-                next_run,
+                next_run: next_run(job, runner.config().cron_enabled, now),
+                next_expected: next_expected(job, now),
+                overdue_since: since(job.name, "overdue"),
+                failing_since: since(job.name, "failing"),
             })
         })
         .collect()

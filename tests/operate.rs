@@ -3,10 +3,11 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Env, SECRET};
+use crate::support::{Env, SECRET, wait_until};
 
 /// Whether a tool the test needs is here; CI installs them and sets `require` so a missing
 /// one fails there instead of skipping.
@@ -221,10 +222,24 @@ fn a_browser_signs_in_and_sees_every_job_without_errors() {
         python_has("selenium"),
         "python3 selenium is missing (apt-get install python3-selenium)"
     );
-    let env = Env::new();
+    // A job an outside scheduler should trigger every second, which never comes (missed),
+    // and one whose runs fail (failed): each unhealthy, so listed first.
+    let env = Env::new()
+        .with("EDGECRON_EXPECT_EXPORT_INTERACTIONS", "* * * * * *")
+        .with("EDGECRON_GRACE_EXPORT_INTERACTIONS", "1");
     env.demo();
     env.run_json(&["run", "cleanup"], 0);
+    seed_a_day_of_occurrences(&env);
+    env.db().execute_batch("DROP TABLE ml_models").unwrap();
+    for _ in 0..3 {
+        env.run_json(&["run", "scheduled-retrains"], 1);
+    }
     let server = env.serve();
+    wait_until(Duration::from_secs(15), || {
+        env.query_i64(
+            "SELECT COUNT(*) FROM schedule_occurrences WHERE job = 'export-interactions' AND outcome = 'missed'",
+        ) > 0
+    });
     let jobs: Vec<String> = env
         .run_json(&["jobs", "--json"], 0)
         .as_array()
@@ -242,6 +257,7 @@ fn a_browser_signs_in_and_sees_every_job_without_errors() {
         .arg(SECRET)
         .arg(&screenshot)
         .arg(jobs.join(","))
+        .arg("export-interactions=missed,scheduled-retrains=failed")
         .output()
         .expect("python3");
     assert!(
@@ -257,6 +273,52 @@ fn a_browser_signs_in_and_sees_every_job_without_errors() {
         "empty screenshot"
     );
     eprintln!("status page screenshot: {}", screenshot.display());
+    // The README's picture: `EDGECRON_STATUS_SCREENSHOT=docs/status-page.png` keeps this one.
+    if let Some(keep) = std::env::var_os("EDGECRON_STATUS_SCREENSHOT") {
+        let keep = Path::new(env!("CARGO_MANIFEST_DIR")).join(keep);
+        std::fs::copy(&screenshot, &keep).unwrap();
+        eprintln!("kept as {}", keep.display());
+    }
+}
+
+/// A day of a few jobs' fire times, as a store that has been running a while holds them:
+/// mostly ran, a 40-minute restart seven hours ago (coalesced), a few refused.
+fn seed_a_day_of_occurrences(env: &Env) {
+    for (job, every_minutes) in [
+        ("approvals-expire", 15),
+        ("outbox-reaper", 2),
+        ("flow-scheduler-tick", 1),
+        ("cron-tick", 1),
+    ] {
+        env.db()
+            .execute(
+                "WITH RECURSIVE n(value) AS (SELECT 1 UNION ALL SELECT value + 1 FROM n WHERE value < 1440 / ?2)
+                 INSERT INTO schedule_occurrences (job, source, scheduled_for, outcome, recorded_at)
+                 SELECT ?1, 'schedule',
+                        strftime('%Y-%m-%dT%H:%M:00.000Z', 'now', printf('-%d minutes', value * ?2)),
+                        CASE WHEN value * ?2 BETWEEN 400 AND 440 THEN 'coalesced'
+                             WHEN ?2 = 1 AND value % 181 = 0 THEN 'refused'
+                             ELSE 'ran' END,
+                        strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                   FROM n",
+                (job, every_minutes),
+            )
+            .unwrap();
+    }
+    // Each fire time that ran has its run, 12 ms late.
+    env.db()
+        .execute_batch(
+            "INSERT INTO job_runs (job, trigger, status, started_at, finished_at, duration_ms, holder,
+                                   scheduled_for, lag_ms)
+             SELECT job, 'schedule', 'ok', strftime('%Y-%m-%dT%H:%M:%fZ', scheduled_for, '+0.012 seconds'),
+                    strftime('%Y-%m-%dT%H:%M:%fZ', scheduled_for, '+0.250 seconds'), 238, 'seed',
+                    scheduled_for, 12
+               FROM schedule_occurrences WHERE outcome = 'ran' ORDER BY scheduled_for;
+             UPDATE schedule_occurrences SET lag_ms = 12, run_id = (SELECT id FROM job_runs r
+                 WHERE r.job = schedule_occurrences.job AND r.scheduled_for = schedule_occurrences.scheduled_for)
+              WHERE outcome = 'ran';",
+        )
+        .unwrap();
 }
 
 #[test]
@@ -327,6 +389,10 @@ fn the_example_env_file_names_every_variable() {
         "RUST_LOG",
         "EDGECRON_SCHEDULE_",
         "EDGECRON_ENABLED_",
+        "EDGECRON_TZ_",
+        "EDGECRON_CATCHUP_",
+        "EDGECRON_EXPECT_",
+        "EDGECRON_GRACE_",
     ]);
     assert!(names.len() > 30, "{names:?}");
     for name in names {

@@ -42,10 +42,17 @@ fn a_run_missed_during_downtime_is_made_up_once_at_start() {
         1
     );
     assert!(
-        server.log().contains("2 scheduled runs between"),
+        server
+            .log()
+            .contains("3 fire times passed since it last ran; catch-up once: 1 run(s) now"),
         "{}",
         server.log()
     );
+    // Each passed fire time is in the ledger, served by the one catch-up run.
+    let coalesced = env.strings(
+        "SELECT outcome || ' ' || (run_id IS NOT NULL) FROM schedule_occurrences WHERE job = 'outbox-reaper'",
+    );
+    assert_eq!(coalesced, ["coalesced 1", "coalesced 1", "coalesced 1"]);
     // The handled fire time is now the latest one, so a restart does not run it again.
     drop(server);
     let _again = env.serve();

@@ -9,6 +9,7 @@ mod dropin;
 mod export;
 mod http;
 mod listener;
+mod occurrences;
 mod operate;
 mod rollups;
 mod row_input;

@@ -103,7 +103,7 @@ fn log_event(metric: &ExportMetric) {
         "row_count": metric.row_count,
         "error_type": metric.error_type,
     });
-    crate::logging::structured(crate::logging::EVENT_TARGET, log::Level::Info, &event);
+    crate::logging::event(log::Level::Info, &event);
 }
 
 /// Records a metric the application sent.

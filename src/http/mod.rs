@@ -27,6 +27,7 @@ mod auth;
 mod prometheus;
 mod routes;
 mod status_page;
+mod strip;
 mod wire;
 
 use std::collections::VecDeque;

@@ -2,6 +2,8 @@
 //!
 //! Run counters come from `job_run_stats`, which a trigger keeps as runs end, so they count
 //! runs of every process (scheduler, HTTP, CLI) and never go back when history is pruned.
+//! Occurrence counts and schedule lag come from the ledger's lifetime counters, and the
+//! overdue and failing gauges from the alert conditions in force.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -12,7 +14,8 @@ use crate::runner::Runner;
 use crate::siem::{Siem, ledger};
 use crate::store::StoreError;
 use crate::store::capture::{self, Source};
-use crate::store::runs::{DurationHistogram, RunStats};
+use crate::store::metrics::{DurationHistogram, LagHistogram, RunStats};
+use crate::store::occurrences::Outcome;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -32,6 +35,12 @@ pub struct Snapshot {
     pub siem: Option<(&'static str, u64, i64)>,
     pub store_bytes: u64,
     pub wal_bytes: u64,
+    /// `(job, outcome, occurrences)`, lifetime.
+    pub occurrences: Vec<(String, String, i64)>,
+    pub lag: Vec<LagHistogram>,
+    /// `(job, condition kind)` of each alert condition in force.
+    pub conditions: Vec<(String, String)>,
+    pub alerts_pending: i64,
 }
 
 pub fn snapshot(runner: &Runner) -> Result<Snapshot, StoreError> {
@@ -49,7 +58,17 @@ pub fn snapshot(runner: &Runner) -> Result<Snapshot, StoreError> {
     let mut wal = store.path().as_os_str().to_owned();
     wal.push("-wal");
     let runs = store.run_metrics(&jobs)?;
+    let occurrences = store.occurrence_metrics(&jobs)?;
+    let conditions = store
+        .conditions()?
+        .into_iter()
+        .map(|condition| (condition.job, condition.kind))
+        .collect();
     Ok(Snapshot {
+        occurrences: occurrences.counts,
+        lag: occurrences.lag,
+        conditions,
+        alerts_pending: store.pending_alerts()?,
         stats: runs.stats,
         histograms: runs.histograms,
         running: runs.running,
@@ -182,6 +201,8 @@ pub fn render(snapshot: &Snapshot) -> String {
         let _ = writeln!(out, "edgecron_job_running{{job=\"{job}\"}} {running}");
     }
 
+    render_scheduling(&mut out, snapshot);
+
     let (files, bytes) = snapshot.upload_queue;
     gauge(
         &mut out,
@@ -244,6 +265,79 @@ pub fn render(snapshot: &Snapshot) -> String {
     out
 }
 
+/// Occurrences by job and outcome, schedule lag, and the overdue and failing gauges.
+fn render_scheduling(out: &mut String, snapshot: &Snapshot) {
+    family(
+        out,
+        "edgecron_occurrences_total",
+        "counter",
+        "Fire times due (built-in or expected schedule), by job and what became of them: ran, coalesced (passed while down or suspended), refused (still running), paused, missed.",
+    );
+    for job in &snapshot.jobs {
+        for outcome in Outcome::ALL {
+            let count = snapshot
+                .occurrences
+                .iter()
+                .find(|(name, kind, _)| name == job && kind == outcome.as_str())
+                .map_or(0, |(_, _, count)| *count);
+            let _ = writeln!(
+                out,
+                "edgecron_occurrences_total{{job=\"{job}\",outcome=\"{}\"}} {count}",
+                outcome.as_str()
+            );
+        }
+    }
+    family(
+        out,
+        "edgecron_schedule_lag_seconds",
+        "histogram",
+        "How late scheduled runs started after their fire time, by job.",
+    );
+    for histogram in &snapshot.lag {
+        let job = &histogram.job;
+        let mut cumulative = 0;
+        for (le, runs) in &histogram.buckets {
+            cumulative += runs;
+            let _ = writeln!(
+                out,
+                "edgecron_schedule_lag_seconds_bucket{{job=\"{job}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "edgecron_schedule_lag_seconds_sum{{job=\"{job}\"}} {}\nedgecron_schedule_lag_seconds_count{{job=\"{job}\"}} {cumulative}",
+            histogram.seconds_sum
+        );
+    }
+    for (name, kind, help) in [
+        (
+            "edgecron_job_overdue",
+            "overdue",
+            "1 while a scheduled or expected run of the job has not started within its grace.",
+        ),
+        (
+            "edgecron_job_failing",
+            "failing",
+            "1 while the job's last runs have failed (3 in a row).",
+        ),
+    ] {
+        family(out, name, "gauge", help);
+        for job in &snapshot.jobs {
+            let on = snapshot
+                .conditions
+                .iter()
+                .any(|(name, condition)| name == job && condition == kind);
+            let _ = writeln!(out, "{name}{{job=\"{job}\"}} {}", u8::from(on));
+        }
+    }
+    gauge(
+        out,
+        "edgecron_alerts_pending",
+        "Alerts the webhook has not taken yet.",
+        snapshot.alerts_pending.max(0) as u64,
+    );
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -280,6 +374,14 @@ mod tests {
             siem: Some(("splunk", 7, 2)),
             store_bytes: 8192,
             wal_bytes: 0,
+            occurrences: vec![("cleanup".into(), "coalesced".into(), 3)],
+            lag: vec![LagHistogram {
+                job: "cleanup".into(),
+                buckets: vec![("0.01".into(), 2), ("0.1".into(), 1), ("+Inf".into(), 0)],
+                seconds_sum: 0.07,
+            }],
+            conditions: vec![("cleanup".into(), "overdue".into())],
+            alerts_pending: 1,
         };
         let text = render(&snapshot);
         for line in [
@@ -299,6 +401,13 @@ mod tests {
             "edgecron_siem_backlog_rows{backend=\"splunk\"} 7",
             "edgecron_siem_stalled_runs{backend=\"splunk\"} 2",
             "edgecron_store_size_bytes 8192",
+            "edgecron_occurrences_total{job=\"cleanup\",outcome=\"coalesced\"} 3",
+            "edgecron_occurrences_total{job=\"cleanup\",outcome=\"missed\"} 0",
+            "edgecron_schedule_lag_seconds_bucket{job=\"cleanup\",le=\"0.1\"} 3",
+            "edgecron_schedule_lag_seconds_count{job=\"cleanup\"} 3",
+            "edgecron_job_overdue{job=\"cleanup\"} 1",
+            "edgecron_job_failing{job=\"cleanup\"} 0",
+            "edgecron_alerts_pending 1",
         ] {
             assert!(
                 text.lines().any(|candidate| candidate == line),

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::auth::{Auth, Realm, SESSION_COOKIE, SESSION_SECONDS};
 use super::prometheus;
 use super::status_page;
+use super::strip;
 use super::wire::{Reply, Request};
 use crate::export::metrics;
 use crate::jobs::RunParams;
@@ -33,7 +34,7 @@ const READ_METHODS: &[&str] = &["GET"];
 
 /// The parameters a trigger takes, in the query or the JSON body.
 const TRIGGER_PARAMS: &[&str] = &["dryRun", "startDate", "endDate"];
-const RUNS_PARAMS: &[&str] = &["job", "limit"];
+const LIST_PARAMS: &[&str] = &["job", "limit"];
 
 /// Answers one request read in full (the listener has already checked its framing and limits).
 pub fn handle(app: &App, request: &Request) -> Reply {
@@ -49,7 +50,8 @@ pub fn handle(app: &App, request: &Request) -> Reply {
         "/logout" if cross_site(request) => Reply::error(403, "cross-site form posts are refused"),
         "/logout" => allow(request, &["POST"]).unwrap_or_else(|| logout(request)),
         "/api/v1/jobs" => read(app, request, &[], |app, _| jobs(app)),
-        "/api/v1/runs" => read(app, request, RUNS_PARAMS, runs),
+        "/api/v1/runs" => read(app, request, LIST_PARAMS, runs),
+        "/api/v1/occurrences" => read(app, request, LIST_PARAMS, occurrences),
         "/api/cron/tick" => trigger(
             app,
             request,
@@ -286,14 +288,22 @@ fn status(app: &App, request: &Request) -> Reply {
         return Reply::redirect("/login");
     }
     let store = app.runner.store();
+    let now = app.runner.clock().now();
     let page = job_statuses(&app.runner, &app.planned).and_then(|jobs| {
         let durations = jobs
             .iter()
             .map(|job| Ok((job.name, store.recent_durations(job.name, 30)?)))
             .collect::<Result<_, crate::store::StoreError>>()?;
+        let since = now - strip::SPAN;
+        let marks = strip::marks(&store.occurrence_cells(since)?, &store.runs_since(since)?);
         let failures = store.recent_failures(10)?;
-        let now = crate::clock::to_store_text(app.runner.clock().now());
-        Ok(status_page::page(&jobs, &durations, &failures, &now))
+        let data = status_page::PageData {
+            durations: &durations,
+            marks: &marks,
+            failures: &failures,
+            now,
+        };
+        Ok(status_page::page(&jobs, &data))
     });
     match page {
         Ok(page) => html(200, page),
@@ -368,27 +378,50 @@ fn jobs(app: &App) -> Reply {
     }
 }
 
-fn runs(app: &App, mut params: BTreeMap<String, String>) -> Reply {
+/// `job` and `limit` of a history listing: a known job, a limit in range.
+fn list_params(
+    app: &App,
+    mut params: BTreeMap<String, String>,
+) -> Result<(Option<String>, i64), Reply> {
     let job = params.remove("job");
     let limit = match params.remove("limit") {
         None => DEFAULT_RUNS_LIMIT,
         Some(value) => match value.parse::<i64>() {
             Ok(number) if (1..=MAX_RUNS_LIMIT).contains(&number) => number,
             _ => {
-                return Reply::error(
+                return Err(Reply::error(
                     400,
                     format!("limit: expected 1 to {MAX_RUNS_LIMIT}, got {value:?}"),
-                );
+                ));
             }
         },
     };
     if let Some(name) = &job
         && app.runner.jobs().get(name).is_none()
     {
-        return Reply::error(404, format!("no job named {name:?}"));
+        return Err(Reply::error(404, format!("no job named {name:?}")));
     }
+    Ok((job, limit))
+}
+
+fn runs(app: &App, params: BTreeMap<String, String>) -> Reply {
+    let (job, limit) = match list_params(app, params) {
+        Ok(params) => params,
+        Err(reply) => return reply,
+    };
     match app.runner.store().list_runs(job.as_deref(), limit) {
         Ok(runs) => Reply::json(200, &json!(runs)),
+        Err(error) => Reply::error(500, error),
+    }
+}
+
+fn occurrences(app: &App, params: BTreeMap<String, String>) -> Reply {
+    let (job, limit) = match list_params(app, params) {
+        Ok(params) => params,
+        Err(reply) => return reply,
+    };
+    match app.runner.store().list_occurrences(job.as_deref(), limit) {
+        Ok(occurrences) => Reply::json(200, &json!(occurrences)),
         Err(error) => Reply::error(500, error),
     }
 }

@@ -1,9 +1,14 @@
 //! The status page at `/` and its login form: self-contained HTML (inline CSS and SVG, no
-//! script, no external asset), refreshing itself every 30 seconds.
+//! script, no external asset), refreshing itself every 30 seconds. Overdue and failing jobs
+//! come first, with since when; each job's last 24 hours is a strip of cells (`strip.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use chrono::{DateTime, Utc};
+
+use super::strip::{self, Mark};
+use crate::clock::to_store_text;
 use crate::status::JobStatus;
 use crate::store::runs::RunRecord;
 
@@ -58,6 +63,14 @@ enum Refresh {
     Never,
 }
 
+/// What the page shows beside the job statuses.
+pub struct PageData<'a> {
+    pub durations: &'a BTreeMap<&'a str, Vec<i64>>,
+    pub marks: &'a BTreeMap<String, Vec<(DateTime<Utc>, Mark)>>,
+    pub failures: &'a [RunRecord],
+    pub now: DateTime<Utc>,
+}
+
 fn head(title: &str, refresh: Refresh) -> String {
     let refresh = match refresh {
         Refresh::Periodic => {
@@ -68,7 +81,8 @@ fn head(title: &str, refresh: Refresh) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">{refresh}\
-         <title>{title}</title><style>{STYLE}</style></head>"
+         <title>{title}</title><style>{STYLE}{}</style></head>",
+        strip::STYLE
     )
 }
 
@@ -138,22 +152,60 @@ fn badge(status: &str) -> String {
     format!("<span class=\"status {class}\">{}</span>", escape(status))
 }
 
-pub fn page(
-    jobs: &[JobStatus],
-    durations: &BTreeMap<&str, Vec<i64>>,
-    failures: &[RunRecord],
-    now: &str,
-) -> String {
+/// Whether a job is in trouble, and since when.
+fn health(job: &JobStatus) -> String {
+    let mut troubles = Vec::new();
+    if let Some(since) = &job.overdue_since {
+        troubles.push(format!("overdue since {}", escape(since)));
+    }
+    if let Some(since) = &job.failing_since {
+        troubles.push(format!("failing since {}", escape(since)));
+    }
+    if troubles.is_empty() {
+        return "<span class=\"health\">ok</span>".to_string();
+    }
+    format!(
+        "<span class=\"health bad\">{}</span>",
+        troubles.join("<br>")
+    )
+}
+
+fn schedule_cell(job: &JobStatus) -> String {
+    let mut cell = format!("<code>{}</code>", escape(&job.schedule));
+    if job.zone != "UTC" {
+        let _ = write!(cell, " <small>{}</small>", escape(&job.zone));
+    }
+    if let Some(expected) = &job.expected {
+        let _ = write!(
+            cell,
+            "<br><small>expected <code>{}</code></small>",
+            escape(expected)
+        );
+    }
+    cell
+}
+
+pub fn page(jobs: &[JobStatus], data: &PageData<'_>) -> String {
     let mut out = head("edgecron status", Refresh::Periodic);
     let _ = write!(
         out,
         "<body><header><h1>edgecron</h1><span>{} · refreshes every {REFRESH_SECONDS} s</span>\
          <form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form></header><main>\
-         <table class=\"jobs\"><thead><tr><th>Job</th><th>Schedule</th><th>Enabled</th><th>Last run</th>\
-         <th>Took</th><th>Next run</th><th>Recent durations</th></tr></thead><tbody>",
-        escape(now)
+         <table class=\"jobs\"><thead><tr><th>Job</th><th>Health</th><th>Schedule</th><th>Enabled</th><th>Last run</th>\
+         <th>Took</th><th>Next run</th><th>Last 24 h</th><th>Recent durations</th></tr></thead><tbody>",
+        escape(&to_store_text(data.now))
     );
-    for job in jobs {
+    // Unhealthy jobs first, the longest-standing trouble first; the rest in registry order.
+    let mut ordered: Vec<&JobStatus> = jobs.iter().collect();
+    ordered.sort_by_key(|job| {
+        let since = [&job.overdue_since, &job.failing_since]
+            .into_iter()
+            .flatten()
+            .min()
+            .cloned();
+        (!job.unhealthy(), since)
+    });
+    for job in ordered {
         let (last, took) = match &job.last_run {
             Some(run) => (
                 format!("{} {}", badge(&run.status), escape(&run.started_at)),
@@ -166,24 +218,34 @@ pub fn page(
         } else {
             "<span class=\"off\">no</span>".to_string()
         };
-        let next = job.next_run.as_deref().map_or("—".to_string(), escape);
-        let spark = durations
+        let next = match (&job.next_run, &job.next_expected) {
+            (Some(run), _) => escape(run),
+            (None, Some(expected)) => format!("<small>expected</small> {}", escape(expected)),
+            (None, None) => "—".to_string(),
+        };
+        let spark = data
+            .durations
             .get(job.name)
             .map_or(String::new(), |d| sparkline(d));
+        let marks = data.marks.get(job.name).map_or(&[][..], Vec::as_slice);
         let _ = write!(
             out,
-            "<tr id=\"job-{name}\"><td class=\"job\">{name}</td><td><code>{schedule}</code></td><td>{enabled}</td>\
-             <td>{last}</td><td>{took}</td><td>{next}</td><td>{spark}</td></tr>",
+            "<tr id=\"job-{name}\"><td class=\"job\">{name}</td><td>{health}</td><td>{schedule}</td><td>{enabled}</td>\
+             <td>{last}</td><td>{took}</td><td>{next}</td><td>{strip}</td><td>{spark}</td></tr>",
             name = escape(job.name),
-            schedule = escape(&job.schedule),
+            health = health(job),
+            schedule = schedule_cell(job),
+            strip = strip::render(marks, data.now),
         );
     }
-    out.push_str("</tbody></table><h2>Latest failures</h2>");
-    if failures.is_empty() {
+    out.push_str("</tbody></table>");
+    out.push_str(&strip::legend());
+    out.push_str("<h2>Latest failures</h2>");
+    if data.failures.is_empty() {
         out.push_str("<p>No failed runs.</p>");
     } else {
         out.push_str("<table class=\"failures\"><thead><tr><th>Job</th><th>Run</th><th>Started</th><th>Error</th></tr></thead><tbody>");
-        for run in failures {
+        for run in data.failures {
             let _ = write!(
                 out,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"error\">{}</td></tr>",
@@ -215,8 +277,17 @@ mod tests {
             error: Some("<script>alert('x')</script>".into()),
             duration_ms: Some(1200),
             rows_processed: 0,
+            scheduled_for: None,
+            lag_ms: None,
         };
-        let html = page(&[], &BTreeMap::new(), &[failure], "now");
+        let failures = [failure];
+        let data = PageData {
+            durations: &BTreeMap::new(),
+            marks: &BTreeMap::new(),
+            failures: &failures,
+            now: Utc::now(),
+        };
+        let html = page(&[], &data);
         assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
         assert!(!html.contains("<script"));
         assert!(login(Some("<b>")).contains("&lt;b&gt;"));

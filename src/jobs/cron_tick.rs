@@ -187,7 +187,7 @@ fn evaluate_rules(ctx: &JobCtx<'_>, errors: &mut Vec<Value>) -> Result<AlertOutc
         let event = json!({"type": "alert_rule", "event": kind, "ruleId": rule.id, "name": rule.name,
                            "tenantId": rule.tenant_id, "metric": rule.metric, "value": value,
                            "comparator": rule.comparator, "threshold": rule.threshold, "at": now_text});
-        crate::logging::structured(crate::logging::ALERT_TARGET, log::Level::Warn, &event);
+        log::warn!(target: crate::logging::ALERT_TARGET, "{event}");
     }
     if !ctx.params.dry_run {
         notify_webhook(ctx, errors)?;

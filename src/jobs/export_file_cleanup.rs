@@ -112,7 +112,7 @@ impl Job for ExportFileCleanup {
                 "failed_count": failed,
                 "duration_ms": run_started.elapsed().as_millis() as u64,
             });
-            crate::logging::structured(crate::logging::EVENT_TARGET, log::Level::Info, &complete);
+            crate::logging::event(log::Level::Info, &complete);
         }
         let mut body = json!({"ok": failed == 0, "deleted": deleted, "failed": failed, "errors": errors, "dryRun": ctx.params.dry_run});
         if ctx.params.dry_run {

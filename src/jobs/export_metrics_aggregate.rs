@@ -1,7 +1,8 @@
 //! `export-metrics-aggregate`: summarise export metrics for the last full hour (or for
 //! `startDate..=endDate`), store one `export_metrics_hourly` row per hour, and raise an
 //! export failure alert when the failure rate, the average duration or the volume passes its
-//! threshold: one structured JSON log line, also POSTed to `ALERT_WEBHOOK_URL` when set.
+//! threshold, through the one alert path (`crate::alert`): a JSON log line, also POSTed to
+//! `ALERT_WEBHOOK_URL` when set (queued, and retried by later deliveries when it fails).
 //!
 //! Percentiles are nearest-rank: p95 is the smallest duration at or above 95% of the exports.
 
@@ -12,6 +13,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use serde_json::{Value, json};
 
 use super::{Job, JobCtx, JobError, JobOutput};
+use crate::alert::Delivery;
 use crate::clock::to_store_text;
 use crate::config::AlertSettings;
 use crate::export::metrics::Outcome;
@@ -116,17 +118,15 @@ impl Job for ExportMetricsAggregate {
         let mut webhook = Value::Null;
         let mut item_errors = 0;
         if let Some(alert) = alert.as_ref().filter(|_| !ctx.params.dry_run) {
-            crate::logging::structured(crate::logging::ALERT_TARGET, log::Level::Warn, alert);
-            if let Some(url) = &ctx.config.alerts.webhook {
-                webhook = match crate::webhook::post_json(url, alert) {
-                    Ok(status) => json!({"delivered": true, "status": status}),
-                    Err(error) => {
-                        log::warn!("export-metrics-aggregate: the alert webhook failed: {error}");
-                        item_errors += 1;
-                        json!({"delivered": false, "error": error})
-                    }
-                };
-            }
+            webhook = match crate::alert::raise(ctx.store, ctx.config, ctx.clock, alert) {
+                Delivery::NoWebhook => Value::Null,
+                Delivery::Delivered { status } => json!({"delivered": true, "status": status}),
+                Delivery::Failed { error } => {
+                    log::warn!("export-metrics-aggregate: the alert webhook failed: {error}");
+                    item_errors += 1;
+                    json!({"delivered": false, "error": error, "queued": true})
+                }
+            };
         }
         let (avg_duration, p95_duration) = (whole.avg_duration_ms(), whole.p95_duration_ms());
         Ok(JobOutput {

@@ -1,52 +1,79 @@
-//! The built-in scheduler: sleeps until the next job is due, then asks the runner to run it.
-//! It knows each job's name and schedule, nothing of what the job does.
+//! The built-in scheduler: sleeps until the next job is due, then asks the runner to run it;
+//! and its watcher, which raises `job_overdue` when a due run does not start. It knows each
+//! job's name and schedule, nothing of what the job does.
 //!
 //! Steps of the loop in [`run`]:
-//! 1. load each enabled job's last handled fire time (a first start begins from now);
-//! 2. for each job due since then, run it once on its own thread, logging any fire times
-//!    skipped by downtime, and record the fire time handled;
-//! 3. sleep until the earliest next fire time (at most a minute, so clock changes are
+//! 1. load each enabled job's last handled fire time from the store (a first start begins
+//!    from now);
+//! 2. on each pass, tell whether the clock was watched since the last pass (the first pass
+//!    after start, or one after a suspend or a forward clock step, is not), and let
+//!    [`decide`](decide::decide) say, per job, which passed fire times run and which are only
+//!    recorded (coalesced, paused), by its catch-up policy;
+//! 3. record the fire times no run serves, with the progress they stand for, then start the
+//!    runs on a thread per job, one after another (each run's start records the fire times
+//!    it serves and the progress, in one transaction; a job still running records them as
+//!    refused);
+//! 4. sleep until the earliest next fire time (at most a minute, so clock changes are
 //!    noticed), or until shutdown is requested.
+//!
+//! The watcher ([`watch`]) runs on a thread of its own, so a wedged loop is seen.
 
+mod decide;
 pub mod schedule;
+pub mod settings;
+pub mod watch;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
-use crate::jobs::{Registry, RunParams};
+use crate::jobs::Registry;
 use crate::runner::{RunError, Runner};
 use crate::shutdown::Shutdown;
-use crate::store::runs::Trigger;
-use schedule::{Schedule, ScheduleError, due};
+use crate::store::occurrences::{NewOccurrence, OccurrenceBatch, Source};
+pub use decide::{ALL_CAP, CatchUp, Continuity, Decision, Pass, decide};
+use schedule::{Schedule, ScheduleError};
 
-/// A job's effective schedule and whether the scheduler runs it.
+/// A job's effective schedule, zone, catch-up policy, expected outside schedule and whether
+/// the scheduler runs it.
 #[derive(Debug, Clone)]
 pub struct PlannedJob {
     pub name: &'static str,
     pub schedule: Schedule,
     pub enabled: bool,
+    pub catch_up: CatchUp,
+    /// `EDGECRON_EXPECT_<JOB>`, read in the job's zone.
+    pub expected: Option<Schedule>,
+    pub grace: Duration,
 }
 
-/// Each job's schedule and enabled state after environment overrides.
+/// Each job's schedule, zone and policies after environment overrides.
 pub fn plan(jobs: &Registry, config: &Config) -> Result<Vec<PlannedJob>, ScheduleError> {
     jobs.iter()
         .map(|job| {
+            let name = job.name();
+            let zone = config.zone_for(name);
             let expression = config
                 .schedule_overrides
-                .get(job.name())
+                .get(name)
                 .map_or(job.default_schedule(), String::as_str);
             Ok(PlannedJob {
-                name: job.name(),
-                schedule: Schedule::parse(expression, config.zone)?,
+                name,
+                schedule: Schedule::parse(expression, zone)?,
                 enabled: config
                     .enabled_overrides
-                    .get(job.name())
+                    .get(name)
                     .copied()
                     .unwrap_or_else(|| job.enabled_by_default(config)),
+                catch_up: config.catch_up_for(name),
+                expected: config
+                    .expected_for(name)
+                    .map(|expression| Schedule::parse(expression, zone))
+                    .transpose()?,
+                grace: config.grace_for(name),
             })
         })
         .collect()
@@ -54,13 +81,15 @@ pub fn plan(jobs: &Registry, config: &Config) -> Result<Vec<PlannedJob>, Schedul
 
 /// The longest single sleep, so a changed wall clock is noticed within a minute.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
-/// A last fire time this far ahead of the clock means the clock was set back.
-const CLOCK_CORRECTION: chrono::Duration = chrono::Duration::hours(3);
+/// The wall clock running this far ahead of the monotonic one across a sleep means the host
+/// was suspended (the monotonic clock stops) or the clock was stepped forward.
+const SUSPEND_TOLERANCE: chrono::Duration = chrono::Duration::seconds(2);
 
 struct Entry {
     name: &'static str,
     schedule: Schedule,
-    last_fire: DateTime<Utc>,
+    catch_up: CatchUp,
+    last_handled: DateTime<Utc>,
 }
 
 /// Runs the scheduler loop until shutdown; returns the handles of runs it started.
@@ -70,18 +99,21 @@ pub fn run(
     shutdown: Arc<Shutdown>,
 ) -> Vec<JoinHandle<()>> {
     let mut started_runs = Vec::new();
-    if !runner.config().cron_enabled {
-        log::warn!("CRON_ENABLED=false: the scheduler fires nothing");
-        return started_runs;
+    let paused = !runner.config().cron_enabled;
+    if paused {
+        log::warn!(
+            "CRON_ENABLED=false: the scheduler fires nothing; fire times are recorded as paused"
+        );
     }
     let now = runner.clock().now();
     let mut entries: Vec<Entry> = planned
         .into_iter()
         .filter(|job| job.enabled)
         .map(|job| Entry {
-            last_fire: last_fire_or_now(&runner, job.name, now),
+            last_handled: last_fire_or_now(&runner, job.name, now),
             name: job.name,
             schedule: job.schedule,
+            catch_up: job.catch_up,
         })
         .collect();
     log::info!("scheduler: {} jobs scheduled", entries.len());
@@ -90,43 +122,32 @@ pub fn run(
         return started_runs;
     }
 
+    let mut previous_pass: Option<(DateTime<Utc>, Instant)> = None;
     while !shutdown.is_requested() {
         let now = runner.clock().now();
+        let continuity = continuity(previous_pass, now);
+        previous_pass = Some((now, Instant::now()));
         for entry in &mut entries {
-            if entry.last_fire > now + CLOCK_CORRECTION {
-                // As cron(8) does for changes over three hours: the clock was corrected
-                // backwards; start again from the new time rather than wait for the old one.
-                log::warn!(
-                    "{}: the clock moved back before its last fire time {}; starting from now",
-                    entry.name,
-                    entry.last_fire
-                );
-                entry.last_fire = now;
-            }
-            let Some(due) = due(&entry.schedule, entry.last_fire, now) else {
+            let decision = decide(&Pass {
+                schedule: &entry.schedule,
+                catch_up: entry.catch_up,
+                paused,
+                last_handled: entry.last_handled,
+                now,
+                continuity,
+            });
+            let Some(handled_through) = decision.handled_through() else {
                 continue;
             };
-            if due.skipped > 0 {
-                log::warn!(
-                    "{}: {} scheduled runs between {} and {} were missed; running once now",
-                    entry.name,
-                    due.skipped,
-                    entry.last_fire,
-                    due.fire_at
-                );
-            }
-            entry.last_fire = due.fire_at;
-            if let Err(error) = runner.store().set_last_fire(entry.name, due.fire_at) {
-                log::error!("{}: recording its fire time: {error}", entry.name);
-            }
+            entry.last_handled = handled_through;
             started_runs.retain(|handle: &JoinHandle<()>| !handle.is_finished());
-            if let Some(handle) = dispatch(&runner, entry.name) {
+            if let Some(handle) = carry_out(&runner, entry.name, entry.catch_up, decision) {
                 started_runs.push(handle);
             }
         }
         let next_fire = entries
             .iter()
-            .filter_map(|entry| entry.schedule.next_after(entry.last_fire))
+            .filter_map(|entry| entry.schedule.next_after(entry.last_handled))
             .min();
         let sleep = match next_fire {
             Some(next) => (next - runner.clock().now())
@@ -139,6 +160,105 @@ pub fn run(
         }
     }
     started_runs
+}
+
+/// Whether the clock was watched since the previous pass: not on the first pass, nor after
+/// the wall clock ran ahead of the monotonic clock (a suspended host, a clock stepped forward).
+fn continuity(previous_pass: Option<(DateTime<Utc>, Instant)>, now: DateTime<Utc>) -> Continuity {
+    let Some((wall, monotonic)) = previous_pass else {
+        return Continuity::Interrupted;
+    };
+    let slept = chrono::Duration::from_std(monotonic.elapsed()).unwrap_or_default();
+    let wall_elapsed = now - wall;
+    if wall_elapsed < -SUSPEND_TOLERANCE {
+        log::warn!(
+            "scheduler: the clock moved back {}s; fire times already handled are not run again",
+            -wall_elapsed.num_seconds()
+        );
+    }
+    if wall_elapsed - slept > SUSPEND_TOLERANCE {
+        log::warn!(
+            "scheduler: {}s passed on the clock during a {}s sleep (a suspended host or a clock set forward)",
+            wall_elapsed.num_seconds(),
+            slept.num_seconds()
+        );
+        return Continuity::Interrupted;
+    }
+    Continuity::Watched
+}
+
+/// Records what no run serves, then starts the decision's runs, oldest first, on a thread.
+fn carry_out(
+    runner: &Arc<Runner>,
+    name: &'static str,
+    catch_up: CatchUp,
+    decision: Decision,
+) -> Option<JoinHandle<()>> {
+    let now = runner.clock().now();
+    if let Some(restart) = decision.restart_from {
+        // As cron(8) does for changes over three hours: the clock was corrected backwards;
+        // start again from the new time rather than wait for the old one.
+        log::warn!(
+            "{name}: the clock moved back before its last fire time; starting from {restart}"
+        );
+        if let Err(error) = runner.store().set_last_fire(name, restart) {
+            log::error!("{name}: recording its fire time: {error}");
+        }
+    }
+    if let Some(batch) = &decision.unserved {
+        log_unserved(name, catch_up, batch);
+        let rows: Vec<NewOccurrence> = batch
+            .occurrences
+            .iter()
+            .map(|&(time, outcome)| NewOccurrence::unserved(time, outcome))
+            .collect();
+        if let Err(error) = runner.store().record_occurrences(
+            name,
+            Source::Schedule,
+            &rows,
+            (batch.uncounted_outcome, batch.uncounted),
+            Some(batch.handled_through),
+            now,
+        ) {
+            log::error!("{name}: recording its fire times: {error}");
+        }
+    }
+    if decision.runs.is_empty() {
+        return None;
+    }
+    let served: u64 = decision
+        .runs
+        .iter()
+        .map(|(_, batch)| batch.occurrences.len() as u64 + batch.uncounted)
+        .sum();
+    if served > 1 {
+        log::warn!(
+            "{name}: {served} fire times passed since it last ran; catch-up {}: {} run(s) now",
+            catch_up.as_str(),
+            decision.runs.len()
+        );
+    }
+    dispatch(runner, name, decision.runs)
+}
+
+fn log_unserved(name: &str, catch_up: CatchUp, batch: &OccurrenceBatch) {
+    let count = batch.occurrences.len() as u64 + batch.uncounted;
+    let outcome = batch
+        .occurrences
+        .first()
+        .map_or(batch.uncounted_outcome, |(_, outcome)| *outcome);
+    match batch.occurrences.first() {
+        Some((first, _)) => log::warn!(
+            "{name}: {count} fire times from {first} to {} recorded as {} (catch-up {})",
+            batch.handled_through,
+            outcome.as_str(),
+            catch_up.as_str()
+        ),
+        None => log::warn!(
+            "{name}: {count} fire times recorded as {}",
+            outcome.as_str()
+        ),
+    }
 }
 
 fn last_fire_or_now(runner: &Runner, name: &str, now: DateTime<Utc>) -> DateTime<Utc> {
@@ -157,20 +277,28 @@ fn last_fire_or_now(runner: &Runner, name: &str, now: DateTime<Utc>) -> DateTime
     }
 }
 
-/// Runs the job on its own thread, so a long job never delays another's fire time.
-fn dispatch(runner: &Arc<Runner>, name: &'static str) -> Option<JoinHandle<()>> {
+/// Runs the job's fire times one after another on a thread of its own, so a long job never
+/// delays another's fire time.
+fn dispatch(
+    runner: &Arc<Runner>,
+    name: &'static str,
+    runs: Vec<(DateTime<Utc>, OccurrenceBatch)>,
+) -> Option<JoinHandle<()>> {
     let runner = Arc::clone(runner);
     let spawned = std::thread::Builder::new()
         .name(format!("run-{name}"))
-        .spawn(
-            move || match runner.run(name, Trigger::Schedule, RunParams::default()) {
-                Ok(_) | Err(RunError::ShuttingDown) => {}
-                Err(error @ RunError::AlreadyRunning { .. }) => {
-                    log::info!("{name}: skipped: {error}")
+        .spawn(move || {
+            for (scheduled_for, batch) in runs {
+                match runner.run_scheduled(name, scheduled_for, &batch) {
+                    Ok(_) => {}
+                    Err(RunError::ShuttingDown) => return,
+                    Err(error @ RunError::AlreadyRunning { .. }) => {
+                        log::info!("{name}: fire time {scheduled_for} refused: {error}")
+                    }
+                    Err(error) => log::error!("{name}: {error}"),
                 }
-                Err(error) => log::error!("{name}: {error}"),
-            },
-        );
+            }
+        });
     match spawned {
         Ok(handle) => Some(handle),
         Err(error) => {

@@ -206,31 +206,6 @@ impl Schedule {
     }
 }
 
-/// What the scheduler owes a job at `now`, given the last fire time it handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Due {
-    /// The latest fire time at or before `now`: the run made now stands for it.
-    pub fire_at: DateTime<Utc>,
-    /// Fire times before it that were missed (downtime, a suspended host) and are not run.
-    pub skipped: u64,
-}
-
-/// A job is due when a fire time has passed since `last_fire`; however many have, it runs once.
-pub fn due(schedule: &Schedule, last_fire: DateTime<Utc>, now: DateTime<Utc>) -> Option<Due> {
-    let mut fire_at = schedule
-        .next_after(last_fire)
-        .filter(|first| *first <= now)?;
-    let mut skipped = 0;
-    while let Some(next) = schedule.next_after(fire_at).filter(|next| *next <= now) {
-        fire_at = next;
-        skipped += 1;
-        if skipped as usize >= MAX_CANDIDATES {
-            break;
-        }
-    }
-    Some(Due { fire_at, skipped })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,21 +421,6 @@ mod tests {
                 "2026-04-05T01:45:00+10:30",
                 "2026-04-05T02:00:00+10:30",
             ]
-        );
-    }
-
-    #[test]
-    fn missed_ticks_are_made_up_once() {
-        let schedule = Schedule::parse("*/15 * * * *", chrono_tz::UTC).unwrap();
-        let last = instant("2026-01-01T00:00:00Z");
-        assert_eq!(due(&schedule, last, instant("2026-01-01T00:14:59Z")), None);
-        let after_downtime = due(&schedule, last, instant("2026-01-01T02:07:00Z")).unwrap();
-        assert_eq!(after_downtime.fire_at, instant("2026-01-01T02:00:00Z"));
-        assert_eq!(after_downtime.skipped, 7);
-        let on_time = due(&schedule, last, instant("2026-01-01T00:15:00Z")).unwrap();
-        assert_eq!(
-            (on_time.fire_at, on_time.skipped),
-            (instant("2026-01-01T00:15:00Z"), 0)
         );
     }
 }

@@ -63,6 +63,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../schema/0010_capture.sql"),
     },
     Migration {
+        version: 11,
+        name: "0011_occurrences_alerts",
+        sql: include_str!("../../schema/0011_occurrences_alerts.sql"),
+    },
+    Migration {
         version: 12,
         name: "0012_export_metric_ids",
         sql: include_str!("../../schema/0012_export_metric_ids.sql"),

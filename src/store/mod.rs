@@ -1,9 +1,12 @@
 //! The SQLite store: a pooled WAL database, its migrations, and the typed errors of both.
 
+pub mod alerts;
 pub mod backup;
 mod batch;
 pub mod capture;
+pub mod metrics;
 mod migrate;
+pub mod occurrences;
 mod row_json;
 pub mod runs;
 pub mod times;

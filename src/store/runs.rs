@@ -1,9 +1,10 @@
-//! Run history, per-job leases and the scheduler's last fire times: the runner's tables.
+//! Run history and per-job leases: the runner's tables.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
+use super::occurrences::{self, OccurrenceBatch};
 use super::{Store, StoreError};
 use crate::clock::{from_store_text, to_store_text};
 
@@ -61,32 +62,11 @@ pub struct RunRecord {
     pub error: Option<String>,
     pub duration_ms: Option<i64>,
     pub rows_processed: i64,
-}
-
-/// Lifetime counters of a job's runs that ended with one status (kept by a trigger).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunStats {
-    pub job: String,
-    pub status: String,
-    pub runs: i64,
-    pub duration_seconds_sum: f64,
-    pub rows_processed: i64,
-    pub last_finished_at: Option<String>,
-}
-
-/// A job's duration histogram: runs per bucket (not cumulative), buckets in ascending order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DurationHistogram {
-    pub job: String,
-    pub buckets: Vec<(String, i64)>,
-}
-
-/// What `/metrics` reports of runs, read together.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunMetrics {
-    pub stats: Vec<RunStats>,
-    pub histograms: Vec<DurationHistogram>,
-    pub running: Vec<(String, i64)>,
+    /// A scheduled run: the fire time it serves, and its start minus that time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<i64>,
 }
 
 /// The run currently holding a job's lease.
@@ -146,59 +126,8 @@ fn abandoned_at(heartbeat: DateTime<Utc>, now: DateTime<Utc>) -> String {
     to_store_text(ended)
 }
 
-fn run_stats(conn: &Connection) -> rusqlite::Result<Vec<RunStats>> {
-    let mut statement = conn.prepare(
-        "SELECT job, status, runs, duration_seconds_sum, rows_processed, last_finished_at
-           FROM job_run_stats ORDER BY job, status",
-    )?;
-    statement
-        .query_map([], |row| {
-            Ok(RunStats {
-                job: row.get(0)?,
-                status: row.get(1)?,
-                runs: row.get(2)?,
-                duration_seconds_sum: row.get(3)?,
-                rows_processed: row.get(4)?,
-                last_finished_at: row.get(5)?,
-            })
-        })?
-        .collect()
-}
-
-/// Every job's histogram, with every bucket (zero where no run fell).
-fn duration_histograms(
-    conn: &Connection,
-    jobs: &[&str],
-) -> rusqlite::Result<Vec<DurationHistogram>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT d.le, COALESCE(b.runs, 0) FROM job_run_duration_bounds d
-           LEFT JOIN job_run_duration_buckets b ON b.le = d.le AND b.job = ?1
-          ORDER BY d.seconds",
-    )?;
-    jobs.iter()
-        .map(|job| {
-            let buckets = statement
-                .query_map([job], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect::<Result<_, _>>()?;
-            Ok(DurationHistogram {
-                job: job.to_string(),
-                buckets,
-            })
-        })
-        .collect()
-}
-
-/// Runs in progress, per job.
-fn running_counts(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
-    let mut statement =
-        conn.prepare("SELECT job, COUNT(*) FROM job_runs WHERE status = 'running' GROUP BY job")?;
-    statement
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect()
-}
-
-const RUN_COLUMNS: &str =
-    "id, job, trigger, started_at, finished_at, status, error, duration_ms, rows_processed";
+const RUN_COLUMNS: &str = "id, job, trigger, started_at, finished_at, status, error, duration_ms,
+     rows_processed, scheduled_for, lag_ms";
 
 fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
@@ -211,6 +140,8 @@ fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         error: row.get(6)?,
         duration_ms: row.get(7)?,
         rows_processed: row.get(8)?,
+        scheduled_for: row.get(9)?,
+        lag_ms: row.get(10)?,
     })
 }
 
@@ -225,6 +156,40 @@ impl Store {
         now: impl Fn() -> DateTime<Utc>,
         is_alive: impl Fn(&LeaseHolder) -> bool,
     ) -> Result<LeaseAttempt, StoreError> {
+        self.begin(job, trigger, holder, now, is_alive, None)
+    }
+
+    /// As [`Store::begin_run`] for a run the scheduler starts for `scheduled_for`: the same
+    /// transaction records the run's fire time and lag, the occurrences it serves and the
+    /// scheduler's progress, so a crash neither loses nor repeats a fire time.
+    pub fn begin_scheduled_run(
+        &self,
+        job: &str,
+        holder: &str,
+        now: impl Fn() -> DateTime<Utc>,
+        is_alive: impl Fn(&LeaseHolder) -> bool,
+        scheduled_for: DateTime<Utc>,
+        batch: &OccurrenceBatch,
+    ) -> Result<LeaseAttempt, StoreError> {
+        self.begin(
+            job,
+            Trigger::Schedule,
+            holder,
+            now,
+            is_alive,
+            Some((scheduled_for, batch)),
+        )
+    }
+
+    fn begin(
+        &self,
+        job: &str,
+        trigger: Trigger,
+        holder: &str,
+        now: impl Fn() -> DateTime<Utc>,
+        is_alive: impl Fn(&LeaseHolder) -> bool,
+        scheduled: Option<(DateTime<Utc>, &OccurrenceBatch)>,
+    ) -> Result<LeaseAttempt, StoreError> {
         let mut conn = self.conn()?;
         // A live holder is answered from a plain read, so a refusal never waits for the write
         // lock (which the holder may be using); the transaction below checks again.
@@ -236,7 +201,8 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // The start is read once the write lock is held: a run that waited for it cannot
         // record a start before the previous run's recorded end.
-        let now_text = to_store_text(now());
+        let started = now();
+        let now_text = to_store_text(started);
         if let Some(current) = current_lease(&tx, job)? {
             if is_alive(&current) {
                 return Ok(LeaseAttempt::Busy(current));
@@ -266,6 +232,9 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?4)",
             (job, run_id, holder, &now_text),
         )?;
+        if let Some((scheduled_for, batch)) = scheduled {
+            occurrences::start_scheduled_in(&tx, job, run_id, scheduled_for, batch, started)?;
+        }
         tx.commit()?;
         Ok(LeaseAttempt::Acquired { run_id })
     }
@@ -307,9 +276,23 @@ impl Store {
         end: &RunEnd<'_>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.finish_run_then(job, run_id, end, now, |_, _| Ok(()))
+    }
+
+    /// As [`Store::finish_run`], with `then` run in the same transaction after the end is
+    /// written (the alert conditions a run's end opens or closes are committed with it); it
+    /// is told whether this call recorded the end (false: the run had already ended).
+    pub fn finish_run_then<T>(
+        &self,
+        job: &str,
+        run_id: i64,
+        end: &RunEnd<'_>,
+        now: DateTime<Utc>,
+        then: impl FnOnce(&Connection, bool) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
+        let ended = tx.execute(
             "UPDATE job_runs SET status = ?2, finished_at = ?3, result = ?4, error = ?5,
                  rows_processed = ?6, duration_ms = ?7
              WHERE id = ?1 AND status = 'running'",
@@ -327,8 +310,9 @@ impl Store {
             "DELETE FROM job_leases WHERE job = ?1 AND run_id = ?2",
             (job, run_id),
         )?;
+        let value = then(&tx, ended == 1)?;
         tx.commit()?;
-        Ok(())
+        Ok(value)
     }
 
     /// Marks failed every `running` run whose process `is_alive` says is gone and that holds
@@ -440,20 +424,6 @@ impl Store {
         Ok((latest, latest_failed))
     }
 
-    /// Run counters, histograms and runs in progress, read in one transaction so a run that
-    /// ends meanwhile is in all of them or in none (a histogram's sum and count agree).
-    pub fn run_metrics(&self, jobs: &[&str]) -> Result<RunMetrics, StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
-        let metrics = RunMetrics {
-            stats: run_stats(&tx)?,
-            histograms: duration_histograms(&tx, jobs)?,
-            running: running_counts(&tx)?,
-        };
-        tx.commit()?;
-        Ok(metrics)
-    }
-
     /// The durations (ms) of a job's newest finished runs, oldest first.
     pub fn recent_durations(&self, job: &str, limit: i64) -> Result<Vec<i64>, StoreError> {
         let conn = self.conn()?;
@@ -477,27 +447,6 @@ impl Store {
             .query_map([limit], run_from_row)?
             .collect::<Result<_, _>>()?;
         Ok(runs)
-    }
-
-    pub fn last_fire(&self, job: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let text: Option<String> = self
-            .conn()?
-            .query_row(
-                "SELECT last_fire_at FROM schedule_state WHERE job = ?1",
-                [job],
-                |row| row.get(0),
-            )
-            .optional()?;
-        Ok(text.as_deref().and_then(from_store_text))
-    }
-
-    pub fn set_last_fire(&self, job: &str, fire: DateTime<Utc>) -> Result<(), StoreError> {
-        self.conn()?.execute(
-            "INSERT INTO schedule_state (job, last_fire_at) VALUES (?1, ?2)
-             ON CONFLICT (job) DO UPDATE SET last_fire_at = excluded.last_fire_at",
-            (job, to_store_text(fire)),
-        )?;
-        Ok(())
     }
 }
 

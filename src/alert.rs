@@ -1,0 +1,473 @@
+//! The one alert path (SPEC §7): an alert is a JSON object with a top-level `type`, logged as
+//! one line under target `edgecron::alert` and, with `ALERT_WEBHOOK_URL`, queued in the
+//! store's outbox and POSTed from there.
+//!
+//! The job alerts (`job_overdue`/`job_recovered`, `job_failing`, `job_overrun`) follow a
+//! condition kept in the store (`store::alerts`): each fires when its condition opens and
+//! once more when it closes, committed with the change that caused it. Delivery never holds
+//! up a job or the scheduler: it runs on a thread of its own, one request at a time with a
+//! short timeout, and an alert the webhook did not take is sent again by a later delivery
+//! (the next alert, the watcher's periodic drain, the end of a CLI run), for a day.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+use serde_json::{Map, Value, json};
+
+use crate::clock::{Clock, from_store_text, to_store_text};
+use crate::config::Config;
+use crate::logging::ALERT_TARGET;
+use crate::store::alerts::{self, ConditionKind};
+use crate::store::runs::RunStatus;
+use crate::store::{Store, StoreError};
+use crate::webhook::{self, PostError};
+
+pub const JOB_OVERDUE: &str = "job_overdue";
+pub const JOB_RECOVERED: &str = "job_recovered";
+pub const JOB_FAILING: &str = "job_failing";
+pub const JOB_FAILING_RESOLVED: &str = "job_failing_resolved";
+pub const JOB_OVERRUN: &str = "job_overrun";
+pub const JOB_OVERRUN_RESOLVED: &str = "job_overrun_resolved";
+
+/// Failed runs in a row that make a job failing.
+pub const FAILING_AFTER: i64 = 3;
+/// The longest one webhook request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a deliverer holds an alert it is posting before another may take it.
+const CLAIM_HOLD: Duration = Duration::from_secs(30);
+/// An alert not delivered within a day is no longer news and is given up.
+const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::days(1);
+
+/// A job alert: `type`, `job`, a one-line `summary`, `at`, and the fields of `details`.
+pub fn job_alert(
+    kind: &str,
+    job: &str,
+    summary: String,
+    details: Value,
+    now: DateTime<Utc>,
+) -> Value {
+    let mut alert = Map::new();
+    alert.insert("type".into(), json!(kind));
+    alert.insert("job".into(), json!(job));
+    alert.insert("summary".into(), json!(summary));
+    alert.insert("at".into(), json!(to_store_text(now)));
+    if let Value::Object(fields) = details {
+        alert.extend(fields);
+    }
+    Value::Object(alert)
+}
+
+/// Writes the alert's log line: the object itself, which the logger keeps as one line
+/// (JSON: its fields at the top level; text: its summary, then the object).
+pub fn log(alert: &Value) {
+    let kind = alert["type"].as_str().unwrap_or("");
+    let level = if kind.ends_with("_resolved") || kind == JOB_RECOVERED {
+        log::Level::Info
+    } else {
+        log::Level::Warn
+    };
+    log::log!(target: ALERT_TARGET, level, "{alert}");
+}
+
+/// What became of an alert's POST when it was tried at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// `ALERT_WEBHOOK_URL` is not set: the alert was only logged.
+    NoWebhook,
+    Delivered {
+        status: u16,
+    },
+    /// Not taken now; it stays queued for a later delivery (unless the webhook refused it).
+    Failed {
+        error: String,
+    },
+}
+
+/// Raises an alert that follows no condition (the export failure alert): logs it, queues it
+/// and tries the webhook at once, within a few seconds, answering what happened.
+pub fn raise(store: &Store, config: &Config, clock: &dyn Clock, alert: &Value) -> Delivery {
+    log(alert);
+    let Some(url) = &config.alerts.webhook else {
+        return Delivery::NoWebhook;
+    };
+    let id = match store.enqueue_alert(alert, clock.now()) {
+        Ok(id) => id,
+        Err(error) => {
+            // The outbox is out of reach; the alert is still worth a direct attempt.
+            log::warn!("alert outbox: {error}");
+            return match webhook::post_once(url, &alert.to_string(), REQUEST_TIMEOUT) {
+                Ok(status) => Delivery::Delivered { status },
+                Err(error) => Delivery::Failed {
+                    error: error.to_string(),
+                },
+            };
+        }
+    };
+    deliver_pending(store, url, clock, REQUEST_TIMEOUT * 2)
+        .into_iter()
+        .find(|(attempted, _)| *attempted == id)
+        .map_or_else(
+            || Delivery::Failed {
+                error: "an earlier alert is still being delivered; queued".into(),
+            },
+            |(_, result)| match result {
+                Ok(status) => Delivery::Delivered { status },
+                Err(error) => Delivery::Failed { error },
+            },
+        )
+}
+
+/// Posts queued alerts oldest first until the queue is empty, the webhook fails (the rest
+/// waits for a later delivery) or `budget` is spent; answers each attempt.
+pub fn deliver_pending(
+    store: &Store,
+    url: &str,
+    clock: &dyn Clock,
+    budget: Duration,
+) -> Vec<(i64, Result<u16, String>)> {
+    let started = Instant::now();
+    let mut attempts = Vec::new();
+    if let Err(error) = store.prune_alerts(clock.now()) {
+        log::warn!("alert outbox: pruning: {error}");
+    }
+    while started.elapsed() < budget {
+        let now = clock.now();
+        let pending = match store.claim_alert(now, CLAIM_HOLD) {
+            Ok(Some(pending)) => pending,
+            Ok(None) => break,
+            Err(error) => {
+                log::warn!("alert outbox: {error}");
+                break;
+            }
+        };
+        let stale = from_store_text(&pending.created_at).is_some_and(|at| now - at > GIVE_UP_AFTER);
+        if stale {
+            log::warn!("alert {}: undelivered for a day; giving up", pending.id);
+            let _ = store.alert_abandoned(pending.id, "undelivered for a day", now);
+            continue;
+        }
+        let result = webhook::post_once(url, &pending.body, REQUEST_TIMEOUT);
+        let recorded = match &result {
+            Ok(_) => store.alert_delivered(pending.id, clock.now()),
+            Err(error @ PostError::Refused(_)) => {
+                log::warn!(
+                    "alert {}: the webhook refused it ({error}); giving up",
+                    pending.id
+                );
+                store.alert_abandoned(pending.id, &error.to_string(), clock.now())
+            }
+            Err(error) => {
+                log::warn!(
+                    "alert {}: the webhook failed ({error}); a later delivery retries",
+                    pending.id
+                );
+                store.alert_failed(pending.id, &error.to_string())
+            }
+        };
+        if let Err(error) = recorded {
+            log::warn!("alert {}: recording its delivery: {error}", pending.id);
+        }
+        let unavailable = matches!(result, Err(PostError::Unavailable(_)));
+        attempts.push((pending.id, result.map_err(|error| error.to_string())));
+        if unavailable {
+            break;
+        }
+    }
+    attempts
+}
+
+/// The alert path of one process: logs alerts and delivers the outbox off the caller's thread.
+#[derive(Clone)]
+pub struct Alerts {
+    store: Store,
+    webhook: Option<String>,
+    clock: Arc<dyn Clock>,
+    delivering: Arc<AtomicBool>,
+}
+
+impl Alerts {
+    pub fn new(store: Store, config: &Config, clock: Arc<dyn Clock>) -> Alerts {
+        Alerts {
+            store,
+            webhook: config.alerts.webhook.clone(),
+            clock,
+            delivering: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether alerts go to a webhook (and so into the outbox).
+    pub fn webhook_configured(&self) -> bool {
+        self.webhook.is_some()
+    }
+
+    /// Logs alerts already committed to the store and starts their delivery.
+    pub fn announce(&self, raised: &[Value]) {
+        raised.iter().for_each(log);
+        if !raised.is_empty() {
+            self.deliver_in_background();
+        }
+    }
+
+    /// Delivers the outbox on a thread of its own, unless one is already at it.
+    pub fn deliver_in_background(&self) {
+        if self.webhook.is_none() || self.delivering.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let alerts = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("alert-delivery".into())
+            .spawn(move || {
+                alerts.drain(Duration::from_secs(60));
+                alerts.delivering.store(false, Ordering::SeqCst);
+            });
+        if let Err(error) = spawned {
+            self.delivering.store(false, Ordering::SeqCst);
+            log::warn!("alert delivery: no thread ({error}); a later delivery sends them");
+        }
+    }
+
+    /// Delivers the outbox on this thread, within `budget`, after any delivery of this
+    /// process already under way (a process about to exit would cut that one off).
+    pub fn deliver_now(&self, budget: Duration) {
+        if self.webhook.is_none() {
+            return;
+        }
+        let started = Instant::now();
+        while self.delivering.swap(true, Ordering::SeqCst) {
+            if started.elapsed() >= budget {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.drain(budget.saturating_sub(started.elapsed()));
+        self.delivering.store(false, Ordering::SeqCst);
+    }
+
+    fn drain(&self, budget: Duration) {
+        if let Some(url) = &self.webhook {
+            deliver_pending(&self.store, url, self.clock.as_ref(), budget);
+        }
+    }
+}
+
+/// The conditions a run's end opens or closes, inside the transaction that records the end:
+/// failing after [`FAILING_AFTER`] failed runs in a row; failing, overdue and overrun closed by
+/// a run that finishes (ok or partial). Answers the alerts raised (already queued).
+pub fn run_ended(
+    conn: &Connection,
+    job: &str,
+    run_id: i64,
+    status: RunStatus,
+    error: Option<&str>,
+    enqueue: bool,
+    now: DateTime<Utc>,
+) -> Result<Vec<Value>, StoreError> {
+    let mut raised = Vec::new();
+    let overrun = alerts::close_in(
+        conn,
+        job,
+        ConditionKind::Overrun,
+        None,
+        |condition| {
+            job_alert(
+                JOB_OVERRUN_RESOLVED,
+                job,
+                format!(
+                    "{job}: the overrunning run {} is over",
+                    condition.run_id.unwrap_or(run_id)
+                ),
+                json!({"runId": condition.run_id, "since": condition.since}),
+                now,
+            )
+        },
+        enqueue,
+        now,
+    )?;
+    raised.extend(overrun);
+    match status {
+        RunStatus::Failed => {
+            let statuses = alerts::recent_statuses_in(conn, job, FAILING_AFTER)?;
+            let failing = statuses.len() as i64 == FAILING_AFTER
+                && statuses.iter().all(|status| status == "failed");
+            if failing {
+                let alert = job_alert(
+                    JOB_FAILING,
+                    job,
+                    format!(
+                        "{job}: the last {FAILING_AFTER} runs failed (run {run_id}: {})",
+                        error.unwrap_or("failed")
+                    ),
+                    json!({"runId": run_id, "failedRuns": FAILING_AFTER, "error": error}),
+                    now,
+                );
+                if alerts::open_in(
+                    conn,
+                    job,
+                    ConditionKind::Failing,
+                    now,
+                    Some(run_id),
+                    &alert,
+                    enqueue,
+                    now,
+                )? {
+                    raised.push(alert);
+                }
+            }
+        }
+        RunStatus::Ok | RunStatus::Partial => {
+            let ended = status.as_str();
+            for (kind, alert_type, what) in [
+                (ConditionKind::Failing, JOB_FAILING_RESOLVED, "failing"),
+                (ConditionKind::Overdue, JOB_RECOVERED, "overdue"),
+            ] {
+                let closed = alerts::close_in(
+                    conn,
+                    job,
+                    kind,
+                    None,
+                    |condition| {
+                        job_alert(
+                            alert_type,
+                            job,
+                            format!(
+                                "{job}: run {run_id} ended {ended}; {what} since {}",
+                                condition.since
+                            ),
+                            json!({"runId": run_id, "status": ended, "since": condition.since}),
+                            now,
+                        )
+                    },
+                    enqueue,
+                    now,
+                )?;
+                raised.extend(closed);
+            }
+        }
+        RunStatus::Running => {}
+    }
+    Ok(raised)
+}
+
+/// Opens the overrun condition of a run still going past its deadline; answers the alert
+/// when it opened now (already queued).
+pub fn run_overran(
+    store: &Store,
+    job: &str,
+    run_id: i64,
+    deadline: Duration,
+    running_for: Duration,
+    enqueue: bool,
+    now: DateTime<Utc>,
+) -> Result<Option<Value>, StoreError> {
+    let alert = job_alert(
+        JOB_OVERRUN,
+        job,
+        format!(
+            "{job}: run {run_id} has been going {}s, past its deadline of {}s; it stops at its next safe point",
+            running_for.as_secs(),
+            deadline.as_secs()
+        ),
+        json!({"runId": run_id, "deadlineSeconds": deadline.as_secs(), "runningSeconds": running_for.as_secs()}),
+        now,
+    );
+    let opened = store.open_condition(
+        job,
+        ConditionKind::Overrun,
+        now,
+        Some(run_id),
+        &alert,
+        enqueue,
+        now,
+    )?;
+    Ok(opened.then_some(alert))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::temp_store;
+    use chrono::TimeZone;
+
+    fn at(second: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, second).unwrap()
+    }
+
+    fn end(store: &Store, status: RunStatus, second: u32) -> Vec<Value> {
+        let conn = store.conn().unwrap();
+        conn.execute(
+            "INSERT INTO job_runs (job, trigger, status, started_at, holder)
+             VALUES ('siem-ship', 'cli', ?1, '2026-01-01T00:00:00.000Z', 'h')",
+            [status.as_str()],
+        )
+        .unwrap();
+        let run_id = conn.last_insert_rowid();
+        run_ended(
+            &conn,
+            "siem-ship",
+            run_id,
+            status,
+            Some("nothing shipped"),
+            true,
+            at(second),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn failing_fires_once_after_three_failures_and_resolves_on_success() {
+        let (_dir, store) = temp_store();
+        assert!(end(&store, RunStatus::Failed, 1).is_empty());
+        assert!(end(&store, RunStatus::Failed, 2).is_empty());
+        let third = end(&store, RunStatus::Failed, 3);
+        assert_eq!(third.len(), 1);
+        assert_eq!(third[0]["type"], JOB_FAILING);
+        assert_eq!(third[0]["job"], "siem-ship");
+        assert!(
+            third[0]["summary"]
+                .as_str()
+                .unwrap()
+                .contains("nothing shipped")
+        );
+        assert!(
+            end(&store, RunStatus::Failed, 4).is_empty(),
+            "once per condition"
+        );
+        let resolved = end(&store, RunStatus::Ok, 5);
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0]["type"], JOB_FAILING_RESOLVED);
+        assert_eq!(resolved[0]["since"], "2026-01-01T00:00:03.000Z");
+        assert!(end(&store, RunStatus::Ok, 6).is_empty());
+        // A partial run is no failure: the count starts again.
+        end(&store, RunStatus::Failed, 7);
+        end(&store, RunStatus::Partial, 8);
+        end(&store, RunStatus::Failed, 9);
+        assert!(end(&store, RunStatus::Failed, 10).is_empty());
+        assert_eq!(store.pending_alerts().unwrap(), 2);
+    }
+
+    #[test]
+    fn an_overrun_fires_once_and_resolves_when_the_job_next_ends() {
+        let (_dir, store) = temp_store();
+        let overran = |second| {
+            run_overran(
+                &store,
+                "siem-ship",
+                41,
+                Duration::from_secs(1),
+                Duration::from_secs(3),
+                false,
+                at(second),
+            )
+            .unwrap()
+        };
+        assert_eq!(overran(3).unwrap()["type"], JOB_OVERRUN);
+        assert!(overran(4).is_none());
+        let ended = end(&store, RunStatus::Failed, 5);
+        assert_eq!(ended[0]["type"], JOB_OVERRUN_RESOLVED);
+        assert_eq!(ended[0]["runId"], 41);
+        assert_eq!(store.pending_alerts().unwrap(), 1, "only the queued ones");
+    }
+}

@@ -1,0 +1,162 @@
+//! `edgecron check`: the whole configuration validated without touching the store (as
+//! `nginx -t`), every problem found rather than the first, and each job's effective plan.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::jobs::Registry;
+use crate::scheduler;
+use crate::status::{next_expected, next_run};
+
+/// One job's effective plan, as `check` prints it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedRow {
+    pub name: &'static str,
+    pub schedule: String,
+    pub zone: String,
+    pub catch_up: &'static str,
+    pub expected: Option<String>,
+    pub grace_seconds: u64,
+    pub enabled: bool,
+    /// When the scheduler next runs it (none when disabled or `CRON_ENABLED=false`).
+    pub next_run: Option<String>,
+    /// When an outside trigger is next expected.
+    pub next_expected: Option<String>,
+}
+
+/// Reads `vars` as `serve` would and answers each job's plan, or every problem, one line each.
+pub fn check(
+    vars: impl IntoIterator<Item = (String, String)>,
+    jobs: &Registry,
+    now: DateTime<Utc>,
+) -> Result<Vec<PlannedRow>, Vec<String>> {
+    let config = Config::check_vars(vars, &jobs.names())
+        .map_err(|problems| problems.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let planned = scheduler::plan(jobs, &config).map_err(|error| vec![error.to_string()])?;
+    Ok(planned
+        .iter()
+        .map(|job| PlannedRow {
+            name: job.name,
+            schedule: job.schedule.expression().to_string(),
+            zone: job.schedule.zone().name().to_string(),
+            catch_up: job.catch_up.as_str(),
+            expected: job
+                .expected
+                .as_ref()
+                .map(|expected| expected.expression().to_string()),
+            grace_seconds: job.grace.as_secs(),
+            enabled: job.enabled,
+            next_run: next_run(job, config.cron_enabled, now),
+            next_expected: next_expected(job, now),
+        })
+        .collect())
+}
+
+/// The plan as a table, one job a line.
+pub fn table(rows: &[PlannedRow]) -> String {
+    let mut out = format!(
+        "{:<28} {:<16} {:<20} {:<7} {:<16} {:>6} {:<7} {}\n",
+        "JOB", "SCHEDULE", "ZONE", "CATCHUP", "EXPECT", "GRACE", "ENABLED", "NEXT"
+    );
+    for row in rows {
+        let next = match (&row.next_run, &row.next_expected) {
+            (Some(run), _) => run.clone(),
+            (None, Some(expected)) => format!("{expected} (expected)"),
+            (None, None) => "-".to_string(),
+        };
+        out.push_str(&format!(
+            "{:<28} {:<16} {:<20} {:<7} {:<16} {:>5}s {:<7} {next}\n",
+            row.name,
+            row.schedule,
+            row.zone,
+            row.catch_up,
+            row.expected.as_deref().unwrap_or("-"),
+            row.grace_seconds,
+            if row.enabled { "yes" } else { "no" },
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_problem_is_one_line_naming_its_variable() {
+        let problems = check(
+            vars(&[
+                ("EDGECRON_TZ_CLEANUP", "Mars/Base"),
+                ("EDGECRON_CATCHUP_CLEANUP", "twice"),
+                ("EDGECRON_EXPECT_SIEM_SHIP", "every tuesday"),
+                ("EDGECRON_GRACE_MAINTENANCE", "0"),
+                ("EDGECRON_LISTEN", "nowhere"),
+                ("EDGECRON_ENABLED_NO_SUCH_JOB", "true"),
+            ]),
+            &Registry::all(),
+            Utc::now(),
+        )
+        .unwrap_err();
+        assert_eq!(problems.len(), 6, "{problems:#?}");
+        for variable in [
+            "EDGECRON_TZ_CLEANUP=Mars/Base",
+            "EDGECRON_CATCHUP_CLEANUP",
+            "EDGECRON_EXPECT_SIEM_SHIP",
+            "EDGECRON_GRACE_MAINTENANCE",
+            "EDGECRON_LISTEN",
+            "EDGECRON_ENABLED_NO_SUCH_JOB",
+        ] {
+            assert!(
+                problems.iter().any(|line| line.starts_with(variable)),
+                "{variable}: {problems:#?}"
+            );
+        }
+        assert!(problems.iter().all(|line| !line.contains('\n')));
+    }
+
+    #[test]
+    fn the_plan_shows_each_jobs_zone_policy_and_next_fire_time() {
+        let now = Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap();
+        let rows = check(
+            vars(&[
+                ("EDGECRON_TZ_CLEANUP", "Asia/Kolkata"),
+                ("EDGECRON_CATCHUP_CLEANUP", "all"),
+                ("EDGECRON_EXPECT_SIEM_SHIP", "*/5 * * * *"),
+                ("EDGECRON_GRACE_SIEM_SHIP", "120"),
+            ]),
+            &Registry::all(),
+            now,
+        )
+        .unwrap();
+        let cleanup = rows.iter().find(|row| row.name == "cleanup").unwrap();
+        assert_eq!(cleanup.zone, "Asia/Kolkata");
+        assert_eq!(cleanup.catch_up, "all");
+        // 04:30 in Kolkata is 23:00 UTC the day before.
+        assert_eq!(
+            cleanup.next_run.as_deref(),
+            Some("2026-05-02T04:30:00+05:30")
+        );
+        let siem = rows.iter().find(|row| row.name == "siem-ship").unwrap();
+        assert!(!siem.enabled && siem.next_run.is_none());
+        assert_eq!(siem.expected.as_deref(), Some("*/5 * * * *"));
+        assert_eq!(
+            siem.next_expected.as_deref(),
+            Some("2026-05-01T12:05:00+00:00")
+        );
+        assert_eq!(siem.grace_seconds, 120);
+        let text = table(&rows);
+        assert!(text.lines().any(
+            |line| line.starts_with("siem-ship") && line.contains("12:05:00+00:00 (expected)")
+        ));
+    }
+}
