@@ -20,6 +20,7 @@ use crate::runner::{RunError, Runner};
 use crate::scheduler::{self, schedule::Schedule};
 use crate::shutdown::Shutdown;
 use crate::status::job_statuses;
+use crate::store::backup::BackupError;
 use crate::store::runs::{RunStatus, Trigger};
 use crate::store::{Store, StoreError};
 
@@ -98,6 +99,16 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         rows: usize,
     },
+    /// Copy the store, consistent, while serve and the application write; never overwrites
+    Backup {
+        /// Where the copy goes (must not exist)
+        path: std::path::PathBuf,
+    },
+    /// Print the shell completion script for SHELL
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff)
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +182,18 @@ pub fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Backup { path } => backup(&path),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "edgecron", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            page.render(&mut std::io::stdout())
+                .map_err(|error| CliError::Failed(format!("writing the man page: {error}")))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo { tenants, rows } => {
             let (config, store) = open()?;
             let summary = crate::demo::fill(&store, &config, SystemClock.now(), tenants, rows)
@@ -179,6 +202,23 @@ pub fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `edgecron backup PATH`: the copy, its size and how long it took.
+fn backup(path: &std::path::Path) -> Result<ExitCode, CliError> {
+    let (_config, store) = open()?;
+    let report = store.backup_to(path).map_err(|error| match error {
+        BackupError::Exists(_) => CliError::Usage(error.to_string()),
+        other => CliError::Failed(format!("backup: {other}")),
+    })?;
+    println!(
+        "backed up {} to {}: {} bytes in {:.2}s, integrity ok",
+        store.path().display(),
+        report.path.display(),
+        report.bytes,
+        report.took.as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Loads configuration and opens the migrated store.

@@ -184,3 +184,87 @@ fn help_and_version() {
         format!("edgecron {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn the_packaged_man_page_and_completions_are_what_the_cli_generates() {
+    // They are generated from the clap definitions and kept in packaging/ for `cargo deb`;
+    // regenerate with `edgecron man > packaging/edgecron.1` and `edgecron completions SHELL`.
+    let env = Env::new();
+    let packaging = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging");
+    for (args, file) in [
+        (&["man"][..], "edgecron.1"),
+        (&["completions", "bash"], "completions/edgecron.bash"),
+        (&["completions", "zsh"], "completions/_edgecron"),
+        (&["completions", "fish"], "completions/edgecron.fish"),
+    ] {
+        let output = env.run(args);
+        assert!(output.status.success(), "{args:?}");
+        let packaged = std::fs::read(packaging.join(file)).unwrap();
+        assert!(
+            output.stdout == packaged,
+            "packaging/{file} is out of date: regenerate it with `edgecron {}`",
+            args.join(" ")
+        );
+    }
+}
+
+#[test]
+fn a_backup_taken_under_writes_is_whole_and_never_overwritten() {
+    let env = Env::new();
+    env.run_json(&["demo", "--rows", "2000"], 0);
+    let server = env.serve();
+    // The application writes every 5 ms throughout.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = std::sync::Arc::clone(&stop);
+        let conn = env.db();
+        std::thread::spawn(move || {
+            conn.busy_timeout(std::time::Duration::from_secs(10))
+                .unwrap();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                n += 1;
+                conn.execute(
+                    "INSERT INTO interaction_history (id, tenant_id) VALUES (?1, 'acme')",
+                    [format!("during-backup-{n}")],
+                )
+                .unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let before = env.query_i64("SELECT COUNT(*) FROM interaction_history");
+    let target = env.data_dir().join("backup.db");
+    let output = env.run(&["backup", target.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("integrity ok") && stdout.contains("bytes in"),
+        "{stdout}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().unwrap();
+    let copy = rusqlite::Connection::open(&target).unwrap();
+    let integrity: String = copy
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let copied: i64 = copy
+        .query_row("SELECT COUNT(*) FROM interaction_history", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert!(
+        copied >= before,
+        "{copied} rows copied, {before} committed before"
+    );
+    let again = env.run(&["backup", target.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    drop(server);
+}

@@ -207,10 +207,12 @@ fn an_expected_trigger_that_never_comes_raises_one_overdue_and_a_run_recovers() 
     assert!(count(&env, "cleanup", "missed") >= 2);
     let metrics = server.get("/metrics").body;
     assert!(
-        metrics.contains("edgecron_job_overdue{job=\"cleanup\"} 1"),
+        metrics.contains("edgecron_job_overdue{job_name=\"cleanup\"} 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("edgecron_occurrences_total{job=\"cleanup\",outcome=\"missed\"}"));
+    assert!(
+        metrics.contains("edgecron_occurrences_total{job_name=\"cleanup\",outcome=\"missed\"}")
+    );
     let jobs = server.trigger("GET", "/api/v1/jobs", None).json();
     let cleanup = jobs
         .as_array()
@@ -235,7 +237,7 @@ fn an_expected_trigger_that_never_comes_raises_one_overdue_and_a_run_recovers() 
         server
             .get("/metrics")
             .body
-            .contains("edgecron_job_overdue{job=\"cleanup\"} 0")
+            .contains("edgecron_job_overdue{job_name=\"cleanup\"} 0")
     );
     // The alert is one JSON log line with its type at the top.
     let logged: Vec<Value> = server

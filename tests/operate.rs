@@ -90,41 +90,41 @@ print(json.dumps(samples))
     assert_eq!(
         value(
             "edgecron_job_runs_total",
-            &[("job", "cleanup"), ("status", "ok")]
+            &[("job_name", "cleanup"), ("status", "ok")]
         ),
         Some(2.0)
     );
     assert_eq!(
         value(
             "edgecron_job_runs_total",
-            &[("job", "cleanup"), ("status", "failed")]
+            &[("job_name", "cleanup"), ("status", "failed")]
         ),
         Some(0.0)
     );
     assert_eq!(
         value(
             "edgecron_job_run_duration_seconds_count",
-            &[("job", "cleanup")]
+            &[("job_name", "cleanup")]
         ),
         Some(2.0)
     );
     assert_eq!(
         value(
             "edgecron_job_run_duration_seconds_bucket",
-            &[("job", "cleanup"), ("le", "+Inf")]
+            &[("job_name", "cleanup"), ("le", "+Inf")]
         ),
         Some(2.0)
     );
     assert!(
         value(
             "edgecron_job_last_success_timestamp_seconds",
-            &[("job", "cleanup")]
+            &[("job_name", "cleanup")]
         )
         .unwrap()
             > 1.7e9
     );
     assert_eq!(
-        value("edgecron_job_running", &[("job", "siem-ship")]),
+        value("edgecron_job_running", &[("job_name", "siem-ship")]),
         Some(0.0)
     );
     assert_eq!(value("edgecron_export_upload_queue_files", &[]), Some(0.0));
@@ -134,7 +134,7 @@ print(json.dumps(samples))
     env.run_json(&["run", "cleanup"], 0);
     let again = server.get("/metrics").body;
     assert!(
-        again.contains("edgecron_job_runs_total{job=\"cleanup\",status=\"ok\"} 3"),
+        again.contains("edgecron_job_runs_total{job_name=\"cleanup\",status=\"ok\"} 3"),
         "{again}"
     );
 }
@@ -336,10 +336,12 @@ fn the_systemd_units_verify_clean() {
         "edgecron.service",
         "edgecron-run@.service",
         "edgecron-run@.timer",
+        "edgecron-backup.service",
+        "edgecron-backup.timer",
     ] {
         // verify checks that ExecStart's binary exists: point it at the one just built.
         let text = std::fs::read_to_string(Path::new(units).join(name)).unwrap();
-        let text = text.replace("/usr/local/bin/edgecron", env!("CARGO_BIN_EXE_edgecron"));
+        let text = text.replace("/usr/bin/edgecron", env!("CARGO_BIN_EXE_edgecron"));
         std::fs::write(dir.path().join(name), text).unwrap();
     }
     for (instance, template) in [
@@ -355,6 +357,8 @@ fn the_systemd_units_verify_clean() {
             "./edgecron.service",
             "./edgecron-run@cleanup.service",
             "./edgecron-run@cleanup.timer",
+            "./edgecron-backup.service",
+            "./edgecron-backup.timer",
         ])
         .output()
         .unwrap();
@@ -462,4 +466,88 @@ fn json_logs_carry_the_job_and_run_id_and_never_the_secret() {
 
     let bad = env.with("EDGECRON_LOG_FORMAT", "xml").run(&["jobs"]);
     assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn promtool_passes_the_live_metrics_and_the_shipped_rules_and_the_dashboard_uses_real_metrics() {
+    if !available(
+        "EDGECRON_REQUIRE_PROMTOOL",
+        &["/usr/bin/promtool"],
+        "promtool check",
+    ) {
+        return;
+    }
+    // A SIEM backend named, so its families are served too (nothing is shipped here).
+    let env = Env::new()
+        .with("SIEM_BACKEND", "splunk")
+        .with("SIEM_ENDPOINT", "http://127.0.0.1:9")
+        .with("SIEM_API_KEY", "unused");
+    let server = env.serve();
+    assert_eq!(
+        server.trigger("POST", "/api/v1/cron/cleanup", None).status,
+        200
+    );
+    let metrics = server.get("/metrics").body;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), metrics.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}"
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rules = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(root.join("contrib/prometheus/edgecron.rules.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        rules.status.success(),
+        "promtool check rules: {}",
+        String::from_utf8_lossy(&rules.stdout)
+    );
+    // Every metric the rules and the dashboard query is one /metrics serves.
+    let served: Vec<&str> = metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    let dashboard = std::fs::read_to_string(root.join("contrib/grafana/edgecron.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&dashboard).unwrap();
+    let rules_text =
+        std::fs::read_to_string(root.join("contrib/prometheus/edgecron.rules.yml")).unwrap();
+    let mut queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().unwrap().clone())
+        .map(|target| target["expr"].as_str().unwrap().to_string())
+        .collect();
+    queries.push(rules_text);
+    for query in &queries {
+        for name in query
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("edgecron_"))
+        {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            assert!(
+                served.contains(&family) || served.contains(&name),
+                "{name} is queried but not served"
+            );
+        }
+    }
 }

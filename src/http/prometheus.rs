@@ -104,7 +104,7 @@ pub fn render(snapshot: &Snapshot) -> String {
             let runs = stat(job, status).map_or(0, |stat| stat.runs);
             let _ = writeln!(
                 out,
-                "edgecron_job_runs_total{{job=\"{job}\",status=\"{status}\"}} {runs}"
+                "edgecron_job_runs_total{{job_name=\"{job}\",status=\"{status}\"}} {runs}"
             );
         }
     }
@@ -122,7 +122,7 @@ pub fn render(snapshot: &Snapshot) -> String {
             cumulative += runs;
             let _ = writeln!(
                 out,
-                "edgecron_job_run_duration_seconds_bucket{{job=\"{job}\",le=\"{le}\"}} {cumulative}"
+                "edgecron_job_run_duration_seconds_bucket{{job_name=\"{job}\",le=\"{le}\"}} {cumulative}"
             );
         }
         let sum: f64 = STATUSES
@@ -132,11 +132,11 @@ pub fn render(snapshot: &Snapshot) -> String {
             .sum();
         let _ = writeln!(
             out,
-            "edgecron_job_run_duration_seconds_sum{{job=\"{job}\"}} {sum}"
+            "edgecron_job_run_duration_seconds_sum{{job_name=\"{job}\"}} {sum}"
         );
         let _ = writeln!(
             out,
-            "edgecron_job_run_duration_seconds_count{{job=\"{job}\"}} {cumulative}"
+            "edgecron_job_run_duration_seconds_count{{job_name=\"{job}\"}} {cumulative}"
         );
     }
 
@@ -163,7 +163,7 @@ pub fn render(snapshot: &Snapshot) -> String {
         for job in &snapshot.jobs {
             if let Some(time) = last(statuses, job) {
                 let seconds = time.timestamp_millis() as f64 / 1000.0;
-                let _ = writeln!(out, "{name}{{job=\"{job}\"}} {seconds}");
+                let _ = writeln!(out, "{name}{{job_name=\"{job}\"}} {seconds}");
             }
         }
     }
@@ -182,7 +182,7 @@ pub fn render(snapshot: &Snapshot) -> String {
             .sum();
         let _ = writeln!(
             out,
-            "edgecron_job_rows_processed_total{{job=\"{job}\"}} {rows}"
+            "edgecron_job_rows_processed_total{{job_name=\"{job}\"}} {rows}"
         );
     }
 
@@ -198,7 +198,7 @@ pub fn render(snapshot: &Snapshot) -> String {
             .iter()
             .find(|(name, _)| name == job)
             .map_or(0, |(_, count)| *count);
-        let _ = writeln!(out, "edgecron_job_running{{job=\"{job}\"}} {running}");
+        let _ = writeln!(out, "edgecron_job_running{{job_name=\"{job}\"}} {running}");
     }
 
     render_scheduling(&mut out, snapshot);
@@ -282,7 +282,7 @@ fn render_scheduling(out: &mut String, snapshot: &Snapshot) {
                 .map_or(0, |(_, _, count)| *count);
             let _ = writeln!(
                 out,
-                "edgecron_occurrences_total{{job=\"{job}\",outcome=\"{}\"}} {count}",
+                "edgecron_occurrences_total{{job_name=\"{job}\",outcome=\"{}\"}} {count}",
                 outcome.as_str()
             );
         }
@@ -300,12 +300,12 @@ fn render_scheduling(out: &mut String, snapshot: &Snapshot) {
             cumulative += runs;
             let _ = writeln!(
                 out,
-                "edgecron_schedule_lag_seconds_bucket{{job=\"{job}\",le=\"{le}\"}} {cumulative}"
+                "edgecron_schedule_lag_seconds_bucket{{job_name=\"{job}\",le=\"{le}\"}} {cumulative}"
             );
         }
         let _ = writeln!(
             out,
-            "edgecron_schedule_lag_seconds_sum{{job=\"{job}\"}} {}\nedgecron_schedule_lag_seconds_count{{job=\"{job}\"}} {cumulative}",
+            "edgecron_schedule_lag_seconds_sum{{job_name=\"{job}\"}} {}\nedgecron_schedule_lag_seconds_count{{job_name=\"{job}\"}} {cumulative}",
             histogram.seconds_sum
         );
     }
@@ -327,7 +327,7 @@ fn render_scheduling(out: &mut String, snapshot: &Snapshot) {
                 .conditions
                 .iter()
                 .any(|(name, condition)| name == job && condition == kind);
-            let _ = writeln!(out, "{name}{{job=\"{job}\"}} {}", u8::from(on));
+            let _ = writeln!(out, "{name}{{job_name=\"{job}\"}} {}", u8::from(on));
         }
     }
     gauge(
@@ -386,27 +386,27 @@ mod tests {
         let text = render(&snapshot);
         for line in [
             "# TYPE edgecron_job_runs_total counter",
-            "edgecron_job_runs_total{job=\"cleanup\",status=\"ok\"} 2",
-            "edgecron_job_runs_total{job=\"cleanup\",status=\"failed\"} 0",
-            "edgecron_job_run_duration_seconds_bucket{job=\"cleanup\",le=\"1\"} 2",
-            "edgecron_job_run_duration_seconds_bucket{job=\"cleanup\",le=\"+Inf\"} 2",
-            "edgecron_job_run_duration_seconds_sum{job=\"cleanup\"} 0.75",
-            "edgecron_job_run_duration_seconds_count{job=\"cleanup\"} 2",
-            "edgecron_job_last_success_timestamp_seconds{job=\"cleanup\"} 1777593600.5",
-            "edgecron_job_rows_processed_total{job=\"cleanup\"} 40",
-            "edgecron_job_running{job=\"cleanup\"} 1",
+            "edgecron_job_runs_total{job_name=\"cleanup\",status=\"ok\"} 2",
+            "edgecron_job_runs_total{job_name=\"cleanup\",status=\"failed\"} 0",
+            "edgecron_job_run_duration_seconds_bucket{job_name=\"cleanup\",le=\"1\"} 2",
+            "edgecron_job_run_duration_seconds_bucket{job_name=\"cleanup\",le=\"+Inf\"} 2",
+            "edgecron_job_run_duration_seconds_sum{job_name=\"cleanup\"} 0.75",
+            "edgecron_job_run_duration_seconds_count{job_name=\"cleanup\"} 2",
+            "edgecron_job_last_success_timestamp_seconds{job_name=\"cleanup\"} 1777593600.5",
+            "edgecron_job_rows_processed_total{job_name=\"cleanup\"} 40",
+            "edgecron_job_running{job_name=\"cleanup\"} 1",
             "edgecron_export_upload_queue_files 3",
             "edgecron_export_backlog_rows 12",
             "edgecron_export_invalid_rows 1",
             "edgecron_siem_backlog_rows{backend=\"splunk\"} 7",
             "edgecron_siem_stalled_runs{backend=\"splunk\"} 2",
             "edgecron_store_size_bytes 8192",
-            "edgecron_occurrences_total{job=\"cleanup\",outcome=\"coalesced\"} 3",
-            "edgecron_occurrences_total{job=\"cleanup\",outcome=\"missed\"} 0",
-            "edgecron_schedule_lag_seconds_bucket{job=\"cleanup\",le=\"0.1\"} 3",
-            "edgecron_schedule_lag_seconds_count{job=\"cleanup\"} 3",
-            "edgecron_job_overdue{job=\"cleanup\"} 1",
-            "edgecron_job_failing{job=\"cleanup\"} 0",
+            "edgecron_occurrences_total{job_name=\"cleanup\",outcome=\"coalesced\"} 3",
+            "edgecron_occurrences_total{job_name=\"cleanup\",outcome=\"missed\"} 0",
+            "edgecron_schedule_lag_seconds_bucket{job_name=\"cleanup\",le=\"0.1\"} 3",
+            "edgecron_schedule_lag_seconds_count{job_name=\"cleanup\"} 3",
+            "edgecron_job_overdue{job_name=\"cleanup\"} 1",
+            "edgecron_job_failing{job_name=\"cleanup\"} 0",
             "edgecron_alerts_pending 1",
         ] {
             assert!(
