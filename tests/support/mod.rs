@@ -1,7 +1,8 @@
 //! Shared helpers for the integration tests, one file per concern: the environment and the
 //! real binary (`env`), SQL against its store (`store`), a real server and a raw HTTP client
 //! for it (`server`), export files on disk (`exports`), and fakes of what the binary talks to:
-//! S3 (`moto`) and SIEM intakes (`intake`); `raw` sends bytes no well-behaved client would.
+//! S3 (`moto`), SIEM intakes (`intake`) and alert webhooks (`webhook`); `raw` sends bytes no
+//! well-behaved client would.
 
 #![allow(dead_code)]
 
@@ -12,6 +13,7 @@ mod moto;
 pub mod raw;
 mod server;
 mod store;
+pub mod webhook;
 
 pub use env::{Env, SECRET, signal};
 pub use exports::{assert_exported_exactly_once, drain_exports, export_files, exported_rows};
