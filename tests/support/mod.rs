@@ -4,8 +4,6 @@
 //! S3 (`moto`), SIEM intakes (`intake`) and alert webhooks (`webhook`); `raw` sends bytes no
 //! well-behaved client would.
 
-#![allow(dead_code)]
-
 mod env;
 mod exports;
 pub mod intake;

@@ -43,10 +43,6 @@ impl Moto {
         moto
     }
 
-    pub fn port(&self) -> u16 {
-        self.address.port()
-    }
-
     /// Points `env` at this server.
     pub fn configure(&self, env: Env) -> Env {
         env.with("S3_BUCKET", BUCKET)
