@@ -6,7 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, Timelike, Utc};
 use serde_json::Value;
 
-use crate::support::intake::{Intake, Kind, Receiver};
+use crate::support::intake::{Intake, Kind};
+use crate::support::webhook::Receiver;
 use crate::support::{Env, wait_until};
 
 /// A per-second schedule on a quick job with nothing to do.

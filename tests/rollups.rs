@@ -5,7 +5,7 @@ use chrono::{Days, Utc};
 use serde_json::Value;
 
 use crate::support::Env;
-use crate::support::intake::Receiver;
+use crate::support::webhook::Receiver;
 
 /// `date event count unique_users` for every rollup row, in order.
 fn rollup_table(env: &Env) -> Vec<String> {

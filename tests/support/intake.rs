@@ -213,10 +213,11 @@ impl Drop for Intake {
     }
 }
 
-struct Request {
+/// One HTTP request as read off a connection.
+pub(super) struct Request {
     path: String,
     headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    pub(super) body: Vec<u8>,
 }
 
 impl Request {
@@ -273,7 +274,8 @@ fn serve(kind: Kind, mut stream: TcpStream, state: &Mutex<State>) {
     let _ = stream.write_all(body.as_bytes());
 }
 
-fn read_request(stream: &mut TcpStream) -> Option<Request> {
+/// Reads one request (head and `Content-Length` body); `None` if it is cut short or malformed.
+pub(super) fn read_request(stream: &mut TcpStream) -> Option<Request> {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
@@ -539,64 +541,4 @@ fn elastic(request: &Request, state: &mut State) -> (u16, Value) {
         items.push(json!({"create": result}));
     }
     (200, json!({"took": 1, "errors": errors, "items": items}))
-}
-
-/// A webhook receiver on 127.0.0.1: answers every POST 200 and keeps its JSON body.
-pub struct Receiver {
-    pub port: u16,
-    bodies: Arc<Mutex<Vec<Value>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Receiver {
-    pub fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
-        let port = listener.local_addr().expect("addr").port();
-        listener.set_nonblocking(true).expect("nonblocking");
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (bodies, stop) = (Arc::clone(&bodies), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let Ok((mut stream, _)) = listener.accept() else {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    };
-                    stream.set_nonblocking(false).expect("blocking");
-                    if let Some(request) = read_request(&mut stream) {
-                        let body = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
-                        bodies.lock().unwrap().push(body);
-                        let _ = stream.write_all(
-                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                        );
-                    }
-                }
-            })
-        };
-        Receiver {
-            port,
-            bodies,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hooks/alerts", self.port)
-    }
-
-    pub fn bodies(&self) -> Vec<Value> {
-        self.bodies.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }

@@ -1,0 +1,104 @@
+//! The test's own data dir and environment, and the real `edgecron` binary run from it:
+//! `Env` builds the environment, starts or runs the binary with it and reads its JSON output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub const SECRET: &str = "test-secret-0123456789";
+
+/// A data dir and the environment every `edgecron` started from it gets.
+pub struct Env {
+    dir: tempfile::TempDir,
+    vars: Vec<(String, String)>,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let vars = vec![
+            (
+                "EDGECRON_DATA_DIR".to_string(),
+                dir.path().display().to_string(),
+            ),
+            ("CRON_SECRET".to_string(), SECRET.to_string()),
+            ("RUST_LOG".to_string(), "info".to_string()),
+        ];
+        Env { dir, vars }
+    }
+
+    pub fn with(mut self, name: &str, value: &str) -> Env {
+        self.vars.retain(|(existing, _)| existing != name);
+        self.vars.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn without(mut self, name: &str) -> Env {
+        self.vars.retain(|(existing, _)| existing != name);
+        self
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("edgecron.db")
+    }
+
+    /// `edgecron ARGS` with this environment and nothing inherited that could change it.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_edgecron"));
+        command.args(args).env_clear();
+        for name in ["PATH", "HOME", "TMPDIR"] {
+            if let Ok(value) = std::env::var(name) {
+                command.env(name, value);
+            }
+        }
+        command.envs(self.vars.iter().map(|(name, value)| (name, value)));
+        command
+    }
+
+    /// Starts `edgecron ARGS` with its output captured, without waiting for it.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start edgecron")
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run edgecron")
+    }
+
+    /// Runs and parses stdout as JSON, asserting the exit code.
+    pub fn run_json(&self, args: &[&str], expected_code: i32) -> serde_json::Value {
+        let output = self.run(args);
+        assert_eq!(
+            output.status.code(),
+            Some(expected_code),
+            "edgecron {args:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+            panic!(
+                "stdout of {args:?} is not JSON ({error}): {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        })
+    }
+
+    pub fn demo(&self) {
+        self.run_json(&["demo"], 0);
+    }
+}
+
+/// Sends `signal` (a name such as `TERM`) to the process `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}

@@ -1,0 +1,173 @@
+//! What the export job leaves on disk: its files, the rows in them, running it until it has
+//! nothing left, and the exactly-once check of those files against the store.
+
+use std::path::{Path, PathBuf};
+
+use super::Env;
+
+/// One row as found in an export file on disk.
+#[derive(Debug, Clone)]
+pub struct ExportedRow {
+    pub file: PathBuf,
+    pub id: String,
+    pub tenant_id: String,
+    pub created_at: String,
+}
+
+/// Every file under `exports/` (relative paths), temporary ones included.
+pub fn export_files(env: &Env) -> Vec<PathBuf> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.map_while(Result::ok) {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, root, out);
+            } else {
+                out.push(path.strip_prefix(root).expect("under root").to_path_buf());
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&env.data_dir().join("exports"), env.data_dir(), &mut files);
+    files.sort();
+    files
+}
+
+/// Reads every row of every export file, checking each line is one JSON object.
+pub fn exported_rows(env: &Env) -> Vec<ExportedRow> {
+    let mut rows = Vec::new();
+    for file in export_files(env) {
+        let bytes = std::fs::read(env.data_dir().join(&file)).expect("read export file");
+        let text = if file.to_string_lossy().ends_with(".gz") {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
+                .unwrap_or_else(|error| panic!("{file:?} is not gzip: {error}"));
+            text
+        } else {
+            String::from_utf8(bytes).expect("export file is UTF-8")
+        };
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{file:?} does not end with a newline"
+        );
+        for line in text.lines() {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|error| panic!("{file:?}: {error}: {line}"));
+            rows.push(ExportedRow {
+                file: file.clone(),
+                id: value["id"].as_str().expect("id").to_string(),
+                tenant_id: value["tenant_id"].as_str().expect("tenant_id").to_string(),
+                created_at: value["created_at"]
+                    .as_str()
+                    .expect("created_at")
+                    .to_string(),
+            });
+        }
+    }
+    rows
+}
+
+/// Runs the export until no tenant has rows left (and its first walk over the table is
+/// done); returns how many runs it took.
+pub fn drain_exports(env: &Env) -> usize {
+    for runs in 1..=10_000 {
+        let output = env.run(&["run", "export-interactions"]);
+        let result: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("export result");
+        if result["totalExported"] == 0 && result["walking"] == false {
+            return runs;
+        }
+    }
+    panic!("the export never drained");
+}
+
+/// The store's canonical UTC text of a time in one of the forms an application may write
+/// (ISO-8601 with `Z` or an offset, or SQLite's `YYYY-MM-DD HH:MM:SS`); `None` for text that
+/// names no instant.
+pub fn canonical_time(text: &str) -> Option<String> {
+    let time = chrono::DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&chrono::Utc))
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+                .map(|naive| naive.and_utc())
+        })
+        .ok()?;
+    Some(time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// Asserts every row of the active tenants (with a text id and a `created_at` naming an
+/// instant) is in exactly one export file, in the partition of its own UTC day, with its
+/// canonical `created_at`, and that no other file lies under `exports/`.
+pub fn assert_exported_exactly_once(env: &Env) {
+    let conn = env.db();
+    let mut statement = conn
+        .prepare(
+            "SELECT h.id, h.tenant_id, h.created_at FROM interaction_history h
+             JOIN tenants t ON t.id = h.tenant_id WHERE t.active = 1 AND typeof(h.id) = 'text'
+             ORDER BY h.id",
+        )
+        .unwrap();
+    let expected: Vec<(String, String, String)> = statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .unwrap()
+        .collect::<Result<Vec<(String, String, String)>, _>>()
+        .unwrap()
+        .into_iter()
+        .filter_map(|(id, tenant, created_at)| Some((id, tenant, canonical_time(&created_at)?)))
+        .collect();
+    let mut found = exported_rows(env);
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    let duplicates: Vec<&String> = found
+        .windows(2)
+        .filter(|pair| pair[0].id == pair[1].id)
+        .map(|pair| &pair[0].id)
+        .collect();
+    assert!(
+        duplicates.is_empty(),
+        "rows exported twice: {:?}",
+        &duplicates[..duplicates.len().min(10)]
+    );
+    let found_ids: Vec<&str> = found.iter().map(|row| row.id.as_str()).collect();
+    let expected_ids: Vec<&str> = expected.iter().map(|row| row.0.as_str()).collect();
+    assert_eq!(
+        found_ids.len(),
+        expected_ids.len(),
+        "exported {} rows, the store has {}",
+        found_ids.len(),
+        expected_ids.len()
+    );
+    assert_eq!(found_ids, expected_ids);
+    for (row, (_, _, canonical)) in found.iter().zip(&expected) {
+        assert_eq!(&row.created_at, canonical, "{}", row.id);
+        let day = &row.created_at[..10];
+        let partition = format!(
+            "exports/{}/interaction_history/year={}/month={}/day={}/",
+            row.tenant_id,
+            &day[..4],
+            &day[5..7],
+            &day[8..10]
+        );
+        assert!(
+            row.file.to_string_lossy().starts_with(&partition),
+            "{} is in {:?}",
+            row.id,
+            row.file
+        );
+    }
+    let manifest: i64 = env.query_i64("SELECT COUNT(*) FROM export_files");
+    let on_disk = export_files(env);
+    assert_eq!(
+        on_disk.len() as i64,
+        manifest,
+        "files on disk and in the manifest differ: {on_disk:?}"
+    );
+    assert!(
+        on_disk.iter().all(|file| {
+            let name = file.to_string_lossy();
+            name.ends_with(".json") || name.ends_with(".json.gz")
+        }),
+        "stray files: {on_disk:?}"
+    );
+}

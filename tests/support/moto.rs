@@ -1,0 +1,120 @@
+//! A real S3-compatible server (moto) on a loopback port with a test bucket: pointing an
+//! `Env` at it, and listing and reading what was uploaded.
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::server::Reply;
+use super::{Env, http, signal, wait_until};
+
+/// A real S3-compatible server (moto) on a loopback port, stopped when dropped.
+pub struct Moto {
+    child: Child,
+    pub address: SocketAddr,
+}
+
+pub const BUCKET: &str = "edgecron-test";
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        Moto::start_on(port)
+    }
+
+    pub fn start_on(port: u16) -> Moto {
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server (pip install 'moto[server]')");
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let moto = Moto { child, address };
+        wait_until(Duration::from_secs(30), || {
+            TcpStream::connect(address).is_ok()
+        });
+        let created = http(address, "PUT", &format!("/{BUCKET}"), &[], None);
+        assert_eq!(created.status, 200, "creating the bucket: {}", created.body);
+        moto
+    }
+
+    /// Points `env` at this server.
+    pub fn configure(&self, env: Env) -> Env {
+        env.with("S3_BUCKET", BUCKET)
+            .with("S3_ENDPOINT", &format!("http://{}", self.address))
+            .with("S3_REGION", "eu-test-1")
+            .with("S3_ACCESS_KEY_ID", "test")
+            .with("S3_SECRET_ACCESS_KEY", "test")
+            .with("S3_PATH_STYLE", "true")
+            .with("S3_PREFIX", "backup/")
+    }
+
+    /// Every key in the bucket.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let path = match &token {
+                Some(token) => format!(
+                    "/{BUCKET}?list-type=2&continuation-token={}",
+                    form_encode(token)
+                ),
+                None => format!("/{BUCKET}?list-type=2"),
+            };
+            let reply = http(self.address, "GET", &path, &[], None);
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            for piece in reply.body.split("<Key>").skip(1) {
+                keys.push(
+                    piece
+                        .split("</Key>")
+                        .next()
+                        .unwrap_or_default()
+                        .replace("&amp;", "&"),
+                );
+            }
+            token = reply
+                .body
+                .split("<NextContinuationToken>")
+                .nth(1)
+                .and_then(|rest| rest.split('<').next())
+                .map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        keys.sort();
+        keys
+    }
+
+    pub fn object(&self, key: &str) -> Reply {
+        http(self.address, "GET", &format!("/{BUCKET}/{key}"), &[], None)
+    }
+
+    pub fn signal(&self, name: &str) {
+        signal(self.child.id(), name);
+    }
+}
+
+fn form_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() {
+                (byte as char).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

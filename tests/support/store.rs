@@ -1,0 +1,52 @@
+//! SQL against the store an `Env`'s binary writes: a connection, one-column queries, and
+//! the rows tests plant to give a job real work.
+
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::{Env, wait_until};
+
+impl Env {
+    pub fn db(&self) -> Connection {
+        let conn = Connection::open(self.db_path()).expect("open store");
+        conn.busy_timeout(Duration::from_secs(10))
+            .expect("busy timeout");
+        conn
+    }
+
+    /// The first column of every row `sql` answers, as text.
+    pub fn strings(&self, sql: &str) -> Vec<String> {
+        let db = self.db();
+        let mut statement = db.prepare(sql).expect(sql);
+        statement
+            .query_map([], |row| row.get(0))
+            .expect(sql)
+            .collect::<Result<_, _>>()
+            .expect(sql)
+    }
+
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        self.db().query_row(sql, [], |row| row.get(0)).expect(sql)
+    }
+
+    /// Adds `count` expired suppressions: enough work to keep `cleanup` busy for a while
+    /// (about two seconds per million rows here), a real long run for overlap and shutdown
+    /// tests.
+    pub fn add_expired_suppressions(&self, count: i64) {
+        self.db()
+            .execute(
+                "WITH RECURSIVE n(value) AS (SELECT 1 UNION ALL SELECT value + 1 FROM n WHERE value < ?1)
+                 INSERT INTO suppressions (id, expires_at) SELECT 'bulk-' || value, '2020-01-01T00:00:00.000Z' FROM n",
+                [count],
+            )
+            .expect("add suppressions");
+    }
+
+    /// Waits until `job` has a run in the `running` state.
+    pub fn wait_for_running(&self, job: &str) {
+        let sql =
+            format!("SELECT COUNT(*) FROM job_runs WHERE job = '{job}' AND status = 'running'");
+        wait_until(Duration::from_secs(20), || self.query_i64(&sql) == 1);
+    }
+}
