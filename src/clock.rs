@@ -19,8 +19,10 @@ impl Clock for SystemClock {
 }
 
 /// A clock that always answers the same instant, for tests.
+#[cfg(test)]
 pub struct FixedClock(pub DateTime<Utc>);
 
+#[cfg(test)]
 impl Clock for FixedClock {
     fn now(&self) -> DateTime<Utc> {
         self.0

@@ -40,7 +40,6 @@ const KEEP_SUCCEEDED_RUNS: i64 = 200;
 const KEEP_FAILED_RUNS: i64 = 1_000;
 /// Tries at recording a run's end before giving up (200 ms, 400 ms, ... apart).
 const FINISH_ATTEMPTS: u32 = 5;
-pub use crate::heartbeat::OVERRUN_GRACE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -73,7 +72,6 @@ impl RunError {
 /// A run that reached its end (successfully or not).
 #[derive(Debug)]
 pub struct Completed {
-    pub run_id: i64,
     pub status: RunStatus,
     pub body: Value,
 }
@@ -294,11 +292,7 @@ impl Runner {
             rows,
             duration,
         );
-        Ok(Completed {
-            run_id,
-            status,
-            body,
-        })
+        Ok(Completed { status, body })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -324,16 +318,16 @@ impl Runner {
         let mut raised = Vec::new();
         for attempt in 1..=FINISH_ATTEMPTS {
             let now = self.clock.now();
-            let ended =
-                self.store
-                    .finish_run_then(job_name, run_id, &end, now, |conn, recorded| {
-                        // A run already recorded as ended (abandoned at shutdown) changes no condition.
-                        if recorded {
-                            alert::run_ended(conn, job_name, run_id, status, error, enqueue, now)
-                        } else {
-                            Ok(Vec::new())
-                        }
-                    });
+            let ended = self
+                .store
+                .finish_run(job_name, run_id, &end, now, |conn, recorded| {
+                    // A run already recorded as ended (abandoned at shutdown) changes no condition.
+                    if recorded {
+                        alert::run_ended(conn, job_name, run_id, status, error, enqueue, now)
+                    } else {
+                        Ok(Vec::new())
+                    }
+                });
             match ended {
                 Ok(alerts) => {
                     raised = alerts;

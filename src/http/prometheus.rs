@@ -16,6 +16,7 @@ use crate::store::StoreError;
 use crate::store::capture::{self, Source};
 use crate::store::metrics::{DurationHistogram, LagHistogram, RunStats};
 use crate::store::occurrences::Outcome;
+use crate::store::runs::RunStatus;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -82,11 +83,11 @@ pub fn snapshot(runner: &Runner) -> Result<Snapshot, StoreError> {
     })
 }
 
-const STATUSES: [&str; 3] = ["ok", "partial", "failed"];
+const STATUSES: [RunStatus; 3] = [RunStatus::Ok, RunStatus::Partial, RunStatus::Failed];
 
 pub fn render(snapshot: &Snapshot) -> String {
     let mut out = String::new();
-    let stat = |job: &str, status: &str| {
+    let stat = |job: &str, status: RunStatus| {
         snapshot
             .stats
             .iter()
@@ -127,7 +128,7 @@ pub fn render(snapshot: &Snapshot) -> String {
         }
         let sum: f64 = STATUSES
             .iter()
-            .filter_map(|status| stat(job, status))
+            .filter_map(|status| stat(job, *status))
             .map(|stat| stat.duration_seconds_sum)
             .sum();
         let _ = writeln!(
@@ -140,10 +141,10 @@ pub fn render(snapshot: &Snapshot) -> String {
         );
     }
 
-    let last = |statuses: &[&str], job: &str| {
+    let last = |statuses: &[RunStatus], job: &str| {
         statuses
             .iter()
-            .filter_map(|status| stat(job, status))
+            .filter_map(|status| stat(job, *status))
             .filter_map(|stat| stat.last_finished_at.as_deref().and_then(from_store_text))
             .max()
     };
@@ -151,12 +152,12 @@ pub fn render(snapshot: &Snapshot) -> String {
         (
             "edgecron_job_last_success_timestamp_seconds",
             "When the job last ended ok or partial (Unix time).",
-            &["ok", "partial"][..],
+            &[RunStatus::Ok, RunStatus::Partial][..],
         ),
         (
             "edgecron_job_last_failure_timestamp_seconds",
             "When the job last failed (Unix time).",
-            &["failed"][..],
+            &[RunStatus::Failed][..],
         ),
     ] {
         family(&mut out, name, "gauge", help);
@@ -177,7 +178,7 @@ pub fn render(snapshot: &Snapshot) -> String {
     for job in &snapshot.jobs {
         let rows: i64 = STATUSES
             .iter()
-            .filter_map(|status| stat(job, status))
+            .filter_map(|status| stat(job, *status))
             .map(|stat| stat.rows_processed)
             .sum();
         let _ = writeln!(
@@ -357,7 +358,7 @@ mod tests {
             jobs: vec!["cleanup"],
             stats: vec![RunStats {
                 job: "cleanup".into(),
-                status: "ok".into(),
+                status: RunStatus::Ok,
                 runs: 2,
                 duration_seconds_sum: 0.75,
                 rows_processed: 40,

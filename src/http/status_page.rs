@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use super::strip::{self, Mark};
 use crate::clock::to_store_text;
 use crate::status::JobStatus;
-use crate::store::runs::RunRecord;
+use crate::store::runs::{RunRecord, RunStatus};
 
 const REFRESH_SECONDS: u32 = 30;
 
@@ -144,12 +144,10 @@ fn human_duration(ms: i64) -> String {
     }
 }
 
-fn badge(status: &str) -> String {
-    let class = match status {
-        "ok" | "partial" | "failed" | "running" => status,
-        _ => "never",
-    };
-    format!("<span class=\"status {class}\">{}</span>", escape(status))
+/// A run's status as a coloured badge; `None`: the job never ran.
+fn badge(status: Option<RunStatus>) -> String {
+    let class = status.map_or("never", RunStatus::as_str);
+    format!("<span class=\"status {class}\">{class}</span>")
 }
 
 /// Whether a job is in trouble, and since when.
@@ -208,10 +206,10 @@ pub fn page(jobs: &[JobStatus], data: &PageData<'_>) -> String {
     for job in ordered {
         let (last, took) = match &job.last_run {
             Some(run) => (
-                format!("{} {}", badge(&run.status), escape(&run.started_at)),
+                format!("{} {}", badge(Some(run.status)), escape(&run.started_at)),
                 run.duration_ms.map_or(String::new(), human_duration),
             ),
-            None => (badge("never"), String::new()),
+            None => (badge(None), String::new()),
         };
         let enabled = if job.enabled {
             "yes".to_string()
@@ -264,16 +262,17 @@ pub fn page(jobs: &[JobStatus], data: &PageData<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::runs::Trigger;
 
     #[test]
     fn text_from_rows_cannot_inject_markup() {
         let failure = RunRecord {
             id: 7,
             job: "cleanup".into(),
-            trigger: "cli".into(),
+            trigger: Trigger::Cli,
             started_at: "2026-05-01T00:00:00.000Z".into(),
             finished_at: None,
-            status: "failed".into(),
+            status: RunStatus::Failed,
             error: Some("<script>alert('x')</script>".into()),
             duration_ms: Some(1200),
             rows_processed: 0,

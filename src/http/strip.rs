@@ -9,6 +9,8 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::status_page::escape;
 use crate::store::metrics::{OccurrenceCell, RunStart};
+use crate::store::occurrences::Outcome;
+use crate::store::runs::RunStatus;
 
 /// The span the strip covers, and its cells.
 pub const SPAN: Duration = Duration::hours(24);
@@ -58,11 +60,11 @@ impl Mark {
         }
     }
 
-    fn of_run(status: &str) -> Mark {
+    fn of_run(status: RunStatus) -> Mark {
         match status {
-            "failed" => Mark::Failed,
-            "running" => Mark::Running,
-            _ => Mark::Ok,
+            RunStatus::Failed => Mark::Failed,
+            RunStatus::Running => Mark::Running,
+            RunStatus::Ok | RunStatus::Partial => Mark::Ok,
         }
     }
 }
@@ -76,16 +78,16 @@ pub fn marks(
     let mut marks: BTreeMap<String, Vec<(DateTime<Utc>, Mark)>> = BTreeMap::new();
     let mut named = BTreeSet::new();
     for occurrence in occurrences {
-        let mark = match occurrence.outcome.as_str() {
-            "missed" => Mark::Missed,
-            "refused" => Mark::Refused,
-            "coalesced" => Mark::Coalesced,
-            "paused" => Mark::Paused,
-            _ => Mark::of_run(occurrence.run_status.as_deref().unwrap_or("ok")),
+        let mark = match occurrence.outcome {
+            Outcome::Missed => Mark::Missed,
+            Outcome::Refused => Mark::Refused,
+            Outcome::Coalesced => Mark::Coalesced,
+            Outcome::Paused => Mark::Paused,
+            Outcome::Ran => Mark::of_run(occurrence.run_status.unwrap_or(RunStatus::Ok)),
         };
         // A coalesced fire time whose catch-up run failed is a failure too.
-        let mark = match (mark, occurrence.run_status.as_deref()) {
-            (Mark::Coalesced, Some("failed")) => Mark::Failed,
+        let mark = match (mark, occurrence.run_status) {
+            (Mark::Coalesced, Some(RunStatus::Failed)) => Mark::Failed,
             (mark, _) => mark,
         };
         named.extend(occurrence.run_id);
@@ -99,7 +101,7 @@ pub fn marks(
             marks
                 .entry(run.job.clone())
                 .or_default()
-                .push((run.started_at, Mark::of_run(&run.status)));
+                .push((run.started_at, Mark::of_run(run.status)));
         }
     }
     marks
@@ -219,25 +221,25 @@ mod tests {
     #[test]
     fn ran_occurrences_take_their_runs_status_and_other_runs_are_added_once() {
         let at = Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap();
-        let cell = |outcome: &str, run_id: Option<i64>, status: Option<&str>| OccurrenceCell {
+        let cell = |outcome, run_id: Option<i64>, run_status| OccurrenceCell {
             job: "cleanup".into(),
             scheduled_for: at,
-            outcome: outcome.into(),
+            outcome,
             run_id,
-            run_status: status.map(str::to_string),
+            run_status,
         };
         let occurrences = [
-            cell("ran", Some(1), Some("failed")),
-            cell("coalesced", Some(2), Some("ok")),
-            cell("missed", None, None),
+            cell(Outcome::Ran, Some(1), Some(RunStatus::Failed)),
+            cell(Outcome::Coalesced, Some(2), Some(RunStatus::Ok)),
+            cell(Outcome::Missed, None, None),
         ];
-        let run = |id, status: &str| RunStart {
+        let run = |id, status| RunStart {
             id,
             job: "cleanup".into(),
             started_at: at,
-            status: status.into(),
+            status,
         };
-        let runs = [run(1, "failed"), run(3, "ok")];
+        let runs = [run(1, RunStatus::Failed), run(3, RunStatus::Ok)];
         let marks = marks(&occurrences, &runs);
         let kinds: Vec<Mark> = marks["cleanup"].iter().map(|(_, mark)| *mark).collect();
         assert_eq!(

@@ -132,7 +132,7 @@ fn a_run_still_going_after_the_grace_period_is_recorded_as_failed() {
     runner.abandon_active("interrupted: the shutdown grace period ran out");
     let runs = runner.store().list_runs(Some("test-job"), 5).unwrap();
     assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0].status, "failed");
+    assert_eq!(runs[0].status, RunStatus::Failed);
     assert_eq!(
         runs[0].error.as_deref(),
         Some("interrupted: the shutdown grace period ran out")
@@ -141,7 +141,7 @@ fn a_run_still_going_after_the_grace_period_is_recorded_as_failed() {
     run.join().unwrap().unwrap();
     // The job finishing afterwards cannot turn the abandoned run back to ok.
     let runs = runner.store().list_runs(Some("test-job"), 5).unwrap();
-    assert_eq!(runs[0].status, "failed");
+    assert_eq!(runs[0].status, RunStatus::Failed);
 }
 
 #[test]
@@ -175,7 +175,7 @@ fn racing_runs_in_one_process_never_overlap() {
             .list_runs(Some("test-job"), 100)
             .unwrap()
             .iter()
-            .all(|run| run.status == "ok")
+            .all(|run| run.status == RunStatus::Ok)
     );
 }
 

@@ -34,7 +34,7 @@ use crate::jobs::Registry;
 use crate::runner::{RunError, Runner};
 use crate::shutdown::Shutdown;
 use crate::store::occurrences::{NewOccurrence, OccurrenceBatch, Source};
-pub use decide::{ALL_CAP, CatchUp, Continuity, Decision, Pass, decide};
+pub use decide::{CatchUp, Continuity, Decision, Pass, decide};
 use schedule::{Schedule, ScheduleError};
 
 /// A job's effective schedule, zone, catch-up policy, expected outside schedule and whether

@@ -106,10 +106,6 @@ impl Schedule {
         self.zone
     }
 
-    pub fn kind(&self) -> ScheduleKind {
-        self.kind
-    }
-
     /// The first fire time strictly after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         // Every instant after `after` has a wall-clock time past this one, whichever offset

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::clock::from_store_text;
 use intake::{Intake, Retry};
-pub use settings::{Backend, Siem, SiemSettings};
+pub use settings::{Backend, Siem};
 
 /// One `audit_log` row, every column kept; `details` is embedded as JSON when it is JSON.
 #[derive(Debug, Clone, PartialEq)]

@@ -188,23 +188,6 @@ impl Store {
         Ok(opened)
     }
 
-    /// [`close_in`] in a transaction of its own.
-    pub fn close_condition(
-        &self,
-        job: &str,
-        kind: ConditionKind,
-        run_id: Option<i64>,
-        alert_for: impl FnOnce(&Condition) -> Value,
-        enqueue: bool,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Value>, StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let closed = close_in(&tx, job, kind, run_id, alert_for, enqueue, now)?;
-        tx.commit()?;
-        Ok(closed)
-    }
-
     /// Every condition in force, oldest first.
     pub fn conditions(&self) -> Result<Vec<Condition>, StoreError> {
         let conn = self.conn()?;
@@ -335,16 +318,20 @@ mod tests {
         assert!(open());
         assert!(!open(), "already in force");
         let close = || {
-            store
-                .close_condition(
-                    "cleanup",
-                    ConditionKind::Overdue,
-                    None,
-                    |condition| json!({"type": "job_recovered", "since": condition.since}),
-                    true,
-                    at(2),
-                )
-                .unwrap()
+            let mut conn = store.conn().unwrap();
+            let tx = conn.transaction().unwrap();
+            let closed = close_in(
+                &tx,
+                "cleanup",
+                ConditionKind::Overdue,
+                None,
+                |condition| json!({"type": "job_recovered", "since": condition.since}),
+                true,
+                at(2),
+            )
+            .unwrap();
+            tx.commit().unwrap();
+            closed
         };
         assert_eq!(close().unwrap()["since"], json!("2026-01-01T00:00:00.000Z"));
         assert_eq!(close(), None);

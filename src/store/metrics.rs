@@ -5,6 +5,8 @@
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 
+use super::occurrences::Outcome;
+use super::runs::RunStatus;
 use super::{Store, StoreError};
 use crate::clock::{from_store_text, to_store_text};
 
@@ -14,7 +16,7 @@ pub struct RunStart {
     pub id: i64,
     pub job: String,
     pub started_at: DateTime<Utc>,
-    pub status: String,
+    pub status: RunStatus,
 }
 
 /// An occurrence with the status of the run that served it, for the status page's strip.
@@ -22,16 +24,16 @@ pub struct RunStart {
 pub struct OccurrenceCell {
     pub job: String,
     pub scheduled_for: DateTime<Utc>,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub run_id: Option<i64>,
-    pub run_status: Option<String>,
+    pub run_status: Option<RunStatus>,
 }
 
 /// Lifetime counters of a job's runs that ended with one status (kept by a trigger).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunStats {
     pub job: String,
-    pub status: String,
+    pub status: RunStatus,
     pub runs: i64,
     pub duration_seconds_sum: f64,
     pub rows_processed: i64,

@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::types::{FromSqlError, FromSqlResult, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
 pub use batch::{BatchOutcome, BatchedChange};
-pub use migrate::{MIGRATIONS, Migration};
+pub use migrate::MIGRATIONS;
 pub use row_json::row_object;
 
 pub type Pool = r2d2::Pool<SqliteConnectionManager>;
@@ -48,6 +49,20 @@ pub enum StoreError {
     /// it): configuration, not a failure of a job.
     #[error("{}: cannot be opened and written: {reason}", path.display())]
     Unusable { path: PathBuf, reason: String },
+}
+
+/// Reads a column holding the name of one of `all` (as `name` spells it), so a value the
+/// store holds as text comes back as its enum; unknown text is a conversion error, never a guess.
+fn named_value<T: Copy>(
+    value: ValueRef<'_>,
+    all: &[T],
+    name: impl Fn(T) -> &'static str,
+) -> FromSqlResult<T> {
+    let text = value.as_str()?;
+    all.iter()
+        .copied()
+        .find(|item| name(*item) == text)
+        .ok_or_else(|| FromSqlError::Other(format!("unknown value {text:?}").into()))
 }
 
 /// A position in a table's `(created_at, id)` order: the last row a job has handled. Never a

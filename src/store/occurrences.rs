@@ -3,11 +3,14 @@
 //! job) and the watcher's: the SQL of all three, each ledger write in the transaction that
 //! records the progress it stands for.
 
+use std::fmt;
+
 use chrono::{DateTime, Utc};
+use rusqlite::types::{FromSql, FromSqlResult, ValueRef};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, named_value};
 use crate::clock::{from_store_text, to_store_text};
 
 /// What became of one fire time.
@@ -57,11 +60,37 @@ pub enum Source {
 }
 
 impl Source {
+    pub const ALL: [Source; 2] = [Source::Schedule, Source::Expected];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Schedule => "schedule",
             Source::Expected => "expected",
         }
+    }
+}
+
+impl FromSql for Outcome {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Outcome> {
+        named_value(value, &Outcome::ALL, Outcome::as_str)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+impl FromSql for Source {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Source> {
+        named_value(value, &Source::ALL, Source::as_str)
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
     }
 }
 
@@ -74,10 +103,10 @@ const KEEP_OCCURRENCES: i64 = 10_000;
 pub struct OccurrenceRecord {
     pub job: String,
     pub scheduled_for: String,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub run_id: Option<i64>,
     pub lag_ms: Option<i64>,
-    pub source: String,
+    pub source: Source,
 }
 
 /// One fire time to record.
@@ -498,7 +527,7 @@ mod tests {
             panic!("the lease is free");
         };
         let runs = store.list_runs(Some("cleanup"), 1).unwrap();
-        assert_eq!(runs[0].trigger, Trigger::Schedule.as_str());
+        assert_eq!(runs[0].trigger, Trigger::Schedule);
         assert_eq!(
             runs[0].scheduled_for.as_deref(),
             Some("2026-01-01T00:00:02.000Z")

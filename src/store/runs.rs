@@ -1,11 +1,14 @@
 //! Run history and per-job leases: the runner's tables.
 
+use std::fmt;
+
 use chrono::{DateTime, Utc};
+use rusqlite::types::{FromSql, FromSqlResult, ValueRef};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use super::occurrences::{self, OccurrenceBatch};
-use super::{Store, StoreError};
+use super::{Store, StoreError, named_value};
 use crate::clock::{from_store_text, to_store_text};
 
 /// What started a run.
@@ -18,6 +21,8 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    pub const ALL: [Trigger; 3] = [Trigger::Schedule, Trigger::Http, Trigger::Cli];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Schedule => "schedule",
@@ -39,6 +44,13 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    pub const ALL: [RunStatus; 4] = [
+        RunStatus::Running,
+        RunStatus::Ok,
+        RunStatus::Partial,
+        RunStatus::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Running => "running",
@@ -49,16 +61,40 @@ impl RunStatus {
     }
 }
 
+impl FromSql for Trigger {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Trigger> {
+        named_value(value, &Trigger::ALL, Trigger::as_str)
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+impl FromSql for RunStatus {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<RunStatus> {
+        named_value(value, &RunStatus::ALL, RunStatus::as_str)
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
 /// One row of run history, as `edgecron runs --json` and `/api/v1/runs` show it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunRecord {
     pub id: i64,
     pub job: String,
-    pub trigger: String,
+    pub trigger: Trigger,
     pub started_at: String,
     pub finished_at: Option<String>,
-    pub status: String,
+    pub status: RunStatus,
     pub error: Option<String>,
     pub duration_ms: Option<i64>,
     pub rows_processed: i64,
@@ -268,21 +304,10 @@ impl Store {
         Ok(())
     }
 
-    /// Records the end of a run and releases its lease, atomically.
-    pub fn finish_run(
-        &self,
-        job: &str,
-        run_id: i64,
-        end: &RunEnd<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.finish_run_then(job, run_id, end, now, |_, _| Ok(()))
-    }
-
-    /// As [`Store::finish_run`], with `then` run in the same transaction after the end is
-    /// written (the alert conditions a run's end opens or closes are committed with it); it
+    /// Records the end of a run and releases its lease, atomically, with `then` run in the
+    /// same transaction after the end is written (the alert conditions a run's end opens or closes are committed with it); it
     /// is told whether this call recorded the end (false: the run had already ended).
-    pub fn finish_run_then<T>(
+    pub fn finish_run<T>(
         &self,
         job: &str,
         run_id: i64,
@@ -511,9 +536,13 @@ mod tests {
             rows_processed: 7,
             duration_ms: 200,
         };
-        store.finish_run("cleanup", second, &end, at(59)).unwrap();
+        store
+            .finish_run("cleanup", second, &end, at(59), |_, _| Ok(()))
+            .unwrap();
         // Finishing twice (a retried write) counts once.
-        store.finish_run("cleanup", second, &end, at(59)).unwrap();
+        store
+            .finish_run("cleanup", second, &end, at(59), |_, _| Ok(()))
+            .unwrap();
         let metrics = store.run_metrics(&["cleanup"]).unwrap();
         let stats = &metrics.stats;
         let by_status: Vec<(&str, i64, f64, i64)> = stats
@@ -560,7 +589,9 @@ mod tests {
                 rows_processed: 0,
                 duration_ms: 1,
             };
-            store.finish_run("cleanup", run_id, &end, at(n)).unwrap();
+            store
+                .finish_run("cleanup", run_id, &end, at(n), |_, _| Ok(()))
+                .unwrap();
         }
         assert_eq!(store.prune_runs("cleanup", 2, 4).unwrap(), 4);
         let runs = store.list_runs(Some("cleanup"), 100).unwrap();
