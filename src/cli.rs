@@ -14,10 +14,11 @@ use serde_json::Value;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, parse_zone};
+use crate::cron::Schedule;
 use crate::http::{self, App, Auth};
 use crate::jobs::{Registry, RunParams};
 use crate::runner::{RunError, Runner};
-use crate::scheduler::{self, schedule::Schedule};
+use crate::scheduler;
 use crate::shutdown::Shutdown;
 use crate::status::job_statuses;
 use crate::store::backup::BackupError;

@@ -5,6 +5,7 @@ mod check;
 pub mod cli;
 mod clock;
 mod config;
+mod cron;
 mod demo;
 mod export;
 mod heartbeat;

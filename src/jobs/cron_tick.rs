@@ -19,8 +19,8 @@ use serde_json::{Map, Value, json};
 use super::{Job, JobCtx, JobError, JobOutput, archive};
 use crate::clock::{from_store_text, to_store_text};
 use crate::config::parse_zone;
+use crate::cron::Schedule;
 use crate::export::partition::TenantDir;
-use crate::scheduler::schedule::Schedule;
 
 pub struct CronTick;
 

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::{JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
 use crate::config::parse_zone;
-use crate::scheduler::schedule::Schedule;
+use crate::cron::Schedule;
 
 /// Which table, columns and outbox topic a due-enqueue job works on. Names are the job's own
 /// SQL identifiers, never input.

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use super::schedule::Schedule;
+use crate::cron::Schedule;
 use crate::store::occurrences::{OccurrenceBatch, Outcome};
 
 /// What the scheduler does with fire times that passed while it was down or suspended.

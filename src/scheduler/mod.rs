@@ -19,7 +19,6 @@
 //! The watcher ([`watch`]) runs on a thread of its own, so a wedged loop is seen.
 
 mod decide;
-pub mod schedule;
 pub mod settings;
 pub mod watch;
 
@@ -30,12 +29,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
+use crate::cron::{Schedule, ScheduleError};
 use crate::jobs::Registry;
 use crate::runner::{RunError, Runner};
 use crate::shutdown::Shutdown;
 use crate::store::occurrences::{NewOccurrence, OccurrenceBatch, Source};
 pub use decide::{CatchUp, Continuity, Decision, Pass, decide};
-use schedule::{Schedule, ScheduleError};
 
 /// A job's effective schedule, zone, catch-up policy, expected outside schedule and whether
 /// the scheduler runs it.

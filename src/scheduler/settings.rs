@@ -9,8 +9,8 @@ use std::time::Duration;
 use chrono_tz::Tz;
 
 use super::CatchUp;
-use super::schedule::Schedule;
 use crate::config::{ConfigError, Problems, job_from_suffix, parse_bool, parse_number, parse_zone};
+use crate::cron::Schedule;
 
 /// `EDGECRON_GRACE_<JOB>` when unset.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(300);

@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 
 use super::PlannedJob;
 use super::decide::passed;
-use super::schedule::Schedule;
 use crate::alert::{self, JOB_OVERDUE};
+use crate::cron::Schedule;
 use crate::runner::Runner;
 use crate::shutdown::Shutdown;
 use crate::store::alerts::{self as conditions, ConditionKind};
