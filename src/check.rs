@@ -32,9 +32,9 @@ pub fn check(
     jobs: &Registry,
     now: DateTime<Utc>,
 ) -> Result<Vec<PlannedRow>, Vec<String>> {
-    let config = Config::check_vars(vars, &jobs.names())
+    let config = Config::check_vars(vars, &jobs.defaults())
         .map_err(|problems| problems.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    let planned = scheduler::plan(jobs, &config).map_err(|error| vec![error.to_string()])?;
+    let planned = scheduler::plan(jobs, &config);
     Ok(planned
         .iter()
         .map(|job| PlannedRow {

@@ -224,7 +224,7 @@ fn backup(path: &std::path::Path) -> Result<ExitCode, CliError> {
 
 /// Loads configuration and opens the migrated store.
 fn open() -> Result<(Arc<Config>, Store), CliError> {
-    let config = Config::from_env(&Registry::all().names())?;
+    let config = Config::from_env(&Registry::all().defaults())?;
     let store = Store::open(&config.db_path)?;
     store.migrate()?;
     Ok((Arc::new(config), store))
@@ -272,8 +272,7 @@ fn run(job: &str, params: RunParams) -> Result<ExitCode, CliError> {
 
 fn jobs(json: bool) -> Result<ExitCode, CliError> {
     let (runner, _shutdown) = runner()?;
-    let planned = scheduler::plan(runner.jobs(), runner.config())
-        .map_err(|error| CliError::Usage(error.to_string()))?;
+    let planned = scheduler::plan(runner.jobs(), runner.config());
     let statuses = job_statuses(&runner, &planned)?;
     if json {
         print_json(&serde_json::json!(statuses));
@@ -481,8 +480,7 @@ fn parse_from(text: &str, zone: Tz) -> Result<DateTime<Utc>, CliError> {
 fn serve() -> Result<ExitCode, CliError> {
     let (runner, shutdown) = runner()?;
     let config = runner.config().clone();
-    let planned = scheduler::plan(runner.jobs(), &config)
-        .map_err(|error| CliError::Usage(error.to_string()))?;
+    let planned = scheduler::plan(runner.jobs(), &config);
     let closed = runner.close_orphaned_runs()?;
     if closed > 0 {
         log::warn!("closed {closed} runs left running by a process that died");

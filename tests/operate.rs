@@ -375,10 +375,11 @@ fn the_systemd_units_verify_clean() {
 
 #[test]
 fn the_example_env_file_names_every_variable() {
-    let sources = ["src/config.rs", "src/siem/settings.rs"]
-        .map(|file| {
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap()
-        })
+    let config_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");
+    let sources = std::fs::read_dir(&config_dir)
+        .expect("src/config is readable")
+        .map(|entry| std::fs::read_to_string(entry.expect("a directory entry").path()).unwrap())
+        .collect::<Vec<_>>()
         .join("\n");
     let example =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/edgecron.env"))

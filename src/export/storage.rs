@@ -4,7 +4,6 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
-use std::time::Duration;
 
 use s3::creds::Credentials;
 use s3::error::S3Error;
@@ -215,6 +214,3 @@ fn read_full(file: &mut File, buffer: &mut [u8]) -> std::io::Result<usize> {
     }
     Ok(filled)
 }
-
-/// How long a request to storage may take, unless `S3_REQUEST_TIMEOUT_SECS` says otherwise.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);

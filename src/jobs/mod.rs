@@ -32,7 +32,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, JobDefaults};
 use crate::export::storage::Storage;
 use crate::io_error::IoError;
 use crate::shutdown::Shutdown;
@@ -241,6 +241,17 @@ impl Registry {
 
     pub fn iter(&self) -> impl Iterator<Item = &dyn Job> {
         self.jobs.iter().map(|job| job.as_ref())
+    }
+
+    /// Each job's name and built-in schedule, for the configuration to parse its overrides.
+    pub fn defaults(&self) -> Vec<JobDefaults> {
+        self.jobs
+            .iter()
+            .map(|job| JobDefaults {
+                name: job.name(),
+                schedule: job.default_schedule(),
+            })
+            .collect()
     }
 
     pub fn names(&self) -> Vec<&'static str> {

@@ -3,45 +3,11 @@
 //! which are only recorded. Everything the loop does follows from [`decide`].
 
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
 
+use crate::config::{ALL_CAP, CatchUp};
 use crate::cron::Schedule;
 use crate::store::occurrences::{OccurrenceBatch, Outcome};
 
-/// What the scheduler does with fire times that passed while it was down or suspended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CatchUp {
-    /// One catch-up run for all of them (cron's and the default).
-    #[default]
-    Once,
-    /// None: wait for the next fire time.
-    Skip,
-    /// One run per fire time, the newest [`ALL_CAP`] of them, oldest first.
-    All,
-}
-
-impl CatchUp {
-    pub fn parse(text: &str) -> Result<CatchUp, String> {
-        match text.to_ascii_lowercase().as_str() {
-            "once" => Ok(CatchUp::Once),
-            "skip" => Ok(CatchUp::Skip),
-            "all" => Ok(CatchUp::All),
-            _ => Err(format!("expected once, skip or all, got {text:?}")),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CatchUp::Once => "once",
-            CatchUp::Skip => "skip",
-            CatchUp::All => "all",
-        }
-    }
-}
-
-/// `all` runs at most this many passed fire times.
-pub const ALL_CAP: usize = 100;
 /// Passed fire times recorded one by one; older ones are counted only.
 pub const RECORD_CAP: usize = 1_000;
 /// Fire times examined before jumping ahead to the last day (a per-second job down for years).
@@ -532,17 +498,6 @@ mod tests {
                 ("2026-01-01T00:15:00+00:00".to_string(), "paused"),
                 ("2026-01-01T00:30:00+00:00".to_string(), "paused"),
             ]
-        );
-    }
-
-    #[test]
-    fn catch_up_policies_parse_by_name() {
-        assert_eq!(CatchUp::parse("ALL"), Ok(CatchUp::All));
-        assert_eq!(CatchUp::parse("skip").map(CatchUp::as_str), Ok("skip"));
-        assert!(
-            CatchUp::parse("twice")
-                .unwrap_err()
-                .contains("once, skip or all")
         );
     }
 }

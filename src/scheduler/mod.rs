@@ -19,7 +19,6 @@
 //! The watcher ([`watch`]) runs on a thread of its own, so a wedged loop is seen.
 
 mod decide;
-pub mod settings;
 pub mod watch;
 
 use std::sync::Arc;
@@ -28,13 +27,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use crate::config::CatchUp;
 use crate::config::Config;
-use crate::cron::{Schedule, ScheduleError};
+use crate::cron::Schedule;
 use crate::jobs::Registry;
 use crate::runner::{RunError, Runner};
 use crate::shutdown::Shutdown;
 use crate::store::occurrences::{NewOccurrence, OccurrenceBatch, Source};
-pub use decide::{CatchUp, Continuity, Decision, Pass, decide};
+pub use decide::{Continuity, Decision, Pass, decide};
 
 /// A job's effective schedule, zone, catch-up policy, expected outside schedule and whether
 /// the scheduler runs it.
@@ -49,30 +49,21 @@ pub struct PlannedJob {
     pub grace: Duration,
 }
 
-/// Each job's schedule, zone and policies after environment overrides.
-pub fn plan(jobs: &Registry, config: &Config) -> Result<Vec<PlannedJob>, ScheduleError> {
+/// Each job's schedule, zone and policies after environment overrides: parsed with the
+/// configuration, so planning cannot fail. A job the configuration was not told of has none.
+pub fn plan(jobs: &Registry, config: &Config) -> Vec<PlannedJob> {
     jobs.iter()
-        .map(|job| {
-            let name = job.name();
-            let zone = config.zone_for(name);
-            let expression = config
-                .schedule_overrides
-                .get(name)
-                .map_or(job.default_schedule(), String::as_str);
-            Ok(PlannedJob {
-                name,
-                schedule: Schedule::parse(expression, zone)?,
-                enabled: config
-                    .enabled_overrides
-                    .get(name)
-                    .copied()
+        .filter_map(|job| {
+            let settings = config.job(job.name())?;
+            Some(PlannedJob {
+                name: job.name(),
+                schedule: settings.schedule.clone(),
+                enabled: settings
+                    .enabled
                     .unwrap_or_else(|| job.enabled_by_default(config)),
-                catch_up: config.catch_up_for(name),
-                expected: config
-                    .expected_for(name)
-                    .map(|expression| Schedule::parse(expression, zone))
-                    .transpose()?,
-                grace: config.grace_for(name),
+                catch_up: settings.catch_up,
+                expected: settings.expected.clone(),
+                grace: settings.grace,
             })
         })
         .collect()

@@ -15,8 +15,8 @@ use flate2::write::GzEncoder;
 use serde_json::{Value, json};
 
 use super::intake::{Encoding, Intake, Reply, Retry, is_retryable};
-use super::settings::SiemSettings;
 use super::{AuditRow, Fate, Shipment};
+use crate::config::siem::SiemSettings;
 
 const MAX_ENTRIES: usize = 1_000;
 const MAX_PAYLOAD_BYTES: usize = 5_000_000;
@@ -199,7 +199,7 @@ mod tests {
     use flate2::read::GzDecoder;
 
     use super::*;
-    use crate::siem::settings::Backend;
+    use crate::config::siem::Backend;
     use crate::siem::test_support::{row, settings};
 
     /// A body as Datadog's "Send logs" reference shows it: an array of entries with

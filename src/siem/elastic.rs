@@ -9,9 +9,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::intake::{Encoding, Intake, Reply, Retry, is_retryable};
-use super::settings::{DEFAULT_ELASTIC_INDEX, SiemSettings};
 use super::{AuditRow, Fate, REQUEST_BYTES, Shipment, fitting};
 use crate::clock::to_store_text;
+use crate::config::siem::{DEFAULT_ELASTIC_INDEX, SiemSettings};
 
 /// The action line and the document for one row, each `\n`-terminated.
 pub fn item(settings: &SiemSettings, row: &AuditRow) -> String {
@@ -183,7 +183,7 @@ fn describe(result: &ItemResult) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::siem::settings::Backend;
+    use crate::config::siem::Backend;
     use crate::siem::test_support::{row, settings};
 
     /// A body as the bulk API reference shows it: action and source lines, newline-terminated.

@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::settings::{Backend, SiemSettings};
+use crate::config::siem::{Backend, SiemSettings};
 use crate::shutdown::Shutdown;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -11,15 +11,14 @@ mod datadog;
 mod elastic;
 pub mod intake;
 pub mod ledger;
-pub mod settings;
 mod splunk;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::clock::from_store_text;
+pub use crate::config::siem::{Backend, Siem};
 use intake::{Intake, Retry};
-pub use settings::{Backend, Siem};
 
 /// One `audit_log` row, every column kept; `details` is embedded as JSON when it is JSON.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,8 +151,8 @@ pub(crate) mod test_support {
     use serde_json::{Map, json};
 
     use super::AuditRow;
-    use super::settings::{Backend, SiemSettings};
     use crate::config::Secret;
+    use crate::config::siem::{Backend, SiemSettings};
 
     pub fn settings(backend: Backend) -> SiemSettings {
         SiemSettings {

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::intake::{Encoding, Intake, Reply, Retry, is_retryable};
-use super::settings::SiemSettings;
 use super::{AuditRow, Fate, REQUEST_BYTES, Shipment, fitting};
+use crate::config::siem::SiemSettings;
 
 const SOURCE: &str = "edgecron";
 const DEFAULT_SOURCETYPE: &str = "edgecron:audit";
@@ -196,7 +196,7 @@ fn wait_for_ack(intake: &Intake<'_>, retry: &Retry<'_>, ack_id: u64) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::siem::settings::Backend;
+    use crate::config::siem::Backend;
     use crate::siem::test_support::{row, settings};
 
     /// A body as HEC's documentation shows events: one JSON object per event, stacked.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::config::{ConfigError, Secret};
+use super::{ConfigError, Secret};
 
 /// The SIEM intakes edgecron can ship audit rows to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

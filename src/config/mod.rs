@@ -9,10 +9,14 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 
-use crate::scheduler::CatchUp;
-use crate::scheduler::settings;
-pub use crate::scheduler::settings::DEFAULT_GRACE;
-use crate::siem::Siem;
+mod jobs;
+pub mod siem;
+
+pub use jobs::{ALL_CAP, CatchUp, JobDefaults, JobSettings};
+use siem::Siem;
+
+/// How long a request to storage may take, unless `S3_REQUEST_TIMEOUT_SECS` says otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -111,19 +115,8 @@ pub struct Config {
     pub maintenance_secret: Option<Secret>,
     pub cron_token: Option<Secret>,
     pub cron_enabled: bool,
-    pub zone: Tz,
-    /// Per-job schedule expressions from `EDGECRON_SCHEDULE_<JOB>`, already validated.
-    pub schedule_overrides: BTreeMap<String, String>,
-    /// Per-job `EDGECRON_ENABLED_<JOB>`.
-    pub enabled_overrides: BTreeMap<String, bool>,
-    /// Per-job `EDGECRON_TZ_<JOB>`: the zone that job's schedules are read in.
-    pub zone_overrides: BTreeMap<String, Tz>,
-    /// Per-job `EDGECRON_CATCHUP_<JOB>`.
-    pub catch_up_overrides: BTreeMap<String, CatchUp>,
-    /// Per-job `EDGECRON_EXPECT_<JOB>`: the schedule an outside scheduler triggers it on.
-    pub expected_schedules: BTreeMap<String, String>,
-    /// Per-job `EDGECRON_GRACE_<JOB>`.
-    pub grace_overrides: BTreeMap<String, Duration>,
+    /// Each job's schedule (parsed, in its zone) and scheduling policies.
+    jobs: BTreeMap<&'static str, JobSettings>,
     pub export_batch_size: usize,
     /// `EXPORT_COMPRESSION`: how export files and archives are written.
     pub export_compression: Compression,
@@ -150,24 +143,24 @@ pub struct Config {
 
 impl Config {
     /// Reads the process environment.
-    pub fn from_env(job_names: &[&str]) -> Result<Config, ConfigError> {
-        Config::from_vars(std::env::vars(), job_names)
+    pub fn from_env(jobs: &[JobDefaults]) -> Result<Config, ConfigError> {
+        Config::from_vars(std::env::vars(), jobs)
     }
 
-    /// Reads configuration from `vars`; `job_names` are the jobs that overrides may name.
-    /// Answers the first problem found.
+    /// Reads configuration from `vars`; `jobs` are the jobs that per-job variables may name,
+    /// with their built-in schedules. Answers the first problem found.
     pub fn from_vars(
         vars: impl IntoIterator<Item = (String, String)>,
-        job_names: &[&str],
+        jobs: &[JobDefaults],
     ) -> Result<Config, ConfigError> {
-        Config::check_vars(vars, job_names).map_err(|mut problems| problems.swap_remove(0))
+        Config::check_vars(vars, jobs).map_err(|mut problems| problems.swap_remove(0))
     }
 
     /// Reads configuration from `vars`, collecting every problem rather than stopping at the
     /// first (`edgecron check` lists them all). Never empty on error.
     pub fn check_vars(
         vars: impl IntoIterator<Item = (String, String)>,
-        job_names: &[&str],
+        jobs: &[JobDefaults],
     ) -> Result<Config, Vec<ConfigError>> {
         let vars: BTreeMap<String, String> = vars.into_iter().collect();
         let get = |name: &str| {
@@ -193,7 +186,7 @@ impl Config {
             parse_zone("EDGECRON_TZ", get("EDGECRON_TZ").unwrap_or("UTC")),
             chrono_tz::UTC,
         );
-        let jobs = settings::parse_job_vars(&vars, job_names, &mut problems);
+        let jobs = jobs::parse_job_vars(&vars, jobs, zone, &mut problems);
 
         let s3 = problems.take(parse_s3(&get), None);
         let export_archive = problems.take(parse_export_archive(&get), None);
@@ -208,7 +201,7 @@ impl Config {
             Compression::None,
         );
         let siem = problems.take(
-            crate::siem::settings::parse(&get),
+            siem::parse(&get),
             Siem::Off("SIEM_* is misconfigured".into()),
         );
         let alerts = problems.take(parse_alerts(&get), AlertSettings::default());
@@ -260,13 +253,7 @@ impl Config {
                 .map(|value| Secret::new(value.to_string())),
             cron_token: get("CRON_TOKEN").map(|value| Secret::new(value.to_string())),
             cron_enabled,
-            zone,
-            schedule_overrides: jobs.schedules,
-            enabled_overrides: jobs.enabled,
-            zone_overrides: jobs.zones,
-            catch_up_overrides: jobs.catch_up,
-            expected_schedules: jobs.expected,
-            grace_overrides: jobs.grace,
+            jobs,
             export_batch_size,
             export_compression,
             job_deadline: Duration::from_secs(job_deadline),
@@ -279,40 +266,19 @@ impl Config {
         })
     }
 
-    /// The zone `job`'s schedules are read in: `EDGECRON_TZ_<JOB>`, else `EDGECRON_TZ`.
-    pub fn zone_for(&self, job: &str) -> Tz {
-        self.zone_overrides.get(job).copied().unwrap_or(self.zone)
-    }
-
-    /// What the scheduler does with `job`'s fire times passed while it was down.
-    pub fn catch_up_for(&self, job: &str) -> CatchUp {
-        self.catch_up_overrides
-            .get(job)
-            .copied()
-            .unwrap_or_default()
-    }
-
-    /// How late a scheduled or expected run of `job` may start before it counts as overdue.
-    pub fn grace_for(&self, job: &str) -> Duration {
-        self.grace_overrides
-            .get(job)
-            .copied()
-            .unwrap_or(DEFAULT_GRACE)
-    }
-
-    /// `EDGECRON_EXPECT_<JOB>`, when an outside scheduler is expected to trigger `job`.
-    pub fn expected_for(&self, job: &str) -> Option<&str> {
-        self.expected_schedules.get(job).map(String::as_str)
+    /// `job`'s scheduling; `None` for a job the configuration was not told of.
+    pub fn job(&self, job: &str) -> Option<&JobSettings> {
+        self.jobs.get(job)
     }
 }
 
 /// Problems found while reading configuration, each with its variable's name.
 #[derive(Default)]
-pub(crate) struct Problems(pub(crate) Vec<ConfigError>);
+struct Problems(Vec<ConfigError>);
 
 impl Problems {
     /// The value, or `fallback` with the problem noted, so reading goes on to find the rest.
-    pub(crate) fn take<T>(&mut self, result: Result<T, ConfigError>, fallback: T) -> T {
+    fn take<T>(&mut self, result: Result<T, ConfigError>, fallback: T) -> T {
         result.unwrap_or_else(|problem| {
             self.0.push(problem);
             fallback
@@ -392,7 +358,7 @@ fn parse_storage<'a>(
         request_timeout: Duration::from_secs(parse_number(
             "S3_REQUEST_TIMEOUT_SECS",
             get("S3_REQUEST_TIMEOUT_SECS"),
-            crate::export::storage::DEFAULT_REQUEST_TIMEOUT.as_secs(),
+            DEFAULT_REQUEST_TIMEOUT.as_secs(),
             1,
             3600,
         )?),
@@ -452,21 +418,7 @@ pub fn parse_zone(name: &str, value: &str) -> Result<Tz, ConfigError> {
     })
 }
 
-pub(crate) fn job_from_suffix(
-    variable: &str,
-    suffix: &str,
-    job_names: &[&str],
-) -> Result<String, ConfigError> {
-    let job = suffix.to_ascii_lowercase().replace('_', "-");
-    if job_names.contains(&job.as_str()) {
-        return Ok(job);
-    }
-    Err(ConfigError(format!(
-        "{variable}: there is no job named {job:?}"
-    )))
-}
-
-pub(crate) fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
+fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
@@ -477,7 +429,7 @@ pub(crate) fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
 }
 
 /// A number in `minimum..=maximum` (bounded so no later arithmetic can overflow).
-pub(crate) fn parse_number<T>(
+fn parse_number<T>(
     name: &str,
     value: Option<&str>,
     default: T,
@@ -503,8 +455,18 @@ const ONE_YEAR_SECS: u64 = 366 * 24 * 3600;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jobs::DEFAULT_GRACE;
 
-    const JOBS: &[&str] = &["cleanup", "export-interactions"];
+    const JOBS: &[JobDefaults] = &[
+        JobDefaults {
+            name: "cleanup",
+            schedule: "30 4 * * *",
+        },
+        JobDefaults {
+            name: "export-interactions",
+            schedule: "0 * * * *",
+        },
+    ];
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::from_vars(
@@ -522,7 +484,10 @@ mod tests {
         assert!(config.cron_enabled && config.cron_secrets.is_empty());
         assert_eq!(config.export_batch_size, 10_000);
         assert_eq!(config.http_max_connections, 1_024);
-        assert_eq!(config.zone, chrono_tz::UTC);
+        let cleanup = config.job("cleanup").unwrap();
+        assert_eq!(cleanup.schedule.expression(), "30 4 * * *");
+        assert_eq!(cleanup.schedule.zone(), chrono_tz::UTC);
+        assert_eq!((cleanup.enabled, cleanup.grace), (None, DEFAULT_GRACE));
     }
 
     #[test]
@@ -531,15 +496,15 @@ mod tests {
             ("CRON_SECRET", "new, old ,"),
             ("EDGECRON_SCHEDULE_EXPORT_INTERACTIONS", "0 * * * *"),
             ("EDGECRON_ENABLED_EXPORT_INTERACTIONS", "true"),
+            ("EDGECRON_TZ_EXPORT_INTERACTIONS", "Asia/Kolkata"),
         ])
         .unwrap();
         let secrets: Vec<&str> = config.cron_secrets.iter().map(Secret::expose).collect();
         assert_eq!(secrets, ["new", "old"]);
-        assert_eq!(
-            config.schedule_overrides["export-interactions"],
-            "0 * * * *"
-        );
-        assert!(config.enabled_overrides["export-interactions"]);
+        let export = config.job("export-interactions").unwrap();
+        assert_eq!(export.schedule.expression(), "0 * * * *");
+        assert_eq!(export.schedule.zone(), chrono_tz::Asia::Kolkata);
+        assert_eq!(export.enabled, Some(true));
         assert_eq!(format!("{:?}", config.cron_secrets[0]), "Secret(..)");
     }
 

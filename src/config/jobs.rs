@@ -1,0 +1,185 @@
+//! Each job's scheduling settings: its effective schedule (built in, or
+//! `EDGECRON_SCHEDULE_<JOB>`) parsed in its zone, and the other per-job variables
+//! `EDGECRON_ENABLED_`, `EDGECRON_TZ_`, `EDGECRON_CATCHUP_`, `EDGECRON_EXPECT_`,
+//! `EDGECRON_GRACE_` (`<JOB>` upper-case with `-` as `_`), each validated at start-up, so
+//! nothing about a schedule can fail once edgecron runs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use serde::Serialize;
+
+use super::{ConfigError, Problems, parse_bool, parse_number, parse_zone};
+use crate::cron::Schedule;
+
+/// `EDGECRON_GRACE_<JOB>` when unset.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(300);
+/// The longest grace: a week.
+const MAX_GRACE_SECS: u64 = 7 * 24 * 3600;
+/// `all` runs at most this many passed fire times.
+pub const ALL_CAP: usize = 100;
+
+/// What the configuration needs to know of a job: its name and its built-in schedule.
+#[derive(Debug, Clone, Copy)]
+pub struct JobDefaults {
+    pub name: &'static str,
+    pub schedule: &'static str,
+}
+
+/// What the scheduler does with fire times that passed while it was down or suspended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchUp {
+    /// One catch-up run for all of them (cron's and the default).
+    #[default]
+    Once,
+    /// None: wait for the next fire time.
+    Skip,
+    /// One run per fire time, the newest [`ALL_CAP`] of them, oldest first.
+    All,
+}
+
+impl CatchUp {
+    pub fn parse(name: &str, text: &str) -> Result<CatchUp, ConfigError> {
+        match text.to_ascii_lowercase().as_str() {
+            "once" => Ok(CatchUp::Once),
+            "skip" => Ok(CatchUp::Skip),
+            "all" => Ok(CatchUp::All),
+            _ => Err(ConfigError(format!(
+                "{name}: expected once, skip or all, got {text:?}"
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CatchUp::Once => "once",
+            CatchUp::Skip => "skip",
+            CatchUp::All => "all",
+        }
+    }
+}
+
+/// One job's scheduling, after the environment's overrides.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// The effective schedule, in the job's zone (`EDGECRON_TZ_<JOB>`, else `EDGECRON_TZ`).
+    pub schedule: Schedule,
+    /// `EDGECRON_ENABLED_<JOB>`; unset, the job's own default decides.
+    pub enabled: Option<bool>,
+    pub catch_up: CatchUp,
+    /// `EDGECRON_EXPECT_<JOB>`: the schedule an outside scheduler triggers it on.
+    pub expected: Option<Schedule>,
+    /// How late a scheduled or expected run may start before it counts as overdue.
+    pub grace: Duration,
+}
+
+/// Each job's settings, reading its variables out of `vars`; a variable naming no job, or a
+/// value that does not parse, is a problem.
+pub(super) fn parse_job_vars(
+    vars: &BTreeMap<String, String>,
+    jobs: &[JobDefaults],
+    global_zone: Tz,
+    problems: &mut Problems,
+) -> BTreeMap<&'static str, JobSettings> {
+    let mut values: BTreeMap<(&str, &'static str), (&str, &str)> = BTreeMap::new();
+    for (name, value) in vars {
+        let Some((prefix, suffix)) = JOB_PREFIXES
+            .iter()
+            .find_map(|prefix| Some((*prefix, name.strip_prefix(prefix)?)))
+        else {
+            continue;
+        };
+        match job_from_suffix(name, suffix, jobs) {
+            Ok(job) => {
+                values.insert((job, prefix), (name.as_str(), value.trim()));
+            }
+            Err(problem) => problems.0.push(problem),
+        }
+    }
+    let mut settings = BTreeMap::new();
+    for job in jobs {
+        let value = |prefix: &'static str| values.get(&(job.name, prefix)).copied();
+        let zone = value("EDGECRON_TZ_").map_or(global_zone, |(name, text)| {
+            problems.take(parse_zone(name, text), global_zone)
+        });
+        let mut parse_schedule = |name: &str, text: &str| {
+            problems.take(
+                Schedule::parse(text, zone)
+                    .map(Some)
+                    .map_err(|error| ConfigError(format!("{name}: {error}"))),
+                None,
+            )
+        };
+        let schedule = match value("EDGECRON_SCHEDULE_") {
+            Some((name, text)) => parse_schedule(name, text),
+            None => parse_schedule(job.name, job.schedule),
+        };
+        let expected =
+            value("EDGECRON_EXPECT_").and_then(|(name, text)| parse_schedule(name, text));
+        let enabled = value("EDGECRON_ENABLED_")
+            .and_then(|(name, text)| problems.take(parse_bool(name, text).map(Some), None));
+        let catch_up = value("EDGECRON_CATCHUP_").map_or(CatchUp::default(), |(name, text)| {
+            problems.take(CatchUp::parse(name, text), CatchUp::default())
+        });
+        let grace = value("EDGECRON_GRACE_").map_or(DEFAULT_GRACE, |(name, text)| {
+            let seconds = parse_number(name, Some(text), 0, 1, MAX_GRACE_SECS);
+            Duration::from_secs(problems.take(seconds, DEFAULT_GRACE.as_secs()))
+        });
+        // A schedule that does not parse is a problem already noted; the job is left out.
+        if let Some(schedule) = schedule {
+            settings.insert(
+                job.name,
+                JobSettings {
+                    schedule,
+                    enabled,
+                    catch_up,
+                    expected,
+                    grace,
+                },
+            );
+        }
+    }
+    settings
+}
+
+/// The job a variable's suffix names (`EXPORT_INTERACTIONS` → `export-interactions`).
+fn job_from_suffix(
+    variable: &str,
+    suffix: &str,
+    jobs: &[JobDefaults],
+) -> Result<&'static str, ConfigError> {
+    let job = suffix.to_ascii_lowercase().replace('_', "-");
+    jobs.iter()
+        .find(|known| known.name == job)
+        .map(|known| known.name)
+        .ok_or_else(|| ConfigError(format!("{variable}: there is no job named {job:?}")))
+}
+
+/// The per-job variables, `<PREFIX><JOB>` with the job upper-case and `-` as `_`.
+const JOB_PREFIXES: [&str; 6] = [
+    "EDGECRON_SCHEDULE_",
+    "EDGECRON_ENABLED_",
+    "EDGECRON_TZ_",
+    "EDGECRON_CATCHUP_",
+    "EDGECRON_EXPECT_",
+    "EDGECRON_GRACE_",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catch_up_policies_parse_by_name() {
+        assert_eq!(CatchUp::parse("V", "ALL").unwrap(), CatchUp::All);
+        assert_eq!(CatchUp::parse("V", "skip").unwrap().as_str(), "skip");
+        let problem = CatchUp::parse("EDGECRON_CATCHUP_CLEANUP", "twice").unwrap_err();
+        assert!(
+            problem
+                .0
+                .contains("EDGECRON_CATCHUP_CLEANUP: expected once, skip or all")
+        );
+    }
+}
