@@ -27,12 +27,16 @@ use chrono::{DateTime, Utc};
 use crate::alert::{self, Alerts};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::export::metrics;
+pub use crate::export::metrics::ReportError;
 use crate::heartbeat;
 use crate::holder;
 use crate::jobs::{Job, JobCtx, JobOutput, Registry, RunParams};
 use crate::shutdown::Shutdown;
+pub use crate::store::export_metrics::Recorded;
 use crate::store::occurrences::OccurrenceBatch;
-use crate::store::runs::{LeaseAttempt, LeaseHolder, RunEnd, RunStatus, Trigger};
+use crate::store::runs::{LeaseAttempt, LeaseHolder, RunEnd};
+pub use crate::store::runs::{RunStatus, Trigger};
 use crate::store::{Store, StoreError};
 
 /// Run history kept per job: this many successful runs, and more of the failed ones.
@@ -117,6 +121,11 @@ impl Runner {
 
     pub fn jobs(&self) -> &Registry {
         &self.jobs
+    }
+
+    /// Validates and records an export metric the application reports.
+    pub fn record_export_metric(&self, body: &[u8]) -> Result<Recorded, ReportError> {
+        metrics::record_reported(&self.store, body, self.clock.as_ref())
     }
 
     pub fn store(&self) -> &Store {

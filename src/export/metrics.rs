@@ -1,114 +1,36 @@
-//! Export metric rows: one per export run and per export file cleanup, plus the ones the
-//! application records through `POST /api/v1/export-metrics` (validated here). Only this
-//! module writes `export_metrics`.
+//! The export metrics the application reports through `POST /api/v1/export-metrics`, read and
+//! validated field by field (in edgecron's field names or the replaced system's); the
+//! store's `export_metrics` records them.
 
 use chrono::Duration;
-use rusqlite::Connection;
 use serde::Deserialize;
 
 use crate::clock::{Clock, from_store_text, to_store_text};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
+use crate::store::export_metrics::{ExportMetric, Outcome, Recorded};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Success,
-    Failure,
+/// Why a reported metric was refused; the message names the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidMetric(String);
+
+/// Why a reported metric was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidMetric),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Failure => "failure",
-        }
-    }
-}
-
-/// One row of `export_metrics`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExportMetric {
-    pub tenant_id: String,
-    pub export_type: String,
-    pub format: String,
-    pub outcome: Outcome,
-    pub row_count: i64,
-    pub duration_ms: i64,
-    pub bytes: i64,
-    pub error_type: Option<String>,
-    pub error_message: Option<String>,
-    pub created_at: String,
-    /// The replaced system's id of the export: a metric with an id already recorded is not
-    /// recorded again.
-    pub export_id: Option<String>,
-    pub user_id: Option<String>,
-}
-
-/// What recording a metric did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
-    New(i64),
-    /// Its `export_id` was recorded before, as this row.
-    Repeated(i64),
-}
-
-/// Inserts a metric and logs it as an `export_metric` event.
-pub fn insert(conn: &Connection, metric: &ExportMetric) -> Result<Recorded, StoreError> {
-    let inserted = conn.execute(
-        "INSERT INTO export_metrics (tenant_id, export_type, format, status, row_count, duration_ms,
-             bytes, error_type, error_message, created_at, export_id, user_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-         ON CONFLICT (export_id) WHERE export_id IS NOT NULL DO NOTHING",
-        rusqlite::params![
-            &metric.tenant_id,
-            &metric.export_type,
-            &metric.format,
-            metric.outcome.as_str(),
-            metric.row_count,
-            metric.duration_ms,
-            metric.bytes,
-            &metric.error_type,
-            &metric.error_message,
-            &metric.created_at,
-            &metric.export_id,
-            &metric.user_id,
-        ],
-    )?;
-    if inserted == 0 {
-        let id = conn.query_row(
-            "SELECT id FROM export_metrics WHERE export_id = ?1",
-            [&metric.export_id],
-            |row| row.get(0),
-        )?;
-        return Ok(Recorded::Repeated(id));
-    }
-    log_event(metric);
-    Ok(Recorded::New(conn.last_insert_rowid()))
-}
-
-/// The `export_metric` log line the replaced system's dashboards query.
-fn log_event(metric: &ExportMetric) {
-    let event = serde_json::json!({
-        "type": "export_metric",
-        "export_id": metric.export_id,
-        "user_id": metric.user_id,
-        "tenant_id": metric.tenant_id,
-        "export_type": metric.export_type,
-        "format": metric.format,
-        "status": match metric.outcome {
-            Outcome::Success => "completed",
-            Outcome::Failure => "failed",
-        },
-        "duration_ms": metric.duration_ms,
-        "file_size_bytes": metric.bytes,
-        "row_count": metric.row_count,
-        "error_type": metric.error_type,
-    });
-    crate::logging::event(log::Level::Info, &event);
-}
-
-/// Records a metric the application sent.
-pub fn record(store: &Store, metric: &ExportMetric) -> Result<Recorded, StoreError> {
-    insert(&*store.conn()?, metric)
+/// Reads, validates and records a metric the application reports.
+pub fn record_reported(
+    store: &crate::store::Store,
+    body: &[u8],
+    clock: &dyn Clock,
+) -> Result<Recorded, ReportError> {
+    let metric = parse_reported(body, clock)?;
+    Ok(store.record_export_metric(&metric)?)
 }
 
 /// `POST /api/v1/export-metrics`'s body in edgecron's own field names.
@@ -179,9 +101,9 @@ const MAX_FUTURE: Duration = Duration::minutes(5);
 
 /// Reads and validates a metric the application reports, in edgecron's field names or the
 /// replaced system's (never a mix); the error names the field.
-pub fn parse_reported(body: &[u8], clock: &dyn Clock) -> Result<ExportMetric, String> {
-    let fields: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(body).map_err(|error| format!("malformed metric: {error}"))?;
+pub fn parse_reported(body: &[u8], clock: &dyn Clock) -> Result<ExportMetric, InvalidMetric> {
+    let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|error| InvalidMetric(format!("malformed metric: {error}")))?;
     let own = fields
         .keys()
         .find(|key| OWN_FIELDS.contains(&key.as_str()))
@@ -191,21 +113,21 @@ pub fn parse_reported(body: &[u8], clock: &dyn Clock) -> Result<ExportMetric, St
         .find(|key| ORIGINAL_FIELDS.contains(&key.as_str()))
         .cloned();
     if let (Some(own), Some(original)) = (&own, &original) {
-        return Err(format!(
+        return Err(InvalidMetric(format!(
             "the body mixes edgecron's field names ({own}) with the original's ({original}); use one set"
-        ));
+        )));
     }
     let fields = serde_json::Value::Object(fields);
-    let malformed = |error: serde_json::Error| format!("malformed metric: {error}");
+    let malformed = |error: serde_json::Error| InvalidMetric(format!("malformed metric: {error}"));
     if original.is_some() {
         let body: OriginalMetricBody = serde_json::from_value(fields).map_err(malformed)?;
         let outcome = match body.status.as_str() {
             "completed" => Outcome::Success,
             "failed" => Outcome::Failure,
             other => {
-                return Err(format!(
+                return Err(InvalidMetric(format!(
                     "status: expected \"completed\" or \"failed\", got {other:?}"
-                ));
+                )));
             }
         };
         check_text("user_id", &body.user_id, 200)?;
@@ -232,9 +154,9 @@ pub fn parse_reported(body: &[u8], clock: &dyn Clock) -> Result<ExportMetric, St
         "success" => Outcome::Success,
         "failure" => Outcome::Failure,
         other => {
-            return Err(format!(
+            return Err(InvalidMetric(format!(
                 "status: expected \"success\" or \"failure\", got {other:?}"
-            ));
+            )));
         }
     };
     check_text("tenantId", &body.tenant_id, 200)?;
@@ -244,10 +166,11 @@ pub fn parse_reported(body: &[u8], clock: &dyn Clock) -> Result<ExportMetric, St
     let created_at = match &body.created_at {
         None => now,
         Some(text) => {
-            let time = from_store_text(text)
-                .ok_or_else(|| format!("createdAt: {text:?} is not an RFC 3339 time"))?;
+            let time = from_store_text(text).ok_or_else(|| {
+                InvalidMetric(format!("createdAt: {text:?} is not an RFC 3339 time"))
+            })?;
             if time > now + MAX_FUTURE {
-                return Err(format!("createdAt: {text} is in the future"));
+                return Err(InvalidMetric(format!("createdAt: {text} is in the future")));
             }
             time
         }
@@ -304,7 +227,7 @@ impl FieldNames {
 }
 
 /// The checks both shapes share.
-fn validated(metric: ExportMetric, names: FieldNames) -> Result<ExportMetric, String> {
+fn validated(metric: ExportMetric, names: FieldNames) -> Result<ExportMetric, InvalidMetric> {
     check_name(names.format, &metric.format)?;
     for (field, value, maximum) in [
         (names.rows, metric.row_count, MAX_ROWS),
@@ -312,7 +235,9 @@ fn validated(metric: ExportMetric, names: FieldNames) -> Result<ExportMetric, St
         (names.bytes, metric.bytes, MAX_BYTES),
     ] {
         if !(0..=maximum).contains(&value) {
-            return Err(format!("{field}: expected 0 to {maximum}, got {value}"));
+            return Err(InvalidMetric(format!(
+                "{field}: expected 0 to {maximum}, got {value}"
+            )));
         }
     }
     if let Some(error_type) = &metric.error_type {
@@ -321,10 +246,10 @@ fn validated(metric: ExportMetric, names: FieldNames) -> Result<ExportMetric, St
     if let Some(message) = &metric.error_message
         && message.chars().count() > MAX_ERROR_MESSAGE_CHARS
     {
-        return Err(format!(
+        return Err(InvalidMetric(format!(
             "{}: at most {MAX_ERROR_MESSAGE_CHARS} characters",
             names.error_message
-        ));
+        )));
     }
     if let Some(export_id) = &metric.export_id {
         check_text(names.export_id, export_id, 200)?;
@@ -332,26 +257,26 @@ fn validated(metric: ExportMetric, names: FieldNames) -> Result<ExportMetric, St
     Ok(metric)
 }
 
-fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(), String> {
+fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(), InvalidMetric> {
     if value.is_empty() || value.chars().count() > max_chars || value.chars().any(char::is_control)
     {
-        return Err(format!(
+        return Err(InvalidMetric(format!(
             "{field}: 1 to {max_chars} characters, no control characters"
-        ));
+        )));
     }
     Ok(())
 }
 
 /// A short lowercase identifier (`csv`, `ndjson`, `interaction_history`).
-fn check_name(field: &str, value: &str) -> Result<(), String> {
+fn check_name(field: &str, value: &str) -> Result<(), InvalidMetric> {
     let valid = (1..=40).contains(&value.len())
         && value.bytes().all(|byte| {
             byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"_-.".contains(&byte)
         });
     if !valid {
-        return Err(format!(
+        return Err(InvalidMetric(format!(
             "{field}: {value:?} should be 1 to 40 of a-z, 0-9, '_', '-', '.'"
-        ));
+        )));
     }
     Ok(())
 }
@@ -414,7 +339,7 @@ mod tests {
             ),
         ] {
             let error = parse_reported(body.as_bytes(), &clock).unwrap_err();
-            assert!(error.contains(field), "{body}: {error}");
+            assert!(error.0.contains(field), "{body}: {error}");
         }
     }
 
@@ -453,7 +378,7 @@ mod tests {
             ),
         ] {
             let error = parse_reported(body.as_bytes(), &clock).unwrap_err();
-            assert!(error.contains(field), "{body}: {error}");
+            assert!(error.0.contains(field), "{body}: {error}");
         }
     }
 }

@@ -1,7 +1,6 @@
 //! Export files: where they live (Hive partitions under the data dir) and which names are safe.
 
 pub mod batch;
-pub mod manifest;
 pub mod metrics;
 pub mod ndjson;
 pub mod partition;

@@ -9,11 +9,11 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::clock::from_store_text;
-use crate::export::manifest;
 use crate::runner::Runner;
 use crate::siem::{Siem, ledger};
 use crate::store::StoreError;
 use crate::store::capture::{self, Source};
+use crate::store::export as manifest;
 use crate::store::metrics::{DurationHistogram, LagHistogram, RunStats};
 use crate::store::occurrences::Outcome;
 use crate::store::runs::RunStatus;

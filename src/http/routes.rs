@@ -12,12 +12,10 @@ use super::prometheus;
 use super::status_page;
 use super::strip;
 use super::wire::{Reply, Request};
-use crate::export::metrics;
 use crate::jobs::RunParams;
-use crate::runner::{RunError, Runner};
+use crate::runner::{Recorded, ReportError, RunError, RunStatus, Runner, Trigger};
 use crate::scheduler::PlannedJob;
 use crate::status::job_statuses;
-use crate::store::runs::{RunStatus, Trigger};
 
 /// What the handlers share.
 pub struct App {
@@ -250,17 +248,14 @@ fn record_export_metric(app: &App, request: &Request) -> Reply {
     if let Err(reply) = query_params(&request.query, &[]) {
         return reply;
     }
-    let metric = match metrics::parse_reported(&request.body, app.runner.clock()) {
-        Ok(metric) => metric,
-        Err(message) => return Reply::error(400, message),
-    };
-    match metrics::record(app.runner.store(), &metric) {
-        Ok(metrics::Recorded::New(id)) => Reply::json(201, &json!({"ok": true, "id": id})),
+    match app.runner.record_export_metric(&request.body) {
+        Ok(Recorded::New(id)) => Reply::json(201, &json!({"ok": true, "id": id})),
         // The same export reported again: recorded once, answered as the first time was.
-        Ok(metrics::Recorded::Repeated(id)) => {
+        Ok(Recorded::Repeated(id)) => {
             Reply::json(200, &json!({"ok": true, "id": id, "repeated": true}))
         }
-        Err(error) => Reply::error(500, error),
+        Err(ReportError::Invalid(message)) => Reply::error(400, message),
+        Err(ReportError::Store(error)) => Reply::error(500, error),
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::named_files::{FileRemoval, remove_stored_file};
 use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
-use crate::export::metrics::{self, ExportMetric, Outcome};
+use crate::store::export_metrics::{self, ExportMetric, Outcome};
 use crate::store::times;
 
 pub struct ExportFileCleanup;
@@ -85,7 +85,7 @@ impl Job for ExportFileCleanup {
                             "UPDATE export_logs SET status = 'expired' WHERE id = ?1 AND status = 'completed'",
                             [&log.id],
                         )?;
-                        metrics::insert(&tx, &metric)?;
+                        export_metrics::insert(&tx, &metric)?;
                         tx.commit()?;
                         deleted += 1;
                     }
@@ -95,7 +95,7 @@ impl Job for ExportFileCleanup {
                         metric.outcome = Outcome::Failure;
                         metric.error_type = Some("file_cleanup".into());
                         metric.error_message = Some(error.clone());
-                        metrics::insert(&conn, &metric)?;
+                        export_metrics::insert(&conn, &metric)?;
                         failed += 1;
                         if errors.len() < 20 {
                             errors.push(json!({"id": log.id, "error": error}));

@@ -8,8 +8,8 @@ use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
 use crate::config::Config;
 use crate::export::batch::{BatchSettings, export_tenants};
-use crate::export::manifest::Upload;
 use crate::store::capture::{self, Source};
+use crate::store::export::Upload;
 
 pub struct ExportInteractions;
 
@@ -46,7 +46,7 @@ impl Job for ExportInteractions {
         let mut failed = 0;
         let mut results = Vec::with_capacity(tenants.len());
         if ctx.params.dry_run {
-            let waiting = crate::export::manifest::waiting_by_tenant(ctx.store)?;
+            let waiting = crate::store::export::waiting_by_tenant(ctx.store)?;
             for (tenant_id, tenant_name) in &tenants {
                 let pending = waiting
                     .get(tenant_id)

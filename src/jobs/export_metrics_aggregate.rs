@@ -16,7 +16,7 @@ use super::{Job, JobCtx, JobError, JobOutput};
 use crate::alert::Delivery;
 use crate::clock::to_store_text;
 use crate::config::AlertSettings;
-use crate::export::metrics::Outcome;
+use crate::store::export_metrics::Outcome;
 
 pub struct ExportMetricsAggregate;
 

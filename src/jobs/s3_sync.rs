@@ -14,8 +14,8 @@ use serde_json::json;
 use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
 use crate::config::Config;
-use crate::export::manifest::{self, PendingUpload};
 use crate::export::storage::{Storage, StorageError};
+use crate::store::export::{self as manifest, PendingUpload};
 
 pub struct S3Sync;
 

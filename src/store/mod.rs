@@ -4,6 +4,8 @@ pub mod alerts;
 pub mod backup;
 mod batch;
 pub mod capture;
+pub mod export;
+pub mod export_metrics;
 pub mod metrics;
 mod migrate;
 pub mod occurrences;

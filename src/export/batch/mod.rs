@@ -32,11 +32,13 @@ use rusqlite::types::Value;
 
 pub use read::InvalidRow;
 
-use super::manifest::{self, Metric, RunCommit, TenantCommit, TenantFailure, Upload, WrittenFile};
 use super::partition::{TenantDir, UnsafeTenantId};
 use crate::config::Compression;
 use crate::io_error::IoError;
 use crate::store::capture::{self, Source};
+use crate::store::export::{
+    self as manifest, Metric, RunCommit, TenantCommit, TenantFailure, Upload, WrittenFile,
+};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]

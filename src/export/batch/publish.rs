@@ -16,9 +16,9 @@ use chrono::NaiveDate;
 
 use super::ExportError;
 use super::write::FinishedFile;
-use crate::export::manifest;
 use crate::export::partition::{TenantDir, partition_dir, tenant_root};
 use crate::store::Store;
+use crate::store::export as manifest;
 
 const STAGING_DIR: &str = ".export-staging";
 

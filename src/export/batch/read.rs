@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 use std::sync::mpsc::SyncSender;
 
 use rusqlite::types::{Value, ValueRef};
@@ -17,6 +17,7 @@ use crate::clock::canonical_time;
 use crate::export::ndjson::Row;
 use crate::store::Store;
 use crate::store::capture::{self, Source, WalkProgress, WalkStep};
+use crate::store::export as manifest;
 
 /// Rows a chunk holds at most; a chunk also closes once its text passes [`CHUNK_BYTES`], so
 /// memory is bounded by bytes whatever the payload sizes (a row larger than that goes alone).
@@ -202,15 +203,7 @@ fn walk(
     let mut piece = first.clone();
     let mut walked = 0usize;
     loop {
-        let sql = format!(
-            "SELECT h.tenant_id, h.id, h.customer_id, h.channel, h.outcome, h.payload, h.created_at
-               FROM interaction_history h WHERE {} ORDER BY h.id",
-            piece.condition(Source::Interactions, "h.id")
-        );
-        let params = piece.params();
-        let mut statement = conn.prepare(&sql)?;
-        let mut rows = statement.query(capture::bind(&params).as_slice())?;
-        while let Some(row) = rows.next()? {
+        let flow = manifest::walk_rows(conn, &piece, |row| -> Result<_, ExportError> {
             walked += 1;
             let id = row.get_ref(1)?;
             let slot = slot_of(reading, row.get_ref(0)?);
@@ -242,11 +235,15 @@ fn walk(
                     outcome.walk = Some(WalkProgress::StoppedAfter(row.get(1)?));
                     outcome.walked = Some(WalkStep {
                         to: Some(row.get(1)?),
-                        ..covered
+                        ..covered.clone()
                     });
-                    return Ok(stop);
+                    return Ok(ControlFlow::Break(stop));
                 }
             }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        if let ControlFlow::Break(stop) = flow {
+            return Ok(stop);
         }
         let budget = reading.walk_budget.saturating_sub(walked);
         let next = if budget == 0 || outcome.all_full(reading) {
@@ -278,33 +275,27 @@ fn read_captured(
     outcome: &mut ReadOutcome,
     should_stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<(), ExportError> {
-    let mut statement = conn.prepare(
-        "SELECT c.seq, c.tenant_id, h.id, h.customer_id, h.channel, h.outcome, h.payload, h.created_at
-           FROM interaction_capture c LEFT JOIN interaction_history h ON h.id = c.item_id
-          ORDER BY c.seq",
-    )?;
-    let mut rows = statement.query([])?;
     let mut full_slots = (0..outcome.sent.len())
         .filter(|&slot| !outcome.room(slot, reading.batch_size))
         .count();
-    while let Some(row) = rows.next()? {
+    manifest::captured_rows(conn, |row| -> Result<_, ExportError> {
         if full_slots == reading.slots.len() {
-            break;
+            return Ok(ControlFlow::Break(()));
         }
         if outcome.captured.len().is_multiple_of(CHUNK_ROWS) && should_stop() {
-            break;
+            return Ok(ControlFlow::Break(()));
         }
         let seq: i64 = row.get(0)?;
         let id = row.get_ref(2)?;
         if id == ValueRef::Null {
             outcome.captured.push((seq, Fate::Gone));
-            continue;
+            return Ok(ControlFlow::Continue(()));
         }
         let slot = slot_of(reading, row.get_ref(1)?)
             .filter(|&slot| outcome.room(slot, reading.batch_size));
         let Some(slot) = slot else {
             outcome.captured.push((seq, Fate::Kept));
-            continue;
+            return Ok(ControlFlow::Continue(()));
         };
         let writer = slot % senders.len();
         match copy_row(&mut pending[writer], row, 2, slot, Origin::Captured(seq)) {
@@ -321,8 +312,8 @@ fn read_captured(
             }
         }
         send_if_full(pending, senders, writer)?;
-    }
-    Ok(())
+        Ok(ControlFlow::Continue(()))
+    })
 }
 
 impl ReadOutcome {

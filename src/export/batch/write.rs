@@ -18,10 +18,10 @@ use sha2::{Digest, Sha256};
 use super::read::{self, Chunk, Origin};
 use super::{ExportError, ExportTenant, publish};
 use crate::config::Compression;
-use crate::export::manifest::WrittenFile;
 use crate::export::ndjson::{Row, append_line, partition_day};
 use crate::export::partition::partition_dir;
 use crate::store::Cursor;
+use crate::store::export::WrittenFile;
 
 /// Files one writer keeps open at once (each holds a descriptor and its buffer).
 const MAX_OPEN_FILES: usize = 32;

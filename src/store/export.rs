@@ -3,14 +3,60 @@
 //! rows from the capture. Only this module writes them.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
 use chrono::NaiveDate;
 use rusqlite::types::Value;
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::{Connection, Row, TransactionBehavior, params};
 
-use super::metrics::{self, ExportMetric, Outcome};
-use crate::store::capture::{self, Source, WalkProgress, WalkStep};
-use crate::store::{Cursor, Store, StoreError};
+use super::capture::{self, Source, WalkProgress, WalkStep};
+use super::export_metrics::{self, ExportMetric, Outcome};
+use super::{Cursor, Store, StoreError};
+
+/// Hands each row of one step of the first walk over `interaction_history`, in primary-key
+/// order, to `visit`, until it breaks. Columns: tenant_id, id, customer_id, channel, outcome,
+/// payload, created_at.
+pub fn walk_rows<B, E: From<rusqlite::Error>>(
+    conn: &Connection,
+    step: &WalkStep,
+    mut visit: impl FnMut(&Row<'_>) -> Result<ControlFlow<B>, E>,
+) -> Result<ControlFlow<B>, E> {
+    let sql = format!(
+        "SELECT h.tenant_id, h.id, h.customer_id, h.channel, h.outcome, h.payload, h.created_at
+           FROM interaction_history h WHERE {} ORDER BY h.id",
+        step.condition(Source::Interactions, "h.id")
+    );
+    let params = step.params();
+    let mut statement = conn.prepare(&sql)?;
+    let mut rows = statement.query(capture::bind(&params).as_slice())?;
+    while let Some(row) = rows.next()? {
+        if let ControlFlow::Break(value) = visit(row)? {
+            return Ok(ControlFlow::Break(value));
+        }
+    }
+    Ok(ControlFlow::Continue(()))
+}
+
+/// Hands each entry of the interaction capture queue, in commit order, to `visit`, until it
+/// breaks. Columns: seq, tenant_id, then the row's id, customer_id, channel, outcome,
+/// payload, created_at (all NULL for a row deleted since it was captured).
+pub fn captured_rows<E: From<rusqlite::Error>>(
+    conn: &Connection,
+    mut visit: impl FnMut(&Row<'_>) -> Result<ControlFlow<()>, E>,
+) -> Result<(), E> {
+    let mut statement = conn.prepare(
+        "SELECT c.seq, c.tenant_id, h.id, h.customer_id, h.channel, h.outcome, h.payload, h.created_at
+           FROM interaction_capture c LEFT JOIN interaction_history h ON h.id = c.item_id
+          ORDER BY c.seq",
+    )?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        if visit(row)?.is_break() {
+            break;
+        }
+    }
+    Ok(())
+}
 
 /// A file written, fsynced and renamed into place, waiting to be committed.
 #[derive(Debug, Clone)]
@@ -295,7 +341,7 @@ fn insert_metric(tx: &rusqlite::Transaction<'_>, metric: &Metric<'_>) -> Result<
     } else {
         Outcome::Success
     };
-    metrics::insert(
+    export_metrics::insert(
         tx,
         &ExportMetric {
             tenant_id: metric.tenant_id.to_string(),
