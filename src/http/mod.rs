@@ -9,7 +9,7 @@
 //! - Each admitted connection gets a thread with a small stack (the connection limit bounds
 //!   how many; one that has served a connection waits a while for the next, since starting a
 //!   thread is slowest when the cores are busy). It reads the request by the rules of
-//!   `wire.rs` (head within 10 s and 64 KiB, body within 30 s and 1 MiB, strict framing),
+//!   `wire/` (head within 10 s and 64 KiB, body within 30 s and 1 MiB, strict framing),
 //!   refusing it there when it breaks one; then queues it for a worker, waits for the reply
 //!   and writes it within 10 s. Idle, slow and never-reading clients therefore cost a parked
 //!   thread and their bytes, never a worker.
