@@ -10,13 +10,14 @@ use std::path::Path;
 
 use crate::clock::from_store_text;
 use crate::runner::Runner;
-use crate::siem::{Siem, ledger};
+use crate::siem::Siem;
 use crate::store::StoreError;
 use crate::store::capture::{self, Source};
 use crate::store::export as manifest;
 use crate::store::metrics::{DurationHistogram, LagHistogram, RunStats};
 use crate::store::occurrences::Outcome;
 use crate::store::runs::RunStatus;
+use crate::store::siem as ledger;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 

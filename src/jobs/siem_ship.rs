@@ -16,8 +16,8 @@ use super::{Job, JobCtx, JobError, JobOutput, archive};
 use crate::clock::to_store_text;
 use crate::export::storage::Storage;
 use crate::siem::intake::{Intake, Retry};
-use crate::siem::ledger::{self, DeadLetter};
 use crate::siem::{self, AuditRow, Fate, Siem};
+use crate::store::siem::{self as ledger, DeadLetter};
 
 pub struct SiemShip;
 

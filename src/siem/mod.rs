@@ -10,29 +10,13 @@
 mod datadog;
 mod elastic;
 pub mod intake;
-pub mod ledger;
 mod splunk;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
 
-use crate::clock::from_store_text;
 pub use crate::config::siem::{Backend, Siem};
+pub use crate::store::siem::AuditRow;
 use intake::{Intake, Retry};
-
-/// One `audit_log` row, every column kept; `details` is embedded as JSON when it is JSON.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuditRow {
-    pub id: String,
-    pub created_at: String,
-    pub fields: Map<String, Value>,
-}
-
-impl AuditRow {
-    pub fn time(&self) -> Option<DateTime<Utc>> {
-        from_store_text(&self.created_at)
-    }
-}
 
 /// What became of one row.
 #[derive(Debug, Clone, PartialEq)]

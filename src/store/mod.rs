@@ -11,6 +11,7 @@ mod migrate;
 pub mod occurrences;
 mod row_json;
 pub mod runs;
+pub mod siem;
 pub mod times;
 
 use std::path::{Path, PathBuf};

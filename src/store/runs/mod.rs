@@ -1,89 +1,15 @@
 //! Run history and per-job leases: the runner's tables.
 
-use std::fmt;
+mod kinds;
 
 use chrono::{DateTime, Utc};
-use rusqlite::types::{FromSql, FromSqlResult, ValueRef};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use super::occurrences::{self, OccurrenceBatch};
-use super::{Store, StoreError, named_value};
+use super::{Store, StoreError};
 use crate::clock::{from_store_text, to_store_text};
-
-/// What started a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Trigger {
-    Schedule,
-    Http,
-    Cli,
-}
-
-impl Trigger {
-    pub const ALL: [Trigger; 3] = [Trigger::Schedule, Trigger::Http, Trigger::Cli];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Schedule => "schedule",
-            Trigger::Http => "http",
-            Trigger::Cli => "cli",
-        }
-    }
-}
-
-/// How a run ended (or that it has not yet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    Running,
-    Ok,
-    /// Finished, but some items (a tenant, a flow) failed.
-    Partial,
-    Failed,
-}
-
-impl RunStatus {
-    pub const ALL: [RunStatus; 4] = [
-        RunStatus::Running,
-        RunStatus::Ok,
-        RunStatus::Partial,
-        RunStatus::Failed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Running => "running",
-            RunStatus::Ok => "ok",
-            RunStatus::Partial => "partial",
-            RunStatus::Failed => "failed",
-        }
-    }
-}
-
-impl FromSql for Trigger {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Trigger> {
-        named_value(value, &Trigger::ALL, Trigger::as_str)
-    }
-}
-
-impl fmt::Display for Trigger {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
-
-impl FromSql for RunStatus {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<RunStatus> {
-        named_value(value, &RunStatus::ALL, RunStatus::as_str)
-    }
-}
-
-impl fmt::Display for RunStatus {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
+pub use kinds::{RunStatus, Trigger};
 
 /// One row of run history, as `edgecron runs --json` and `/api/v1/runs` show it.
 #[derive(Debug, Clone, Serialize)]

@@ -2,12 +2,28 @@
 //! first run's walk over the table, then the capture queue), and recording how far delivery
 //! got: the rows taken from the walk or the queue and any dead letters, in one transaction.
 
+use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, TransactionBehavior};
+use serde_json::Map;
 
-use super::AuditRow;
-use crate::store::capture::{self, Source, WalkProgress, WalkStep};
-use crate::store::{Store, StoreError, row_object};
+use super::capture::{self, Source, WalkProgress, WalkStep};
+use super::{Store, StoreError, row_object};
+use crate::clock::from_store_text;
+
+/// One `audit_log` row, every column kept; `details` is embedded as JSON when it is JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    pub id: String,
+    pub created_at: String,
+    pub fields: Map<String, serde_json::Value>,
+}
+
+impl AuditRow {
+    pub fn time(&self) -> Option<DateTime<Utc>> {
+        from_store_text(&self.created_at)
+    }
+}
 
 /// A row the intake refused for good.
 pub struct DeadLetter<'a> {
