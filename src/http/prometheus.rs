@@ -1,4 +1,5 @@
-//! `GET /metrics`: the Prometheus text exposition format (version 0.0.4).
+//! `GET /metrics`: the Prometheus text exposition format (version 0.0.4), rendered from the
+//! status read model's [`Snapshot`].
 //!
 //! Run counters come from `job_run_stats`, which a trigger keeps as runs end, so they count
 //! runs of every process (scheduler, HTTP, CLI) and never go back when history is pruned.
@@ -6,83 +7,13 @@
 //! overdue and failing gauges from the alert conditions in force.
 
 use std::fmt::Write;
-use std::path::Path;
 
 use crate::clock::from_store_text;
-use crate::runner::Runner;
-use crate::siem::Siem;
-use crate::store::StoreError;
-use crate::store::capture::{self, Source};
-use crate::store::export as manifest;
-use crate::store::metrics::{DurationHistogram, LagHistogram, RunStats};
-use crate::store::occurrences::Outcome;
-use crate::store::runs::RunStatus;
-use crate::store::siem as ledger;
+use crate::runner::RunStatus;
+use crate::status::Outcome;
+use crate::status::metrics::Snapshot;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Everything one scrape reports.
-pub struct Snapshot {
-    pub jobs: Vec<&'static str>,
-    pub stats: Vec<RunStats>,
-    pub histograms: Vec<DurationHistogram>,
-    pub running: Vec<(String, i64)>,
-    pub upload_queue: (u64, u64),
-    /// Interaction rows not yet exported (captured, or still to be walked), inactive
-    /// tenants' included, and rows the last runs could not export as they are.
-    pub export_backlog: u64,
-    pub export_invalid_rows: u64,
-    /// `(backend, rows not yet shipped, runs in a row that delivered nothing)` when a SIEM
-    /// is configured.
-    pub siem: Option<(&'static str, u64, i64)>,
-    pub store_bytes: u64,
-    pub wal_bytes: u64,
-    /// `(job, outcome, occurrences)`, lifetime.
-    pub occurrences: Vec<(String, String, i64)>,
-    pub lag: Vec<LagHistogram>,
-    /// `(job, condition kind)` of each alert condition in force.
-    pub conditions: Vec<(String, String)>,
-    pub alerts_pending: i64,
-}
-
-pub fn snapshot(runner: &Runner) -> Result<Snapshot, StoreError> {
-    let store = runner.store();
-    let jobs = runner.jobs().names();
-    let siem = match &runner.config().siem {
-        Siem::On(settings) => {
-            let backend = settings.backend.name();
-            let backlog = ledger::backlog(store)?;
-            Some((backend, backlog, ledger::stalled_runs(store, backend)?))
-        }
-        Siem::Off(_) => None,
-    };
-    let file_size = |path: &Path| std::fs::metadata(path).map_or(0, |meta| meta.len());
-    let mut wal = store.path().as_os_str().to_owned();
-    wal.push("-wal");
-    let runs = store.run_metrics(&jobs)?;
-    let occurrences = store.occurrence_metrics(&jobs)?;
-    let conditions = store
-        .conditions()?
-        .into_iter()
-        .map(|condition| (condition.job, condition.kind))
-        .collect();
-    Ok(Snapshot {
-        occurrences: occurrences.counts,
-        lag: occurrences.lag,
-        conditions,
-        alerts_pending: store.pending_alerts()?,
-        stats: runs.stats,
-        histograms: runs.histograms,
-        running: runs.running,
-        upload_queue: manifest::upload_backlog(store)?,
-        export_backlog: capture::backlog(store, Source::Interactions)?,
-        export_invalid_rows: manifest::invalid_rows(store)?,
-        siem,
-        store_bytes: file_size(store.path()),
-        wal_bytes: file_size(Path::new(&wal)),
-        jobs,
-    })
-}
 
 const STATUSES: [RunStatus; 3] = [RunStatus::Ok, RunStatus::Partial, RunStatus::Failed];
 
@@ -352,6 +283,7 @@ fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::metrics::{DurationHistogram, LagHistogram, RunStats};
 
     #[test]
     fn counters_histograms_and_gauges_in_exposition_format() {

@@ -12,10 +12,8 @@ use super::prometheus;
 use super::status_page;
 use super::strip;
 use super::wire::{Reply, Request};
-use crate::jobs::RunParams;
-use crate::runner::{Recorded, ReportError, RunError, RunStatus, Runner, Trigger};
-use crate::scheduler::PlannedJob;
-use crate::status::job_statuses;
+use crate::runner::{Recorded, ReportError, RunError, RunParams, RunStatus, Runner, Trigger};
+use crate::status::{self, PlannedJob, job_statuses};
 
 /// What the handlers share.
 pub struct App {
@@ -282,28 +280,19 @@ fn status(app: &App, request: &Request) -> Reply {
     if !app.auth.allows_page(request, app.runner.clock().now()) {
         return Reply::redirect("/login");
     }
-    let store = app.runner.store();
     let now = app.runner.clock().now();
-    let page = job_statuses(&app.runner, &app.planned).and_then(|jobs| {
-        let durations = jobs
-            .iter()
-            .map(|job| Ok((job.name, store.recent_durations(job.name, 30)?)))
-            .collect::<Result<_, crate::store::StoreError>>()?;
-        let since = now - strip::SPAN;
-        let marks = strip::marks(&store.occurrence_cells(since)?, &store.runs_since(since)?);
-        let failures = store.recent_failures(10)?;
-        let data = status_page::PageData {
-            durations: &durations,
-            marks: &marks,
-            failures: &failures,
-            now,
-        };
-        Ok(status_page::page(&jobs, &data))
-    });
-    match page {
-        Ok(page) => html(200, page),
-        Err(error) => Reply::error(500, error),
-    }
+    let facts = match status::page_facts(&app.runner, &app.planned, now - strip::SPAN) {
+        Ok(facts) => facts,
+        Err(error) => return Reply::error(500, error),
+    };
+    let marks = strip::marks(&facts.occurrences, &facts.runs);
+    let data = status_page::PageData {
+        durations: &facts.durations,
+        marks: &marks,
+        failures: &facts.failures,
+        now,
+    };
+    html(200, status_page::page(&facts.jobs, &data))
 }
 
 /// The login form's POST: a valid secret sets the session cookie and goes back to `/`.
@@ -360,7 +349,7 @@ fn cross_site(request: &Request) -> bool {
 }
 
 fn scrape(app: &App) -> Reply {
-    match prometheus::snapshot(&app.runner) {
+    match status::metrics::snapshot(&app.runner) {
         Ok(snapshot) => Reply::text(200, prometheus::render(&snapshot), prometheus::CONTENT_TYPE),
         Err(error) => Reply::error(500, error),
     }

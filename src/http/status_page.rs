@@ -9,8 +9,9 @@ use chrono::{DateTime, Utc};
 
 use super::strip::{self, Mark};
 use crate::clock::to_store_text;
+use crate::runner::RunStatus;
 use crate::status::JobStatus;
-use crate::store::runs::{RunRecord, RunStatus};
+use crate::status::RunRecord;
 
 const REFRESH_SECONDS: u32 = 30;
 
@@ -262,7 +263,7 @@ pub fn page(jobs: &[JobStatus], data: &PageData<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::runs::Trigger;
+    use crate::runner::Trigger;
 
     #[test]
     fn text_from_rows_cannot_inject_markup() {

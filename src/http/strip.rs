@@ -8,9 +8,8 @@ use std::fmt::Write;
 use chrono::{DateTime, Duration, Utc};
 
 use super::status_page::escape;
-use crate::store::metrics::{OccurrenceCell, RunStart};
-use crate::store::occurrences::Outcome;
-use crate::store::runs::RunStatus;
+use crate::runner::RunStatus;
+use crate::status::{OccurrenceCell, Outcome, RunStart};
 
 /// The span the strip covers, and its cells.
 pub const SPAN: Duration = Duration::hours(24);

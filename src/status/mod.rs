@@ -1,14 +1,23 @@
-//! The state of every job (schedule, zone, policies, enabled, last run, next run, alert
-//! conditions in force), as `edgecron jobs`, `/api/v1/jobs` and the status page show it.
+//! The read model the edges show: the state of every job (schedule, zone, policies, enabled,
+//! last run, next run, alert conditions in force), as `edgecron jobs`, `/api/v1/jobs` and
+//! the status page show it; the status page's other facts; and, in [`metrics`], what
+//! `/metrics` reports.
+
+pub mod metrics;
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::runner::Runner;
-use crate::scheduler::PlannedJob;
 use crate::store::StoreError;
 use crate::store::alerts::Condition;
-use crate::store::runs::RunRecord;
+
+pub use crate::scheduler::PlannedJob;
+pub use crate::store::metrics::{OccurrenceCell, RunStart};
+pub use crate::store::occurrences::Outcome;
+pub use crate::store::runs::RunRecord;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -106,4 +115,45 @@ pub fn job_statuses(runner: &Runner, planned: &[PlannedJob]) -> Result<Vec<JobSt
             })
         })
         .collect()
+}
+
+/// What the status page shows beyond each job's status, read from the store: recent run
+/// durations per job, the last day's occurrences and runs (for the strips), recent failures.
+pub struct PageFacts {
+    pub jobs: Vec<JobStatus>,
+    pub durations: BTreeMap<&'static str, Vec<i64>>,
+    pub occurrences: Vec<OccurrenceCell>,
+    pub runs: Vec<RunStart>,
+    pub failures: Vec<RunRecord>,
+}
+
+/// Durations of each job's last this many runs, for the page's sparkline.
+const RECENT_DURATIONS: i64 = 30;
+/// Failures the page lists.
+const RECENT_FAILURES: i64 = 10;
+
+/// The status page's facts, with occurrences and runs since `since`.
+pub fn page_facts(
+    runner: &Runner,
+    planned: &[PlannedJob],
+    since: DateTime<Utc>,
+) -> Result<PageFacts, StoreError> {
+    let store = runner.store();
+    let jobs = job_statuses(runner, planned)?;
+    let durations = jobs
+        .iter()
+        .map(|job| {
+            Ok((
+                job.name,
+                store.recent_durations(job.name, RECENT_DURATIONS)?,
+            ))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(PageFacts {
+        durations,
+        occurrences: store.occurrence_cells(since)?,
+        runs: store.runs_since(since)?,
+        failures: store.recent_failures(RECENT_FAILURES)?,
+        jobs,
+    })
 }

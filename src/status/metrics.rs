@@ -1,0 +1,76 @@
+//! What `GET /metrics` reports, read in one place: the runs' lifetime counters and
+//! histograms, the ledger's occurrence counts and schedule lag, the alert conditions in force,
+//! the export and SIEM backlogs and the store's size. The HTTP layer only renders it.
+
+use std::path::Path;
+
+use crate::runner::Runner;
+use crate::siem::Siem;
+use crate::store::StoreError;
+use crate::store::capture::{self, Source};
+use crate::store::export as manifest;
+pub use crate::store::metrics::{DurationHistogram, LagHistogram, RunStats};
+use crate::store::siem as ledger;
+
+/// Everything one scrape reports.
+pub struct Snapshot {
+    pub jobs: Vec<&'static str>,
+    pub stats: Vec<RunStats>,
+    pub histograms: Vec<DurationHistogram>,
+    pub running: Vec<(String, i64)>,
+    pub upload_queue: (u64, u64),
+    /// Interaction rows not yet exported (captured, or still to be walked), inactive
+    /// tenants' included, and rows the last runs could not export as they are.
+    pub export_backlog: u64,
+    pub export_invalid_rows: u64,
+    /// `(backend, rows not yet shipped, runs in a row that delivered nothing)` when a SIEM
+    /// is configured.
+    pub siem: Option<(&'static str, u64, i64)>,
+    pub store_bytes: u64,
+    pub wal_bytes: u64,
+    /// `(job, outcome, occurrences)`, lifetime.
+    pub occurrences: Vec<(String, String, i64)>,
+    pub lag: Vec<LagHistogram>,
+    /// `(job, condition kind)` of each alert condition in force.
+    pub conditions: Vec<(String, String)>,
+    pub alerts_pending: i64,
+}
+
+pub fn snapshot(runner: &Runner) -> Result<Snapshot, StoreError> {
+    let store = runner.store();
+    let jobs = runner.jobs().names();
+    let siem = match &runner.config().siem {
+        Siem::On(settings) => {
+            let backend = settings.backend.name();
+            let backlog = ledger::backlog(store)?;
+            Some((backend, backlog, ledger::stalled_runs(store, backend)?))
+        }
+        Siem::Off(_) => None,
+    };
+    let file_size = |path: &Path| std::fs::metadata(path).map_or(0, |meta| meta.len());
+    let mut wal = store.path().as_os_str().to_owned();
+    wal.push("-wal");
+    let runs = store.run_metrics(&jobs)?;
+    let occurrences = store.occurrence_metrics(&jobs)?;
+    let conditions = store
+        .conditions()?
+        .into_iter()
+        .map(|condition| (condition.job, condition.kind))
+        .collect();
+    Ok(Snapshot {
+        occurrences: occurrences.counts,
+        lag: occurrences.lag,
+        conditions,
+        alerts_pending: store.pending_alerts()?,
+        stats: runs.stats,
+        histograms: runs.histograms,
+        running: runs.running,
+        upload_queue: manifest::upload_backlog(store)?,
+        export_backlog: capture::backlog(store, Source::Interactions)?,
+        export_invalid_rows: manifest::invalid_rows(store)?,
+        siem,
+        store_bytes: file_size(store.path()),
+        wal_bytes: file_size(Path::new(&wal)),
+        jobs,
+    })
+}
