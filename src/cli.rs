@@ -2,7 +2,6 @@
 //! same runner, store and scheduler code the HTTP routes use.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +14,10 @@ use serde_json::Value;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, parse_zone};
 use crate::cron::Schedule;
-use crate::http::{self, App, Auth};
 use crate::jobs::{Registry, RunParams};
 use crate::runner::{RunError, Runner};
 use crate::scheduler;
+use crate::serve::{self, ServeError};
 use crate::shutdown::Shutdown;
 use crate::status::job_statuses;
 use crate::store::backup::BackupError;
@@ -122,6 +121,8 @@ pub enum CliError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Failed(String),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
 }
 
 impl CliError {
@@ -130,7 +131,8 @@ impl CliError {
             CliError::Usage(_) | CliError::Config(_) => 2,
             // A store that cannot be opened or written is bad configuration too (SPEC §1).
             CliError::Store(StoreError::Unusable { .. } | StoreError::CreateDir { .. }) => 2,
-            CliError::Store(_) | CliError::Failed(_) => 1,
+            CliError::Serve(ServeError::Listen { .. }) => 2,
+            CliError::Store(_) | CliError::Failed(_) | CliError::Serve(_) => 1,
         }
     }
 }
@@ -246,7 +248,7 @@ fn runner() -> Result<(Arc<Runner>, Arc<Shutdown>), CliError> {
 fn run(job: &str, params: RunParams) -> Result<ExitCode, CliError> {
     let (runner, shutdown) = runner()?;
     // SIGTERM/SIGINT ask the job to stop at its next safe point; its progress is kept.
-    let _signals = forward_signals(&shutdown);
+    let _signals = serve::forward_signals(&shutdown);
     let outcome = runner.run(job, Trigger::Cli, params);
     // Alerts the run raised (and older ones still queued) go out before the process does.
     runner.alerts().deliver_now(ALERT_DELIVERY_AT_EXIT);
@@ -479,96 +481,8 @@ fn parse_from(text: &str, zone: Tz) -> Result<DateTime<Utc>, CliError> {
 
 fn serve() -> Result<ExitCode, CliError> {
     let (runner, shutdown) = runner()?;
-    let config = runner.config().clone();
-    let planned = scheduler::plan(runner.jobs(), &config);
-    let closed = runner.close_orphaned_runs()?;
-    if closed > 0 {
-        log::warn!("closed {closed} runs left running by a process that died");
-    }
-    let secrets = http::resolve_cron_secrets(&config)
-        .map_err(|error| CliError::Failed(format!("preparing the generated secret: {error}")))?;
-    let listener = TcpListener::bind(config.listen).map_err(|error| {
-        CliError::Usage(format!(
-            "EDGECRON_LISTEN: cannot listen on {}: {error}",
-            config.listen
-        ))
-    })?;
-    let address = listener
-        .local_addr()
-        .map_err(|error| CliError::Failed(error.to_string()))?;
-    let app = Arc::new(App {
-        runner: Arc::clone(&runner),
-        auth: Auth::new(secrets, &config)
-            .map_err(|error| CliError::Failed(format!("seeding session keys: {error}")))?,
-        planned: planned.clone(),
-    });
-    let _signals = forward_signals(&shutdown);
-    let listener = http::start(listener, app, Arc::clone(&shutdown))
-        .map_err(|error| CliError::Failed(format!("starting the HTTP listener: {error}")))?;
-    log::info!(
-        "listening on http://{address} (store {})",
-        runner.store().path().display()
-    );
-
-    let watcher = {
-        let (runner, shutdown, planned) =
-            (Arc::clone(&runner), Arc::clone(&shutdown), planned.clone());
-        std::thread::Builder::new()
-            .name("watcher".into())
-            .spawn(move || scheduler::watch::watch(runner, planned, shutdown))
-            .map_err(|error| CliError::Failed(format!("starting the watcher: {error}")))?
-    };
-    let scheduler = {
-        let (runner, shutdown) = (Arc::clone(&runner), Arc::clone(&shutdown));
-        std::thread::Builder::new()
-            .name("scheduler".into())
-            .spawn(move || scheduler::run(runner, planned, shutdown))
-            .map_err(|error| CliError::Failed(format!("starting the scheduler: {error}")))?
-    };
-
-    while !shutdown.wait(Duration::from_secs(3600)) {}
-    log::info!(
-        "stopping: no new runs; waiting up to {}s for running jobs",
-        config.shutdown_grace.as_secs()
-    );
-    if let Ok(started_runs) = scheduler.join() {
-        drop(started_runs);
-    }
-    let _ = watcher.join();
-    if !runner.wait_idle(config.shutdown_grace) {
-        runner.abandon_active("interrupted: the shutdown grace period ran out");
-        log::info!("stopped");
-        return Ok(ExitCode::SUCCESS);
-    }
-    // Let workers deliver the responses of runs that just ended.
-    listener.wait_idle(Duration::from_secs(1));
-    log::info!("stopped");
+    serve::run(runner, shutdown)?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Requests shutdown on SIGTERM or SIGINT, from a small thread of its own.
-fn forward_signals(shutdown: &Arc<Shutdown>) -> Option<signal_hook::iterator::Handle> {
-    let mut signals = match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ]) {
-        Ok(signals) => signals,
-        Err(error) => {
-            log::warn!("cannot catch SIGTERM/SIGINT ({error}); they will stop the process at once");
-            return None;
-        }
-    };
-    let handle = signals.handle();
-    let shutdown = Arc::clone(shutdown);
-    let spawned = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                log::info!("received signal {signal}; shutting down");
-                shutdown.request();
-            }
-        });
-    spawned.ok().map(|_| handle)
 }
 
 fn print_json(value: &Value) {

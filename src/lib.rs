@@ -16,6 +16,7 @@ mod jobs;
 pub mod logging;
 mod runner;
 mod scheduler;
+mod serve;
 mod shutdown;
 mod siem;
 mod status;

@@ -1,0 +1,165 @@
+//! `edgecron serve`: the long-running process. [`run`] reads as its steps:
+//! 1. close the runs a dead process left running;
+//! 2. listen on `EDGECRON_LISTEN` with the trigger secrets (generated if unset);
+//! 3. start the watcher and the scheduler threads;
+//! 4. wait for SIGTERM or SIGINT;
+//! 5. stop: no new runs, running jobs given the shutdown grace, then the runs still going
+//!    recorded as failed, or the last responses delivered.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::http::{self, App, Auth};
+use crate::runner::Runner;
+use crate::scheduler::{self, PlannedJob};
+use crate::shutdown::Shutdown;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listen address cannot be bound: configuration (exit 2).
+    #[error("EDGECRON_LISTEN: cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        source: io::Error,
+    },
+    #[error("{step}: {source}")]
+    Start {
+        step: &'static str,
+        source: io::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// How long the listener may take, once runs have ended, to deliver their responses.
+const LAST_RESPONSES: Duration = Duration::from_secs(1);
+
+pub fn run(runner: Arc<Runner>, shutdown: Arc<Shutdown>) -> Result<(), ServeError> {
+    let planned = scheduler::plan(runner.jobs(), runner.config());
+    close_orphaned_runs(&runner)?;
+    let listener = listen(&runner, &planned, &shutdown)?;
+    let _signals = forward_signals(&shutdown);
+    let watcher = start_watcher(&runner, &planned, &shutdown)?;
+    let scheduler = start_scheduler(&runner, planned, &shutdown)?;
+    while !shutdown.wait(Duration::from_secs(3600)) {}
+    stop(&runner, scheduler, watcher, &listener);
+    Ok(())
+}
+
+fn close_orphaned_runs(runner: &Runner) -> Result<(), ServeError> {
+    let closed = runner.close_orphaned_runs()?;
+    if closed > 0 {
+        log::warn!("closed {closed} runs left running by a process that died");
+    }
+    Ok(())
+}
+
+fn listen(
+    runner: &Arc<Runner>,
+    planned: &[PlannedJob],
+    shutdown: &Arc<Shutdown>,
+) -> Result<http::Listener, ServeError> {
+    let config = runner.config();
+    let start = |step| move |source| ServeError::Start { step, source };
+    let secrets =
+        http::resolve_cron_secrets(config).map_err(start("preparing the generated secret"))?;
+    let address = config.listen;
+    let socket =
+        TcpListener::bind(address).map_err(|source| ServeError::Listen { address, source })?;
+    let address = socket
+        .local_addr()
+        .map_err(start("reading the listen address"))?;
+    let app = Arc::new(App {
+        runner: Arc::clone(runner),
+        auth: Auth::new(secrets, config).map_err(start("seeding session keys"))?,
+        planned: planned.to_vec(),
+    });
+    let listener = http::start(socket, app, Arc::clone(shutdown))
+        .map_err(start("starting the HTTP listener"))?;
+    log::info!(
+        "listening on http://{address} (store {})",
+        runner.store().path().display()
+    );
+    Ok(listener)
+}
+
+fn start_watcher(
+    runner: &Arc<Runner>,
+    planned: &[PlannedJob],
+    shutdown: &Arc<Shutdown>,
+) -> Result<JoinHandle<()>, ServeError> {
+    let (runner, shutdown, planned) = (Arc::clone(runner), Arc::clone(shutdown), planned.to_vec());
+    std::thread::Builder::new()
+        .name("watcher".into())
+        .spawn(move || scheduler::watch::watch(runner, planned, shutdown))
+        .map_err(|source| ServeError::Start {
+            step: "starting the watcher",
+            source,
+        })
+}
+
+fn start_scheduler(
+    runner: &Arc<Runner>,
+    planned: Vec<PlannedJob>,
+    shutdown: &Arc<Shutdown>,
+) -> Result<JoinHandle<Vec<JoinHandle<()>>>, ServeError> {
+    let (runner, shutdown) = (Arc::clone(runner), Arc::clone(shutdown));
+    std::thread::Builder::new()
+        .name("scheduler".into())
+        .spawn(move || scheduler::run(runner, planned, shutdown))
+        .map_err(|source| ServeError::Start {
+            step: "starting the scheduler",
+            source,
+        })
+}
+
+fn stop(
+    runner: &Runner,
+    scheduler: JoinHandle<Vec<JoinHandle<()>>>,
+    watcher: JoinHandle<()>,
+    listener: &http::Listener,
+) {
+    let grace = runner.config().shutdown_grace;
+    log::info!(
+        "stopping: no new runs; waiting up to {}s for running jobs",
+        grace.as_secs()
+    );
+    // The scheduler's run threads are detached: the runner's idle wait covers them.
+    let _ = scheduler.join();
+    let _ = watcher.join();
+    if runner.wait_idle(grace) {
+        listener.wait_idle(LAST_RESPONSES);
+    } else {
+        runner.abandon_active("interrupted: the shutdown grace period ran out");
+    }
+    log::info!("stopped");
+}
+
+/// Requests shutdown on SIGTERM or SIGINT, from a small thread of its own.
+pub fn forward_signals(shutdown: &Arc<Shutdown>) -> Option<signal_hook::iterator::Handle> {
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ]) {
+        Ok(signals) => signals,
+        Err(error) => {
+            log::warn!("cannot catch SIGTERM/SIGINT ({error}); they will stop the process at once");
+            return None;
+        }
+    };
+    let handle = signals.handle();
+    let shutdown = Arc::clone(shutdown);
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                log::info!("received signal {signal}; shutting down");
+                shutdown.request();
+            }
+        });
+    spawned.ok().map(|_| handle)
+}
