@@ -115,7 +115,9 @@ pub fn raise(store: &Store, config: &Config, clock: &dyn Clock, alert: &Value) -
             },
             |(_, result)| match result {
                 Ok(status) => Delivery::Delivered { status },
-                Err(error) => Delivery::Failed { error },
+                Err(error) => Delivery::Failed {
+                    error: error.to_string(),
+                },
             },
         )
 }
@@ -127,7 +129,7 @@ pub fn deliver_pending(
     url: &str,
     clock: &dyn Clock,
     budget: Duration,
-) -> Vec<(i64, Result<u16, String>)> {
+) -> Vec<(i64, Result<u16, PostError>)> {
     let started = Instant::now();
     let mut attempts = Vec::new();
     if let Err(error) = store.prune_alerts(clock.now()) {
@@ -171,7 +173,7 @@ pub fn deliver_pending(
             log::warn!("alert {}: recording its delivery: {error}", pending.id);
         }
         let unavailable = matches!(result, Err(PostError::Unavailable(_)));
-        attempts.push((pending.id, result.map_err(|error| error.to_string())));
+        attempts.push((pending.id, result));
         if unavailable {
             break;
         }

@@ -152,11 +152,11 @@ pub fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             end_date,
         } => {
             let params = RunParams::from_text(dry_run, start_date.as_deref(), end_date.as_deref())
-                .map_err(CliError::Usage)?;
+                .map_err(|error| CliError::Usage(error.to_string()))?;
             // Bad usage is refused before the store is touched.
             Registry::all()
                 .check(&job, &params)
-                .map_err(CliError::Usage)?;
+                .map_err(|error| CliError::Usage(error.to_string()))?;
             run(&job, params)
         }
         Command::Jobs { json } => jobs(json),

@@ -59,9 +59,14 @@ pub enum LogFormat {
     Json,
 }
 
+/// `EDGECRON_LOG_FORMAT` names no format.
+#[derive(Debug, thiserror::Error)]
+#[error("EDGECRON_LOG_FORMAT: expected text or json, got {0:?}")]
+pub struct UnknownLogFormat(String);
+
 impl LogFormat {
     /// `EDGECRON_LOG_FORMAT`: `text` (the default) or `json`.
-    pub fn from_env() -> Result<LogFormat, String> {
+    pub fn from_env() -> Result<LogFormat, UnknownLogFormat> {
         match std::env::var("EDGECRON_LOG_FORMAT")
             .ok()
             .as_deref()
@@ -69,9 +74,7 @@ impl LogFormat {
         {
             None | Some("") | Some("text") => Ok(LogFormat::Text),
             Some("json") => Ok(LogFormat::Json),
-            Some(other) => Err(format!(
-                "EDGECRON_LOG_FORMAT: expected text or json, got {other:?}"
-            )),
+            Some(other) => Err(UnknownLogFormat(other.to_string())),
         }
     }
 }

@@ -32,7 +32,7 @@ pub use crate::export::metrics::ReportError;
 use crate::heartbeat;
 use crate::holder;
 pub use crate::jobs::RunParams;
-use crate::jobs::{Job, JobCtx, JobOutput, Registry};
+use crate::jobs::{CheckError, Job, JobCtx, JobOutput, Registry};
 use crate::shutdown::Shutdown;
 pub use crate::store::export_metrics::Recorded;
 use crate::store::occurrences::OccurrenceBatch;
@@ -147,12 +147,10 @@ impl Runner {
 
     /// Checks a job's parameters without running it.
     pub fn check(&self, name: &str, params: &RunParams) -> Result<&dyn Job, RunError> {
-        self.jobs
-            .check(name, params)
-            .map_err(|message| match self.jobs.get(name) {
-                None => RunError::UnknownJob(name.to_string()),
-                Some(_) => RunError::InvalidParams(message),
-            })
+        self.jobs.check(name, params).map_err(|error| match error {
+            CheckError::UnknownJob(name) => RunError::UnknownJob(name),
+            CheckError::InvalidParams(invalid) => RunError::InvalidParams(invalid.to_string()),
+        })
     }
 
     pub fn run(

@@ -50,7 +50,7 @@ pub fn post_once(url: &str, body: &str, timeout: Duration) -> Result<u16, PostEr
 }
 
 /// Posts `body` to `url`; answers the HTTP status of the accepted attempt, or why none was.
-pub fn post_json(url: &str, body: &Value) -> Result<u16, String> {
+pub fn post_json(url: &str, body: &Value) -> Result<u16, PostError> {
     let text = body.to_string();
     let mut last_error = String::new();
     for attempt in 0..ATTEMPTS {
@@ -59,10 +59,10 @@ pub fn post_json(url: &str, body: &Value) -> Result<u16, String> {
         }
         match post_once(url, &text, TIMEOUT) {
             Ok(status) => return Ok(status),
-            Err(error @ PostError::Refused(_)) => return Err(error.to_string()),
+            Err(error @ PostError::Refused(_)) => return Err(error),
             Err(PostError::Unavailable(error)) => last_error = error,
         }
         log::debug!("webhook: attempt {} failed: {last_error}", attempt + 1);
     }
-    Err(last_error)
+    Err(PostError::Unavailable(last_error))
 }

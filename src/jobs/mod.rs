@@ -38,6 +38,20 @@ use crate::io_error::IoError;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
 
+/// Parameters a job cannot take; the message names the parameter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidParams(String);
+
+/// Why a run is refused before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    #[error("no job named {0:?}")]
+    UnknownJob(String),
+    #[error(transparent)]
+    InvalidParams(#[from] InvalidParams),
+}
+
 /// Parameters a trigger may pass: `dryRun`, `startDate`, `endDate`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunParams {
@@ -52,7 +66,7 @@ impl RunParams {
         dry_run: bool,
         start_date: Option<&str>,
         end_date: Option<&str>,
-    ) -> Result<RunParams, String> {
+    ) -> Result<RunParams, InvalidParams> {
         Ok(RunParams {
             dry_run,
             start_date: start_date
@@ -76,12 +90,12 @@ impl RunParams {
     }
 }
 
-fn parse_date(field: &str, text: &str) -> Result<NaiveDate, String> {
+fn parse_date(field: &str, text: &str) -> Result<NaiveDate, InvalidParams> {
     let well_formed = text.len() == 10 && text.as_bytes()[4] == b'-' && text.as_bytes()[7] == b'-';
     well_formed
         .then(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok())
         .flatten()
-        .ok_or_else(|| format!("{field}: {text:?} is not a date (YYYY-MM-DD)"))
+        .ok_or_else(|| InvalidParams(format!("{field}: {text:?} is not a date (YYYY-MM-DD)")))
 }
 
 /// Everything a running job may use.
@@ -211,20 +225,21 @@ impl Registry {
     }
 
     /// Finds a job and checks the parameters it is given, before anything runs.
-    pub fn check(&self, name: &str, params: &RunParams) -> Result<&dyn Job, String> {
+    pub fn check(&self, name: &str, params: &RunParams) -> Result<&dyn Job, CheckError> {
         let job = self
             .get(name)
-            .ok_or_else(|| format!("no job named {name:?}"))?;
+            .ok_or_else(|| CheckError::UnknownJob(name.to_string()))?;
+        let invalid = |message| Err(CheckError::InvalidParams(InvalidParams(message)));
         if params.date_range().is_some() && !job.takes_date_range() {
-            return Err(format!("{name} takes no startDate/endDate"));
+            return invalid(format!("{name} takes no startDate/endDate"));
         }
         if let (Some(start), Some(end)) = (params.start_date, params.end_date) {
             if start > end {
-                return Err(format!("startDate {start} is after endDate {end}"));
+                return invalid(format!("startDate {start} is after endDate {end}"));
             }
             let days = (end - start).num_days() + 1;
             if days > MAX_RANGE_DAYS {
-                return Err(format!(
+                return invalid(format!(
                     "startDate..endDate spans {days} days; at most {MAX_RANGE_DAYS} per run"
                 ));
             }
@@ -276,7 +291,7 @@ mod tests {
             "",
         ] {
             let error = RunParams::from_text(false, Some(bad), None).unwrap_err();
-            assert!(error.starts_with("startDate:"), "{error}");
+            assert!(error.0.starts_with("startDate:"), "{error}");
         }
     }
 }

@@ -120,7 +120,7 @@ pub fn deliver(intake: &Intake<'_>, retry: &mut Retry<'_>, rows: &[AuditRow]) ->
                     ));
                 };
                 if let Err(why) = wait_for_ack(intake, retry, ack_id) {
-                    return shipment.stop(why);
+                    return shipment.stop(why.to_string());
                 }
             }
             (next..end).for_each(|index| shipment.settle(index, Fate::Delivered));
@@ -167,9 +167,19 @@ pub fn deliver(intake: &Intake<'_>, retry: &mut Retry<'_>, rows: &[AuditRow]) ->
     shipment
 }
 
+/// HEC did not confirm a request in time.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "splunk did not acknowledge request {ack_id} within {seconds}s; its rows are sent again next run"
+)]
+struct Unacknowledged {
+    ack_id: u64,
+    seconds: u64,
+}
+
 /// Polls HEC's acknowledgement endpoint until the indexers have request `ack_id`, for at most
 /// `SIEM_TIMEOUT_SECS` (and never past the job's deadline).
-fn wait_for_ack(intake: &Intake<'_>, retry: &Retry<'_>, ack_id: u64) -> Result<(), String> {
+fn wait_for_ack(intake: &Intake<'_>, retry: &Retry<'_>, ack_id: u64) -> Result<(), Unacknowledged> {
     let url = format!("{}/services/collector/ack", intake.settings.endpoint);
     let give_up = Instant::now() + intake.settings.request_timeout;
     let mut wait = FIRST_ACK_POLL;
@@ -184,10 +194,10 @@ fn wait_for_ack(intake: &Intake<'_>, retry: &Retry<'_>, ack_id: u64) -> Result<(
             return Ok(());
         }
         if Instant::now() + wait > give_up || !retry.pause(wait) {
-            return Err(format!(
-                "splunk did not acknowledge request {ack_id} within {}s; its rows are sent again next run",
-                intake.settings.request_timeout.as_secs()
-            ));
+            return Err(Unacknowledged {
+                ack_id,
+                seconds: intake.settings.request_timeout.as_secs(),
+            });
         }
         wait = (wait * 2).min(MAX_ACK_POLL);
     }

@@ -74,7 +74,8 @@ pub(super) fn evaluate_rules(
         };
         let value = match value {
             Ok(value) => value,
-            Err(error) => {
+            Err(unknown) => {
+                let error = unknown.to_string();
                 errors.push(json!({"ruleId": rule.id, "error": error}));
                 ctx.store.conn()?.execute(
                     "UPDATE alert_rules SET last_error = ?2, last_evaluated_at = ?3 WHERE id = ?1",
@@ -194,6 +195,11 @@ fn notify_webhook(ctx: &JobCtx<'_>, errors: &mut Vec<Value>) -> Result<(), JobEr
     Ok(())
 }
 
+/// A rule names a metric the catalogue does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown metric {0:?}")]
+struct UnknownMetric(String);
+
 /// The metric catalogue. The outer error is the store's; the inner one an unknown metric.
 fn metric_value(
     conn: &Connection,
@@ -201,7 +207,7 @@ fn metric_value(
     tenant: &str,
     from: &str,
     to: &str,
-) -> Result<Result<f64, String>, JobError> {
+) -> Result<Result<f64, UnknownMetric>, JobError> {
     let window = "(?1 = '' OR tenant_id = ?1) AND created_at >= ?2 AND created_at < ?3";
     let (sql, rate) = match metric {
         "interactions" => (
@@ -224,7 +230,7 @@ fn metric_value(
             format!("SELECT COUNT(*), 0 FROM audit_log WHERE {window}"),
             false,
         ),
-        other => return Ok(Err(format!("unknown metric {other:?}"))),
+        other => return Ok(Err(UnknownMetric(other.to_string()))),
     };
     let (count, total): (Option<f64>, f64) = conn.query_row(&sql, (tenant, from, to), |row| {
         Ok((row.get(0)?, row.get(1)?))

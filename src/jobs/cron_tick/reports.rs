@@ -10,10 +10,11 @@ use serde_json::{Map, Value, json};
 
 use super::EXPORTS_ONLY;
 use crate::clock::{from_store_text, to_store_text};
-use crate::config::parse_zone;
-use crate::cron::Schedule;
-use crate::export::partition::TenantDir;
+use crate::config::{ConfigError, parse_zone};
+use crate::cron::{Schedule, ScheduleError};
+use crate::export::partition::{TenantDir, UnsafeTenantId};
 use crate::jobs::{JobCtx, JobError, archive};
+use crate::store::StoreError;
 
 const BATCH: i64 = 200;
 
@@ -53,8 +54,8 @@ pub(super) fn run_due_reports(
             let next = match next_run(&schedule, now) {
                 Ok(next) => next,
                 Err(error) => {
-                    record_schedule_error(ctx, &schedule.id, &error)?;
-                    errors.push(json!({"scheduleId": schedule.id, "error": error}));
+                    record_schedule_error(ctx, &schedule.id, &error.to_string())?;
+                    errors.push(json!({"scheduleId": schedule.id, "error": error.to_string()}));
                     passed_over.push(schedule.id);
                     continue;
                 }
@@ -95,8 +96,8 @@ pub(super) fn run_due_reports(
                     tx.commit()?;
                 }
                 Err(error) => {
-                    record_schedule_error(ctx, &schedule.id, &error)?;
-                    errors.push(json!({"scheduleId": schedule.id, "error": error}));
+                    record_schedule_error(ctx, &schedule.id, &error.to_string())?;
+                    errors.push(json!({"scheduleId": schedule.id, "error": error.to_string()}));
                     passed_over.push(schedule.id);
                 }
             }
@@ -140,12 +141,32 @@ fn due_schedules(
     Ok(rows)
 }
 
-fn next_run(schedule: &ReportSchedule, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    let zone = parse_zone("timezone", &schedule.timezone).map_err(|error| error.to_string())?;
-    Schedule::parse(&schedule.schedule, zone)
-        .map_err(|error| error.to_string())?
-        .next_after(now)
-        .ok_or_else(|| format!("cron expression {:?} never fires", schedule.schedule))
+/// Why a schedule's report was not written: recorded on the schedule, and the others go on.
+#[derive(Debug, thiserror::Error)]
+enum ScheduleFault {
+    #[error(transparent)]
+    Zone(#[from] ConfigError),
+    #[error(transparent)]
+    Cron(#[from] ScheduleError),
+    #[error("unknown report {0:?}")]
+    UnknownReport(String),
+    #[error("telemetry_daily covers every tenant; schedule it with tenant_id ''")]
+    TenantTelemetry,
+    #[error(transparent)]
+    Tenant(#[from] UnsafeTenantId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Write(#[from] JobError),
+}
+
+fn next_run(schedule: &ReportSchedule, now: DateTime<Utc>) -> Result<DateTime<Utc>, ScheduleFault> {
+    let zone = parse_zone("timezone", &schedule.timezone)?;
+    let cron = Schedule::parse(&schedule.schedule, zone)?;
+    cron.next_after(now)
+        .ok_or_else(|| ScheduleError::NeverFires(schedule.schedule.clone()).into())
 }
 
 fn record_schedule_error(ctx: &JobCtx<'_>, id: &str, error: &str) -> Result<(), JobError> {
@@ -162,14 +183,11 @@ fn render(
     ctx: &JobCtx<'_>,
     schedule: &ReportSchedule,
     scheduled_for: &str,
-) -> Result<(String, i64, i64), String> {
+) -> Result<(String, i64, i64), ScheduleFault> {
     let owner = if schedule.tenant_id.is_empty() {
         "_all".to_string()
     } else {
-        TenantDir::new(&schedule.tenant_id)
-            .map_err(|error| error.to_string())?
-            .as_str()
-            .to_string()
+        TenantDir::new(&schedule.tenant_id)?.as_str().to_string()
     };
     let end = from_store_text(scheduled_for).unwrap_or(ctx.now());
     let start = end - Duration::days(schedule.period_days.clamp(1, 366));
@@ -189,8 +207,7 @@ fn render(
             "json"
         }
     );
-    archive::write(ctx.data_dir(), &relative, contents.as_bytes())
-        .map_err(|error| error.to_string())?;
+    archive::write(ctx.data_dir(), &relative, contents.as_bytes())?;
     Ok((relative, rows.len() as i64, contents.len() as i64))
 }
 
@@ -200,7 +217,7 @@ fn query_report(
     schedule: &ReportSchedule,
     start: &str,
     end: &str,
-) -> Result<(Vec<String>, Vec<Vec<Value>>), String> {
+) -> Result<(Vec<String>, Vec<Vec<Value>>), ScheduleFault> {
     let window = "(?1 = '' OR tenant_id = ?1) AND created_at >= ?2 AND created_at < ?3";
     let sql = match schedule.report.as_str() {
         "interactions_by_channel" => format!(
@@ -213,28 +230,25 @@ fn query_report(
                FROM export_metrics WHERE {window} AND {EXPORTS_ONLY} GROUP BY format ORDER BY format"
         ),
         "telemetry_daily" if !schedule.tenant_id.is_empty() => {
-            return Err("telemetry_daily covers every tenant; schedule it with tenant_id ''".into());
+            return Err(ScheduleFault::TenantTelemetry);
         }
         "telemetry_daily" => "SELECT date, event, count, unique_users FROM telemetry_daily
               WHERE date >= substr(?2, 1, 10) AND date < substr(?3, 1, 10)
               ORDER BY date, event"
             .to_string(),
-        other => return Err(format!("unknown report {other:?}")),
+        other => return Err(ScheduleFault::UnknownReport(other.to_string())),
     };
-    let conn = ctx.store.conn().map_err(|error| error.to_string())?;
-    let mut statement = conn.prepare(&sql).map_err(|error| error.to_string())?;
+    let conn = ctx.store.conn()?;
+    let mut statement = conn.prepare(&sql)?;
     let columns: Vec<String> = statement
         .column_names()
         .iter()
         .map(|name| name.to_string())
         .collect();
     let mut rows = Vec::new();
-    let mut found = statement
-        .query((&schedule.tenant_id, start, end))
-        .map_err(|error| error.to_string())?;
-    while let Some(row) = found.next().map_err(|error| error.to_string())? {
-        let object =
-            crate::store::row_object(row, &columns, 0).map_err(|error| error.to_string())?;
+    let mut found = statement.query((&schedule.tenant_id, start, end))?;
+    while let Some(row) = found.next()? {
+        let object = crate::store::row_object(row, &columns, 0)?;
         rows.push(
             columns
                 .iter()
