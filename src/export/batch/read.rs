@@ -325,12 +325,12 @@ impl ReadOutcome {
         (0..self.sent.len()).all(|slot| !self.room(slot, reading.batch_size))
     }
 
-    fn note_invalid(&mut self, slot: usize, id: ValueRef<'_>, reason: String) {
+    fn note_invalid(&mut self, slot: usize, id: ValueRef<'_>, reason: Unexportable) {
         self.invalid_count[slot] += 1;
         if self.invalid[slot].len() < INVALID_LISTED {
             self.invalid[slot].push(InvalidRow {
                 id: printable_id(id),
-                reason,
+                reason: reason.to_string(),
             });
         }
     }
@@ -358,6 +358,23 @@ fn send_if_full(
         .map_err(|_| ExportError::Stage("writer"))
 }
 
+/// Why a row cannot be exported as it is; listed in the run's `invalid`, the row kept.
+#[derive(Debug, thiserror::Error)]
+enum Unexportable {
+    #[error("id is not UTF-8 text")]
+    IdNotUtf8,
+    #[error("id is {0}, not text")]
+    IdNotText(&'static str),
+    #[error("created_at is not UTF-8 text")]
+    TimeNotUtf8,
+    #[error("created_at {0:?} names no instant")]
+    NoInstant(String),
+    #[error("created_at is {0}, not a time")]
+    TimeNotText(&'static str),
+    #[error(transparent)]
+    Column(#[from] rusqlite::Error),
+}
+
 /// Copies the row's id, customer_id, channel, outcome, payload and canonical created_at
 /// (columns `first..first + 6`) into the chunk; refuses a row that cannot be exported as it
 /// is, saying why, and leaves the chunk as it was.
@@ -367,22 +384,21 @@ fn copy_row(
     first: usize,
     slot: usize,
     origin: Origin,
-) -> Result<(), String> {
-    let id = text_id(row.get_ref(first).map_err(|error| error.to_string())?)?;
-    let created_at = match row.get_ref(first + 5).map_err(|error| error.to_string())? {
+) -> Result<(), Unexportable> {
+    let id = text_id(row.get_ref(first)?)?;
+    let created_at = match row.get_ref(first + 5)? {
         ValueRef::Text(bytes) => {
-            let text = std::str::from_utf8(bytes)
-                .map_err(|_| "created_at is not UTF-8 text".to_string())?;
-            canonical_time(text).ok_or_else(|| format!("created_at {text:?} names no instant"))?
+            let text = std::str::from_utf8(bytes).map_err(|_| Unexportable::TimeNotUtf8)?;
+            canonical_time(text).ok_or_else(|| Unexportable::NoInstant(text.to_string()))?
         }
-        other => return Err(format!("created_at is {}, not a time", type_name(other))),
+        other => return Err(Unexportable::TimeNotText(type_name(other))),
     };
     let mut ranges: Ranges = Default::default();
     ranges[0] = append(&mut chunk.bytes, |bytes| {
         bytes.extend_from_slice(id.as_bytes())
     });
     for (index, column) in (1..5).zip(first + 1..) {
-        let value = row.get_ref(column).map_err(|error| error.to_string())?;
+        let value = row.get_ref(column)?;
         ranges[index] = append(&mut chunk.bytes, |bytes| {
             push_value(bytes, value, index == 4)
         });
@@ -406,12 +422,10 @@ fn append(bytes: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) -> Range<usize>
 }
 
 /// An id as text; a BLOB or bytes that are not UTF-8 cannot name a row in an export file.
-fn text_id(value: ValueRef<'_>) -> Result<&str, String> {
+fn text_id(value: ValueRef<'_>) -> Result<&str, Unexportable> {
     match value {
-        ValueRef::Text(bytes) => {
-            std::str::from_utf8(bytes).map_err(|_| "id is not UTF-8 text".to_string())
-        }
-        other => Err(format!("id is {}, not text", type_name(other))),
+        ValueRef::Text(bytes) => std::str::from_utf8(bytes).map_err(|_| Unexportable::IdNotUtf8),
+        other => Err(Unexportable::IdNotText(type_name(other))),
     }
 }
 
@@ -460,11 +474,13 @@ mod tests {
     fn ids_that_are_not_text_are_named_in_sqlite_s_own_form() {
         assert_eq!(printable_id(ValueRef::Blob(&[0xde, 0xad])), "x'dead'");
         assert_eq!(
-            text_id(ValueRef::Text(&[0xff, 0x41])).unwrap_err(),
+            text_id(ValueRef::Text(&[0xff, 0x41]))
+                .unwrap_err()
+                .to_string(),
             "id is not UTF-8 text"
         );
         assert_eq!(
-            text_id(ValueRef::Blob(b"abc")).unwrap_err(),
+            text_id(ValueRef::Blob(b"abc")).unwrap_err().to_string(),
             "id is a BLOB, not text"
         );
         assert_eq!(text_id(ValueRef::Text(b"ok")).unwrap(), "ok");
