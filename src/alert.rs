@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use crate::clock::{Clock, from_store_text, to_store_text};
 use crate::config::Config;
 use crate::logging::ALERT_TARGET;
-use crate::store::alerts::{self, ConditionKind};
+use crate::store::alerts::{self, ConditionKind, Outbox};
 use crate::store::runs::RunStatus;
 use crate::store::{Store, StoreError};
 use crate::webhook::{self, PostError};
@@ -200,9 +200,12 @@ impl Alerts {
         }
     }
 
-    /// Whether alerts go to a webhook (and so into the outbox).
-    pub fn webhook_configured(&self) -> bool {
-        self.webhook.is_some()
+    /// Whether alerts go to a webhook, and so into the outbox.
+    pub fn outbox(&self) -> Outbox {
+        match self.webhook {
+            Some(_) => Outbox::Queue,
+            None => Outbox::Skip,
+        }
     }
 
     /// Logs alerts already committed to the store and starts their delivery.
@@ -264,7 +267,7 @@ pub fn run_ended(
     run_id: i64,
     status: RunStatus,
     error: Option<&str>,
-    enqueue: bool,
+    outbox: Outbox,
     now: DateTime<Utc>,
 ) -> Result<Vec<Value>, StoreError> {
     let mut raised = Vec::new();
@@ -285,7 +288,7 @@ pub fn run_ended(
                 now,
             )
         },
-        enqueue,
+        outbox,
         now,
     )?;
     raised.extend(overrun);
@@ -312,7 +315,7 @@ pub fn run_ended(
                     now,
                     Some(run_id),
                     &alert,
-                    enqueue,
+                    outbox,
                     now,
                 )? {
                     raised.push(alert);
@@ -342,7 +345,7 @@ pub fn run_ended(
                             now,
                         )
                     },
-                    enqueue,
+                    outbox,
                     now,
                 )?;
                 raised.extend(closed);
@@ -361,7 +364,7 @@ pub fn run_overran(
     run_id: i64,
     deadline: Duration,
     running_for: Duration,
-    enqueue: bool,
+    outbox: Outbox,
     now: DateTime<Utc>,
 ) -> Result<Option<Value>, StoreError> {
     let alert = job_alert(
@@ -381,7 +384,7 @@ pub fn run_overran(
         now,
         Some(run_id),
         &alert,
-        enqueue,
+        outbox,
         now,
     )?;
     Ok(opened.then_some(alert))
@@ -412,7 +415,7 @@ mod tests {
             run_id,
             status,
             Some("nothing shipped"),
-            true,
+            Outbox::Queue,
             at(second),
         )
         .unwrap()
@@ -460,7 +463,7 @@ mod tests {
                 41,
                 Duration::from_secs(1),
                 Duration::from_secs(3),
-                false,
+                Outbox::Skip,
                 at(second),
             )
             .unwrap()

@@ -75,7 +75,7 @@ fn run(beat: Beat, stopped: &mpsc::Receiver<()>, lease_lost: &AtomicBool) {
                 run_id,
                 job_deadline,
                 started.elapsed(),
-                alerts.webhook_configured(),
+                alerts.outbox(),
                 clock.now(),
             ) {
                 Ok(raised) => alerts.announce(&raised.into_iter().collect::<Vec<_>>()),

@@ -291,47 +291,32 @@ impl Runner {
             Some(message) => json!({"ok": false, "error": message}),
             None => body,
         };
-        self.finish(
-            job_name,
-            run_id,
-            status,
-            &body,
-            error.as_deref(),
-            rows,
-            duration,
-        );
-        Ok(Completed { status, body })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &self,
-        job_name: &'static str,
-        run_id: i64,
-        status: RunStatus,
-        body: &Value,
-        error: Option<&str>,
-        rows: u64,
-        duration: Duration,
-    ) {
         let result_json = body.to_string();
         let end = RunEnd {
             status,
             result_json: Some(&result_json),
-            error,
+            error: error.as_deref(),
             rows_processed: rows as i64,
             duration_ms: duration.as_millis() as i64,
         };
-        let enqueue = self.alerts.webhook_configured();
+        self.finish(job_name, run_id, &end);
+        Ok(Completed { status, body })
+    }
+
+    /// Records a run's end with the alert conditions it opens or closes, retrying a busy
+    /// store; then lets the next run of the job start and announces what was raised.
+    fn finish(&self, job_name: &'static str, run_id: i64, end: &RunEnd<'_>) {
+        let (status, error) = (end.status, end.error);
+        let outbox = self.alerts.outbox();
         let mut raised = Vec::new();
         for attempt in 1..=FINISH_ATTEMPTS {
             let now = self.clock.now();
             let ended = self
                 .store
-                .finish_run(job_name, run_id, &end, now, |conn, recorded| {
+                .finish_run(job_name, run_id, end, now, |conn, recorded| {
                     // A run already recorded as ended (abandoned at shutdown) changes no condition.
                     if recorded {
-                        alert::run_ended(conn, job_name, run_id, status, error, enqueue, now)
+                        alert::run_ended(conn, job_name, run_id, status, error, outbox, now)
                     } else {
                         Ok(Vec::new())
                     }
@@ -363,13 +348,13 @@ impl Runner {
         self.idle.notify_all();
         match error {
             None => log::info!(
-                "{job_name}: run {run_id} {} in {:.3}s, {rows} rows",
-                status.as_str(),
-                duration.as_secs_f64()
+                "{job_name}: run {run_id} {status} in {:.3}s, {} rows",
+                end.duration_ms as f64 / 1000.0,
+                end.rows_processed
             ),
             Some(message) => log::error!(
                 "{job_name}: run {run_id} failed after {:.3}s: {message}",
-                duration.as_secs_f64()
+                end.duration_ms as f64 / 1000.0
             ),
         }
         self.alerts.announce(&raised);

@@ -25,7 +25,7 @@ use crate::alert::{self, JOB_OVERDUE};
 use crate::cron::Schedule;
 use crate::runner::Runner;
 use crate::shutdown::Shutdown;
-use crate::store::alerts::{self as conditions, ConditionKind};
+use crate::store::alerts::{self as conditions, ConditionKind, Outbox};
 use crate::store::occurrences::{NewOccurrence, Outcome, Source, lag_ms};
 use crate::store::{Store, StoreError};
 
@@ -229,7 +229,7 @@ fn check_expected(
             now,
         )
     });
-    let enqueue = runner.alerts().webhook_configured();
+    let outbox = runner.alerts().outbox();
     let opened = store.record_occurrences_then(
         job,
         Source::Expected,
@@ -245,7 +245,7 @@ fn check_expected(
                 since,
                 None,
                 alert,
-                enqueue,
+                outbox,
                 now,
             )?),
             _ => Ok(false),
@@ -279,14 +279,7 @@ fn check_scheduled(
             continue;
         };
         let alert = overdue_alert(job, Source::Schedule, time, grace, reason, json!({}), now);
-        if open_overdue(
-            store,
-            job,
-            time,
-            &alert,
-            runner.alerts().webhook_configured(),
-            now,
-        )? {
+        if open_overdue(store, job, time, &alert, runner.alerts().outbox(), now)? {
             runner.alerts().announce(&[alert]);
         }
         // One condition at a time: the rest of this silence is part of it.
@@ -300,18 +293,10 @@ fn open_overdue(
     job: &str,
     since: DateTime<Utc>,
     alert: &Value,
-    enqueue: bool,
+    outbox: Outbox,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    store.open_condition(
-        job,
-        ConditionKind::Overdue,
-        since,
-        None,
-        alert,
-        enqueue,
-        now,
-    )
+    store.open_condition(job, ConditionKind::Overdue, since, None, alert, outbox, now)
 }
 
 fn overdue_alert(

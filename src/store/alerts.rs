@@ -12,6 +12,13 @@ use serde_json::Value;
 use super::{Store, StoreError};
 use crate::clock::to_store_text;
 
+/// Whether a condition's alert is also queued for the webhook, or only logged (none is set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outbox {
+    Queue,
+    Skip,
+}
+
 /// A kind of condition a job can be in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConditionKind {
@@ -54,7 +61,7 @@ pub struct PendingAlert {
 }
 
 /// Opens `kind` for `job` unless it is in force; when it opens, `alert` is queued for the
-/// webhook (when `enqueue`). Answers whether it opened now.
+/// webhook (with [`Outbox::Queue`]). Answers whether it opened now.
 #[allow(clippy::too_many_arguments)]
 pub fn open_in(
     conn: &Connection,
@@ -63,7 +70,7 @@ pub fn open_in(
     since: DateTime<Utc>,
     run_id: Option<i64>,
     alert: &Value,
-    enqueue: bool,
+    outbox: Outbox,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<bool> {
     let opened = conn.execute(
@@ -77,21 +84,21 @@ pub fn open_in(
             alert.to_string(),
         ),
     )? == 1;
-    if opened && enqueue {
+    if opened && outbox == Outbox::Queue {
         enqueue_in(conn, alert, now)?;
     }
     Ok(opened)
 }
 
 /// Closes `kind` for `job` if it is in force (and, when given, was opened for run `run_id`);
-/// the alert `alert_for` makes of it is queued for the webhook (when `enqueue`) and returned.
+/// the alert `alert_for` makes of it is queued for the webhook (with [`Outbox::Queue`]) and returned.
 pub fn close_in(
     conn: &Connection,
     job: &str,
     kind: ConditionKind,
     run_id: Option<i64>,
     alert_for: impl FnOnce(&Condition) -> Value,
-    enqueue: bool,
+    outbox: Outbox,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<Option<Value>> {
     let Some(condition) = condition_in(conn, job, kind)? else {
@@ -105,7 +112,7 @@ pub fn close_in(
         (job, kind.as_str()),
     )?;
     let alert = alert_for(&condition);
-    if enqueue {
+    if outbox == Outbox::Queue {
         enqueue_in(conn, &alert, now)?;
     }
     Ok(Some(alert))
@@ -178,12 +185,12 @@ impl Store {
         since: DateTime<Utc>,
         run_id: Option<i64>,
         alert: &Value,
-        enqueue: bool,
+        outbox: Outbox,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let opened = open_in(&tx, job, kind, since, run_id, alert, enqueue, now)?;
+        let opened = open_in(&tx, job, kind, since, run_id, alert, outbox, now)?;
         tx.commit()?;
         Ok(opened)
     }
@@ -310,7 +317,7 @@ mod tests {
                     at(0),
                     None,
                     &overdue,
-                    true,
+                    Outbox::Queue,
                     at(1),
                 )
                 .unwrap()
@@ -326,7 +333,7 @@ mod tests {
                 ConditionKind::Overdue,
                 None,
                 |condition| json!({"type": "job_recovered", "since": condition.since}),
-                true,
+                Outbox::Queue,
                 at(2),
             )
             .unwrap();
