@@ -45,12 +45,17 @@ use telemetry::insert_telemetry;
 pub enum DemoError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
     Io(#[from] IoError),
     #[error("--tenants must be between 1 and 1000")]
     TenantCount,
+}
+
+/// The seeding SQL fails as the store's does.
+impl From<rusqlite::Error> for DemoError {
+    fn from(error: rusqlite::Error) -> DemoError {
+        DemoError::Store(error.into())
+    }
 }
 
 const TENANT_NAMES: &[(&str, &str)] = &[

@@ -152,18 +152,23 @@ pub struct JobOutput {
 pub enum JobError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
     Io(#[from] IoError),
     #[error("{0}")]
     Failed(String),
 }
 
+/// A job's own SQL fails as the store's does.
+impl From<rusqlite::Error> for JobError {
+    fn from(error: rusqlite::Error) -> JobError {
+        JobError::Store(error.into())
+    }
+}
+
 impl JobError {
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> JobError {
-        let context = context.into();
-        move |source| JobError::Io(IoError { context, source })
+        let during = IoError::during(context);
+        move |source| JobError::Io(during(source))
     }
 }
 

@@ -47,8 +47,6 @@ pub enum ExportError {
     UnsafeTenantId(#[from] UnsafeTenantId),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
     Io(#[from] IoError),
     #[error("row {id}: created_at {created_at:?} is not an ISO-8601 time")]
@@ -60,17 +58,24 @@ pub enum ExportError {
     Batch { kind: &'static str, message: String },
 }
 
+/// The reader's SQL fails as the store's does.
+impl From<rusqlite::Error> for ExportError {
+    fn from(error: rusqlite::Error) -> ExportError {
+        ExportError::Store(error.into())
+    }
+}
+
 impl ExportError {
     fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ExportError {
-        let context = context.into();
-        move |source| ExportError::Io(IoError { context, source })
+        let during = IoError::during(context);
+        move |source| ExportError::Io(during(source))
     }
 
     /// A short machine-readable kind, for metric rows and alerts.
     pub fn kind(&self) -> &'static str {
         match self {
             ExportError::UnsafeTenantId(_) => "unsafe_tenant_id",
-            ExportError::Store(_) | ExportError::Sqlite(_) => "store",
+            ExportError::Store(_) => "store",
             ExportError::Io(IoError { source, .. })
                 if source.raw_os_error() == Some(libc::ENOSPC) =>
             {
