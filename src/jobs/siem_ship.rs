@@ -1,5 +1,5 @@
 //! `siem-ship`: ship audit-log rows to the configured SIEM in the order they were committed
-//! (`siem::ledger`), in batches of at most 500, until caught up or the deadline.
+//! (`store::siem`), in batches of at most 500, until caught up or the deadline.
 //!
 //! A batch's rows are taken only once the intake acknowledged them, refused them for good
 //! (kept as dead letters) or they were archived (too old for Datadog), committed after each
