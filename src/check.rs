@@ -2,60 +2,29 @@
 //! `nginx -t`), every problem found rather than the first, and each job's effective plan.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
 use crate::config::Config;
 use crate::jobs::Registry;
 use crate::scheduler;
-use crate::status::{next_expected, next_run};
-
-/// One job's effective plan, as `check` prints it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct PlannedRow {
-    pub name: &'static str,
-    pub schedule: String,
-    pub zone: String,
-    pub catch_up: &'static str,
-    pub expected: Option<String>,
-    pub grace_seconds: u64,
-    pub enabled: bool,
-    /// When the scheduler next runs it (none when disabled or `CRON_ENABLED=false`).
-    pub next_run: Option<String>,
-    /// When an outside trigger is next expected.
-    pub next_expected: Option<String>,
-}
+use crate::status::JobPlan;
 
 /// Reads `vars` as `serve` would and answers each job's plan, or every problem, one line each.
 pub fn check(
     vars: impl IntoIterator<Item = (String, String)>,
     jobs: &Registry,
     now: DateTime<Utc>,
-) -> Result<Vec<PlannedRow>, Vec<String>> {
+) -> Result<Vec<JobPlan>, Vec<String>> {
     let config = Config::check_vars(vars, &jobs.defaults())
         .map_err(|problems| problems.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     let planned = scheduler::plan(jobs, &config);
     Ok(planned
         .iter()
-        .map(|job| PlannedRow {
-            name: job.name,
-            schedule: job.schedule.expression().to_string(),
-            zone: job.schedule.zone().name().to_string(),
-            catch_up: job.catch_up.as_str(),
-            expected: job
-                .expected
-                .as_ref()
-                .map(|expected| expected.expression().to_string()),
-            grace_seconds: job.grace.as_secs(),
-            enabled: job.enabled,
-            next_run: next_run(job, config.cron_enabled, now),
-            next_expected: next_expected(job, now),
-        })
+        .map(|job| JobPlan::of(job, config.cron_enabled, now))
         .collect())
 }
 
 /// The plan as a table, one job a line.
-pub fn table(rows: &[PlannedRow]) -> String {
+pub fn table(rows: &[JobPlan]) -> String {
     let mut out = format!(
         "{:<28} {:<16} {:<20} {:<7} {:<16} {:>6} {:<7} {}\n",
         "JOB", "SCHEDULE", "ZONE", "CATCHUP", "EXPECT", "GRACE", "ENABLED", "NEXT"

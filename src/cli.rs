@@ -296,11 +296,11 @@ fn jobs(json: bool) -> Result<ExitCode, CliError> {
         );
         out.push_str(&format!(
             "{:<30} {:<16} {:<8} {:<48} {}\n",
-            status.name,
-            status.schedule,
-            if status.enabled { "yes" } else { "no" },
+            status.plan.name,
+            status.plan.schedule,
+            if status.plan.enabled { "yes" } else { "no" },
             last,
-            status.next_run.as_deref().unwrap_or("-"),
+            status.plan.next_run.as_deref().unwrap_or("-"),
         ));
     }
     print!("{out}");

@@ -170,11 +170,11 @@ fn health(job: &JobStatus) -> String {
 }
 
 fn schedule_cell(job: &JobStatus) -> String {
-    let mut cell = format!("<code>{}</code>", escape(&job.schedule));
-    if job.zone != "UTC" {
-        let _ = write!(cell, " <small>{}</small>", escape(&job.zone));
+    let mut cell = format!("<code>{}</code>", escape(&job.plan.schedule));
+    if job.plan.zone != "UTC" {
+        let _ = write!(cell, " <small>{}</small>", escape(&job.plan.zone));
     }
-    if let Some(expected) = &job.expected {
+    if let Some(expected) = &job.plan.expected {
         let _ = write!(
             cell,
             "<br><small>expected <code>{}</code></small>",
@@ -212,26 +212,26 @@ pub fn page(jobs: &[JobStatus], data: &PageData<'_>) -> String {
             ),
             None => (badge(None), String::new()),
         };
-        let enabled = if job.enabled {
+        let enabled = if job.plan.enabled {
             "yes".to_string()
         } else {
             "<span class=\"off\">no</span>".to_string()
         };
-        let next = match (&job.next_run, &job.next_expected) {
+        let next = match (&job.plan.next_run, &job.plan.next_expected) {
             (Some(run), _) => escape(run),
             (None, Some(expected)) => format!("<small>expected</small> {}", escape(expected)),
             (None, None) => "—".to_string(),
         };
         let spark = data
             .durations
-            .get(job.name)
+            .get(job.plan.name)
             .map_or(String::new(), |d| sparkline(d));
-        let marks = data.marks.get(job.name).map_or(&[][..], Vec::as_slice);
+        let marks = data.marks.get(job.plan.name).map_or(&[][..], Vec::as_slice);
         let _ = write!(
             out,
             "<tr id=\"job-{name}\"><td class=\"job\">{name}</td><td>{health}</td><td>{schedule}</td><td>{enabled}</td>\
              <td>{last}</td><td>{took}</td><td>{next}</td><td>{strip}</td><td>{spark}</td></tr>",
-            name = escape(job.name),
+            name = escape(job.plan.name),
             health = health(job),
             schedule = schedule_cell(job),
             strip = strip::render(marks, data.now),

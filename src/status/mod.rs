@@ -19,9 +19,11 @@ pub use crate::store::metrics::{OccurrenceCell, RunStart};
 pub use crate::store::occurrences::Outcome;
 pub use crate::store::runs::RunRecord;
 
-#[derive(Debug, Serialize)]
+/// A job's effective plan as the edges print it: all `edgecron check` shows, and the first
+/// part of each job's status.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct JobStatus {
+pub struct JobPlan {
     pub name: &'static str,
     pub schedule: String,
     /// The zone the schedule (and the expected schedule) is read in.
@@ -31,14 +33,40 @@ pub struct JobStatus {
     pub expected: Option<String>,
     pub grace_seconds: u64,
     pub enabled: bool,
-    /// Every path its HTTP trigger answers at.
-    pub routes: Vec<String>,
-    pub last_run: Option<RunRecord>,
-    pub last_failure: Option<RunRecord>,
     /// The next time the scheduler will run it; `None` when disabled or `CRON_ENABLED=false`.
     pub next_run: Option<String>,
     /// The next time an outside trigger is expected, with an expected schedule.
     pub next_expected: Option<String>,
+}
+
+impl JobPlan {
+    pub fn of(job: &PlannedJob, cron_enabled: bool, now: DateTime<Utc>) -> JobPlan {
+        JobPlan {
+            name: job.name,
+            schedule: job.schedule.expression().to_string(),
+            zone: job.schedule.zone().name().to_string(),
+            catch_up: job.catch_up.as_str(),
+            expected: job
+                .expected
+                .as_ref()
+                .map(|expected| expected.expression().to_string()),
+            grace_seconds: job.grace.as_secs(),
+            enabled: job.enabled,
+            next_run: next_run(job, cron_enabled, now),
+            next_expected: next_expected(job, now),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatus {
+    #[serde(flatten)]
+    pub plan: JobPlan,
+    /// Every path its HTTP trigger answers at.
+    pub routes: Vec<String>,
+    pub last_run: Option<RunRecord>,
+    pub last_failure: Option<RunRecord>,
     /// Since when a scheduled or expected run has not started within its grace.
     pub overdue_since: Option<String>,
     /// Since when its last runs have failed.
@@ -59,7 +87,7 @@ pub fn zoned_text(job: &PlannedJob, time: DateTime<Utc>) -> String {
 }
 
 /// The next time the scheduler runs `job` after `now`, if it does.
-pub fn next_run(job: &PlannedJob, cron_enabled: bool, now: DateTime<Utc>) -> Option<String> {
+fn next_run(job: &PlannedJob, cron_enabled: bool, now: DateTime<Utc>) -> Option<String> {
     (job.enabled && cron_enabled)
         .then(|| job.schedule.next_after(now))
         .flatten()
@@ -67,7 +95,7 @@ pub fn next_run(job: &PlannedJob, cron_enabled: bool, now: DateTime<Utc>) -> Opt
 }
 
 /// The next time an outside trigger of `job` is expected after `now`.
-pub fn next_expected(job: &PlannedJob, now: DateTime<Utc>) -> Option<String> {
+fn next_expected(job: &PlannedJob, now: DateTime<Utc>) -> Option<String> {
     job.expected
         .as_ref()
         .and_then(|expected| expected.next_after(now))
@@ -95,21 +123,10 @@ pub fn job_statuses(runner: &Runner, planned: &[PlannedJob]) -> Result<Vec<JobSt
                 .chain(legacy.iter().map(|route| route.to_string()))
                 .collect();
             Ok(JobStatus {
-                name: job.name,
-                schedule: job.schedule.expression().to_string(),
-                zone: job.schedule.zone().name().to_string(),
-                catch_up: job.catch_up.as_str(),
-                expected: job
-                    .expected
-                    .as_ref()
-                    .map(|expected| expected.expression().to_string()),
-                grace_seconds: job.grace.as_secs(),
-                enabled: job.enabled,
+                plan: JobPlan::of(job, runner.config().cron_enabled, now),
                 routes,
                 last_run,
                 last_failure,
-                next_run: next_run(job, runner.config().cron_enabled, now),
-                next_expected: next_expected(job, now),
                 overdue_since: since(job.name, "overdue"),
                 failing_since: since(job.name, "failing"),
             })
@@ -144,8 +161,8 @@ pub fn page_facts(
         .iter()
         .map(|job| {
             Ok((
-                job.name,
-                store.recent_durations(job.name, RECENT_DURATIONS)?,
+                job.plan.name,
+                store.recent_durations(job.plan.name, RECENT_DURATIONS)?,
             ))
         })
         .collect::<Result<_, StoreError>>()?;
