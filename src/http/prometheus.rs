@@ -49,27 +49,17 @@ pub fn render(snapshot: &Snapshot) -> String {
         "How long runs took, by job.",
     );
     for histogram in &snapshot.histograms {
-        let job = &histogram.job;
-        let mut cumulative = 0;
-        for (le, runs) in &histogram.buckets {
-            cumulative += runs;
-            let _ = writeln!(
-                out,
-                "edgecron_job_run_duration_seconds_bucket{{job_name=\"{job}\",le=\"{le}\"}} {cumulative}"
-            );
-        }
         let sum: f64 = STATUSES
             .iter()
-            .filter_map(|status| stat(job, *status))
+            .filter_map(|status| stat(&histogram.job, *status))
             .map(|stat| stat.duration_seconds_sum)
             .sum();
-        let _ = writeln!(
-            out,
-            "edgecron_job_run_duration_seconds_sum{{job_name=\"{job}\"}} {sum}"
-        );
-        let _ = writeln!(
-            out,
-            "edgecron_job_run_duration_seconds_count{{job_name=\"{job}\"}} {cumulative}"
+        histogram_samples(
+            &mut out,
+            "edgecron_job_run_duration_seconds",
+            &histogram.job,
+            &histogram.buckets,
+            sum,
         );
     }
 
@@ -227,19 +217,12 @@ fn render_scheduling(out: &mut String, snapshot: &Snapshot) {
         "How late scheduled runs started after their fire time, by job.",
     );
     for histogram in &snapshot.lag {
-        let job = &histogram.job;
-        let mut cumulative = 0;
-        for (le, runs) in &histogram.buckets {
-            cumulative += runs;
-            let _ = writeln!(
-                out,
-                "edgecron_schedule_lag_seconds_bucket{{job_name=\"{job}\",le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let _ = writeln!(
+        histogram_samples(
             out,
-            "edgecron_schedule_lag_seconds_sum{{job_name=\"{job}\"}} {}\nedgecron_schedule_lag_seconds_count{{job_name=\"{job}\"}} {cumulative}",
-            histogram.seconds_sum
+            "edgecron_schedule_lag_seconds",
+            &histogram.job,
+            &histogram.buckets,
+            histogram.seconds_sum,
         );
     }
     for (name, kind, help) in [
@@ -278,6 +261,21 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
     family(out, name, "gauge", help);
     let _ = writeln!(out, "{name} {value}");
+}
+
+/// One job's histogram samples: its buckets (given per bucket, written cumulative), then
+/// `_sum` and `_count`.
+fn histogram_samples(out: &mut String, name: &str, job: &str, buckets: &[(String, i64)], sum: f64) {
+    let mut cumulative = 0;
+    for (le, runs) in buckets {
+        cumulative += runs;
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{job_name=\"{job}\",le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let _ = writeln!(out, "{name}_sum{{job_name=\"{job}\"}} {sum}");
+    let _ = writeln!(out, "{name}_count{{job_name=\"{job}\"}} {cumulative}");
 }
 
 #[cfg(test)]
