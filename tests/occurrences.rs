@@ -258,11 +258,7 @@ fn an_expected_trigger_that_never_comes_raises_one_overdue_and_a_run_recovers() 
 #[test]
 fn three_failed_runs_in_a_row_raise_one_job_failing_whatever_triggered_them() {
     let receiver = Receiver::start();
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed_port = crate::support::free_port();
     let env = Env::new()
         .with("SIEM_BACKEND", "splunk")
         .with("SIEM_ENDPOINT", &format!("http://127.0.0.1:{closed_port}"))

@@ -196,11 +196,7 @@ fn the_legacy_tick_takes_its_own_token() {
 
 #[test]
 fn an_alert_rule_event_reaches_the_webhook_once_even_if_it_was_down() {
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed_port = crate::support::free_port();
     let env = Env::new().with(
         "ALERT_WEBHOOK_URL",
         &format!("http://127.0.0.1:{closed_port}/hook"),

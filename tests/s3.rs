@@ -82,11 +82,7 @@ fn uploads_are_verified_and_the_bucket_matches_the_manifest() {
 
 #[test]
 fn with_storage_down_nothing_is_marked_uploaded_and_the_next_run_delivers_everything() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let env = Env::new()
         .with("S3_BUCKET", crate::support::BUCKET)
         .with("S3_ENDPOINT", &format!("http://127.0.0.1:{port}"))

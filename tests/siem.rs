@@ -180,11 +180,7 @@ fn elastic_retries_throttled_items_and_dead_letters_refused_ones() {
 
 #[test]
 fn an_intake_down_for_a_whole_run_moves_nothing_and_the_next_run_delivers_everything() {
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed_port = crate::support::free_port();
     let env = Env::new()
         .with("SIEM_BACKEND", "splunk")
         .with("SIEM_ENDPOINT", &format!("http://127.0.0.1:{closed_port}"))

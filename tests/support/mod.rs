@@ -16,4 +16,4 @@ pub mod webhook;
 pub use env::{Env, SECRET, signal};
 pub use exports::{assert_exported_exactly_once, drain_exports, export_files, exported_rows};
 pub use moto::{BUCKET, Moto};
-pub use server::{Server, http, read_reply, wait_until};
+pub use server::{Server, free_port, http, read_reply, wait_until};

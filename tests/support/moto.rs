@@ -18,11 +18,7 @@ pub const BUCKET: &str = "edgecron-test";
 
 impl Moto {
     pub fn start() -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = super::free_port();
         Moto::start_on(port)
     }
 

@@ -216,3 +216,13 @@ pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(25));
     }
 }
+
+/// A loopback port nothing listens on (bound, then released): a server that is down, or one
+/// started there later.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
