@@ -6,8 +6,8 @@ use chrono::Duration;
 use serde::Deserialize;
 
 use crate::clock::{Clock, from_store_text, to_store_text};
-use crate::store::StoreError;
 use crate::store::export_metrics::{ExportMetric, Outcome, Recorded};
+use crate::store::{Store, StoreError};
 
 /// Why a reported metric was refused; the message names the field.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +25,7 @@ pub enum ReportError {
 
 /// Reads, validates and records a metric the application reports.
 pub fn record_reported(
-    store: &crate::store::Store,
+    store: &Store,
     body: &[u8],
     clock: &dyn Clock,
 ) -> Result<Recorded, ReportError> {
