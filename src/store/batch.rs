@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{TransactionBehavior, params_from_iter, types::Value};
 
-use super::{Store, StoreError};
+use super::{BUSY_TIMEOUT, Store, StoreError};
 
 /// One bulk change: `DELETE` or `UPDATE ... SET set_clause` over the rows of `table` matching
 /// `filter`. Table, clauses and labels are the job's own SQL, never user input; values travel
@@ -36,12 +36,16 @@ pub enum BatchOutcome {
 const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
 /// Batches run back to back for at most this long, then the write lock is left free for
 /// `IDLE_SLICE`. SQLite's busy handler retries a waiting writer 1, 3, 8, 18, 33 and 53 ms after
-/// its first try: with 32 ms of work and 16 ms free, one of those tries always lands in a free
-/// window (until 33 ms the tries are never more than 16 ms apart, and the 33 ms try falls in the
-/// first free window), so the application's writers wait about 35 ms at most,
-/// never for the whole purge, while the purge keeps two thirds of the time (bench/purge).
+/// its first try, then every 25, 50 and at last 100 ms. Until 33 ms the tries are never more
+/// than 15 ms apart, so with at most 33 ms of work and over 15 ms free one of them always lands
+/// in the first free window: the application's writers wait about 35 ms at most. A writer that
+/// misses it falls behind into the 100 ms cadence, which a 48 ms cycle drifts past only 4 ms a
+/// try: slices that overran by a few ms cost writers a second (bench/purge). So each batch is
+/// sized to end inside the slice.
 const BUSY_SLICE: Duration = Duration::from_millis(32);
 const IDLE_SLICE: Duration = Duration::from_millis(16);
+/// The first batch of a change, before its pace is known.
+const FIRST_BATCH_ROWS: usize = 256;
 
 impl BatchedChange<'_> {
     /// Counts the rows the change would touch, for dry runs.
@@ -75,32 +79,29 @@ impl BatchedChange<'_> {
         should_stop: impl Fn() -> bool,
         record: impl Fn(&rusqlite::Transaction<'_>, u64) -> Result<(), StoreError>,
     ) -> Result<(u64, BatchOutcome), StoreError> {
-        // Each batch picks its rows before taking the write lock, then changes just those rows
-        // (by rowid, the filter checked again) under it: the lock is held only for the change.
-        let list_param = self.params.len() + 1;
-        let select = format!(
-            "SELECT rowid FROM {table} WHERE {filter} LIMIT ?{list_param}",
+        // One statement per batch, under the write lock: the sub-select finds the batch's rows
+        // through the filter's index and the change visits just those. Picking the rows first,
+        // outside the lock, and re-checking them under it cost half as much again per row
+        // (bench/purge), and the busy slices bound the lock's hold whatever a batch does.
+        let limit_param = self.params.len() + 1;
+        let picked = format!(
+            "rowid IN (SELECT rowid FROM {table} WHERE {filter} LIMIT ?{limit_param})",
             table = self.table,
             filter = self.filter,
         );
-        // NOT INDEXED: the planner would otherwise walk the filter's index and test each row
-        // against the list, instead of looking the listed rowids up.
-        let picked = format!(
-            "rowid IN (SELECT value FROM json_each(?{list_param})) AND ({})",
-            self.filter
-        );
         let change = match self.set_clause {
-            None => format!("DELETE FROM {} NOT INDEXED WHERE {picked}", self.table),
-            Some(set) => format!("UPDATE {} NOT INDEXED SET {set} WHERE {picked}", self.table),
+            None => format!("DELETE FROM {} WHERE {picked}", self.table),
+            Some(set) => format!("UPDATE {} SET {set} WHERE {picked}", self.table),
         };
         let batch_size = self.batch_size.max(1);
-        let sql = Statements { select, change };
         let mut conn = store.conn()?;
         // The change checkpoints the WAL itself, in the windows it leaves the write lock free,
         // rather than on whichever commit passes SQLite's threshold, inside a busy slice.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let outcome = self.apply(&mut conn, &sql, batch_size, should_stop, record);
+        conn.busy_handler(Some(retry_soon))?;
+        let outcome = self.apply(&mut conn, &change, batch_size, should_stop, record);
         let checkpointed = checkpoint(&conn);
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)?;
         let outcome = outcome?;
         checkpointed?;
@@ -110,7 +111,7 @@ impl BatchedChange<'_> {
     fn apply(
         &self,
         conn: &mut rusqlite::Connection,
-        sql: &Statements,
+        change: &str,
         batch_size: usize,
         should_stop: impl Fn() -> bool,
         record: impl Fn(&rusqlite::Transaction<'_>, u64) -> Result<(), StoreError>,
@@ -118,6 +119,7 @@ impl BatchedChange<'_> {
         let started = Instant::now();
         let mut last_log = started;
         let mut slice_started = started;
+        let mut pace = Pace::new(batch_size);
         let mut changed_total: u64 = 0;
         let mut batches: u64 = 0;
         loop {
@@ -128,44 +130,37 @@ impl BatchedChange<'_> {
                 );
                 return Ok((changed_total, BatchOutcome::Stopped));
             }
-            let rowids: Vec<i64> = {
-                let mut params = self.params.clone();
-                params.push(Value::Integer(batch_size as i64));
-                let mut statement = conn.prepare_cached(&sql.select)?;
-                statement
-                    .query_map(params_from_iter(params.iter()), |row| row.get(0))?
-                    .collect::<Result<_, _>>()?
-            };
-            let changed = if rowids.is_empty() {
-                0
-            } else {
-                let mut params = self.params.clone();
-                params.push(Value::Text(
-                    serde_json::Value::from(rowids.clone()).to_string(),
-                ));
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let changed = tx.execute(&sql.change, params_from_iter(params.iter()))?;
-                if changed > 0 {
-                    record(&tx, changed as u64)?;
-                }
-                tx.commit()?;
-                changed as u64
-            };
-            batches += 1;
-            changed_total += changed;
-            if rowids.len() < batch_size {
-                if changed_total > 0 {
-                    log::debug!("{}: {changed_total} rows in {batches} batches", self.label);
-                }
-                return Ok((changed_total, BatchOutcome::Finished));
-            }
-            if slice_started.elapsed() >= BUSY_SLICE {
+            let Some(limit) = pace.rows_within(BUSY_SLICE.saturating_sub(slice_started.elapsed()))
+            else {
                 // The window writers get: used to keep the WAL short (a PASSIVE checkpoint
-                // needs no write lock and waits on no one), then slept out.
+                // needs no write lock and waits on no one; its sync of the WAL also spares a
+                // writer with synchronous=FULL syncing the batches' frames in its commit),
+                // then slept out.
                 let idle_started = Instant::now();
                 checkpoint(conn)?;
                 std::thread::sleep(IDLE_SLICE.saturating_sub(idle_started.elapsed()));
                 slice_started = Instant::now();
+                continue;
+            };
+            let batch_started = Instant::now();
+            let mut params = self.params.clone();
+            params.push(Value::Integer(limit as i64));
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = tx
+                .prepare_cached(change)?
+                .execute(params_from_iter(params.iter()))?;
+            if changed > 0 {
+                record(&tx, changed as u64)?;
+            }
+            tx.commit()?;
+            pace.observe(changed, batch_started.elapsed());
+            batches += 1;
+            changed_total += changed as u64;
+            if changed < limit {
+                if changed_total > 0 {
+                    log::debug!("{}: {changed_total} rows in {batches} batches", self.label);
+                }
+                return Ok((changed_total, BatchOutcome::Finished));
             }
             if last_log.elapsed() >= PROGRESS_LOG_INTERVAL {
                 let seconds = started.elapsed().as_secs_f64().max(0.001);
@@ -180,10 +175,56 @@ impl BatchedChange<'_> {
     }
 }
 
-/// A batch's two statements: picking its rows, and changing them.
-struct Statements {
-    select: String,
-    change: String,
+/// How many rows a batch can change in the time left of a busy slice, from the pace of the
+/// batches before it.
+struct Pace {
+    max_rows: usize,
+    rows_per_second: Option<f64>,
+}
+
+impl Pace {
+    /// Batches are sized to use this share of the time left, so a slower batch still ends
+    /// inside the slice (at four fifths, one slice in ten overran by 2 to 6 ms).
+    const SHARE: f64 = 0.6;
+
+    fn new(max_rows: usize) -> Self {
+        Pace {
+            max_rows: max_rows.max(1),
+            rows_per_second: None,
+        }
+    }
+
+    /// The next batch's rows, or `None` when too little of the slice is left for one worth
+    /// its commit (a sixty-fourth of a full batch).
+    fn rows_within(&self, left: Duration) -> Option<usize> {
+        let Some(rate) = self.rows_per_second else {
+            return (!left.is_zero()).then(|| self.max_rows.min(FIRST_BATCH_ROWS));
+        };
+        let rows = (rate * left.as_secs_f64() * Self::SHARE) as usize;
+        (rows >= (self.max_rows / 64).max(1)).then(|| rows.min(self.max_rows))
+    }
+
+    /// Learns from a batch that changed `rows` in `took`, weighting the newest batch half.
+    fn observe(&mut self, rows: usize, took: Duration) {
+        if rows == 0 || took.is_zero() {
+            return;
+        }
+        let rate = rows as f64 / took.as_secs_f64();
+        self.rows_per_second = Some(match self.rows_per_second {
+            Some(before) => (before + rate) / 2.0,
+            None => rate,
+        });
+    }
+}
+
+/// A change waits for the write lock in short steps: what holds it is the application's writer,
+/// whose commit takes about a millisecond, and SQLite's back-off (1, 2, 5, 10 ms...) kept the
+/// change waiting several times longer than that, a quarter of a purge's time (bench/purge).
+const RETRY_PAUSE: Duration = Duration::from_micros(250);
+
+fn retry_soon(attempt: i32) -> bool {
+    std::thread::sleep(RETRY_PAUSE);
+    (attempt.max(0) as u128) < BUSY_TIMEOUT.as_micros() / RETRY_PAUSE.as_micros()
 }
 
 /// SQLite's own default threshold, restored on the pooled connection afterwards.
@@ -261,8 +302,41 @@ mod tests {
                 checks.get() > 2
             })
             .unwrap();
-        assert_eq!((first, outcome), (14, BatchOutcome::Stopped));
+        // Whole batches of 7 (a slow machine may spend a check on a free window instead).
+        assert!(first > 0 && first < 25 && first % 7 == 0, "{first}");
+        assert_eq!(outcome, BatchOutcome::Stopped);
         let (second, outcome) = change.run(&store, || false).unwrap();
         assert_eq!((first + second, outcome), (25, BatchOutcome::Finished));
+    }
+
+    #[test]
+    fn the_first_batch_is_small_until_the_pace_is_known() {
+        let pace = Pace::new(10_000);
+        assert_eq!(pace.rows_within(BUSY_SLICE), Some(FIRST_BATCH_ROWS));
+        assert_eq!(Pace::new(7).rows_within(BUSY_SLICE), Some(7));
+    }
+
+    #[test]
+    fn batches_are_sized_to_end_inside_the_slice() {
+        let mut pace = Pace::new(10_000);
+        pace.observe(1_000, Duration::from_millis(10));
+        // 100 rows a ms, three fifths of the 20 ms left.
+        assert_eq!(pace.rows_within(Duration::from_millis(20)), Some(1_200));
+        assert_eq!(pace.rows_within(Duration::from_secs(10)), Some(10_000));
+        // 60 rows would not be worth a commit: the slice ends.
+        assert_eq!(pace.rows_within(Duration::from_millis(1)), None);
+        assert_eq!(pace.rows_within(Duration::ZERO), None);
+    }
+
+    #[test]
+    fn the_pace_follows_the_newest_batches() {
+        let mut pace = Pace::new(10_000);
+        pace.observe(1_000, Duration::from_millis(10));
+        pace.observe(1_000, Duration::from_millis(40));
+        // (100 + 25) / 2 rows a ms.
+        assert_eq!(pace.rows_within(Duration::from_millis(20)), Some(750));
+        pace.observe(0, Duration::from_millis(40));
+        pace.observe(10, Duration::ZERO);
+        assert_eq!(pace.rows_within(Duration::from_millis(20)), Some(750));
     }
 }

@@ -11,7 +11,8 @@ use crate::jobs::{JobCtx, JobError};
 use crate::store::times;
 use crate::store::{BatchOutcome, BatchedChange};
 
-const BATCH_SIZE: usize = 2_000;
+/// The most rows one batch (and its audit row) may take; the busy slice sizes most batches.
+const BATCH_SIZE: usize = 10_000;
 
 pub(super) fn purge_tenant(
     ctx: &JobCtx<'_>,
