@@ -257,3 +257,48 @@ fn the_demo_gives_the_remaining_jobs_work() {
         1
     );
 }
+
+#[test]
+fn a_report_schedule_that_cannot_run_is_recorded_and_the_others_still_run() {
+    let env = Env::new();
+    assert!(env.run(&["migrate"]).status.success());
+    env.db()
+        .execute_batch(
+            "INSERT INTO report_schedules (id, report, schedule, next_run_at) VALUES
+               ('bad-cron', 'interactions_by_channel', 'not a cron', '2026-01-01T00:00:00.000Z'),
+               ('unknown', 'no_such_report', '0 6 * * *', '2026-01-01T00:00:00.000Z'),
+               ('good', 'interactions_by_channel', '0 6 * * *', '2026-01-01T00:00:00.000Z');",
+        )
+        .unwrap();
+    let tick = env.run_json(&["run", "cron-tick"], 3);
+    assert_eq!(tick["reportsRun"], 1, "{tick}");
+    let mut failed: Vec<(String, String)> = tick["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|error| {
+            (
+                error["scheduleId"].as_str().unwrap().to_string(),
+                error["error"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    failed.sort();
+    assert_eq!(failed.len(), 2, "{tick}");
+    assert_eq!(failed[0].0, "bad-cron");
+    assert_eq!(
+        failed[1],
+        ("unknown".into(), "unknown report \"no_such_report\"".into())
+    );
+    for (id, error) in &failed {
+        let recorded: String = env
+            .db()
+            .query_row(
+                "SELECT last_error FROM report_schedules WHERE id = ?1",
+                [id],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(&recorded, error);
+    }
+}

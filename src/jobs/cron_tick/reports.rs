@@ -53,10 +53,8 @@ pub(super) fn run_due_reports(
         for schedule in due {
             let next = match next_run(&schedule, now) {
                 Ok(next) => next,
-                Err(error) => {
-                    record_schedule_error(ctx, &schedule.id, &error.to_string())?;
-                    errors.push(json!({"scheduleId": schedule.id, "error": error.to_string()}));
-                    passed_over.push(schedule.id);
+                Err(fault) => {
+                    pass_over(ctx, schedule.id, &fault, errors, &mut passed_over)?;
                     continue;
                 }
             };
@@ -95,11 +93,7 @@ pub(super) fn run_due_reports(
                     }
                     tx.commit()?;
                 }
-                Err(error) => {
-                    record_schedule_error(ctx, &schedule.id, &error.to_string())?;
-                    errors.push(json!({"scheduleId": schedule.id, "error": error.to_string()}));
-                    passed_over.push(schedule.id);
-                }
+                Err(fault) => pass_over(ctx, schedule.id, &fault, errors, &mut passed_over)?,
             }
         }
         if batch_len < BATCH {
@@ -169,12 +163,23 @@ fn next_run(schedule: &ReportSchedule, now: DateTime<Utc>) -> Result<DateTime<Ut
         .ok_or_else(|| ScheduleError::NeverFires(schedule.schedule.clone()).into())
 }
 
-fn record_schedule_error(ctx: &JobCtx<'_>, id: &str, error: &str) -> Result<(), JobError> {
+/// Records why schedule `id` wrote no report, on the schedule and in the tick's errors, and
+/// leaves it for the rest of this tick.
+fn pass_over(
+    ctx: &JobCtx<'_>,
+    id: String,
+    fault: &ScheduleFault,
+    errors: &mut Vec<Value>,
+    passed_over: &mut Vec<String>,
+) -> Result<(), JobError> {
+    let error = fault.to_string();
     log::warn!("cron-tick: report schedule {id}: {error}");
     ctx.store.conn()?.execute(
         "UPDATE report_schedules SET last_error = ?2 WHERE id = ?1",
-        (id, error),
+        (&id, &error),
     )?;
+    errors.push(json!({"scheduleId": id, "error": error}));
+    passed_over.push(id);
     Ok(())
 }
 
