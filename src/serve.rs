@@ -35,6 +35,13 @@ pub enum ServeError {
     Store(#[from] StoreError),
 }
 
+impl ServeError {
+    /// The error of a start-up step that failed on I/O.
+    fn start(step: &'static str) -> impl FnOnce(io::Error) -> ServeError {
+        move |source| ServeError::Start { step, source }
+    }
+}
+
 /// How long the listener may take, once runs have ended, to deliver their responses.
 const LAST_RESPONSES: Duration = Duration::from_secs(1);
 
@@ -64,22 +71,21 @@ fn listen(
     shutdown: &Arc<Shutdown>,
 ) -> Result<http::Listener, ServeError> {
     let config = runner.config();
-    let start = |step| move |source| ServeError::Start { step, source };
-    let secrets =
-        http::resolve_cron_secrets(config).map_err(start("preparing the generated secret"))?;
+    let secrets = http::resolve_cron_secrets(config)
+        .map_err(ServeError::start("preparing the generated secret"))?;
     let address = config.listen;
     let socket =
         TcpListener::bind(address).map_err(|source| ServeError::Listen { address, source })?;
     let address = socket
         .local_addr()
-        .map_err(start("reading the listen address"))?;
+        .map_err(ServeError::start("reading the listen address"))?;
     let app = Arc::new(App {
         runner: Arc::clone(runner),
-        auth: Auth::new(secrets, config).map_err(start("seeding session keys"))?,
+        auth: Auth::new(secrets, config).map_err(ServeError::start("seeding session keys"))?,
         planned: planned.to_vec(),
     });
     let listener = http::start(socket, app, Arc::clone(shutdown))
-        .map_err(start("starting the HTTP listener"))?;
+        .map_err(ServeError::start("starting the HTTP listener"))?;
     log::info!(
         "listening on http://{address} (store {})",
         runner.store().path().display()
@@ -96,10 +102,7 @@ fn start_watcher(
     std::thread::Builder::new()
         .name("watcher".into())
         .spawn(move || scheduler::watch::watch(runner, planned, shutdown))
-        .map_err(|source| ServeError::Start {
-            step: "starting the watcher",
-            source,
-        })
+        .map_err(ServeError::start("starting the watcher"))
 }
 
 fn start_scheduler(
@@ -111,10 +114,7 @@ fn start_scheduler(
     std::thread::Builder::new()
         .name("scheduler".into())
         .spawn(move || scheduler::run(runner, planned, shutdown))
-        .map_err(|source| ServeError::Start {
-            step: "starting the scheduler",
-            source,
-        })
+        .map_err(ServeError::start("starting the scheduler"))
 }
 
 fn stop(
