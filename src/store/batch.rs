@@ -93,13 +93,12 @@ impl BatchedChange<'_> {
             None => format!("DELETE FROM {} WHERE {picked}", self.table),
             Some(set) => format!("UPDATE {} SET {set} WHERE {picked}", self.table),
         };
-        let batch_size = self.batch_size.max(1);
         let mut conn = store.conn()?;
         // The change checkpoints the WAL itself, in the windows it leaves the write lock free,
         // rather than on whichever commit passes SQLite's threshold, inside a busy slice.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.busy_handler(Some(retry_soon))?;
-        let outcome = self.apply(&mut conn, &change, batch_size, should_stop, record);
+        let outcome = self.apply(&mut conn, &change, should_stop, record);
         let checkpointed = checkpoint(&conn);
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)?;
@@ -112,14 +111,13 @@ impl BatchedChange<'_> {
         &self,
         conn: &mut rusqlite::Connection,
         change: &str,
-        batch_size: usize,
         should_stop: impl Fn() -> bool,
         record: impl Fn(&rusqlite::Transaction<'_>, u64) -> Result<(), StoreError>,
     ) -> Result<(u64, BatchOutcome), StoreError> {
         let started = Instant::now();
         let mut last_log = started;
         let mut slice_started = started;
-        let mut pace = Pace::new(batch_size);
+        let mut pace = Pace::new(self.batch_size);
         let mut changed_total: u64 = 0;
         let mut batches: u64 = 0;
         loop {
