@@ -31,6 +31,8 @@ pub const JOB_FAILING: &str = "job_failing";
 pub const JOB_FAILING_RESOLVED: &str = "job_failing_resolved";
 pub const JOB_OVERRUN: &str = "job_overrun";
 pub const JOB_OVERRUN_RESOLVED: &str = "job_overrun_resolved";
+pub const CAPTURE_GAP: &str = "capture_gap";
+pub const CAPTURE_GAP_RESOLVED: &str = "capture_gap_resolved";
 
 /// Failed runs in a row that make a job failing.
 pub const FAILING_AFTER: i64 = 3;

@@ -1,5 +1,5 @@
 //! `edgecron serve`: the long-running process. [`run`] reads as its steps:
-//! 1. close the runs a dead process left running;
+//! 1. close the runs a dead process left running, and recreate capture triggers found gone;
 //! 2. listen on `EDGECRON_LISTEN` with the trigger secrets (generated if unset);
 //! 3. start the watcher and the scheduler threads;
 //! 4. wait for SIGTERM or SIGINT;
@@ -48,6 +48,7 @@ const LAST_RESPONSES: Duration = Duration::from_secs(1);
 pub fn run(runner: Arc<Runner>, shutdown: Arc<Shutdown>) -> Result<(), ServeError> {
     let planned = scheduler::plan(runner.jobs(), runner.config());
     close_orphaned_runs(&runner)?;
+    crate::jobs::heal_capture(runner.store(), runner.config(), runner.clock())?;
     let listener = listen(&runner, &planned, &shutdown)?;
     let _signals = forward_signals(&shutdown);
     let watcher = start_watcher(&runner, &planned, &shutdown)?;

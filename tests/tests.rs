@@ -4,6 +4,7 @@ mod support;
 
 mod calendar;
 mod capture;
+mod capture_gap;
 mod cli;
 mod dropin;
 mod export;

@@ -95,6 +95,16 @@ impl Storage {
         Ok(())
     }
 
+    /// Writes the object at `key` into `out`, streamed as it arrives.
+    pub fn download(
+        &self,
+        key: &str,
+        out: &mut (impl std::io::Write + Send),
+    ) -> Result<(), StorageError> {
+        self.bucket.get_object_to_writer(key, out)?;
+        Ok(())
+    }
+
     pub fn bucket(&self) -> &str {
         &self.bucket.name
     }

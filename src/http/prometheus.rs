@@ -145,6 +145,44 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Interaction rows not yet exported, inactive tenants' included.",
         snapshot.export_backlog,
     );
+    family(
+        &mut out,
+        "edgecron_export_tenant_backlog_rows",
+        "gauge",
+        "Interaction rows each tenant (as the row now names it) had waiting when the last export run ended.",
+    );
+    for (tenant, rows) in &snapshot.export_backlog_by_tenant {
+        let _ = writeln!(
+            out,
+            "edgecron_export_tenant_backlog_rows{{tenant=\"{}\"}} {rows}",
+            label_value(tenant)
+        );
+    }
+    family(
+        &mut out,
+        "edgecron_capture_backlog_rows",
+        "gauge",
+        "Rows of each captured table its consumer has not yet taken (export-interactions, siem-ship), whether or not that consumer is configured.",
+    );
+    for (table, rows, _) in &snapshot.capture {
+        let _ = writeln!(
+            out,
+            "edgecron_capture_backlog_rows{{table=\"{table}\"}} {rows}"
+        );
+    }
+    family(
+        &mut out,
+        "edgecron_capture_gap",
+        "gauge",
+        "1 while the capture triggers of a table were found gone and the rows missed are being recovered.",
+    );
+    for (table, _, gap) in &snapshot.capture {
+        let _ = writeln!(
+            out,
+            "edgecron_capture_gap{{table=\"{table}\"}} {}",
+            u8::from(*gap)
+        );
+    }
     gauge(
         &mut out,
         "edgecron_export_invalid_rows",
@@ -258,6 +296,14 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// A label value as the text format needs it: backslash, double quote and newline escaped
+/// (a tenant id is the application's text).
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
     family(out, name, "gauge", help);
     let _ = writeln!(out, "{name} {value}");
@@ -302,6 +348,8 @@ mod tests {
             running: vec![("cleanup".into(), 1)],
             upload_queue: (3, 4096),
             export_backlog: 12,
+            export_backlog_by_tenant: vec![("t\"1".into(), 5)],
+            capture: vec![("interaction_history", 12, false), ("audit_log", 30, true)],
             export_invalid_rows: 1,
             siem: Some(("splunk", 7, 2)),
             store_bytes: 8192,
@@ -329,6 +377,9 @@ mod tests {
             "edgecron_job_running{job_name=\"cleanup\"} 1",
             "edgecron_export_upload_queue_files 3",
             "edgecron_export_backlog_rows 12",
+            "edgecron_export_tenant_backlog_rows{tenant=\"t\\\"1\"} 5",
+            "edgecron_capture_backlog_rows{table=\"audit_log\"} 30",
+            "edgecron_capture_gap{table=\"audit_log\"} 1",
             "edgecron_export_invalid_rows 1",
             "edgecron_siem_backlog_rows{backend=\"splunk\"} 7",
             "edgecron_siem_stalled_runs{backend=\"splunk\"} 2",

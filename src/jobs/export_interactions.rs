@@ -4,10 +4,13 @@
 
 use serde_json::{Value, json};
 
-use super::{Job, JobCtx, JobError, JobOutput};
+use super::capture_gap::{self, GapCheck};
+use super::{Consuming, Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
 use crate::config::Config;
-use crate::export::batch::{BatchSettings, export_tenants};
+use crate::export::batch::{BatchSettings, ExportError, export_tenants};
+use crate::export::exported_ids::add_exported_ids;
+use crate::export::storage::Storage;
 use crate::store::capture::{self, Source};
 use crate::store::export::Upload;
 
@@ -26,7 +29,27 @@ impl Job for ExportInteractions {
         false
     }
 
+    fn consumes(&self, _config: &Config) -> Option<(Source, Consuming)> {
+        Some((Source::Interactions, Consuming::Yes))
+    }
+
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
+        let gap = match capture_gap::check(ctx, Source::Interactions, |known| {
+            let storage = ctx.config.s3.as_ref().map(Storage::new).transpose();
+            let storage = storage.map_err(|error| ExportError::Storage(error.to_string()))?;
+            add_exported_ids(ctx.store, ctx.data_dir(), storage.as_ref(), known).map(drop)
+        })? {
+            GapCheck::Clear(report) => report,
+            // Nothing is taken from the queue until every missed row is in it.
+            GapCheck::Unfinished(report) => {
+                return Ok(JobOutput {
+                    body: json!({"ok": false, "totalExported": 0, "tenants": [], "finished": false,
+                                 "captureGap": report, "dryRun": false}),
+                    item_errors: 1,
+                    rows_processed: 0,
+                });
+            }
+        };
         let tenants = active_tenants(ctx)?;
         let now_text = to_store_text(ctx.now());
         let settings = BatchSettings {
@@ -102,20 +125,32 @@ impl Job for ExportInteractions {
                 });
             }
         }
+        if !ctx.params.dry_run {
+            let waiting = crate::store::export::record_backlog_by_tenant(ctx.store, &now_text)?;
+            let takeable = tenants
+                .iter()
+                .filter_map(|(tenant_id, _)| waiting.get(tenant_id))
+                .sum();
+            capture::record_backlog(ctx.store, Source::Interactions, takeable)?;
+        }
         // Stopped by the deadline or a shutdown: each tenant's batch is committed as far as it got.
         let finished = !ctx.should_stop();
         // Until the first walk over the table is done, a run may take rows without exporting
         // any (a stretch of inactive tenants' rows): more runs are needed however few it wrote.
         let walking = !capture::state(ctx.store, Source::Interactions)?.live;
+        let mut body = json!({
+            "ok": failed == 0,
+            "totalExported": total_exported,
+            "tenants": Value::Array(results),
+            "finished": finished,
+            "walking": walking,
+            "dryRun": ctx.params.dry_run,
+        });
+        if let Some(gap) = gap {
+            body["captureGap"] = gap;
+        }
         Ok(JobOutput {
-            body: json!({
-                "ok": failed == 0,
-                "totalExported": total_exported,
-                "tenants": Value::Array(results),
-                "finished": finished,
-                "walking": walking,
-                "dryRun": ctx.params.dry_run,
-            }),
+            body,
             item_errors: failed,
             rows_processed: if ctx.params.dry_run {
                 0

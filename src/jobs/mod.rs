@@ -5,6 +5,7 @@
 
 mod approvals_expire;
 mod archive;
+mod capture_gap;
 mod cleanup;
 mod cron_tick;
 mod dsar_purge;
@@ -36,6 +37,7 @@ use crate::config::{Config, JobDefaults};
 use crate::export::storage::Storage;
 use crate::io_error::IoError;
 use crate::shutdown::Shutdown;
+use crate::store::capture::Source;
 use crate::store::{Store, StoreError};
 
 /// Parameters a job cannot take; the message names the parameter.
@@ -158,6 +160,22 @@ pub enum JobError {
     Failed(String),
 }
 
+/// Checks the capture triggers of both captured tables, recreating any that are gone (and
+/// raising `capture_gap`); the next run of their consumer recovers the rows missed.
+pub fn heal_capture(store: &Store, config: &Config, clock: &dyn Clock) -> Result<(), StoreError> {
+    for source in [Source::Interactions, Source::Audit] {
+        capture_gap::heal(store, config, clock, source)?;
+    }
+    Ok(())
+}
+
+/// What a job asks of the export fails the run with the export's message.
+impl From<crate::export::batch::ExportError> for JobError {
+    fn from(error: crate::export::batch::ExportError) -> JobError {
+        JobError::Failed(error.to_string())
+    }
+}
+
 /// A job's own SQL fails as the store's does.
 impl From<rusqlite::Error> for JobError {
     fn from(error: rusqlite::Error) -> JobError {
@@ -191,7 +209,20 @@ pub trait Job: Send + Sync {
     fn takes_date_range(&self) -> bool {
         false
     }
+    /// The capture queue it takes rows from, if any, and whether it does so as configured
+    /// (`siem-ship` without a backend does not: what is captured waits for one).
+    fn consumes(&self, _config: &Config) -> Option<(Source, Consuming)> {
+        None
+    }
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError>;
+}
+
+/// Whether a job configured as it is takes rows from its capture queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consuming {
+    Yes,
+    /// Not configured to: its queue grows until it is.
+    No,
 }
 
 /// The longest `startDate..endDate` one run takes: a year, leap day included.

@@ -12,11 +12,13 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use super::{Job, JobCtx, JobError, JobOutput, archive};
+use super::capture_gap::{self, GapCheck};
+use super::{Consuming, Job, JobCtx, JobError, JobOutput, archive};
 use crate::clock::to_store_text;
 use crate::export::storage::Storage;
 use crate::siem::intake::{Intake, Retry};
 use crate::siem::{self, AuditRow, Fate, Siem};
+use crate::store::capture::Source;
 use crate::store::siem::{self as ledger, DeadLetter};
 
 pub struct SiemShip;
@@ -47,14 +49,33 @@ impl Job for SiemShip {
         false
     }
 
+    fn consumes(&self, config: &crate::config::Config) -> Option<(Source, Consuming)> {
+        let consuming = match config.siem {
+            Siem::On(_) => Consuming::Yes,
+            Siem::Off(_) => Consuming::No,
+        };
+        Some((Source::Audit, consuming))
+    }
+
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
         let settings = match &ctx.config.siem {
             Siem::Off(reason) => {
+                // What was captured for an earlier backend is kept for the next one (shown in
+                // /metrics and `edgecron jobs` as it grows), never dropped unseen.
+                let waiting = crate::store::capture::backlog(ctx.store, Source::Audit)?;
                 // Every 5 minutes for the process's life would bury the logs; once tells.
                 static SKIP_LOGGED: Once = Once::new();
-                SKIP_LOGGED.call_once(|| log::warn!("siem-ship: skipped: {reason}"));
+                SKIP_LOGGED.call_once(|| {
+                    log::warn!(
+                        "siem-ship: skipped: {reason}; {waiting} audit rows wait for a backend"
+                    )
+                });
+                let mut body = json!({"ok": true, "skipped": reason});
+                if waiting > 0 {
+                    body["backlog"] = json!(waiting);
+                }
                 return Ok(JobOutput {
-                    body: json!({"ok": true, "skipped": reason}),
+                    body,
                     item_errors: 0,
                     rows_processed: 0,
                 });
@@ -62,6 +83,22 @@ impl Job for SiemShip {
             Siem::On(settings) => settings,
         };
         let backend = settings.backend.name();
+        if !ctx.params.dry_run {
+            ledger::select_backend(ctx.store, backend)?;
+        }
+        let gap = match capture_gap::check(ctx, Source::Audit, ledger::shipped_ids)? {
+            GapCheck::Clear(report) => report,
+            // Nothing is taken from the queue until every missed row is in it.
+            GapCheck::Unfinished(report) => {
+                return Ok(JobOutput {
+                    body: json!({"ok": false, "backend": backend, "shipped": 0, "errors": 0,
+                                 "windowSeconds": 0, "rowsScanned": 0, "finished": false,
+                                 "captureGap": report}),
+                    item_errors: 1,
+                    rows_processed: 0,
+                });
+            }
+        };
         if ctx.params.dry_run {
             let backlog = ledger::backlog(ctx.store)?;
             return Ok(JobOutput {
@@ -72,7 +109,6 @@ impl Job for SiemShip {
                 rows_processed: 0,
             });
         }
-        ledger::select_backend(ctx.store, backend)?;
         let intake = Intake::new(settings);
         let mut retry = Retry::new(ctx.deadline, ctx.shutdown);
         let storage = ctx.storage()?;
@@ -164,6 +200,7 @@ impl Job for SiemShip {
             }
         }
         let backlog = ledger::backlog(ctx.store)?;
+        crate::store::capture::record_backlog(ctx.store, Source::Audit, backlog)?;
         let settled = totals.shipped + totals.dead_lettered + totals.archived;
         // Stopping for the deadline or shutdown is not the intake failing.
         let intake_failed = stopped.is_some() && !ctx.should_stop();
@@ -186,8 +223,7 @@ impl Job for SiemShip {
         }
         // The span of `created_at` of the rows this run settled.
         let window_seconds = span.map_or(0, |(from, to)| (to - from).num_seconds().max(0));
-        Ok(JobOutput {
-            body: json!({
+        let mut body = json!({
                 "ok": !intake_failed && totals.dead_lettered == 0,
                 "backend": backend,
                 "shipped": totals.shipped,
@@ -200,7 +236,12 @@ impl Job for SiemShip {
                 "backlog": backlog,
                 "finished": finished && stopped.is_none(),
                 "stopped": stopped,
-            }),
+        });
+        if let Some(gap) = gap {
+            body["captureGap"] = gap;
+        }
+        Ok(JobOutput {
+            body,
             item_errors: totals.dead_lettered + u64::from(intake_failed),
             rows_processed: settled,
         })

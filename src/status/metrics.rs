@@ -22,7 +22,12 @@ pub struct Snapshot {
     /// Interaction rows not yet exported (captured, or still to be walked), inactive
     /// tenants' included, and rows the last runs could not export as they are.
     pub export_backlog: u64,
+    /// What each tenant had waiting when the last export run ended.
+    pub export_backlog_by_tenant: Vec<(String, u64)>,
     pub export_invalid_rows: u64,
+    /// `(table, rows not yet taken, a gap being recovered)` of each capture queue, whether or
+    /// not its consumer is configured.
+    pub capture: Vec<(&'static str, u64, bool)>,
     /// `(backend, rows not yet shipped, runs in a row that delivered nothing)` when a SIEM
     /// is configured.
     pub siem: Option<(&'static str, u64, i64)>,
@@ -67,6 +72,14 @@ pub fn snapshot(runner: &Runner) -> Result<Snapshot, StoreError> {
         running: runs.running,
         upload_queue: manifest::upload_backlog(store)?,
         export_backlog: capture::backlog(store, Source::Interactions)?,
+        export_backlog_by_tenant: manifest::backlog_by_tenant(store)?,
+        capture: [Source::Interactions, Source::Audit]
+            .into_iter()
+            .map(|source| {
+                let state = capture::backlog_state(store, source)?;
+                Ok((source.table(), state.rows, state.gap_found_at.is_some()))
+            })
+            .collect::<Result<_, StoreError>>()?,
         export_invalid_rows: manifest::invalid_rows(store)?,
         siem,
         store_bytes: file_size(store.path()),

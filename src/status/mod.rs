@@ -10,9 +10,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
+use crate::jobs::Consuming;
 use crate::runner::Runner;
 use crate::store::StoreError;
 use crate::store::alerts::Condition;
+use crate::store::capture;
 
 pub use crate::scheduler::PlannedJob;
 pub use crate::store::metrics::{OccurrenceCell, RunStart};
@@ -71,12 +73,55 @@ pub struct JobStatus {
     pub overdue_since: Option<String>,
     /// Since when its last runs have failed.
     pub failing_since: Option<String>,
+    /// The capture queue it takes rows from, for the jobs that do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_backlog: Option<CaptureBacklog>,
+}
+
+/// What waits in a consumer's capture queue.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureBacklog {
+    pub table: &'static str,
+    /// Rows not yet taken.
+    pub rows: u64,
+    /// What the job's last run left, and the run before it.
+    pub after_last_run: Option<u64>,
+    pub after_run_before: Option<u64>,
+    /// The job's runs no longer work it off, or the job is not configured to take it.
+    pub growing: bool,
+    /// When the capture triggers were found gone, while the rows missed are being recovered.
+    pub gap_found_at: Option<String>,
+}
+
+fn capture_backlog(runner: &Runner, job: &str) -> Result<Option<CaptureBacklog>, StoreError> {
+    let Some((source, consuming)) = runner
+        .jobs()
+        .get(job)
+        .and_then(|job| job.consumes(runner.config()))
+    else {
+        return Ok(None);
+    };
+    let state = capture::backlog_state(runner.store(), source)?;
+    Ok(Some(CaptureBacklog {
+        table: source.table(),
+        rows: state.rows,
+        after_last_run: state.after_last_run,
+        after_run_before: state.after_run_before,
+        growing: state.growing() || (consuming == Consuming::No && state.rows > 0),
+        gap_found_at: state.gap_found_at,
+    }))
 }
 
 impl JobStatus {
     /// Overdue or failing: listed first on the status page.
     pub fn unhealthy(&self) -> bool {
-        self.overdue_since.is_some() || self.failing_since.is_some()
+        self.overdue_since.is_some()
+            || self.failing_since.is_some()
+            || self
+                .capture_backlog
+                .as_ref()
+                .is_some_and(|backlog| backlog.growing || backlog.gap_found_at.is_some())
     }
 }
 
@@ -129,6 +174,7 @@ pub fn job_statuses(runner: &Runner, planned: &[PlannedJob]) -> Result<Vec<JobSt
                 last_failure,
                 overdue_since: since(job.name, "overdue"),
                 failing_since: since(job.name, "failing"),
+                capture_backlog: capture_backlog(runner, job.name)?,
             })
         })
         .collect()

@@ -38,18 +38,32 @@ pub fn walk_rows<B, E: From<rusqlite::Error>>(
 }
 
 /// Hands each entry of the interaction capture queue, in commit order, to `visit`, until it
-/// breaks. Columns: seq, tenant_id, then the row's id, customer_id, channel, outcome,
-/// payload, created_at (all NULL for a row deleted since it was captured).
+/// breaks. Columns: seq, the row's current tenant_id, id, customer_id, channel, outcome,
+/// payload, created_at (all NULL for a row deleted since it was captured), then `superseded`
+/// (the same id was captured again later: that entry exports the row) and `unwalked` (the row
+/// is in the rest of the walk step `unwalked`, which reads it unless it stays queued).
 pub fn captured_rows<E: From<rusqlite::Error>>(
     conn: &Connection,
+    unwalked: Option<&WalkStep>,
     mut visit: impl FnMut(&Row<'_>) -> Result<ControlFlow<()>, E>,
 ) -> Result<(), E> {
-    let mut statement = conn.prepare(
-        "SELECT c.seq, c.tenant_id, h.id, h.customer_id, h.channel, h.outcome, h.payload, h.created_at
-           FROM interaction_capture c LEFT JOIN interaction_history h ON h.id = c.item_id
-          ORDER BY c.seq",
-    )?;
-    let mut rows = statement.query([])?;
+    let params = unwalked.map(WalkStep::params).unwrap_or_default();
+    let held = unwalked.map_or_else(
+        || "0".to_string(),
+        |step| step.holds_captured("c.seq", "c.item_id"),
+    );
+    // Duplicates are rare (INSERT OR REPLACE, delete and re-insert): the grouping keeps only
+    // ids captured more than once, and the queue is scanned in `seq` order beside it.
+    let mut statement = conn.prepare(&format!(
+        "SELECT c.seq, h.tenant_id, h.id, h.customer_id, h.channel, h.outcome, h.payload, h.created_at,
+                d.last IS NOT NULL AND c.seq < d.last, {held}
+           FROM interaction_capture c
+           LEFT JOIN (SELECT item_id, MAX(seq) AS last FROM interaction_capture
+                       GROUP BY item_id HAVING COUNT(*) > 1) d ON d.item_id = c.item_id
+           LEFT JOIN interaction_history h ON h.id = c.item_id
+          ORDER BY c.seq"
+    ))?;
+    let mut rows = statement.query(capture::bind(&params).as_slice())?;
     while let Some(row) = rows.next()? {
         if visit(row)?.is_break() {
             break;
@@ -116,6 +130,8 @@ pub struct RunCommit<'a> {
     pub failed: Vec<&'a str>,
     /// The captured rows taken, as inclusive `seq` ranges.
     pub taken: Vec<(i64, i64)>,
+    /// When the run found the capture triggers in place.
+    pub triggers_seen_at: &'a str,
 }
 
 /// Commits a batch: the committing tenants' files into the manifest, their status and metric,
@@ -192,6 +208,7 @@ pub fn commit_run(store: &Store, commit: &RunCommit<'_>) -> Result<(), StoreErro
         capture::finish_walk(&tx, Source::Interactions, progress)?;
     }
     capture::delete_taken(&tx, Source::Interactions, &commit.taken)?;
+    capture::note_seen(&tx, Source::Interactions, commit.triggers_seen_at)?;
     tx.commit()?;
     Ok(())
 }
@@ -278,6 +295,18 @@ pub fn end_legacy_batch(store: &Store, tenant_id: &str) -> Result<(), StoreError
     Ok(())
 }
 
+/// Every committed file: its path (relative to the data dir) and whether its local copy was
+/// removed after upload.
+pub fn committed_files(store: &Store) -> Result<Vec<(String, bool)>, StoreError> {
+    let conn = store.conn()?;
+    let mut statement =
+        conn.prepare("SELECT path, local_deleted_at IS NOT NULL FROM export_files ORDER BY id")?;
+    let files = statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(files)
+}
+
 /// Paths of the tenant's committed files.
 pub fn committed_paths(store: &Store, tenant_id: &str) -> Result<Vec<String>, StoreError> {
     let conn = store.conn()?;
@@ -298,7 +327,39 @@ pub fn invalid_rows(store: &Store) -> Result<u64, StoreError> {
     Ok(count as u64)
 }
 
-/// Rows each tenant has waiting, captured or still to be walked, for dry runs.
+/// Records what each tenant has waiting as a run ends, for `/metrics`; answers it.
+pub fn record_backlog_by_tenant(
+    store: &Store,
+    now_text: &str,
+) -> Result<HashMap<String, u64>, StoreError> {
+    let waiting = waiting_by_tenant(store)?;
+    let mut conn = store.conn()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute("DELETE FROM export_backlog", [])?;
+    {
+        let mut insert = tx.prepare(
+            "INSERT INTO export_backlog (tenant_id, rows, updated_at) VALUES (?1, ?2, ?3)",
+        )?;
+        for (tenant_id, rows) in &waiting {
+            insert.execute(params![tenant_id, *rows as i64, now_text])?;
+        }
+    }
+    tx.commit()?;
+    Ok(waiting)
+}
+
+/// What each tenant had waiting when the last export run ended.
+pub fn backlog_by_tenant(store: &Store) -> Result<Vec<(String, u64)>, StoreError> {
+    let conn = store.conn()?;
+    let mut statement =
+        conn.prepare("SELECT tenant_id, rows FROM export_backlog ORDER BY tenant_id")?;
+    let rows = statement
+        .query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Rows each tenant has waiting (its current tenant), captured or still to be walked.
 pub fn waiting_by_tenant(store: &Store) -> Result<HashMap<String, u64>, StoreError> {
     let conn = store.conn()?;
     let mut waiting: HashMap<String, u64> = HashMap::new();
@@ -316,8 +377,8 @@ pub fn waiting_by_tenant(store: &Store) -> Result<HashMap<String, u64>, StoreErr
     };
     add(
         &mut conn.prepare(
-            "SELECT c.tenant_id, COUNT(*) FROM interaction_capture c
-              JOIN interaction_history h ON h.id = c.item_id GROUP BY c.tenant_id",
+            "SELECT h.tenant_id, COUNT(DISTINCT c.item_id) FROM interaction_capture c
+              JOIN interaction_history h ON h.id = c.item_id GROUP BY h.tenant_id",
         )?,
         &[],
     )?;

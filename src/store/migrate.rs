@@ -77,6 +77,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0013_export_raw_bytes",
         sql: include_str!("../../schema/0013_export_raw_bytes.sql"),
     },
+    Migration {
+        version: 14,
+        name: "0014_capture_heal",
+        sql: include_str!("../../schema/0014_capture_heal.sql"),
+    },
 ];
 
 pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> {

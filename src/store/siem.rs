@@ -187,9 +187,26 @@ pub fn select_backend(store: &Store, backend: &str) -> Result<(), StoreError> {
         log::warn!(
             "siem-ship: SIEM_BACKEND changed from {previous} to {backend}; shipping every audit row to {backend} from the first"
         );
+        forget_shipped(store)?;
         capture::restart(store, Source::Audit, backend)?;
     }
     Ok(())
+}
+
+/// Empties the ledger of rows taken, in short transactions (a new backend takes every row).
+fn forget_shipped(store: &Store) -> Result<(), StoreError> {
+    let conn = store.conn()?;
+    while conn.execute(
+        "DELETE FROM audit_shipped WHERE item_id IN (SELECT item_id FROM audit_shipped LIMIT 5000)",
+        [],
+    )? > 0
+    {}
+    Ok(())
+}
+
+/// Adds the ids of every audit row the backend has taken to a gap's recovery.
+pub fn shipped_ids(known: &mut capture::KnownIds) -> Result<(), StoreError> {
+    known.add_selected("SELECT item_id FROM main.audit_shipped")
 }
 
 /// Records a run that delivered nothing because the intake failed; answers how many runs in
@@ -252,14 +269,19 @@ pub fn record(
         )?;
     }
     match &batch.origin {
-        Origin::Walk { ids, .. } if settled == ids.len() => {
-            capture::finish_walk(&tx, Source::Audit, &WalkProgress::Done)?;
+        Origin::Walk { ids } => {
+            let mut shipped =
+                tx.prepare("INSERT OR IGNORE INTO audit_shipped (item_id) VALUES (?1)")?;
+            for id in &ids[..settled] {
+                shipped.execute([id])?;
+            }
+            if settled == ids.len() {
+                capture::finish_walk(&tx, Source::Audit, &WalkProgress::Done)?;
+            } else if settled > 0 {
+                let last = WalkProgress::StoppedAfter(ids[settled - 1].clone());
+                capture::finish_walk(&tx, Source::Audit, &last)?;
+            }
         }
-        Origin::Walk { ids, .. } if settled > 0 => {
-            let last = WalkProgress::StoppedAfter(ids[settled - 1].clone());
-            capture::finish_walk(&tx, Source::Audit, &last)?;
-        }
-        Origin::Walk { .. } => {}
         Origin::Captured(seqs) => {
             // Rows gone from the table count as settled where they stand.
             let taken = seqs
@@ -267,10 +289,16 @@ pub fn record(
                 .take_while(|(_, row)| row.is_none_or(|index| index < settled))
                 .last();
             if let Some((last, _)) = taken {
+                tx.execute(
+                    "INSERT OR IGNORE INTO audit_shipped (item_id)
+                     SELECT item_id FROM audit_capture WHERE seq BETWEEN ?1 AND ?2",
+                    (seqs[0].0, *last),
+                )?;
                 capture::delete_taken(&tx, Source::Audit, &[(seqs[0].0, *last)])?;
             }
         }
     }
+    capture::note_seen(&tx, Source::Audit, now)?;
     if let Some(last) = batch.rows[..settled].last() {
         tx.execute(
             "INSERT INTO siem_cursors (backend, created_at, id, updated_at) VALUES (?1, ?2, ?3, ?4)

@@ -14,6 +14,8 @@ mod store;
 pub mod webhook;
 
 pub use env::{Env, SECRET, signal};
-pub use exports::{assert_exported_exactly_once, drain_exports, export_files, exported_rows};
+pub use exports::{
+    ExportedRow, assert_exported_exactly_once, drain_exports, export_files, exported_rows,
+};
 pub use moto::{BUCKET, Moto};
 pub use server::{Server, free_port, http, read_reply, wait_until};

@@ -30,6 +30,7 @@ use std::time::Instant;
 
 use rusqlite::types::Value;
 
+pub use publish::staging_dir;
 pub use read::InvalidRow;
 
 use super::partition::{TenantDir, UnsafeTenantId};
@@ -51,6 +52,8 @@ pub enum ExportError {
     Io(#[from] IoError),
     #[error("row {id}: created_at {created_at:?} is not an ISO-8601 time")]
     BadCreatedAt { id: String, created_at: String },
+    #[error("storage: {0}")]
+    Storage(String),
     #[error("the export's {0} thread stopped unexpectedly")]
     Stage(&'static str),
     /// The batch as a whole failed; each tenant reports it.
@@ -66,7 +69,7 @@ impl From<rusqlite::Error> for ExportError {
 }
 
 impl ExportError {
-    fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ExportError {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ExportError {
         let during = IoError::during(context);
         move |source| ExportError::Io(during(source))
     }
@@ -83,6 +86,7 @@ impl ExportError {
             }
             ExportError::Io(_) => "io",
             ExportError::BadCreatedAt { .. } => "bad_row",
+            ExportError::Storage(_) => "storage",
             ExportError::Stage(_) => "internal",
             ExportError::Batch { kind, .. } => kind,
         }
@@ -338,6 +342,7 @@ fn commit(
             deferred,
             failed,
             taken,
+            triggers_seen_at: settings.now_text,
         },
     )?;
     Ok(())

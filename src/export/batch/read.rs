@@ -118,6 +118,8 @@ pub struct ReadOutcome {
     /// through (the whole step as it grew, or up to where it stopped).
     pub walk: Option<WalkProgress>,
     pub walked: Option<WalkStep>,
+    /// The rest of the step, when the walk stopped part-way.
+    pub unwalked: Option<WalkStep>,
     /// Walk rows not sent to a writer (an inactive tenant's, one past its tenant's batch, one
     /// that cannot be exported as it is), as `(slot or usize::MAX, tenant_id, id)`: captured
     /// at the commit, so they wait in the queue.
@@ -233,6 +235,10 @@ fn walk(
                 let stop = should_stop();
                 if stop || outcome.all_full(reading) || outcome.deferred.len() >= DEFERRED_LIMIT {
                     outcome.walk = Some(WalkProgress::StoppedAfter(row.get(1)?));
+                    outcome.unwalked = Some(WalkStep {
+                        from: Some(row.get(1)?),
+                        ..covered.clone()
+                    });
                     outcome.walked = Some(WalkStep {
                         to: Some(row.get(1)?),
                         ..covered.clone()
@@ -278,7 +284,9 @@ fn read_captured(
     let mut full_slots = (0..outcome.sent.len())
         .filter(|&slot| !outcome.room(slot, reading.batch_size))
         .count();
-    manifest::captured_rows(conn, |row| -> Result<_, ExportError> {
+    // A walk stopped part-way: what the triggers caught in the rest of its step waits for it.
+    let unwalked = outcome.unwalked.clone();
+    manifest::captured_rows(conn, unwalked.as_ref(), |row| -> Result<_, ExportError> {
         if full_slots == reading.slots.len() {
             return Ok(ControlFlow::Break(()));
         }
@@ -287,7 +295,13 @@ fn read_captured(
         }
         let seq: i64 = row.get(0)?;
         let id = row.get_ref(2)?;
-        if id == ValueRef::Null {
+        let (superseded, held_for_walk): (bool, bool) = (row.get(8)?, row.get(9)?);
+        if held_for_walk {
+            outcome.captured.push((seq, Fate::Kept));
+            return Ok(ControlFlow::Continue(()));
+        }
+        // Gone from the table, or captured again later (that entry exports the row as it is).
+        if id == ValueRef::Null || superseded {
             outcome.captured.push((seq, Fate::Gone));
             return Ok(ControlFlow::Continue(()));
         }

@@ -5,11 +5,22 @@
 //! A consumer reads a reserved walk step (if its walk is not done) and the captured rows, and
 //! records what it did with them in one transaction: the walk's progress, and the deletion of
 //! the captured rows it took. Until that commits, the same rows are read again next time.
+//!
+//! The application may drop the triggers without meaning to (a table rebuilt the way SQLite
+//! recommends drops them with the old table). [`heal`] finds that with one look-up in
+//! `sqlite_master`, recreates them and opens a gap; [`recover_gap`] then captures every row
+//! present that the consumer neither took nor has queued, exactly once.
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{Store, StoreError};
+
+mod backlog;
+mod gap;
+
+pub use backlog::{backlog, backlog_state, record_backlog};
+pub use gap::{Gap, GapAlerts, KnownIds, Recovery, heal, note_seen, recover_gap};
 
 /// A captured table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +73,21 @@ impl WalkStep {
             source.capture_table()
         ));
         parts.join(" AND ")
+    }
+
+    /// The SQL condition on a captured entry (its `seq` and item id columns) that the step's
+    /// rows exclude: captured after the reservation, inside the step. Such an entry must stay
+    /// queued until the walk has passed it, or the walk would read the row again. It takes
+    /// the named parameters of [`WalkStep::params`].
+    pub fn holds_captured(&self, seq: &str, item_id: &str) -> String {
+        let mut parts = vec![format!("{seq} > :walk_mark")];
+        if self.from.is_some() {
+            parts.push(format!("{item_id} > :walk_from"));
+        }
+        if self.to.is_some() {
+            parts.push(format!("{item_id} <= :walk_to"));
+        }
+        format!("({})", parts.join(" AND "))
     }
 
     /// The named parameters [`WalkStep::condition`] refers to.
@@ -249,6 +275,10 @@ pub struct CaptureState {
     pub live: bool,
     pub walked_through: Option<Value>,
     pub pending: Option<WalkStep>,
+    /// When a consumer's run last found the triggers in place.
+    pub triggers_seen_at: Option<String>,
+    /// A gap in the capture still to be recovered.
+    pub gap: Option<Gap>,
 }
 
 pub fn state(store: &Store, source: Source) -> Result<CaptureState, StoreError> {
@@ -277,7 +307,8 @@ impl CaptureState {
 
 fn read_state(conn: &Connection, source: Source) -> Result<CaptureState, StoreError> {
     Ok(conn.query_row(
-        "SELECT consumer, live, walked_through, walk_pending, walk_from, walk_to, walk_mark
+        "SELECT consumer, live, walked_through, walk_pending, walk_from, walk_to, walk_mark,
+                triggers_seen_at, gap_pending, gap_since, gap_found_at, gap_mark, gap_through, gap_rows
            FROM capture_state WHERE source = ?1",
         [source.table()],
         |row| {
@@ -295,6 +326,8 @@ fn read_state(conn: &Connection, source: Source) -> Result<CaptureState, StoreEr
                         })
                     })
                     .transpose()?,
+                triggers_seen_at: row.get(7)?,
+                gap: gap::gap_from_row(row, 8)?,
             })
         },
     )?)
@@ -302,34 +335,6 @@ fn read_state(conn: &Connection, source: Source) -> Result<CaptureState, StoreEr
 
 fn non_null(value: Value) -> Option<Value> {
     (value != Value::Null).then_some(value)
-}
-
-/// Rows the consumer has not yet taken: captured ones, and those its walk is still to reach.
-pub fn backlog(store: &Store, source: Source) -> Result<u64, StoreError> {
-    let conn = store.conn()?;
-    let state = read_state(&conn, source)?;
-    let captured: i64 = conn.query_row(
-        &format!("SELECT COUNT(*) FROM {}", source.capture_table()),
-        [],
-        |row| row.get(0),
-    )?;
-    let unwalked_step = state.unwalked();
-    let unwalked: i64 = match unwalked_step {
-        None => 0,
-        Some(step) => {
-            let params = step.params();
-            conn.query_row(
-                &format!(
-                    "SELECT COUNT(*) FROM {} WHERE {}",
-                    source.table(),
-                    step.condition(source, "id")
-                ),
-                bind(&params).as_slice(),
-                |row| row.get(0),
-            )?
-        }
-    };
-    Ok((captured + unwalked) as u64)
 }
 
 /// Starts the source over for a new consumer (siem-ship pointed at another backend): what
@@ -353,7 +358,8 @@ pub fn restart(store: &Store, source: Source, consumer: &str) -> Result<(), Stor
     tx.execute(&format!("DELETE FROM {}", source.capture_table()), [])?;
     tx.execute(
         "UPDATE capture_state SET consumer = ?2, live = 0, walked_through = NULL, walk_pending = 0,
-             walk_from = NULL, walk_to = NULL, walk_mark = NULL,
+             walk_from = NULL, walk_to = NULL, walk_mark = NULL, gap_pending = 0, gap_since = NULL,
+             gap_found_at = NULL, gap_mark = NULL, gap_through = NULL, gap_rows = 0,
              updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
          WHERE source = ?1",
         (source.table(), consumer),

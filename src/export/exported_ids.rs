@@ -1,0 +1,99 @@
+//! The ids of the rows the export's committed files hold, read back from the files: what the
+//! recovery of a capture gap takes as exported (`store::capture::recover_gap`). A file whose
+//! local copy was removed after upload is read from storage.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::batch::{ExportError, staging_dir};
+use super::storage::Storage;
+use crate::store::Store;
+use crate::store::capture::KnownIds;
+use crate::store::export as manifest;
+
+/// What a line is read for: its id alone (the rest is skipped, not kept).
+#[derive(Deserialize)]
+struct Line {
+    id: String,
+}
+
+/// Adds the id of every line of every committed file to `known`; answers how many files were
+/// read.
+pub fn add_exported_ids(
+    store: &Store,
+    data_dir: &Path,
+    storage: Option<&Storage>,
+    known: &mut KnownIds,
+) -> Result<usize, ExportError> {
+    let files = manifest::committed_files(store)?;
+    for (path, local_removed) in &files {
+        let local = data_dir.join(path);
+        match File::open(&local) {
+            Ok(file) => add_lines(file, path, known)?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound || *local_removed => {
+                let Some(storage) = storage else {
+                    return Err(ExportError::io(format!(
+                        "reading {path}, gone from the data dir with no storage configured to read it from"
+                    ))(error));
+                };
+                add_from_storage(storage, data_dir, path, known)?;
+            }
+            Err(error) => return Err(ExportError::io(format!("opening {path}"))(error)),
+        }
+    }
+    Ok(files.len())
+}
+
+/// Downloads the object of `path` into the staging directory, reads it and removes it.
+fn add_from_storage(
+    storage: &Storage,
+    data_dir: &Path,
+    path: &str,
+    known: &mut KnownIds,
+) -> Result<(), ExportError> {
+    let staging = staging_dir(data_dir);
+    std::fs::create_dir_all(&staging)
+        .map_err(ExportError::io(format!("creating {}", staging.display())))?;
+    let copy = staging.join("downloaded-for-recovery");
+    let mut out = File::create(&copy).map_err(ExportError::io("creating a download file"))?;
+    storage
+        .download(&storage.key(path), &mut out)
+        .map_err(|error| ExportError::Storage(error.to_string()))?;
+    drop(out);
+    let read = File::open(&copy)
+        .map_err(ExportError::io(format!("opening the download of {path}")))
+        .and_then(|file| add_lines(file, path, known));
+    let _ = std::fs::remove_file(&copy);
+    read
+}
+
+/// Adds the id of each line of one file, plain or gzipped as its name says.
+fn add_lines(file: File, path: &str, known: &mut KnownIds) -> Result<(), ExportError> {
+    let reader: Box<dyn Read> = if path.ends_with(".gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)))
+    } else {
+        Box::new(file)
+    };
+    let mut reader = BufReader::with_capacity(1 << 18, reader);
+    let mut line = Vec::new();
+    let failed = |context: &str| ExportError::io(format!("{context} {path}"));
+    loop {
+        line.clear();
+        if reader
+            .read_until(b'\n', &mut line)
+            .map_err(failed("reading"))?
+            == 0
+        {
+            return Ok(());
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let parsed: Line = serde_json::from_slice(&line)
+            .map_err(|error| failed("reading the ids of")(std::io::Error::other(error)))?;
+        known.add(&parsed.id)?;
+    }
+}
