@@ -160,6 +160,21 @@ fn health(job: &JobStatus) -> String {
     if let Some(since) = &job.failing_since {
         troubles.push(format!("failing since {}", escape(since)));
     }
+    if let Some(backlog) = &job.capture_backlog {
+        if let Some(found) = &backlog.gap_found_at {
+            troubles.push(format!(
+                "capture gap in {} since {}: recovering",
+                backlog.table,
+                escape(found)
+            ));
+        }
+        if backlog.growing {
+            troubles.push(format!(
+                "{} rows of {} waiting, and growing",
+                backlog.rows, backlog.table
+            ));
+        }
+    }
     if troubles.is_empty() {
         return "<span class=\"health\">ok</span>".to_string();
     }

@@ -91,6 +91,32 @@ impl Moto {
         http(self.address, "GET", &format!("/{BUCKET}/{key}"), &[], None)
     }
 
+    /// Every object under `prefix` with its body as text, read with signed requests (moto
+    /// refuses an anonymous GET of an object a signed single PUT stored).
+    pub fn objects(&self, prefix: &str) -> std::collections::BTreeMap<String, String> {
+        let script = format!(
+            "import boto3, json, sys
+s3 = boto3.client('s3', endpoint_url='http://{address}', region_name='eu-test-1',
+                  aws_access_key_id='test', aws_secret_access_key='test')
+out = {{}}
+for page in s3.get_paginator('list_objects_v2').paginate(Bucket='{BUCKET}', Prefix=sys.argv[1]):
+    for item in page.get('Contents', []):
+        out[item['Key']] = s3.get_object(Bucket='{BUCKET}', Key=item['Key'])['Body'].read().decode()
+json.dump(out, sys.stdout)",
+            address = self.address
+        );
+        let output = Command::new("python3")
+            .args(["-c", &script, prefix])
+            .output()
+            .expect("python3 with boto3 (pip install 'moto[server]')");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("objects as JSON")
+    }
+
     pub fn signal(&self, name: &str) {
         signal(self.child.id(), name);
     }
