@@ -70,7 +70,7 @@ fn collapse_whitespace(sql: &str) -> String {
 }
 
 /// Whether every capture trigger of `source` is there, on its table, as edgecron created it.
-fn triggers_intact(conn: &Connection, source: Source) -> Result<bool, StoreError> {
+pub(super) fn triggers_intact(conn: &Connection, source: Source) -> Result<bool, StoreError> {
     let expected = triggers(source);
     let mut statement = conn.prepare_cached(
         "SELECT name, sql FROM sqlite_master
@@ -154,14 +154,7 @@ pub fn heal(
         log::info!("capture: the triggers of {} were recreated", source.table());
         return Ok(None);
     }
-    let mark: i64 = tx.query_row(
-        &format!(
-            "SELECT COALESCE(MAX(seq), 0) FROM {}",
-            source.capture_table()
-        ),
-        [],
-        |row| row.get(0),
-    )?;
+    let mark = super::highest_seq(&tx, source)?;
     let newly_opened = state.gap.is_none();
     let gap = match state.gap {
         Some(open) => Gap {
@@ -446,169 +439,4 @@ fn close_gap(
     }
     tx.commit()?;
     Ok(Recovery::Done { recovered, alert })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::capture::{WalkProgress, begin_walk, finish_walk, state};
-    use crate::store::test_support::temp_store;
-
-    fn insert(store: &Store, ids: &[&str]) {
-        let conn = store.conn().unwrap();
-        for id in ids {
-            conn.execute(
-                "INSERT INTO interaction_history (id, tenant_id) VALUES (?1, 't')",
-                [id],
-            )
-            .unwrap();
-        }
-    }
-
-    fn queued(store: &Store) -> Vec<String> {
-        let conn = store.conn().unwrap();
-        let mut statement = conn
-            .prepare("SELECT item_id FROM interaction_capture ORDER BY item_id")
-            .unwrap();
-        statement
-            .query_map([], |row| row.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    }
-
-    fn alerts(outbox: Outbox) -> GapAlerts<'static> {
-        GapAlerts {
-            outbox,
-            now: chrono::Utc::now(),
-            opened: &|source, _| serde_json::json!({"type": "capture_gap", "table": source.table()}),
-            resolved: &|_, gap| serde_json::json!({"type": "capture_gap_resolved", "recovered": gap.recovered}),
-        }
-    }
-
-    /// A consumer that has walked the whole table and taken every row.
-    fn consumed(store: &Store) {
-        begin_walk(store, Source::Interactions, "export", 100).unwrap();
-        let mut conn = store.conn().unwrap();
-        let tx = conn.transaction().unwrap();
-        finish_walk(&tx, Source::Interactions, &WalkProgress::Done).unwrap();
-        tx.commit().unwrap();
-    }
-
-    #[test]
-    fn intact_triggers_cost_one_look_up_and_open_nothing() {
-        let (_dir, store) = temp_store();
-        assert!(triggers_intact(&store.conn().unwrap(), Source::Interactions).unwrap());
-        assert!(triggers_intact(&store.conn().unwrap(), Source::Audit).unwrap());
-        assert_eq!(
-            heal(&store, Source::Interactions, &alerts(Outbox::Skip)).unwrap(),
-            None
-        );
-    }
-
-    #[test]
-    fn triggers_dropped_before_any_consumer_began_come_back_without_a_gap() {
-        let (_dir, store) = temp_store();
-        store
-            .conn()
-            .unwrap()
-            .execute_batch("DROP TRIGGER interaction_history_capture")
-            .unwrap();
-        assert_eq!(
-            heal(&store, Source::Interactions, &alerts(Outbox::Skip)).unwrap(),
-            None
-        );
-        assert!(triggers_intact(&store.conn().unwrap(), Source::Interactions).unwrap());
-        assert_eq!(state(&store, Source::Interactions).unwrap().gap, None);
-    }
-
-    #[test]
-    fn a_changed_trigger_is_replaced_and_the_rows_it_missed_are_queued_once() {
-        let (_dir, store) = temp_store();
-        insert(&store, &["a", "b"]);
-        consumed(&store);
-        insert(&store, &["c"]);
-        // Someone's trigger of the same name that captures nothing.
-        store
-            .conn()
-            .unwrap()
-            .execute_batch(
-                "DROP TRIGGER interaction_history_capture;
-                 CREATE TRIGGER interaction_history_capture AFTER INSERT ON interaction_history
-                 BEGIN SELECT 1; END;",
-            )
-            .unwrap();
-        insert(&store, &["d", "aa"]);
-        let raised = heal(&store, Source::Interactions, &alerts(Outbox::Queue)).unwrap();
-        assert_eq!(raised.unwrap()["type"], "capture_gap");
-        assert_eq!(store.pending_alerts().unwrap(), 1, "committed with the gap");
-        // Healed: caught by the triggers again, and left to the queue.
-        insert(&store, &["e"]);
-        assert_eq!(queued(&store), ["c", "e"]);
-        let recovery = recover_gap(
-            &store,
-            Source::Interactions,
-            |known: &mut KnownIds| -> Result<(), StoreError> {
-                known.add("a")?;
-                known.add("b")
-            },
-            &|| false,
-            &alerts(Outbox::Queue),
-        )
-        .unwrap();
-        assert_eq!(
-            recovery,
-            Some(Recovery::Done {
-                recovered: 2,
-                alert: serde_json::json!({"type": "capture_gap_resolved", "recovered": 2})
-            })
-        );
-        assert_eq!(queued(&store), ["aa", "c", "d", "e"]);
-        assert_eq!(state(&store, Source::Interactions).unwrap().gap, None);
-        assert_eq!(store.pending_alerts().unwrap(), 2);
-        let again = recover_gap(
-            &store,
-            Source::Interactions,
-            |_: &mut KnownIds| -> Result<(), StoreError> { Ok(()) },
-            &|| false,
-            &alerts(Outbox::Skip),
-        )
-        .unwrap();
-        assert_eq!(again, None);
-    }
-
-    #[test]
-    fn a_stopped_recovery_goes_on_where_it_was() {
-        let (_dir, store) = temp_store();
-        consumed(&store);
-        store
-            .conn()
-            .unwrap()
-            .execute_batch("DROP TRIGGER interaction_history_capture")
-            .unwrap();
-        insert(&store, &["x"]);
-        heal(&store, Source::Interactions, &alerts(Outbox::Skip)).unwrap();
-        let none = |_: &mut KnownIds| -> Result<(), StoreError> { Ok(()) };
-        let stopped = recover_gap(
-            &store,
-            Source::Interactions,
-            none,
-            &|| true,
-            &alerts(Outbox::Skip),
-        );
-        assert_eq!(stopped.unwrap(), Some(Recovery::Stopped { recovered: 0 }));
-        assert!(state(&store, Source::Interactions).unwrap().gap.is_some());
-        let done = recover_gap(
-            &store,
-            Source::Interactions,
-            none,
-            &|| false,
-            &alerts(Outbox::Skip),
-        );
-        assert!(matches!(
-            done.unwrap(),
-            Some(Recovery::Done { recovered: 1, .. })
-        ));
-        assert_eq!(queued(&store), ["x"]);
-    }
 }

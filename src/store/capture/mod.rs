@@ -142,17 +142,22 @@ pub fn begin_walk(
     if state.live {
         return Ok(None);
     }
-    let mark: i64 = tx.query_row(
+    let mark = highest_seq(&tx, source)?;
+    let step = reserve(&tx, source, consumer, state.walked_through, mark, rows)?;
+    tx.commit()?;
+    Ok(Some(step))
+}
+
+/// The highest `seq` in the source's queue (0 when it is empty): what was queued up to now.
+fn highest_seq(conn: &Connection, source: Source) -> Result<i64, StoreError> {
+    Ok(conn.query_row(
         &format!(
             "SELECT COALESCE(MAX(seq), 0) FROM {}",
             source.capture_table()
         ),
         [],
         |row| row.get(0),
-    )?;
-    let step = reserve(&tx, source, consumer, state.walked_through, mark, rows)?;
-    tx.commit()?;
-    Ok(Some(step))
+    )?)
 }
 
 /// Reserves up to `rows` more rows after `step` (the reserved step grows; the same `mark`
@@ -393,158 +398,4 @@ pub fn capture_from_walk(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::test_support::temp_store;
-
-    fn insert(store: &Store, ids: &[&str]) {
-        let conn = store.conn().unwrap();
-        for id in ids {
-            conn.execute(
-                "INSERT INTO interaction_history (id, tenant_id) VALUES (?1, 't')",
-                [id],
-            )
-            .unwrap();
-        }
-    }
-
-    fn captured(store: &Store) -> Vec<String> {
-        let conn = store.conn().unwrap();
-        let mut statement = conn
-            .prepare("SELECT item_id FROM interaction_capture ORDER BY seq")
-            .unwrap();
-        statement
-            .query_map([], |row| row.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    }
-
-    fn walk_rows(store: &Store, step: &WalkStep) -> Vec<String> {
-        let conn = store.conn().unwrap();
-        let sql = format!(
-            "SELECT id FROM interaction_history WHERE {} ORDER BY id",
-            step.condition(Source::Interactions, "id")
-        );
-        let params = step.params();
-        let mut statement = conn.prepare(&sql).unwrap();
-        statement
-            .query_map(bind(&params).as_slice(), |row| row.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    }
-
-    #[test]
-    fn nothing_is_captured_before_a_consumer_begins() {
-        let (_dir, store) = temp_store();
-        insert(&store, &["a", "b"]);
-        assert!(captured(&store).is_empty());
-        assert_eq!(backlog(&store, Source::Interactions).unwrap(), 2);
-    }
-
-    #[test]
-    fn a_walk_and_the_capture_see_every_row_once() {
-        let (_dir, store) = temp_store();
-        insert(&store, &["b", "d", "f", "h"]);
-        let step = begin_walk(&store, Source::Interactions, "export", 2)
-            .unwrap()
-            .unwrap();
-        assert_eq!(step.to, Some(Value::Text("d".into())));
-        // After the reservation: inside the reserved range it is captured, beyond it it is not.
-        insert(&store, &["a", "c", "g"]);
-        assert_eq!(captured(&store), ["a", "c"]);
-        assert_eq!(walk_rows(&store, &step), ["b", "d"]);
-        // A rerun before the step is finished gets the same step.
-        assert_eq!(
-            begin_walk(&store, Source::Interactions, "export", 2).unwrap(),
-            Some(step.clone())
-        );
-        {
-            let mut conn = store.conn().unwrap();
-            let tx = conn.transaction().unwrap();
-            finish_walk(&tx, Source::Interactions, &WalkProgress::Done).unwrap();
-            tx.commit().unwrap();
-        }
-        let last = begin_walk(&store, Source::Interactions, "export", 10)
-            .unwrap()
-            .unwrap();
-        assert_eq!(last.to, None, "the step runs to the end");
-        assert!(state(&store, Source::Interactions).unwrap().live);
-        insert(&store, &["z"]);
-        assert_eq!(captured(&store), ["a", "c", "z"]);
-        assert_eq!(walk_rows(&store, &last), ["f", "g", "h"]);
-        assert_eq!(backlog(&store, Source::Interactions).unwrap(), 6);
-    }
-
-    #[test]
-    fn a_step_extended_piece_by_piece_stays_one_step() {
-        let (_dir, store) = temp_store();
-        insert(&store, &["a", "b", "c", "d", "e"]);
-        let first = begin_walk(&store, Source::Interactions, "export", 2)
-            .unwrap()
-            .unwrap();
-        insert(&store, &["aa"]);
-        let second = extend_walk(&store, Source::Interactions, "export", &first, 2)
-            .unwrap()
-            .unwrap();
-        assert_eq!(second.from, Some(Value::Text("b".into())));
-        assert_eq!(second.to, Some(Value::Text("d".into())));
-        assert_eq!(walk_rows(&store, &second), ["c", "d"]);
-        assert_eq!(captured(&store), ["aa"], "inside the reserved range");
-        let pending = state(&store, Source::Interactions)
-            .unwrap()
-            .pending
-            .unwrap();
-        assert_eq!(pending.from, None);
-        assert_eq!(pending.to, Some(Value::Text("d".into())));
-        let last = extend_walk(&store, Source::Interactions, "export", &pending, 2)
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (last.to.clone(), walk_rows(&store, &last)),
-            (None, vec!["e".to_string()])
-        );
-        assert_eq!(
-            extend_walk(&store, Source::Interactions, "export", &last, 2).unwrap(),
-            None
-        );
-    }
-
-    #[test]
-    fn stopping_part_way_keeps_the_rest_of_the_step() {
-        let (_dir, store) = temp_store();
-        insert(&store, &["a", "b", "c"]);
-        let step = begin_walk(&store, Source::Interactions, "siem", 3)
-            .unwrap()
-            .unwrap();
-        {
-            let mut conn = store.conn().unwrap();
-            let tx = conn.transaction().unwrap();
-            let progress = WalkProgress::StoppedAfter(Value::Text("a".into()));
-            finish_walk(&tx, Source::Interactions, &progress).unwrap();
-            tx.commit().unwrap();
-        }
-        let rest = begin_walk(&store, Source::Interactions, "siem", 3)
-            .unwrap()
-            .unwrap();
-        assert_eq!(rest.from, Some(Value::Text("a".into())));
-        assert_eq!(rest.mark, step.mark);
-        assert_eq!(walk_rows(&store, &rest), ["b", "c"]);
-    }
-
-    #[test]
-    fn a_restart_drops_the_old_queue_and_walks_again() {
-        let (_dir, store) = temp_store();
-        insert(&store, &["a"]);
-        begin_walk(&store, Source::Interactions, "splunk", 5).unwrap();
-        insert(&store, &["b"]);
-        assert_eq!(captured(&store), ["b"]);
-        restart(&store, Source::Interactions, "elastic").unwrap();
-        assert!(captured(&store).is_empty());
-        let step = begin_walk(&store, Source::Interactions, "elastic", 5)
-            .unwrap()
-            .unwrap();
-        assert_eq!(walk_rows(&store, &step), ["a", "b"]);
-    }
-}
+mod tests;
