@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -240,6 +240,7 @@ impl Runner {
         let started = Instant::now();
         let deadline = started + self.config.job_deadline;
         let lease_lost = Arc::new(AtomicBool::new(false));
+        let stopped = AtomicBool::new(false);
         let heartbeat = heartbeat::start(
             heartbeat::Beat {
                 store: self.store.clone(),
@@ -261,6 +262,7 @@ impl Runner {
             deadline,
             shutdown: &self.shutdown,
             lease_lost: &lease_lost,
+            stopped: &stopped,
         };
         let result = catch_unwind(AssertUnwindSafe(|| job.run(&ctx)));
         drop(heartbeat);
@@ -272,10 +274,21 @@ impl Runner {
                 item_errors,
                 rows_processed,
             })) => {
-                let status = if item_errors > 0 {
+                // A job stopped by its deadline, a shutdown or a lost lease left work undone:
+                // never `ok`, whatever its own body says.
+                let unfinished = stopped.load(Ordering::SeqCst);
+                let status = if item_errors > 0 || unfinished {
                     RunStatus::Partial
                 } else {
                     RunStatus::Ok
+                };
+                let body = match (unfinished, body) {
+                    (true, Value::Object(mut fields)) => {
+                        fields.insert("ok".into(), json!(false));
+                        fields.insert("finished".into(), json!(false));
+                        Value::Object(fields)
+                    }
+                    (_, body) => body,
                 };
                 (status, body, None, rows_processed)
             }

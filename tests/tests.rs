@@ -12,6 +12,7 @@ mod http;
 mod listener;
 mod occurrences;
 mod operate;
+mod progress;
 mod rollups;
 mod row_input;
 mod s3;

@@ -111,6 +111,9 @@ pub struct JobCtx<'a> {
     pub shutdown: &'a Shutdown,
     /// Set when the run's lease was taken over by another process (it looked dead).
     pub lease_lost: &'a AtomicBool,
+    /// Set once [`JobCtx::should_stop`] has answered true: the job stopped with work left,
+    /// and the run is not finished whatever the job reports.
+    pub stopped: &'a AtomicBool,
 }
 
 impl JobCtx<'_> {
@@ -121,9 +124,13 @@ impl JobCtx<'_> {
     /// True once the job's deadline has passed or shutdown was requested: long jobs check it
     /// between batches and stop with their progress kept.
     pub fn should_stop(&self) -> bool {
-        Instant::now() >= self.deadline
+        let stop = Instant::now() >= self.deadline
             || self.shutdown.is_requested()
-            || self.lease_lost.load(Ordering::SeqCst)
+            || self.lease_lost.load(Ordering::SeqCst);
+        if stop {
+            self.stopped.store(true, Ordering::SeqCst);
+        }
+        stop
     }
 
     pub fn data_dir(&self) -> &PathBuf {
@@ -354,6 +361,7 @@ pub(crate) mod test_support {
         pub params: RunParams,
         pub shutdown: Shutdown,
         pub lease_lost: AtomicBool,
+        pub stopped: AtomicBool,
         _dir: tempfile::TempDir,
     }
 
@@ -371,6 +379,7 @@ pub(crate) mod test_support {
                 params: RunParams::default(),
                 shutdown: Shutdown::default(),
                 lease_lost: AtomicBool::new(false),
+                stopped: AtomicBool::new(false),
                 _dir: dir,
             }
         }
@@ -385,6 +394,7 @@ pub(crate) mod test_support {
                 deadline: Instant::now() + Duration::from_secs(600),
                 shutdown: &self.shutdown,
                 lease_lost: &self.lease_lost,
+                stopped: &self.stopped,
             }
         }
 

@@ -117,6 +117,7 @@ impl BatchedChange<'_> {
         let started = Instant::now();
         let mut last_log = started;
         let mut slice_started = started;
+        let mut slice_batches = 0u32;
         let mut pace = Pace::new(self.batch_size);
         let mut changed_total: u64 = 0;
         let mut batches: u64 = 0;
@@ -128,8 +129,13 @@ impl BatchedChange<'_> {
                 );
                 return Ok((changed_total, BatchOutcome::Stopped));
             }
-            let Some(limit) = pace.rows_within(BUSY_SLICE.saturating_sub(slice_started.elapsed()))
-            else {
+            // A slice's first batch always runs, however slow the last one was: the change
+            // makes progress every slice or fails, it never idles on a pessimistic pace.
+            let limit = match slice_batches {
+                0 => Some(pace.first_of_slice()),
+                _ => pace.rows_within(BUSY_SLICE.saturating_sub(slice_started.elapsed())),
+            };
+            let Some(limit) = limit else {
                 // The window writers get: used to keep the WAL short (a PASSIVE checkpoint
                 // needs no write lock and waits on no one; its sync of the WAL also spares a
                 // writer with synchronous=FULL syncing the batches' frames in its commit),
@@ -138,12 +144,19 @@ impl BatchedChange<'_> {
                 checkpoint(conn)?;
                 std::thread::sleep(IDLE_SLICE.saturating_sub(idle_started.elapsed()));
                 slice_started = Instant::now();
+                slice_batches = 0;
                 continue;
             };
-            let batch_started = Instant::now();
             let mut params = self.params.clone();
             params.push(Value::Integer(limit as i64));
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // The pace is the batch's own work: time spent waiting for the write lock (the
+            // application's transactions) says nothing of how many rows fit in a slice.
+            let batch_started = Instant::now();
+            if slice_batches == 0 {
+                slice_started = batch_started;
+            }
+            slice_batches += 1;
             let changed = tx
                 .prepare_cached(change)?
                 .execute(params_from_iter(params.iter()))?;
@@ -199,7 +212,21 @@ impl Pace {
             return (!left.is_zero()).then(|| self.max_rows.min(FIRST_BATCH_ROWS));
         };
         let rows = (rate * left.as_secs_f64() * Self::SHARE) as usize;
-        (rows >= (self.max_rows / 64).max(1)).then(|| rows.min(self.max_rows))
+        (rows >= self.smallest_batch()).then(|| rows.min(self.max_rows))
+    }
+
+    /// The rows of a slice's first batch: what the pace says fits a whole slice, and never
+    /// fewer than a sixty-fourth of a full batch, so every slice moves the change on.
+    fn first_of_slice(&self) -> usize {
+        self.rows_within(BUSY_SLICE)
+            .unwrap_or(0)
+            .max(self.smallest_batch())
+            .min(self.max_rows)
+    }
+
+    /// The fewest rows a batch is worth its commit for.
+    fn smallest_batch(&self) -> usize {
+        (self.max_rows / 64).max(1)
     }
 
     /// Learns from a batch that changed `rows` in `took`, weighting the newest batch half.
@@ -324,6 +351,24 @@ mod tests {
         // 60 rows would not be worth a commit: the slice ends.
         assert_eq!(pace.rows_within(Duration::from_millis(1)), None);
         assert_eq!(pace.rows_within(Duration::ZERO), None);
+    }
+
+    #[test]
+    fn a_slow_batch_still_leaves_every_slice_a_batch() {
+        // Regression: a first batch of 256 rows that took 100 ms (the application held the
+        // write lock, the host was busy) made the pace find no batch worth a slice, and the
+        // change idled forever.
+        let mut pace = Pace::new(10_000);
+        pace.observe(256, Duration::from_millis(100));
+        assert_eq!(pace.rows_within(Duration::from_millis(20)), None);
+        assert_eq!(pace.first_of_slice(), 156, "a sixty-fourth of a full batch");
+        let mut fast = Pace::new(10_000);
+        fast.observe(1_000, Duration::from_millis(10));
+        assert_eq!(
+            fast.first_of_slice(),
+            1_920,
+            "three fifths of a 32 ms slice"
+        );
     }
 
     #[test]
