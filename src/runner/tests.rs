@@ -79,7 +79,7 @@ fn a_panicking_job_is_a_failed_run_and_releases_its_lease() {
 }
 
 #[test]
-fn a_job_past_its_deadline_is_told_to_stop() {
+fn a_job_past_its_deadline_is_told_to_stop_and_its_run_is_partial() {
     let job = TestJob(Box::new(|ctx| {
         let mut batches = 0;
         while !ctx.should_stop() {
@@ -93,7 +93,10 @@ fn a_job_past_its_deadline_is_told_to_stop() {
     let completed = runner
         .run("test-job", Trigger::Cli, RunParams::default())
         .unwrap();
-    assert_eq!(completed.status, RunStatus::Ok);
+    // It stopped with work left: never `ok`, whatever the job's own body said.
+    assert_eq!(completed.status, RunStatus::Partial);
+    assert_eq!(completed.body["ok"], false);
+    assert_eq!(completed.body["finished"], false);
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(completed.body["batches"].as_u64().unwrap() > 10);
 }
