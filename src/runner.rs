@@ -56,6 +56,12 @@ pub enum RunError {
     AlreadyRunning { job: String, holder: LeaseHolder },
     #[error("shutting down; not starting new runs")]
     ShuttingDown,
+    /// Another scheduler on this store served the fire time first.
+    #[error("{job}: fire time {scheduled_for} was served by another scheduler on this store")]
+    AlreadyServed {
+        job: String,
+        scheduled_for: DateTime<Utc>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -221,6 +227,13 @@ impl Runner {
                 LeaseAttempt::Acquired { run_id } => {
                     active.running.insert(run_id, job_name);
                     run_id
+                }
+                LeaseAttempt::Served => {
+                    let scheduled_for = scheduled.map_or_else(|| self.clock.now(), |(at, _)| at);
+                    return Err(RunError::AlreadyServed {
+                        job: job_name.to_string(),
+                        scheduled_for,
+                    });
                 }
                 LeaseAttempt::Busy(holder) => {
                     if let Some((_, batch)) = scheduled {

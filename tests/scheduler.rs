@@ -111,3 +111,39 @@ fn disabled_and_operator_overrides_are_honoured() {
         0
     );
 }
+
+#[test]
+fn two_schedulers_on_one_store_run_each_fire_time_once() {
+    // Regression: two `serve` processes on one store (a rolling deploy, a shared volume) ran
+    // flow-scheduler-tick and cron-tick 4 times for 2 fire times; the ledger showed 2 `ran`.
+    let env = Env::new()
+        .with("EDGECRON_SCHEDULE_FLOW_SCHEDULER_TICK", "* * * * * *")
+        .with("EDGECRON_SCHEDULE_CRON_TICK", "* * * * * *");
+    env.run_json(&["demo", "--rows", "100"], 0);
+    let first = env.serve();
+    let second = env.serve();
+    wait_until(Duration::from_secs(30), || {
+        env.query_i64(
+            "SELECT COUNT(DISTINCT scheduled_for) FROM job_runs WHERE job = 'cron-tick' AND scheduled_for IS NOT NULL",
+        ) >= 8
+    });
+    drop(first);
+    drop(second);
+    let twice = env.strings(
+        "SELECT job || ' ' || scheduled_for FROM job_runs WHERE scheduled_for IS NOT NULL
+          GROUP BY job, scheduled_for HAVING COUNT(*) > 1",
+    );
+    assert!(twice.is_empty(), "fire times run twice: {twice:?}");
+    for job in ["flow-scheduler-tick", "cron-tick"] {
+        let ran = env.query_i64(&format!(
+            "SELECT COUNT(*) FROM schedule_occurrences WHERE job = '{job}' AND outcome = 'ran'"
+        ));
+        let runs = env.query_i64(&format!(
+            "SELECT COUNT(*) FROM job_runs WHERE job = '{job}' AND trigger = 'schedule'"
+        ));
+        assert_eq!(
+            ran, runs,
+            "{job}: each scheduled run is one `ran` fire time"
+        );
+    }
+}

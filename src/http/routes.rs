@@ -169,7 +169,7 @@ fn run_error_status(error: &RunError) -> u16 {
     match error {
         RunError::UnknownJob(_) => 404,
         RunError::InvalidParams(_) => 400,
-        RunError::AlreadyRunning { .. } => 409,
+        RunError::AlreadyRunning { .. } | RunError::AlreadyServed { .. } => 409,
         RunError::ShuttingDown => 503,
         RunError::Store(_) => 500,
     }

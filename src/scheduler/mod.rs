@@ -267,6 +267,20 @@ fn last_fire_or_now(runner: &Runner, name: &str, now: DateTime<Utc>) -> DateTime
     }
 }
 
+/// Another scheduler served a fire time first: two `serve` processes share this store (a
+/// rolling deploy, a shared volume). Each fire time still runs once; said at warn once per
+/// process, then at debug.
+fn second_scheduler(error: &RunError) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if WARNED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        log::debug!("{error}");
+    } else {
+        log::warn!(
+            "{error}: a second scheduler runs on this store; each fire time runs once, in whichever process reaches it first"
+        );
+    }
+}
+
 /// Runs the job's fire times one after another on a thread of its own, so a long job never
 /// delays another's fire time.
 fn dispatch(
@@ -285,6 +299,7 @@ fn dispatch(
                     Err(error @ RunError::AlreadyRunning { .. }) => {
                         log::info!("{name}: fire time {scheduled_for} refused: {error}")
                     }
+                    Err(error @ RunError::AlreadyServed { .. }) => second_scheduler(&error),
                     Err(error) => log::error!("{name}: {error}"),
                 }
             }

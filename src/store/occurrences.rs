@@ -247,6 +247,21 @@ pub fn served_rows(
         .collect()
 }
 
+/// Whether the scheduler's fire time `scheduled_for` of `job` is in the ledger already: the
+/// claim a scheduled run's start checks in its own transaction, so each fire time runs once
+/// per store whichever process reaches it first.
+pub(super) fn served_in(
+    conn: &Connection,
+    job: &str,
+    scheduled_for: DateTime<Utc>,
+) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM schedule_occurrences
+                         WHERE job = ?1 AND source = 'schedule' AND scheduled_for = ?2)",
+    )?
+    .query_row((job, to_store_text(scheduled_for)), |row| row.get(0))
+}
+
 /// Records a scheduled run's start: the run's fire time and lag, the fire times it serves,
 /// and the progress they stand for. Called inside the transaction that inserts the run.
 pub(super) fn start_scheduled_in(

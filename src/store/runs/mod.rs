@@ -44,8 +44,13 @@ pub struct LeaseHolder {
 }
 
 pub enum LeaseAttempt {
-    Acquired { run_id: i64 },
+    Acquired {
+        run_id: i64,
+    },
     Busy(LeaseHolder),
+    /// The fire time a scheduled run was to serve is already in the ledger: another
+    /// scheduler on this store (a second `serve`) handled it first.
+    Served,
 }
 
 /// The end of a run, written with the lease's release in one transaction.
@@ -182,6 +187,11 @@ impl Store {
                 (current.run_id, abandoned_at(current.heartbeat_at, now())),
             )?;
             tx.execute("DELETE FROM job_leases WHERE job = ?1", [job])?;
+        }
+        if let Some((scheduled_for, _)) = scheduled
+            && occurrences::served_in(&tx, job, scheduled_for)?
+        {
+            return Ok(LeaseAttempt::Served);
         }
         tx.execute(
             "INSERT INTO job_runs (job, trigger, status, started_at, holder)
