@@ -459,7 +459,7 @@ mod tests {
             .unwrap()
         {
             LeaseAttempt::Acquired { run_id } => run_id,
-            LeaseAttempt::Busy(_) => panic!("the lease must be taken"),
+            _ => panic!("the lease must be taken"),
         };
         let first = begin(0);
         assert!(store.heartbeat("cleanup", first, at(3)).unwrap());
