@@ -386,3 +386,105 @@ fn an_unusable_data_dir_is_bad_configuration_named_at_once() {
     }
     let _ = std::process::Command::new("umount").arg(&data).status();
 }
+
+#[test]
+fn rows_delete_files_only_inside_their_own_table_s_directory() {
+    // Regression: one row each in ai_attachments, temp_uploads and export_logs deleted the
+    // backups the shipped timer writes into the data dir, and a temp_uploads row a file of
+    // GITOPS_DIR, with `errors: []`: a deny-list misses whatever is added next.
+    let gitops = tempfile::tempdir().unwrap();
+    let env = Env::new().with("GITOPS_DIR", &gitops.path().display().to_string());
+    env.run_json(&["demo", "--rows", "100"], 0);
+    let write = |path: &std::path::Path| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"x").unwrap();
+    };
+    let data = env.data_dir();
+    let gitops_file = gitops.path().join("feature_flags/beta.json");
+    write(&gitops_file);
+    let foreign = [
+        data.join("backups/edgecron-2026-12-01T03-00.db"),
+        data.join("notes.txt"),
+        gitops_file.clone(),
+    ];
+    for path in &foreign[..2] {
+        write(path);
+    }
+    // The legitimate files, each in its own table's directory, and each other table's too.
+    let own = [
+        ("ai_attachments", "blobs/acme/legit.bin"),
+        ("temp_uploads", "uploads/legit.csv"),
+        ("export_logs", "downloads/acme/legit.csv"),
+    ];
+    for (_, path) in own {
+        write(&data.join(path));
+    }
+    let old = "2020-01-01T00:00:00.000Z";
+    let conn = env.db();
+    let named: Vec<String> = foreign
+        .iter()
+        .map(|path| {
+            path.strip_prefix(data).map_or_else(
+                |_| path.display().to_string(),
+                |relative| relative.display().to_string(),
+            )
+        })
+        .chain(own.iter().map(|(_, path)| path.to_string()))
+        .collect();
+    for (n, path) in named.iter().enumerate() {
+        let (attachment, upload, export) = match own.iter().find(|(_, own)| own == path) {
+            Some(("ai_attachments", _)) => (true, false, false),
+            Some(("temp_uploads", _)) => (false, true, false),
+            Some(_) => (false, false, true),
+            None => (true, true, true),
+        };
+        if attachment {
+            conn.execute(
+                "INSERT INTO ai_attachments (id, tenant_id, blob_path, created_at) VALUES (?1, 'acme', ?2, ?3)",
+                (format!("named-{n}"), path, old),
+            )
+            .unwrap();
+        }
+        if upload {
+            conn.execute(
+                "INSERT INTO temp_uploads (id, path, created_at) VALUES (?1, ?2, ?3)",
+                (format!("named-{n}"), path, old),
+            )
+            .unwrap();
+        }
+        if export {
+            conn.execute(
+                "INSERT INTO export_logs (id, tenant_id, status, file_path, expires_at) VALUES (?1, 'acme', 'completed', ?2, ?3)",
+                (format!("named-{n}"), path, old),
+            )
+            .unwrap();
+        }
+    }
+    conn.execute(
+        "INSERT INTO retention_policies (tenant_id, data_class, retention_days, legal_hold) VALUES ('acme', 'ai_attachments', 30, 0)",
+        [],
+    )
+    .unwrap();
+    let purge = env.run_json(&["run", "dsar-purge"], 3);
+    let maintenance = env.run_json(&["run", "maintenance"], 3);
+    let cleanup = env.run_json(&["run", "export-file-cleanup"], 3);
+    for path in &foreign {
+        assert!(path.exists(), "{} was deleted", path.display());
+    }
+    for (_, path) in own {
+        assert!(!data.join(path).exists(), "{path} was kept");
+    }
+    // Each refusal is reported with its row's id, and the row kept.
+    let results = format!("{purge}{maintenance}{cleanup}");
+    for n in 0..foreign.len() {
+        assert_eq!(
+            results.matches(&format!("named-{n}")).count(),
+            3,
+            "{results}"
+        );
+    }
+    assert_eq!(
+        env.query_i64("SELECT COUNT(*) FROM temp_uploads WHERE id LIKE 'named-%'"),
+        foreign.len() as i64
+    );
+}

@@ -10,9 +10,11 @@ use std::time::Duration;
 use chrono_tz::Tz;
 
 mod jobs;
+pub mod layout;
 pub mod siem;
 
 pub use jobs::{ALL_CAP, CatchUp, JobDefaults, JobSettings};
+use layout::NamedFileDirs;
 use siem::Siem;
 
 /// How long a request to storage may take, unless `S3_REQUEST_TIMEOUT_SECS` says otherwise.
@@ -139,6 +141,9 @@ pub struct Config {
     pub alerts: AlertSettings,
     /// `GITOPS_DIR`: the desired configuration, `kind/name.json` files.
     pub gitops_dir: Option<PathBuf>,
+    /// `ATTACHMENTS_DIR`, `UPLOADS_DIR`, `APP_EXPORTS_DIR`: the only places a row may name a
+    /// file to delete.
+    pub named_files: NamedFileDirs,
 }
 
 impl Config {
@@ -205,6 +210,12 @@ impl Config {
             Siem::Off("SIEM_* is misconfigured".into()),
         );
         let alerts = problems.take(parse_alerts(&get), AlertSettings::default());
+        let gitops_dir = get("GITOPS_DIR").map(PathBuf::from);
+        let named_files = problems.take(
+            NamedFileDirs::parse(&get, &data_dir, &db_path, gitops_dir.as_deref()),
+            NamedFileDirs::parse(&|_| None, &data_dir, &db_path, None)
+                .map_err(|problem| vec![problem])?,
+        );
         let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get().min(4));
         let mut number = |name: &str, default: u64, minimum: u64, maximum: u64| {
             problems.take(
@@ -235,7 +246,8 @@ impl Config {
             export_archive,
             siem,
             alerts,
-            gitops_dir: get("GITOPS_DIR").map(PathBuf::from),
+            gitops_dir,
+            named_files,
             export_parallelism,
             delete_local_after_upload,
             db_path,

@@ -53,7 +53,7 @@ impl<'a> TenantDir<'a> {
 
 /// `exports/{tenant}/interaction_history`, relative to the data dir.
 pub fn tenant_root(tenant: TenantDir<'_>) -> PathBuf {
-    Path::new("exports")
+    Path::new(crate::config::layout::EXPORTS)
         .join(tenant.0)
         .join("interaction_history")
 }

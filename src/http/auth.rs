@@ -164,7 +164,7 @@ pub fn resolve_cron_secrets(config: &Config) -> std::io::Result<Vec<Secret>> {
     if !config.cron_secrets.is_empty() {
         return Ok(config.cron_secrets.clone());
     }
-    let path = config.data_dir.join("cron-secret");
+    let path = config.data_dir.join(crate::config::layout::SECRET);
     // Only a missing (or empty) file is generated: an unreadable one is the operator's to fix,
     // never silently replaced.
     let secret = match std::fs::read_to_string(&path) {

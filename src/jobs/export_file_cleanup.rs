@@ -12,6 +12,7 @@ use serde_json::json;
 use super::named_files::{FileRemoval, remove_stored_file};
 use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
+use crate::config::layout::NamedBy;
 use crate::store::export_metrics::{self, ExportMetric, Outcome};
 use crate::store::times;
 
@@ -61,7 +62,7 @@ impl Job for ExportFileCleanup {
                     .as_deref()
                     .filter(|path| !path.is_empty())
                     .map_or(Ok(FileRemoval::AlreadyGone), |path| {
-                        remove_stored_file(ctx, storage.as_ref(), path)
+                        remove_stored_file(ctx, storage.as_ref(), NamedBy::AppExports, path)
                     });
                 let mut metric = ExportMetric {
                     tenant_id: log.tenant_id.clone(),

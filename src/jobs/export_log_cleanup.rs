@@ -8,6 +8,7 @@ use rusqlite::TransactionBehavior;
 use serde_json::{Value, json};
 
 use super::{Job, JobCtx, JobError, JobOutput, archive};
+use crate::config::layout::ARCHIVE;
 use crate::store::{row_object, times};
 
 pub struct ExportLogCleanup;
@@ -68,7 +69,7 @@ impl Job for ExportLogCleanup {
             };
             let compression = ctx.config.export_compression;
             let relative = format!(
-                "archive/export_logs/export_logs-{first}.ndjson{}",
+                "{ARCHIVE}/export_logs/export_logs-{first}.ndjson{}",
                 compression.suffix()
             );
             archive::write(

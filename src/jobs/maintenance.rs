@@ -12,6 +12,7 @@ use serde_json::{Value as Json, json};
 use super::named_files::{FileRemoval, remove_data_file};
 use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
+use crate::config::layout::NamedBy;
 use crate::store::times;
 use crate::store::{BatchOutcome, BatchedChange};
 
@@ -185,7 +186,7 @@ fn purge_temp_uploads(
         }
         let mut done = Vec::with_capacity(batch.len());
         for (rowid, id, path) in &batch {
-            match remove_data_file(ctx.config, path) {
+            match remove_data_file(ctx.config, NamedBy::Uploads, path) {
                 Ok(FileRemoval::Removed | FileRemoval::AlreadyGone) => done.push(*rowid),
                 Err(error) => {
                     log::warn!("maintenance: temp upload {id}: {error}; its row and file are kept");

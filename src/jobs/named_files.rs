@@ -1,26 +1,25 @@
 //! Files a row names (attachment blobs, temp uploads, the application's export files): the
 //! one place that decides which of them a job may delete.
 //!
-//! A row's path is the application's input. It may name only a regular file inside the data
-//! dir, reached without following a symlink at any step, and never one of edgecron's own: the
-//! store and its `-wal`/`-shm`/`-journal`, `cron-secret`, or anything under the trees edgecron
-//! writes (`exports/`, `archive/`, `reports/`, the export staging directory). The walk goes
-//! down from the data dir one directory descriptor at a time (`openat` with `O_NOFOLLOW`) and
-//! unlinks relative to the last one, so no symlink swapped in between check and removal can
-//! redirect it. A refused path leaves both the file and, in the callers, the row.
+//! A row's path is the application's input. It may name only a regular file inside its own
+//! table's directory (`ATTACHMENTS_DIR`, `UPLOADS_DIR`, `APP_EXPORTS_DIR`, kept apart from
+//! everything edgecron keeps by `config::layout`), reached without following a symlink at any
+//! step below it, and never a second name (hard link) of edgecron's store or secret. The walk
+//! goes down from the table's directory one directory descriptor at a time (`openat` with
+//! `O_NOFOLLOW`) and unlinks relative to the last one, so no symlink swapped in between check
+//! and removal can redirect it. A refused path leaves both the file and, in the callers, the
+//! row.
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use super::JobCtx;
 use crate::config::Config;
+use crate::config::layout::{self, NamedBy, OWN_FILES, STORE_SUFFIXES};
 use crate::export::storage::Storage;
-
-/// Trees under the data dir that only edgecron writes.
-const OWNED_TREES: [&str; 4] = ["exports", "archive", "reports", ".export-staging"];
 
 /// What removing a file a row names found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +31,12 @@ pub enum FileRemoval {
 /// Why a file a row names was not removed.
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
-    #[error("{0:?} is not a relative path inside the data dir")]
-    OutsideDataDir(String),
+    #[error("{path:?} is not inside {} ({variable})", dir.display())]
+    OutsideItsDirectory {
+        path: String,
+        variable: &'static str,
+        dir: PathBuf,
+    },
     #[error("{0:?} is edgecron's own file")]
     EdgecronsOwn(String),
     #[error("{0:?} is reached through a symlink")]
@@ -46,17 +49,28 @@ pub enum Refused {
     Io { path: String, source: io::Error },
 }
 
-/// Removes the file `relative` names under the data dir, if a row may name it.
-pub fn remove_data_file(config: &Config, relative: &str) -> Result<FileRemoval, Refused> {
-    let components = checked_components(config, relative)?;
+/// Removes the file a row of `owner`'s table names (relative to the data dir, or absolute),
+/// if it lies inside that table's directory.
+pub fn remove_data_file(
+    config: &Config,
+    owner: NamedBy,
+    named: &str,
+) -> Result<FileRemoval, Refused> {
+    let (root, components) = within_its_directory(config, owner, named)?;
     let Some((name, dirs)) = components.split_last() else {
-        return Err(Refused::OutsideDataDir(relative.to_string()));
+        return Err(Refused::NotAFile(named.to_string()));
     };
     let io_error = |source| Refused::Io {
-        path: relative.to_string(),
+        path: named.to_string(),
         source,
     };
-    let mut dir = open_dir(None, &config.data_dir).map_err(io_error)?;
+    let mut dir = match open_dir(None, &root) {
+        Ok(dir) => dir,
+        Err(error) if error.raw_os_error() == Some(libc::ENOENT) => {
+            return Ok(FileRemoval::AlreadyGone);
+        }
+        Err(error) => return Err(io_error(error)),
+    };
     for component in dirs {
         match open_dir(Some(&dir), Path::new(component)) {
             Ok(next) => dir = next,
@@ -69,7 +83,7 @@ pub fn remove_data_file(config: &Config, relative: &str) -> Result<FileRemoval, 
                 let is_link = stat_at(&dir, &name)
                     .is_ok_and(|status| status.st_mode & libc::S_IFMT == libc::S_IFLNK);
                 if is_link {
-                    return Err(Refused::Symlink(relative.to_string()));
+                    return Err(Refused::Symlink(named.to_string()));
                 }
                 return Ok(FileRemoval::AlreadyGone);
             }
@@ -86,12 +100,12 @@ pub fn remove_data_file(config: &Config, relative: &str) -> Result<FileRemoval, 
     };
     match status.st_mode & libc::S_IFMT {
         libc::S_IFREG => {}
-        libc::S_IFLNK => return Err(Refused::Symlink(relative.to_string())),
-        _ => return Err(Refused::NotAFile(relative.to_string())),
+        libc::S_IFLNK => return Err(Refused::Symlink(named.to_string())),
+        _ => return Err(Refused::NotAFile(named.to_string())),
     }
     // The same file under another name (a hard link to the store, say) is still the store.
     if protected_files(config).contains(&(status.st_dev as u64, status.st_ino as u64)) {
-        return Err(Refused::EdgecronsOwn(relative.to_string()));
+        return Err(Refused::EdgecronsOwn(named.to_string()));
     }
     // SAFETY: the descriptor and the NUL-terminated name outlive the call.
     if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } != 0 {
@@ -104,48 +118,49 @@ pub fn remove_data_file(config: &Config, relative: &str) -> Result<FileRemoval, 
     Ok(FileRemoval::Removed)
 }
 
-/// The path's components, each a plain name, refusing paths that leave the data dir or name
-/// edgecron's own files by their names.
-fn checked_components<'a>(config: &Config, relative: &'a str) -> Result<Vec<&'a str>, Refused> {
-    let path = Path::new(relative);
-    let mut components = Vec::new();
-    for component in path.components() {
-        match component {
-            Component::Normal(name) => match name.to_str() {
-                Some(name) => components.push(name),
-                None => return Err(Refused::OutsideDataDir(relative.to_string())),
-            },
-            _ => return Err(Refused::OutsideDataDir(relative.to_string())),
-        }
+/// The table's directory and the plain names leading from it to the file `named` names;
+/// refused when the path has `.` or `..` parts or lies outside that directory.
+fn within_its_directory(
+    config: &Config,
+    owner: NamedBy,
+    named: &str,
+) -> Result<(PathBuf, Vec<String>), Refused> {
+    let root = config.named_files.dir(owner).to_path_buf();
+    let outside = || Refused::OutsideItsDirectory {
+        path: named.to_string(),
+        variable: owner.variable(),
+        dir: root.clone(),
+    };
+    let path = Path::new(named);
+    let plain = path
+        .components()
+        .all(|part| matches!(part, Component::Normal(_) | Component::RootDir));
+    if named.is_empty() || !plain {
+        return Err(outside());
     }
-    if components.is_empty() {
-        return Err(Refused::OutsideDataDir(relative.to_string()));
-    }
-    if OWNED_TREES.contains(&components[0])
-        || protected_names(config).contains(&components.join("/"))
-    {
-        return Err(Refused::EdgecronsOwn(relative.to_string()));
-    }
-    Ok(components)
+    let full = layout::lexical(&config.data_dir.join(path));
+    let below = full.strip_prefix(&root).map_err(|_| outside())?;
+    let components = below
+        .components()
+        .map(|part| {
+            part.as_os_str()
+                .to_str()
+                .map(str::to_string)
+                .ok_or_else(outside)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((root, components))
 }
 
-/// edgecron's own files, by their paths relative to the data dir.
-fn protected_names(config: &Config) -> Vec<String> {
-    let mut names = vec!["cron-secret".to_string()];
-    if let Ok(store) = config.db_path.strip_prefix(&config.data_dir) {
-        let store = store.to_string_lossy().into_owned();
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            names.push(format!("{store}{suffix}"));
-        }
-    }
-    names
-}
-
-/// edgecron's own files, by device and inode.
+/// edgecron's own files (the store and what SQLite keeps beside it, the secret), by device
+/// and inode.
 fn protected_files(config: &Config) -> Vec<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
-    let mut files = vec![config.data_dir.join("cron-secret"), config.db_path.clone()];
-    for suffix in ["-wal", "-shm", "-journal"] {
+    let mut files: Vec<PathBuf> = OWN_FILES
+        .iter()
+        .map(|name| config.data_dir.join(name))
+        .collect();
+    for suffix in STORE_SUFFIXES {
         let mut path = config.db_path.as_os_str().to_owned();
         path.push(suffix);
         files.push(path.into());
@@ -202,13 +217,15 @@ fn stat_at(dir: &OwnedFd, name: &CString) -> io::Result<libc::stat> {
     Ok(status)
 }
 
-/// Removes a file that a row names: an `s3://bucket/key` object, or a path under the data dir
-/// together with its copy in the configured bucket (`storage`), when there is one. The local
-/// path is checked first, so a refused one reaches no bucket either; objects edgecron put in
-/// its own bucket (its exports and archives) are refused as their local files are.
+/// Removes a file that a row of `owner`'s table names: an `s3://bucket/key` object, or a
+/// path inside the table's directory together with its copy in the configured bucket
+/// (`storage`), when there is one. The local path is checked first, so a refused one reaches
+/// no bucket either; a key under edgecron's own prefix in its own bucket must map to a path
+/// inside the table's directory, as its local file would.
 pub fn remove_stored_file(
     ctx: &JobCtx<'_>,
     storage: Option<&Storage>,
+    owner: NamedBy,
     location: &str,
 ) -> Result<FileRemoval, Refused> {
     let storage_error = |detail: String| Refused::Storage {
@@ -227,7 +244,7 @@ pub fn remove_stored_file(
         if bucket == settings.bucket
             && let Some(relative) = key.strip_prefix(settings.prefix.as_str())
         {
-            checked_components(ctx.config, relative)?;
+            within_its_directory(ctx.config, owner, relative)?;
         }
         let storage = Storage::for_bucket(settings, bucket)
             .map_err(|error| storage_error(error.to_string()))?;
@@ -236,8 +253,10 @@ pub fn remove_stored_file(
             .map_err(|error| storage_error(error.to_string()))?;
         return Ok(FileRemoval::Removed);
     }
-    let local = remove_data_file(ctx.config, location)?;
-    if let Some(storage) = storage {
+    let local = remove_data_file(ctx.config, owner, location)?;
+    // A path under the data dir may have been uploaded under its relative path; an absolute
+    // one (a directory outside it) never was.
+    if let Some(storage) = storage.filter(|_| Path::new(location).is_relative()) {
         storage
             .delete(&storage.key(location))
             .map_err(|error| storage_error(error.to_string()))?;
@@ -255,7 +274,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_application_s_regular_files_inside_the_data_dir_go() {
+    fn only_regular_files_inside_the_table_s_own_directory_go() {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         let config = config(dir.path());
@@ -268,10 +287,14 @@ mod tests {
             "edgecron.db",
             "edgecron.db-wal",
             "cron-secret",
+            "notes.txt",
             "exports/acme/interaction_history/year=2026/month=01/day=01/batch.json",
             "archive/export_logs/a.ndjson",
+            "backups/edgecron-2026-12-01.db",
+            "uploads/acme/upload.csv",
             "blobs/acme/keep.bin",
             "blobs/acme/old.bin",
+            "blobs/acme/absolute.bin",
         ] {
             write(file);
         }
@@ -284,48 +307,62 @@ mod tests {
             dir.path().join("blobs/db-alias"),
         )
         .unwrap();
-        let refusal = |relative: &str| match remove_data_file(&config, relative) {
+        let refusal = |named: &str| match remove_data_file(&config, NamedBy::Attachments, named) {
             Err(refused) => refused.to_string(),
-            Ok(removal) => panic!("{relative}: {removal:?}"),
+            Ok(removal) => panic!("{named}: {removal:?}"),
         };
-        for (relative, why) in [
-            ("edgecron.db", "edgecron's own"),
-            ("edgecron.db-wal", "edgecron's own"),
-            ("cron-secret", "edgecron's own"),
+        let victim = outside.path().join("victim").display().to_string();
+        for (named, why) in [
+            ("edgecron.db", "not inside"),
+            ("edgecron.db-wal", "not inside"),
+            ("cron-secret", "not inside"),
+            ("notes.txt", "not inside"),
             (
                 "exports/acme/interaction_history/year=2026/month=01/day=01/batch.json",
-                "edgecron's own",
+                "not inside",
             ),
-            ("archive/export_logs/a.ndjson", "edgecron's own"),
+            ("archive/export_logs/a.ndjson", "not inside"),
+            ("backups/edgecron-2026-12-01.db", "not inside"),
+            ("uploads/acme/upload.csv", "not inside"),
             ("blobs/db-alias", "edgecron's own"),
             ("blobs/link", "symlink"),
             ("blobs/linked-dir/victim", "symlink"),
-            ("../outside", "not a relative path"),
-            ("/etc/passwd", "not a relative path"),
-            ("blobs/./acme/../acme/keep.bin", "not a relative path"),
+            ("../outside", "not inside"),
+            ("/etc/passwd", "not inside"),
+            (victim.as_str(), "not inside"),
+            ("blobs/./acme/../acme/keep.bin", "not inside"),
+            ("blobs/acme", "not a regular file"),
             ("blobs", "not a regular file"),
-            ("", "not a relative path"),
+            ("", "not inside"),
         ] {
-            assert!(
-                refusal(relative).contains(why),
-                "{relative}: {}",
-                refusal(relative)
-            );
+            assert!(refusal(named).contains(why), "{named}: {}", refusal(named));
         }
         assert_eq!(
-            remove_data_file(&config, "blobs/acme/old.bin").unwrap(),
+            remove_data_file(&config, NamedBy::Attachments, "blobs/acme/old.bin").unwrap(),
             FileRemoval::Removed
         );
         assert_eq!(
-            remove_data_file(&config, "blobs/acme/old.bin").unwrap(),
+            remove_data_file(&config, NamedBy::Attachments, "blobs/acme/old.bin").unwrap(),
             FileRemoval::AlreadyGone
         );
+        let absolute = dir.path().join("blobs/acme/absolute.bin");
         assert_eq!(
-            remove_data_file(&config, "nowhere/at/all.bin").unwrap(),
+            remove_data_file(
+                &config,
+                NamedBy::Attachments,
+                &absolute.display().to_string()
+            )
+            .unwrap(),
+            FileRemoval::Removed
+        );
+        assert_eq!(
+            remove_data_file(&config, NamedBy::Attachments, "blobs/nowhere/at/all.bin").unwrap(),
             FileRemoval::AlreadyGone
         );
         assert!(outside.path().join("victim").exists());
         assert!(dir.path().join("edgecron.db").exists());
+        assert!(dir.path().join("notes.txt").exists());
         assert!(dir.path().join("blobs/acme/keep.bin").exists());
+        assert!(dir.path().join("uploads/acme/upload.csv").exists());
     }
 }

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::capture_gap::{self, GapCheck};
 use super::{Consuming, Job, JobCtx, JobError, JobOutput, archive};
 use crate::clock::to_store_text;
+use crate::config::layout::ARCHIVE;
 use crate::export::storage::Storage;
 use crate::siem::intake::{Intake, Retry};
 use crate::siem::{self, AuditRow, Fate, Siem};
@@ -263,7 +264,7 @@ fn archive_stale(
 ) -> Result<String, JobError> {
     let first = rows[0];
     let relative = format!(
-        "archive/audit_log/{backend}-too-old-{}.ndjson",
+        "{ARCHIVE}/audit_log/{backend}-too-old-{}.ndjson",
         archive::stem(&first.created_at, &first.id)
     );
     let mut lines = Vec::new();

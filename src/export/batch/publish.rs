@@ -20,7 +20,7 @@ use crate::export::partition::{TenantDir, partition_dir, tenant_root};
 use crate::store::Store;
 use crate::store::export as manifest;
 
-const STAGING_DIR: &str = ".export-staging";
+use crate::config::layout::STAGING as STAGING_DIR;
 
 pub fn staging_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(STAGING_DIR)

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::EXPORTS_ONLY;
 use crate::clock::{from_store_text, to_store_text};
+use crate::config::layout::REPORTS;
 use crate::config::{ConfigError, parse_zone};
 use crate::cron::{Schedule, ScheduleError};
 use crate::export::partition::{TenantDir, UnsafeTenantId};
@@ -202,7 +203,7 @@ fn render(
         _ => json_rows(&columns, &rows),
     };
     let relative = format!(
-        "reports/{owner}/{}-{}-{}.{}",
+        "{REPORTS}/{owner}/{}-{}-{}.{}",
         schedule.report,
         archive::stem("", &schedule.id).trim_start_matches('-'),
         archive::stem(scheduled_for, "").trim_end_matches('-'),

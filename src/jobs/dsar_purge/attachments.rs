@@ -6,6 +6,7 @@ use rusqlite::types::Value;
 
 use super::policy::Class;
 use super::{TenantPurge, TenantRun, audit};
+use crate::config::layout::NamedBy;
 use crate::jobs::named_files::{FileRemoval, remove_stored_file};
 use crate::jobs::{JobCtx, JobError};
 use crate::store::times;
@@ -73,7 +74,7 @@ pub(super) fn purge_attachments(
                 continue;
             };
             purge.blobs_attempted += 1;
-            match remove_stored_file(ctx, storage.as_ref(), blob_path) {
+            match remove_stored_file(ctx, storage.as_ref(), NamedBy::Attachments, blob_path) {
                 Ok(FileRemoval::Removed) => {
                     blobs_deleted += 1;
                     done.push(*rowid);
