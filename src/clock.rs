@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use chrono::{DateTime, NaiveDate, NaiveTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, SecondsFormat, Utc};
 
 /// Where "now" comes from. Jobs and the scheduler ask this, never `Utc::now()`.
 pub trait Clock: Send + Sync {
@@ -38,13 +38,30 @@ pub fn to_store_text(time: DateTime<Utc>) -> String {
 /// `T` or a space and `HH:MM`, `:SS` and a fraction, then optionally `Z` or a `±HH:MM` offset
 /// (no zone: UTC); or a Julian day number. Answers `None` for text that names no instant,
 /// including impossible dates SQLite would roll over (`2026-02-30`): nothing is done on a guess.
+/// An instant whose UTC year falls outside 0001-9999 (`0000-01-01T00:00:00+05:00`) names none
+/// that a partition, a file name or SQLite's own functions can hold.
 pub fn from_store_text(text: &str) -> Option<DateTime<Utc>> {
     let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
     let bytes = text.as_bytes();
-    if bytes.len() >= 10 && bytes[4] == b'-' {
-        return parse_iso(bytes);
+    let time = if bytes.len() >= 10 && bytes[4] == b'-' {
+        parse_iso(bytes)
+    } else {
+        parse_julian_day(text)
+    };
+    time.filter(|time| (1..=9999).contains(&time.year()))
+}
+
+/// Reads a stored value as SQLite's date functions do: text in any form [`from_store_text`]
+/// reads, or a number as a Julian day (`2461010.5`); `None` for anything else.
+pub fn from_store_value(value: rusqlite::types::ValueRef<'_>) -> Option<DateTime<Utc>> {
+    use rusqlite::types::ValueRef;
+    match value {
+        ValueRef::Text(bytes) => std::str::from_utf8(bytes).ok().and_then(from_store_text),
+        ValueRef::Real(day) => julian_day(day),
+        ValueRef::Integer(day) => julian_day(day as f64),
+        ValueRef::Null | ValueRef::Blob(_) => None,
     }
-    parse_julian_day(text)
+    .filter(|time| (1..=9999).contains(&time.year()))
 }
 
 /// The store's canonical text of the instant `text` names: `text` itself when it already is
@@ -137,8 +154,11 @@ fn digits(bytes: &[u8], start: usize, count: usize) -> Option<u32> {
 
 /// SQLite reads a bare number as a Julian day (2440587.5 is the Unix epoch).
 fn parse_julian_day(text: &str) -> Option<DateTime<Utc>> {
+    julian_day(text.parse().ok()?)
+}
+
+fn julian_day(day: f64) -> Option<DateTime<Utc>> {
     const UNIX_EPOCH_JULIAN_DAY: f64 = 2_440_587.5;
-    let day: f64 = text.parse().ok()?;
     // SQLite's own range: 0000-01-01 to 9999-12-31.
     if !(1_721_059.5..=5_373_484.5).contains(&day) {
         return None;

@@ -488,3 +488,64 @@ fn rows_delete_files_only_inside_their_own_table_s_directory() {
         foreign.len() as i64
     );
 }
+
+#[test]
+fn julian_days_and_the_edges_of_the_calendar_are_read_as_every_job_reads_time() {
+    // Regression: retention and expiry pre-filtered on text and never saw Julian day numbers
+    // (400-day-old interactions survived a 30-day policy, an expired suppression was kept);
+    // a created_at of year 0000 or 9999 with an offset passed the reader, then failed its
+    // tenant's every run in the writer.
+    let env = Env::new().with("EXPORT_BATCH_SIZE", "500");
+    assert!(env.run(&["migrate"]).status.success());
+    let conn = env.db();
+    conn.execute_batch(
+        "INSERT INTO tenants (id, name) VALUES ('acme', 'Acme');
+         INSERT INTO retention_policies (tenant_id, data_class, retention_days) VALUES ('acme', 'interaction_history', 30);
+         INSERT INTO suppressions (id, tenant_id, expires_at) VALUES
+             ('expired-real', 'acme', julianday('now', '-2 days')),
+             ('in-force-real', 'acme', julianday('now', '+2 days')),
+             ('expired-text', 'acme', CAST(julianday('now', '-1 hour') AS TEXT)),
+             ('in-force-text', 'acme', CAST(julianday('now', '+1 hour') AS TEXT));
+         INSERT INTO interaction_history (id, tenant_id, created_at) VALUES
+             ('julian-old', 'acme', julianday('now', '-400 days')),
+             ('julian-recent', 'acme', julianday('now', '-1 day')),
+             ('year-0000', 'acme', '0000-01-01T00:00:00+05:00'),
+             ('year-9999', 'acme', '9999-12-31T23:00:00-05:00'),
+             ('plain', 'acme', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));",
+    )
+    .unwrap();
+    let cleanup = env.run_json(&["run", "cleanup"], 0);
+    assert_eq!(cleanup["cleaned"]["expiredSuppressions"], 2, "{cleanup}");
+    assert_eq!(
+        env.strings("SELECT id FROM suppressions ORDER BY id"),
+        ["in-force-real", "in-force-text"]
+    );
+    let purge = env.run_json(&["run", "dsar-purge"], 0);
+    assert_eq!(purge["perTenant"][0]["interactionHistory"], 1, "{purge}");
+    assert!(
+        env.strings("SELECT id FROM interaction_history WHERE id = 'julian-old'")
+            .is_empty()
+    );
+    let export = env.run_json(&["run", "export-interactions"], 0);
+    let acme = &export["tenants"][0];
+    assert!(acme["error"].is_null(), "{export}");
+    assert_eq!(acme["exported"], 2, "{export}");
+    let invalid: Vec<&str> = acme["invalid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(invalid, ["year-0000", "year-9999"], "{export}");
+    let exported: Vec<String> = crate::support::exported_rows(&env)
+        .into_iter()
+        .map(|row| format!("{} {}", row.id, &row.created_at[..10]))
+        .collect();
+    let yesterday = (Utc::now() - chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    assert!(
+        exported.contains(&format!("julian-recent {yesterday}")),
+        "{exported:?}"
+    );
+}

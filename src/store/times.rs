@@ -1,20 +1,24 @@
 //! Comparing the application's times as instants in SQL, whatever form they were written in
 //! (SPEC §6), without giving up the index on the column.
 //!
-//! Every connection has `edgecron_instant(text)`: the Unix milliseconds of the instant the text
-//! names, read as `clock::from_store_text` reads it, or NULL when it names none. A condition
-//! from [`before`] pairs it with a range on the text itself: no form an application may write
-//! names an instant before a cutoff while its text sorts on or after the day two days later
-//! (an offset moves a time by less than a day), so the index narrows the rows to those texts
-//! and the function decides each exactly. A time that names no instant is never before any
-//! cutoff, so nothing is deleted on a guess; [`unreadable`] counts such values.
+//! Every connection has `edgecron_instant(value)`: the Unix milliseconds of the instant the
+//! value names, read as `clock::from_store_value` reads it (text in any form SQLite reads, a
+//! number as a Julian day), or NULL when it names none. A condition from [`before`] pairs it
+//! with ranges on the column itself, so the index narrows the rows and the function decides
+//! each exactly: numbers and the ISO forms sort before the day two days past the cutoff (an
+//! offset moves a time by less than a day); a Julian day stored as text (`2461010.5`: a TEXT
+//! column keeps a number the application wrote as text) sorts among far-future years instead,
+//! so a second range, from that day to the cutoff's own Julian day, is the bounded pass that
+//! finds it (it holds the rows after the cutoff, read once, in a change's last batch). A time
+//! that names no instant is never before any cutoff, so nothing is deleted on a guess;
+//! [`unreadable`] counts such values.
 
 use chrono::{DateTime, Days, Utc};
 use rusqlite::Connection;
 use rusqlite::functions::FunctionFlags;
-use rusqlite::types::{Value, ValueRef};
+use rusqlite::types::Value;
 
-use crate::clock::from_store_text;
+use crate::clock::from_store_value;
 
 /// Adds `edgecron_instant` to a connection.
 pub fn register(conn: &Connection) -> rusqlite::Result<()> {
@@ -24,15 +28,7 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
         FunctionFlags::SQLITE_UTF8
             | FunctionFlags::SQLITE_DETERMINISTIC
             | FunctionFlags::SQLITE_INNOCUOUS,
-        |ctx| {
-            Ok(match ctx.get_raw(0) {
-                ValueRef::Text(bytes) => std::str::from_utf8(bytes)
-                    .ok()
-                    .and_then(from_store_text)
-                    .map(|time| time.timestamp_millis()),
-                _ => None,
-            })
-        },
+        |ctx| Ok(from_store_value(ctx.get_raw(0)).map(|time| time.timestamp_millis())),
     )
 }
 
@@ -46,9 +42,13 @@ pub struct Condition {
 /// True for rows whose `column` (a column or an expression of them) is an instant before
 /// `cutoff`.
 pub fn before(column: &str, cutoff: DateTime<Utc>, first: usize) -> Condition {
+    // The Julian bound is a number computed here, written into the SQL so that a condition
+    // keeps taking two parameters (callers number theirs after it).
+    let julian = julian_text_bound(cutoff);
     Condition {
         sql: format!(
-            "{column} < ?{first} AND edgecron_instant({column}) < ?{}",
+            "({column} < ?{first} OR ({column} >= ?{first} AND {column} < '{julian}')) \
+             AND edgecron_instant({column}) < ?{}",
             first + 1
         ),
         params: vec![
@@ -59,18 +59,18 @@ pub fn before(column: &str, cutoff: DateTime<Utc>, first: usize) -> Condition {
 }
 
 /// True for rows whose `column` holds a value that names no instant, so it can never be
-/// found past `cutoff`: text that cannot start a date (found by the index), or text before
+/// found past `cutoff`: text that cannot start a date (found by the index), or a value before
 /// the cutoff's text bound that the function cannot read (`2026-02-30`).
 pub fn unreadable(column: &str, cutoff: DateTime<Utc>, first: usize) -> Condition {
     Condition {
         sql: format!(
-            "({column} < '0' OR {column} >= ':' OR ({column} < ?{first} AND edgecron_instant({column}) IS NULL))"
+            "({column} >= ':' OR {column} < ?{first}) AND edgecron_instant({column}) IS NULL"
         ),
         params: vec![Value::Text(text_bound(cutoff))],
     }
 }
 
-/// Texts of any form naming an instant before `cutoff` all sort before this day.
+/// Texts in the ISO forms naming an instant before `cutoff` all sort before this day.
 fn text_bound(cutoff: DateTime<Utc>) -> String {
     cutoff
         .date_naive()
@@ -79,6 +79,14 @@ fn text_bound(cutoff: DateTime<Utc>) -> String {
             || "9999".to_string(),
             |day| day.format("%Y-%m-%d").to_string(),
         )
+}
+
+/// Julian days written as text naming an instant before `cutoff` all sort before this text
+/// (every day of years 0001-9999 has seven digits before its point).
+fn julian_text_bound(cutoff: DateTime<Utc>) -> String {
+    const UNIX_EPOCH_JULIAN_DAY: f64 = 2_440_587.5;
+    let day = UNIX_EPOCH_JULIAN_DAY + cutoff.timestamp_millis() as f64 / 86_400_000.0;
+    format!("{}", day.ceil() as i64 + 1)
 }
 
 #[cfg(test)]
@@ -104,6 +112,9 @@ mod tests {
             ("2026-12-01T23:59:59.000Z", false),
             ("2026-11-30T12:00:00.000Z", true),
             ("2020-01-01", true),
+            ("2461375.5", true),
+            ("2461376.5", false),
+            ("2451544.5", true),
             ("unknown", false),
             ("", false),
             ("2026-02-30T00:00:00Z", false),

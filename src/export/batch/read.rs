@@ -13,7 +13,7 @@ use std::sync::mpsc::SyncSender;
 use rusqlite::types::{Value, ValueRef};
 
 use super::ExportError;
-use crate::clock::canonical_time;
+use crate::clock::{canonical_time, from_store_value, to_store_text};
 use crate::export::ndjson::Row;
 use crate::store::Store;
 use crate::store::capture::{self, Source, WalkProgress, WalkStep};
@@ -400,11 +400,16 @@ fn copy_row(
     origin: Origin,
 ) -> Result<(), Unexportable> {
     let id = text_id(row.get_ref(first)?)?;
+    // Read as every job reads a time (`clock`); an instant outside years 0001-9999 names no
+    // partition day, so it is this row's problem, never its tenant's.
     let created_at = match row.get_ref(first + 5)? {
         ValueRef::Text(bytes) => {
             let text = std::str::from_utf8(bytes).map_err(|_| Unexportable::TimeNotUtf8)?;
             canonical_time(text).ok_or_else(|| Unexportable::NoInstant(text.to_string()))?
         }
+        number @ (ValueRef::Real(_) | ValueRef::Integer(_)) => from_store_value(number)
+            .map(|time| Cow::Owned(to_store_text(time)))
+            .ok_or_else(|| Unexportable::NoInstant(printable_id(number)))?,
         other => return Err(Unexportable::TimeNotText(type_name(other))),
     };
     let mut ranges: Ranges = Default::default();
