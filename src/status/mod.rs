@@ -88,7 +88,8 @@ pub struct CaptureBacklog {
     /// What the job's last run left, and the run before it.
     pub after_last_run: Option<u64>,
     pub after_run_before: Option<u64>,
-    /// The job's runs no longer work it off, or the job is not configured to take it.
+    /// The job's runs no longer work it off, or the triggers queue rows for it while it is not
+    /// configured to take them.
     pub growing: bool,
     /// When the capture triggers were found gone, while the rows missed are being recovered.
     pub gap_found_at: Option<String>,
@@ -108,7 +109,8 @@ fn capture_backlog(runner: &Runner, job: &str) -> Result<Option<CaptureBacklog>,
         rows: state.rows,
         after_last_run: state.after_last_run,
         after_run_before: state.after_run_before,
-        growing: state.growing() || (consuming == Consuming::No && state.rows > 0),
+        growing: state.growing()
+            || (consuming == Consuming::No && state.capturing && state.rows > 0),
         gap_found_at: state.gap_found_at,
     }))
 }

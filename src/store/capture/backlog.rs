@@ -43,6 +43,9 @@ pub struct BacklogState {
     pub after_run_before: Option<u64>,
     /// When the open gap (if any) was found.
     pub gap_found_at: Option<String>,
+    /// A consumer has begun, so the triggers queue what it has not taken (before that, the
+    /// table itself is what waits, and nothing grows).
+    pub capturing: bool,
 }
 
 impl BacklogState {
@@ -56,8 +59,9 @@ impl BacklogState {
 
 pub fn backlog_state(store: &Store, source: Source) -> Result<BacklogState, StoreError> {
     let rows = backlog(store, source)?;
-    let (after_last_run, after_run_before, gap_found_at) = store.conn()?.query_row(
-        "SELECT backlog_after_run, backlog_after_run_before, CASE WHEN gap_pending THEN gap_found_at END
+    let (after_last_run, after_run_before, gap_found_at, capturing) = store.conn()?.query_row(
+        "SELECT backlog_after_run, backlog_after_run_before, CASE WHEN gap_pending THEN gap_found_at END,
+                consumer IS NOT NULL
            FROM capture_state WHERE source = ?1",
         [source.table()],
         |row| {
@@ -65,6 +69,7 @@ pub fn backlog_state(store: &Store, source: Source) -> Result<BacklogState, Stor
                 row.get::<_, Option<i64>>(0)?,
                 row.get::<_, Option<i64>>(1)?,
                 row.get(2)?,
+                row.get(3)?,
             ))
         },
     )?;
@@ -73,6 +78,7 @@ pub fn backlog_state(store: &Store, source: Source) -> Result<BacklogState, Stor
         after_last_run: after_last_run.map(|rows| rows as u64),
         after_run_before: after_run_before.map(|rows| rows as u64),
         gap_found_at,
+        capturing,
     })
 }
 
