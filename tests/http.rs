@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use std::process::Stdio;
 
-use crate::support::{Env, SECRET, read_reply, signal};
+use crate::support::{Env, SECRET, read_reply, signal, wait_until};
 
 #[test]
 fn every_status_code_on_its_trigger() {
@@ -32,7 +32,7 @@ fn every_status_code_on_its_trigger() {
 
     let secret_header = server.request(
         "GET",
-        "/api/v1/cron/cleanup?dryRun=1",
+        "/api/v1/cron/cleanup?dryRun=true",
         &[("X-Cron-Secret", SECRET)],
         None,
     );
@@ -43,6 +43,9 @@ fn every_status_code_on_its_trigger() {
         (r#"{"dryrun":true}"#, "unknown field"),
         (r#"{"startDate":"2024-02-30"}"#, "startDate"),
         (r#"{"dryRun":"yes"}"#, "malformed JSON"),
+        // Regression: a `null` dryRun started a real run.
+        (r#"{"dryRun":null}"#, "expected a boolean"),
+        (r#"{"dryRun":0}"#, "expected a boolean"),
         (r#"{"startDate":"2024-01-01"}"#, "takes no startDate"),
     ] {
         let reply = server.trigger("POST", "/api/v1/cron/cleanup", Some(body));
@@ -54,12 +57,15 @@ fn every_status_code_on_its_trigger() {
             reply.body
         );
     }
-    assert_eq!(
-        server
-            .trigger("GET", "/api/v1/cron/cleanup?dryRun=perhaps", None)
-            .status,
-        400
-    );
+    for query in ["dryRun=perhaps", "dryRun=1", "dryRun="] {
+        assert_eq!(
+            server
+                .trigger("GET", &format!("/api/v1/cron/cleanup?{query}"), None)
+                .status,
+            400,
+            "{query}"
+        );
+    }
 
     assert_eq!(
         server
@@ -432,4 +438,92 @@ fn the_maintenance_route_also_accepts_its_own_secret() {
         None,
     );
     assert_eq!(elsewhere.status, 401);
+}
+
+#[test]
+fn one_secret_per_request_and_every_refusal_counted_without_its_value() {
+    // Regression: one request could carry many candidate secrets (any match passed), and a
+    // failed authentication left no log line and no metric.
+    let env = Env::new();
+    env.demo();
+    let server = env.serve();
+    let before = env.query_i64("SELECT COUNT(*) FROM job_runs");
+    let both = server.request(
+        "POST",
+        "/api/v1/cron/cleanup",
+        &[
+            ("Authorization", "Bearer guess-1"),
+            ("Authorization", &format!("Bearer {SECRET}")),
+        ],
+        None,
+    );
+    assert_eq!(both.status, 400, "{}", both.body);
+    let mixed = server.request(
+        "POST",
+        "/api/v1/cron/cleanup",
+        &[
+            ("Authorization", &format!("Bearer {SECRET}")),
+            ("X-Cron-Secret", "guess-2"),
+        ],
+        None,
+    );
+    assert_eq!(mixed.status, 400, "{}", mixed.body);
+    assert_eq!(
+        env.query_i64("SELECT COUNT(*) FROM job_runs"),
+        before,
+        "no job ran"
+    );
+    for guess in 0..5 {
+        let reply = server.request(
+            "GET",
+            "/api/v1/jobs",
+            &[("X-Cron-Secret", &format!("wrong-guess-{guess}"))],
+            None,
+        );
+        assert_eq!(reply.status, 401);
+    }
+    let metrics = server.get("/metrics").body;
+    assert!(
+        metrics.contains("edgecron_http_auth_refused_total 7"),
+        "{metrics}"
+    );
+    wait_until(Duration::from_secs(5), || {
+        server.log().contains("refused: a wrong secret")
+    });
+    let log = server.log();
+    assert!(log.contains("from 127.0.0.1:"), "{log}");
+    assert!(
+        !log.contains("wrong-guess") && !log.contains("guess-1"),
+        "{log}"
+    );
+}
+
+#[test]
+fn head_is_get_without_the_body_and_a_bare_cr_is_refused_at_once() {
+    let env = Env::new();
+    let server = env.serve();
+    let head = server.request("HEAD", "/healthz", &[], None);
+    assert_eq!(head.status, 200, "{}", head.head);
+    assert!(head.body.is_empty());
+    let length = head
+        .head
+        .lines()
+        .find_map(|line| line.strip_prefix("Content-Length: "))
+        .unwrap();
+    assert_eq!(length, server.get("/healthz").body.len().to_string());
+    // HEAD never runs a job: a trigger's GET does.
+    let trigger = server.request(
+        "HEAD",
+        "/api/v1/cron/cleanup",
+        &[("X-Cron-Secret", SECRET)],
+        None,
+    );
+    assert_eq!(trigger.status, 405);
+    let started = std::time::Instant::now();
+    let mut raw = crate::support::raw::Raw::send_to(
+        server.address,
+        b"GET /healthz HTTP/1.1\rHost: x\r\n\r\n",
+    );
+    assert_eq!(raw.statuses_until_closed(Duration::from_secs(5)), [400]);
+    assert!(started.elapsed() < Duration::from_secs(2));
 }

@@ -400,3 +400,34 @@ fn with_indexer_acknowledgement_an_unacknowledged_request_is_sent_again() {
         assert_eq!(times, expected, "{id}");
     }
 }
+
+#[test]
+fn an_intake_that_never_answers_leaves_the_run_not_ok() {
+    // Regression: an intake that accepted connections and never answered, past the job's
+    // deadline, gave `ok: true, shipped: 0`, exit 0, status `ok`: `job_failing` never fired.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap();
+    let held = std::thread::spawn(move || {
+        let mut connections = Vec::new();
+        silent.set_nonblocking(true).unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < until {
+            if let Ok((stream, _)) = silent.accept() {
+                connections.push(stream);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
+    let env = Env::new()
+        .with("SIEM_BACKEND", "elastic")
+        .with("SIEM_ENDPOINT", &format!("http://{address}"))
+        .with("SIEM_API_KEY", "key")
+        .with("SIEM_TIMEOUT_SECS", "1")
+        .with("EDGECRON_JOB_DEADLINE_SECS", "3");
+    add_audit_rows(&env, 20, &[]);
+    let output = env.run(&["run", "siem-ship"]);
+    assert_ne!(output.status.code(), Some(0), "{output:?}");
+    let runs = env.run_json(&["runs", "siem-ship", "--json"], 0);
+    assert_ne!(runs[0]["status"], "ok", "{runs}");
+    drop(held);
+}

@@ -306,6 +306,27 @@ impl Problems {
     }
 }
 
+/// `S3_PREFIX`: a key prefix inside the bucket. A leading `/` or a `..` part would let
+/// path-style requests leave the bucket (`../other/` writes into another one) while the store
+/// records this one; a backslash or a control character names no sane key.
+fn parse_prefix(prefix: &str) -> Result<String, ConfigError> {
+    let refused = |why: &str| {
+        Err(ConfigError(format!(
+            "S3_PREFIX: {prefix:?} {why}; give a key prefix such as `edgecron/`"
+        )))
+    };
+    if prefix.starts_with('/') {
+        return refused("starts with /");
+    }
+    if prefix.split('/').any(|part| part == ".." || part == ".") {
+        return refused("has a `.` or `..` part");
+    }
+    if prefix.chars().any(|c| c == '\\' || c.is_control()) {
+        return refused("has a backslash or a control character");
+    }
+    Ok(prefix.to_string())
+}
+
 fn parse_s3<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Option<S3Settings>, ConfigError> {
     let Some(bucket) = get("S3_BUCKET") else {
         return Ok(None);
@@ -364,7 +385,7 @@ fn parse_storage<'a>(
         endpoint,
         region: region.unwrap_or("us-east-1").to_string(),
         credentials,
-        prefix: get("S3_PREFIX").unwrap_or("").to_string(),
+        prefix: parse_prefix(get("S3_PREFIX").unwrap_or(""))?,
         path_style: get("S3_PATH_STYLE")
             .map_or(Ok(false), |value| parse_bool("S3_PATH_STYLE", value))?,
         request_timeout: Duration::from_secs(parse_number(
@@ -500,6 +521,21 @@ mod tests {
         assert_eq!(cleanup.schedule.expression(), "30 4 * * *");
         assert_eq!(cleanup.schedule.zone(), chrono_tz::UTC);
         assert_eq!((cleanup.enabled, cleanup.grace), (None, DEFAULT_GRACE));
+    }
+
+    #[test]
+    fn an_s3_prefix_that_could_leave_the_bucket_is_refused() {
+        let bucket = [("S3_BUCKET", "b")];
+        for prefix in ["../other/", "/abs/", "a/../b/", "a\\b/"] {
+            let vars = [bucket[0], ("S3_PREFIX", prefix)];
+            let refused = config(&vars).unwrap_err().0;
+            assert!(refused.starts_with("S3_PREFIX"), "{prefix}: {refused}");
+        }
+        let vars = [bucket[0], ("S3_PREFIX", "edgecron/site-1/")];
+        assert_eq!(
+            config(&vars).unwrap().s3.unwrap().prefix,
+            "edgecron/site-1/"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::wire::Request;
 use crate::config::{Config, Secret};
@@ -18,6 +19,8 @@ pub struct Auth {
     cron_token: Option<Secret>,
     /// Signs status-page sessions; random per process, so a restart signs everyone out.
     session_key: [u8; 32],
+    /// Authentications refused since start.
+    refusals: AtomicU64,
 }
 
 /// Which secrets, beyond `CRON_SECRET`, a route also accepts.
@@ -40,31 +43,88 @@ impl Auth {
             maintenance_secret: config.maintenance_secret.clone(),
             cron_token: config.cron_token.clone(),
             session_key,
+            refusals: AtomicU64::new(0),
         })
     }
 
-    pub fn allows(&self, request: &Request, realm: Realm) -> bool {
+    /// Whether the request presents exactly one accepted secret. Several secret headers are
+    /// refused, never tried one by one: a client must not test a list of guesses at once.
+    pub fn check(&self, request: &Request, realm: Realm) -> Result<(), Refused> {
         let mut accepted: Vec<&Secret> = self.cron_secrets.iter().collect();
+        let mut names = vec!["authorization", "x-cron-secret"];
         match realm {
             Realm::Cron => {}
             Realm::Maintenance => accepted.extend(self.maintenance_secret.as_ref()),
-            Realm::LegacyTick => accepted.extend(self.cron_token.as_ref()),
+            Realm::LegacyTick => {
+                accepted.extend(self.cron_token.as_ref());
+                names.push("x-cron-token");
+            }
         }
-        let bearer = request
-            .headers("authorization")
-            .filter_map(|value| strip_prefix_ignore_case(value.trim(), "bearer "))
-            .map(str::trim);
-        let tokens = match realm {
-            Realm::LegacyTick => Some(request.headers("x-cron-token")),
-            Realm::Cron | Realm::Maintenance => None,
-        };
-        let presented: Vec<&str> = bearer
-            .chain(request.headers("x-cron-secret").map(str::trim))
-            .chain(tokens.into_iter().flatten().map(str::trim))
-            .collect();
-        presented
+        let presented: Vec<(&str, &str)> = names
             .iter()
-            .any(|candidate| matches_any(candidate, &accepted))
+            .flat_map(|name| {
+                request
+                    .headers(name)
+                    .map(move |value| (*name, value.trim()))
+            })
+            .collect();
+        let (name, value) = match presented.as_slice() {
+            [] => return Err(Refused::Missing),
+            [one] => *one,
+            _ => return Err(Refused::Several),
+        };
+        let candidate = match name {
+            "authorization" => strip_prefix_ignore_case(value, "bearer ").map(str::trim),
+            _ => Some(value),
+        };
+        match candidate {
+            Some(candidate) if matches_any(candidate, &accepted) => Ok(()),
+            _ => Err(Refused::Wrong),
+        }
+    }
+
+    pub fn allows(&self, request: &Request, realm: Realm) -> bool {
+        self.check(request, realm).is_ok()
+    }
+
+    /// Counts a refused authentication (for `/metrics`) and logs it with the client's address,
+    /// never the value it presented.
+    pub fn note_refusal(&self, request: &Request, refused: Refused) {
+        self.refusals.fetch_add(1, Ordering::Relaxed);
+        let client = request
+            .peer
+            .map_or_else(|| "an unknown client".to_string(), |peer| peer.to_string());
+        log::warn!(
+            "http: {} {} from {client} refused: {refused}",
+            request.method,
+            request.path
+        );
+    }
+
+    /// Authentications refused since the process started.
+    pub fn refusals(&self) -> u64 {
+        self.refusals.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a request was not let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("no secret presented")]
+    Missing,
+    #[error("a wrong secret")]
+    Wrong,
+    #[error("more than one secret header")]
+    Several,
+}
+
+impl Refused {
+    /// 400 for several secrets (a malformed request), else 401.
+    pub fn status(self) -> u16 {
+        match self {
+            Refused::Several => 400,
+            Refused::Missing | Refused::Wrong => 401,
+        }
     }
 }
 
@@ -251,13 +311,29 @@ mod tests {
         assert!(allows(&[("Authorization", "Bearer s3cret")], Realm::Cron));
         assert!(allows(&[("AUTHORIZATION", "bearer  s3cret ")], Realm::Cron));
         assert!(allows(&[("x-cron-secret", "s3cret")], Realm::Cron));
-        assert!(allows(
-            &[
+        // Regression: one request could carry 99 candidates, any match passing.
+        let several = |headers: &[(&str, &str)]| {
+            auth.check(&Request::for_test("GET", "/", headers), Realm::Cron)
+        };
+        assert_eq!(
+            several(&[
                 ("Authorization", "Bearer wrong"),
                 ("Authorization", "Bearer s3cret")
-            ],
-            Realm::Cron
-        ));
+            ]),
+            Err(Refused::Several)
+        );
+        assert_eq!(
+            several(&[
+                ("Authorization", "Bearer s3cret"),
+                ("X-Cron-Secret", "s3cret")
+            ]),
+            Err(Refused::Several)
+        );
+        assert_eq!(
+            several(&[("Authorization", "Bearer no")]),
+            Err(Refused::Wrong)
+        );
+        assert_eq!(several(&[]), Err(Refused::Missing));
         assert!(!allows(&[("Authorization", "Basic s3cret")], Realm::Cron));
         assert!(!allows(&[("X-Cron-Token", "tick-token")], Realm::Cron));
         assert!(allows(&[("X-Cron-Token", "tick-token")], Realm::LegacyTick));

@@ -17,8 +17,16 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 const STATUSES: [RunStatus; 3] = [RunStatus::Ok, RunStatus::Partial, RunStatus::Failed];
 
-pub fn render(snapshot: &Snapshot) -> String {
+/// The exposition of `snapshot`, with the listener's own count of refused authentications.
+pub fn render(snapshot: &Snapshot, auth_refusals: u64) -> String {
     let mut out = String::new();
+    family(
+        &mut out,
+        "edgecron_http_auth_refused_total",
+        "counter",
+        "Requests to protected routes refused for a missing, wrong or repeated secret since start.",
+    );
+    let _ = writeln!(out, "edgecron_http_auth_refused_total {auth_refusals}");
     let stat = |job: &str, status: RunStatus| {
         snapshot
             .stats
@@ -363,7 +371,7 @@ mod tests {
             conditions: vec![("cleanup".into(), "overdue".into())],
             alerts_pending: 1,
         };
-        let text = render(&snapshot);
+        let text = render(&snapshot, 5);
         for line in [
             "# TYPE edgecron_job_runs_total counter",
             "edgecron_job_runs_total{job_name=\"cleanup\",status=\"ok\"} 2",
@@ -376,6 +384,7 @@ mod tests {
             "edgecron_job_rows_processed_total{job_name=\"cleanup\"} 40",
             "edgecron_job_running{job_name=\"cleanup\"} 1",
             "edgecron_export_upload_queue_files 3",
+            "edgecron_http_auth_refused_total 5",
             "edgecron_export_backlog_rows 12",
             "edgecron_export_tenant_backlog_rows{tenant=\"t\\\"1\"} 5",
             "edgecron_capture_backlog_rows{table=\"audit_log\"} 30",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::{Auth, Realm, SESSION_COOKIE, SESSION_SECONDS};
+use super::auth::{Auth, Realm, Refused, SESSION_COOKIE, SESSION_SECONDS};
 use super::prometheus;
 use super::status_page;
 use super::strip;
@@ -32,8 +32,23 @@ const READ_METHODS: &[&str] = &["GET"];
 const TRIGGER_PARAMS: &[&str] = &["dryRun", "startDate", "endDate"];
 const LIST_PARAMS: &[&str] = &["job", "limit"];
 
+/// Routes HEAD answers as GET without the body: those safe to GET. A trigger runs a job on
+/// GET, so HEAD there stays a 405 (RFC 9110 9.2.1: HEAD is safe).
+const HEAD_AS_GET: &[&str] = &[
+    "/healthz",
+    "/metrics",
+    "/",
+    "/login",
+    "/api/v1/jobs",
+    "/api/v1/runs",
+    "/api/v1/occurrences",
+];
+
 /// Answers one request read in full (the listener has already checked its framing and limits).
 pub fn handle(app: &App, request: &Request) -> Reply {
+    if request.method == "HEAD" && HEAD_AS_GET.contains(&request.path.as_str()) {
+        return handle(app, &request.as_get()).without_body();
+    }
     match request.path.as_str() {
         "/healthz" => allow(request, READ_METHODS).unwrap_or_else(|| health(app)),
         "/metrics" => allow(request, READ_METHODS).unwrap_or_else(|| scrape(app)),
@@ -91,12 +106,20 @@ fn allow(request: &Request, methods: &[&str]) -> Option<Reply> {
     )
 }
 
-fn unauthorized() -> Reply {
-    Reply::error(
-        401,
-        "missing or wrong secret (Authorization: Bearer <secret> or X-Cron-Secret)",
-    )
-    .with_header("WWW-Authenticate", "Bearer")
+/// A refused authentication: counted, logged, and answered 401 (400 for several secrets).
+fn refuse(app: &App, request: &Request, refused: Refused) -> Reply {
+    app.auth.note_refusal(request, refused);
+    match refused {
+        Refused::Several => Reply::error(
+            refused.status(),
+            "present one secret: several Authorization/X-Cron-Secret headers are refused",
+        ),
+        Refused::Missing | Refused::Wrong => Reply::error(
+            refused.status(),
+            "missing or wrong secret (Authorization: Bearer <secret> or X-Cron-Secret)",
+        )
+        .with_header("WWW-Authenticate", "Bearer"),
+    }
 }
 
 /// The query's parameters, as strictly as a body's fields: each one `allowed`, at most once;
@@ -135,8 +158,8 @@ fn read(
     if let Some(refusal) = allow(request, READ_METHODS) {
         return refusal;
     }
-    if !app.auth.allows(request, Realm::Cron) {
-        return unauthorized();
+    if let Err(refused) = app.auth.check(request, Realm::Cron) {
+        return refuse(app, request, refused);
     }
     match query_params(&request.query, allowed) {
         Ok(params) => answer(app, params),
@@ -151,8 +174,8 @@ fn trigger(app: &App, request: &Request, job: &str, methods: &[&str], realm: Rea
     if !app.runner.config().cron_enabled {
         return Reply::error(503, "CRON_ENABLED=false: triggers are switched off");
     }
-    if !app.auth.allows(request, realm) {
-        return unauthorized();
+    if let Err(refused) = app.auth.check(request, realm) {
+        return refuse(app, request, refused);
     }
     let params = match trigger_params(request) {
         Ok(params) => params,
@@ -182,7 +205,13 @@ fn run_error_status(error: &RunError) -> u16 {
 struct TriggerBody {
     start_date: Option<String>,
     end_date: Option<String>,
+    /// Given, it must be a JSON boolean: a `null` or a `"yes"` never starts a real run.
+    #[serde(default, deserialize_with = "a_boolean")]
     dry_run: Option<bool>,
+}
+
+fn a_boolean<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<bool>, D::Error> {
+    bool::deserialize(value).map(Some)
 }
 
 /// A trigger's parameters from its query and (on POST) its JSON body; one given in both is
@@ -218,8 +247,8 @@ fn trigger_params(request: &Request) -> Result<RunParams, Reply> {
 
 fn parse_flag(value: &str) -> Result<bool, Reply> {
     match value {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
+        "true" => Ok(true),
+        "false" => Ok(false),
         other => Err(Reply::error(
             400,
             format!("dryRun: expected true or false, got {other:?}"),
@@ -240,8 +269,8 @@ fn record_export_metric(app: &App, request: &Request) -> Reply {
     if let Some(refusal) = allow(request, &["POST"]) {
         return refusal;
     }
-    if !app.auth.allows(request, Realm::Cron) {
-        return unauthorized();
+    if let Err(refused) = app.auth.check(request, Realm::Cron) {
+        return refuse(app, request, refused);
     }
     if let Err(reply) = query_params(&request.query, &[]) {
         return reply;
@@ -350,7 +379,11 @@ fn cross_site(request: &Request) -> bool {
 
 fn scrape(app: &App) -> Reply {
     match status::metrics::snapshot(&app.runner) {
-        Ok(snapshot) => Reply::text(200, prometheus::render(&snapshot), prometheus::CONTENT_TYPE),
+        Ok(snapshot) => Reply::text(
+            200,
+            prometheus::render(&snapshot, app.auth.refusals()),
+            prometheus::CONTENT_TYPE,
+        ),
         Err(error) => Reply::error(500, error),
     }
 }

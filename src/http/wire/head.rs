@@ -37,10 +37,32 @@ pub(super) fn read_head(
         )?;
         // Only the new bytes (and the two before them) are searched, so a head sent a byte at
         // a time costs linear work, never a parse per byte.
-        if let Some(end) = blank_line_end(buffer, scanned.saturating_sub(2)) {
+        let end = blank_line_end(buffer, scanned.saturating_sub(2));
+        // RFC 9112 2.2: a CR not followed by LF is refused at once, not waited out; one that
+        // follows the head's end is the body's.
+        let head = end.map_or(&buffer[..], |end| &buffer[..end]);
+        if has_bare_cr(head, scanned.saturating_sub(1)) {
+            return Err(malformed(
+                "a bare CR (not followed by LF) in the request head",
+            ));
+        }
+        if let Some(end) = end {
             return Ok(end);
         }
     }
+}
+
+/// Whether a CR at or after `from` is followed by anything but LF (a CR still waiting for its
+/// next byte is not judged yet).
+fn has_bare_cr(bytes: &[u8], from: usize) -> bool {
+    bytes
+        .get(from..)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .any(|(at, byte)| {
+            *byte == b'\r' && bytes.get(from + at + 1).is_some_and(|next| *next != b'\n')
+        })
 }
 
 /// The index just past the first empty line (`\n\n` or `\n\r\n`) that starts at or after
@@ -95,6 +117,7 @@ pub(super) fn parse_head(head: &[u8]) -> Result<Request, ReadError> {
         query: query.to_string(),
         headers,
         body: Vec::new(),
+        peer: None,
     };
     if version == 0 && request.header("transfer-encoding").is_some() {
         // RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.

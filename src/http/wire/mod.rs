@@ -34,6 +34,7 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEADERS: usize = 100;
 
 /// A request whose head and body have been read in full.
+#[derive(Clone)]
 pub struct Request {
     pub method: String,
     /// The request target before `?`, as sent (not percent-decoded).
@@ -42,6 +43,8 @@ pub struct Request {
     pub query: String,
     headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The client's address, for the log line of a refused authentication.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 /// Method and path only: headers carry secrets, and no log line may show them.
@@ -64,6 +67,14 @@ impl Request {
             .map(|(_, value)| value.as_str())
     }
 
+    /// The same request as a GET (a HEAD answered as GET is).
+    pub fn as_get(&self) -> Request {
+        Request {
+            method: "GET".into(),
+            ..self.clone()
+        }
+    }
+
     /// The first value of the header `name`.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -84,6 +95,7 @@ impl Request {
                 .map(|(name, value)| (name.to_string(), value.to_string()))
                 .collect(),
             body: Vec::new(),
+            peer: None,
         }
     }
 }
@@ -141,6 +153,7 @@ pub fn read_request(stream: &mut TcpStream, head_deadline: Instant) -> Result<Re
     let mut buffer = Vec::new();
     let head_end = read_head(stream, &mut buffer, head_deadline)?;
     let mut request = parse_head(&buffer[..head_end])?;
+    request.peer = stream.peer_addr().ok();
     let framing = framing(&request)?;
     buffer.drain(..head_end);
     let body_deadline = Instant::now() + BODY_TIMEOUT;
@@ -210,6 +223,13 @@ mod tests {
         assert_eq!(request.header("x-cron-secret"), Some("s"));
         assert_eq!(request.header("X-CRON-SECRET"), Some("s"));
         assert_eq!(request.body, b"hello");
+        let refused = |bytes: &[u8]| match read_sent(bytes) {
+            Err(ReadError::Refused(Refusal::Malformed(message))) => message,
+            other => panic!("{other:?}"),
+        };
+        // A bare CR is refused as it arrives, not waited out to the head's deadline.
+        assert!(refused(b"GET /healthz HTTP/1.1\rHost: x\r\n\r\n").contains("bare CR"));
+        assert!(refused(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX: a\rb").contains("bare CR"));
         let bare = read_sent(b"GET /healthz HTTP/1.0\n\n").unwrap();
         assert_eq!((bare.path.as_str(), bare.body.len()), ("/healthz", 0));
     }

@@ -18,6 +18,8 @@ pub struct Reply {
     pub body: String,
     pub content_type: &'static str,
     pub headers: Vec<(&'static str, String)>,
+    /// An answer to HEAD: the head of the GET's answer, its `Content-Length` included.
+    body_omitted: bool,
 }
 
 impl Reply {
@@ -27,6 +29,7 @@ impl Reply {
             body: body.to_string(),
             content_type: "application/json",
             headers: Vec::new(),
+            body_omitted: false,
         }
     }
 
@@ -36,6 +39,7 @@ impl Reply {
             body,
             content_type,
             headers: Vec::new(),
+            body_omitted: false,
         }
     }
 
@@ -51,6 +55,12 @@ impl Reply {
 
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
         self.headers.push((name, value.into()));
+        self
+    }
+
+    /// This answer as HEAD has it: everything but the body.
+    pub fn without_body(mut self) -> Reply {
+        self.body_omitted = true;
         self
     }
 
@@ -74,7 +84,9 @@ impl Reply {
         }
         head.push_str("\r\n");
         let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(self.body.as_bytes());
+        if !self.body_omitted {
+            bytes.extend_from_slice(self.body.as_bytes());
+        }
         bytes
     }
 
