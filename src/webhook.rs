@@ -1,14 +1,8 @@
-//! Alert webhooks: one JSON POST. [`post_once`] is a single attempt with a short timeout, for
-//! the alert outbox (a failure waits for a later delivery); [`post_json`] retries a few times
-//! on connection errors and 5xx, for callers that keep no outbox of their own.
+//! Alert webhooks: one JSON POST, a single attempt within a short timeout. A failure waits for
+//! a later delivery (the alert outbox, `cron-tick`'s pending events): a receiver that is down,
+//! or accepts and never answers, never holds a job for more than that timeout.
 
 use std::time::Duration;
-
-use serde_json::Value;
-
-const TIMEOUT: Duration = Duration::from_secs(10);
-const ATTEMPTS: u32 = 3;
-const FIRST_RETRY: Duration = Duration::from_millis(500);
 
 /// Why a POST was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,22 +41,4 @@ pub fn post_once(url: &str, body: &str, timeout: Duration) -> Result<u16, PostEr
         }
         Err(error) => Err(PostError::Unavailable(error.to_string())),
     }
-}
-
-/// Posts `body` to `url`; answers the HTTP status of the accepted attempt, or why none was.
-pub fn post_json(url: &str, body: &Value) -> Result<u16, PostError> {
-    let text = body.to_string();
-    let mut last_error = String::new();
-    for attempt in 0..ATTEMPTS {
-        if attempt > 0 {
-            std::thread::sleep(FIRST_RETRY * 2u32.pow(attempt - 1));
-        }
-        match post_once(url, &text, TIMEOUT) {
-            Ok(status) => return Ok(status),
-            Err(error @ PostError::Refused(_)) => return Err(error),
-            Err(PostError::Unavailable(error)) => last_error = error,
-        }
-        log::debug!("webhook: attempt {} failed: {last_error}", attempt + 1);
-    }
-    Err(PostError::Unavailable(last_error))
 }

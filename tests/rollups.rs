@@ -302,3 +302,37 @@ fn a_report_schedule_that_cannot_run_is_recorded_and_the_others_still_run() {
         assert_eq!(&recorded, error);
     }
 }
+
+#[test]
+fn a_webhook_that_never_answers_holds_cron_tick_for_seconds_at_most() {
+    // Regression: a dead alert webhook made every cron-tick run take 31.5 s (three attempts
+    // of 10 s each, with pauses), though a webhook must never block a job.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap();
+    let env = Env::new().with("ALERT_WEBHOOK_URL", &format!("http://{address}/hook"));
+    assert!(env.run(&["migrate"]).status.success());
+    env.db()
+        .execute_batch(
+            "INSERT INTO alert_rules (id, tenant_id, name, metric, window_minutes, comparator, threshold)
+               VALUES ('bounces', 'acme', 'Bounce spike', 'negative_outcomes', 60, '>=', 1);
+             INSERT INTO interaction_history (id, tenant_id, outcome, created_at)
+               VALUES ('b1', 'acme', 'bounced', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-5 minutes'));",
+        )
+        .unwrap();
+    // The listener's backlog accepts the connection; nothing ever answers.
+    let started = std::time::Instant::now();
+    let result = env.run_json(&["run", "cron-tick"], 3);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(result["fired"], 1);
+    assert!(
+        result["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("webhook")
+    );
+    drop(silent);
+}

@@ -148,6 +148,9 @@ pub(super) fn evaluate_rules(
     Ok(outcome)
 }
 
+/// The longest one alert event's POST may take.
+const EVENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Posts alert events the webhook has not taken yet, oldest first. An event whose post fails
 /// stays pending for the next tick; events over a day old are no longer news and are left.
 fn notify_webhook(ctx: &JobCtx<'_>, errors: &mut Vec<Value>) -> Result<(), JobError> {
@@ -177,7 +180,15 @@ fn notify_webhook(ctx: &JobCtx<'_>, errors: &mut Vec<Value>) -> Result<(), JobEr
             .collect::<Result<_, _>>()?
     };
     for (id, event) in pending {
-        match crate::webhook::post_json(url, &event) {
+        // One attempt each, within the time the run has left: a receiver that accepts and
+        // never answers costs this tick a couple of seconds, and the event waits for the next.
+        let left = ctx
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match crate::webhook::post_once(url, &event.to_string(), EVENT_TIMEOUT.min(left)) {
             Ok(_) => {
                 ctx.store.conn()?.execute(
                     "UPDATE alert_events SET notified_at = ?2 WHERE id = ?1",
