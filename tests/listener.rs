@@ -3,7 +3,7 @@
 //! smuggle a request, parameters that are almost right, more connections than allowed. Each
 //! test ends with `/healthz` answered 200 within a second and the process alive.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::support::raw::Raw;
@@ -322,4 +322,48 @@ fn connections_past_edgecron_http_max_connections_are_answered_503_and_closed() 
     drop(idle);
     wait_until(5 * SECOND, || server.get("/healthz").status == 200);
     assert_healthy(&mut server);
+}
+
+#[test]
+fn under_a_low_file_limit_idle_clients_never_take_the_descriptors_of_a_job() {
+    // Regression: with `ulimit -n 256` the server kept its 1,024-connection limit; idle
+    // clients took every descriptor and the export failed for every tenant ("Too many open
+    // files").
+    let env = Env::new()
+        .with("EXPORT_BATCH_SIZE", "200")
+        .with("EXPORT_PARALLELISM", "2")
+        .with("EDGECRON_ENABLED_EXPORT_INTERACTIONS", "true")
+        .with("EDGECRON_SCHEDULE_EXPORT_INTERACTIONS", "* * * * * *");
+    env.run_json(&["demo", "--rows", "2000"], 0);
+    let server = env.serve_under(&["prlimit", "--nofile=256:256", "--"]);
+    assert!(
+        server
+            .log()
+            .contains("EDGECRON_HTTP_MAX_CONNECTIONS is lowered to 64"),
+        "{}",
+        server.log()
+    );
+    // 400 idle clients, as many as the listener takes and more.
+    let idle: Vec<TcpStream> = (0..400)
+        .filter_map(|_| TcpStream::connect(server.address).ok())
+        .collect();
+    assert!(idle.len() >= 64);
+    // New rows over many days while the clients are held: the next runs must export them.
+    let exporting = "SELECT COUNT(*) FROM job_runs WHERE job = 'export-interactions' AND status = 'ok' AND rows_processed > 0";
+    let before = env.query_i64(exporting);
+    env.db()
+        .execute_batch(
+            "WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < 300)
+             INSERT INTO interaction_history (id, tenant_id, created_at)
+             SELECT printf('held-%03d', k), 'acme', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d days', k)) FROM n;",
+        )
+        .unwrap();
+    wait_until(Duration::from_secs(30), || {
+        env.query_i64(exporting) > before
+    });
+    let failed = env.query_i64(
+        "SELECT COUNT(*) FROM job_runs WHERE job = 'export-interactions' AND status <> 'ok' AND status <> 'running'",
+    );
+    assert_eq!(failed, 0, "{}", server.log());
+    drop(idle);
 }

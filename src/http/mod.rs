@@ -90,7 +90,10 @@ pub fn start(
     let config = app.runner.config();
     let capacity = Capacity {
         workers: config.http_workers + app.runner.jobs().names().len(),
-        max_connections: config.http_max_connections,
+        max_connections: fit_to_open_file_limit(
+            config.http_max_connections,
+            descriptors_for_jobs(config.export_parallelism),
+        ),
     };
     let handler: Handler = Arc::new(move |request: &Request| routes::handle(&app, request));
     serve(listener, handler, shutdown, capacity)
@@ -119,7 +122,6 @@ fn serve(
     shutdown: Arc<Shutdown>,
     capacity: Capacity,
 ) -> io::Result<Listener> {
-    raise_open_file_limit(capacity.max_connections);
     // Each queued request has a connection waiting for it, so the connection limit bounds the
     // queue and it is never full.
     let (queue, requests) = std::sync::mpsc::sync_channel::<Work>(capacity.max_connections);
@@ -365,7 +367,22 @@ impl Drop for Slot {
 
 /// Each connection holds a file descriptor: raise the soft limit to the hard one so the
 /// connection limit, not EMFILE, is what turns clients away, and say so when it cannot be.
-fn raise_open_file_limit(max_connections: usize) {
+/// Descriptors kept for the jobs whatever clients hold: the store's pool (16 connections, each
+/// with its file, WAL and shared memory), each export writer's open files (32 at most), and a
+/// margin for logs, archives, staging and the sockets to storage, SIEM and webhooks.
+fn descriptors_for_jobs(export_writers: usize) -> u64 {
+    16 * 3 + 32 * export_writers as u64 + 64
+}
+
+/// Descriptors the process itself holds: standard streams, the listener, a few in passing.
+const BASE_DESCRIPTORS: u64 = 16;
+/// The fewest connections the listener keeps, however low the limit.
+const MIN_CONNECTIONS: usize = 8;
+
+/// Raises the soft open-file limit to the hard one, then answers how many connections fit
+/// beside what the jobs need: `wanted`, or fewer (with a warning) when the limit is too low, so
+/// idle clients can never take the descriptors a job's files need.
+fn fit_to_open_file_limit(wanted: usize, for_jobs: u64) -> usize {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -373,33 +390,57 @@ fn raise_open_file_limit(max_connections: usize) {
     // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
     let current = unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return;
+            return wanted;
         }
         if limit.rlim_cur < limit.rlim_max {
-            let wanted = libc::rlimit {
+            let raised = libc::rlimit {
                 rlim_cur: limit.rlim_max,
                 rlim_max: limit.rlim_max,
             };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
                 limit.rlim_cur = limit.rlim_max;
             }
         }
         limit.rlim_cur
     };
-    // The store, its WAL and the logs need some too.
-    let needed = max_connections as u64 + 64;
-    if current < needed {
-        log::warn!(
-            "the open-file limit ({current}) is below EDGECRON_HTTP_MAX_CONNECTIONS + 64 ({needed}): \
-             connections past it fail to be accepted instead of being answered 503"
-        );
+    let fitting = connections_within(current, for_jobs);
+    if fitting >= wanted {
+        return wanted;
     }
+    log::warn!(
+        "the open-file limit ({current}) holds {wanted} connections only by taking the {for_jobs} \
+         descriptors kept for jobs: EDGECRON_HTTP_MAX_CONNECTIONS is lowered to {fitting} \
+         (raise LimitNOFILE to keep it)"
+    );
+    fitting
+}
+
+/// Connections that fit in `limit` descriptors beside the jobs' and the process's own.
+fn connections_within(limit: u64, for_jobs: u64) -> usize {
+    let left = limit.saturating_sub(for_jobs + BASE_DESCRIPTORS);
+    usize::try_from(left)
+        .unwrap_or(usize::MAX)
+        .max(MIN_CONNECTIONS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+
+    #[test]
+    fn connections_fit_beside_the_descriptors_kept_for_jobs() {
+        // 256 descriptors, two export writers: 176 for jobs, 16 for the process, 64 left.
+        assert_eq!(connections_within(256, descriptors_for_jobs(2)), 64);
+        assert_eq!(
+            connections_within(1 << 20, descriptors_for_jobs(2)),
+            (1 << 20) - 192
+        );
+        assert_eq!(
+            connections_within(64, descriptors_for_jobs(4)),
+            MIN_CONNECTIONS
+        );
+    }
     use std::net::SocketAddr;
 
     fn listen(handler: Handler, capacity: Capacity) -> (SocketAddr, Arc<Shutdown>, Listener) {

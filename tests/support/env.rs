@@ -47,7 +47,20 @@ impl Env {
 
     /// `edgecron ARGS` with this environment and nothing inherited that could change it.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_edgecron"));
+        self.command_under(&[], args)
+    }
+
+    /// `WRAPPER... edgecron ARGS` (`prlimit --nofile=256:256 --`, say), with this environment.
+    pub fn command_under(&self, wrapper: &[&str], args: &[&str]) -> Command {
+        let binary = env!("CARGO_BIN_EXE_edgecron");
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command.args(args).env_clear();
         for name in ["PATH", "HOME", "TMPDIR"] {
             if let Ok(value) = std::env::var(name) {

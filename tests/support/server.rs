@@ -12,8 +12,13 @@ use super::{Env, SECRET, signal};
 impl Env {
     /// Starts `edgecron serve` on a free loopback port and waits until it answers.
     pub fn serve(&self) -> Server {
+        self.serve_under(&[])
+    }
+
+    /// As [`Env::serve`], run through `wrapper` (`prlimit --nofile=256:256 --`, say).
+    pub fn serve_under(&self, wrapper: &[&str]) -> Server {
         let mut child = self
-            .command(&["serve"])
+            .command_under(wrapper, &["serve"])
             .env("EDGECRON_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -141,15 +141,17 @@ pub fn write_files(
                 output.open.clear();
                 output.error = Some(error);
             }
-        }
-        // One tenant's files stay open while others' go on: the limit is the writer's.
-        while outputs
-            .iter()
-            .map(|(_, output)| output.open.len())
-            .sum::<usize>()
-            > MAX_OPEN_FILES
-        {
-            finish_idlest(&mut outputs);
+            // Checked row by row, not chunk by chunk: a chunk of rows of many days would
+            // otherwise open a file for each (hundreds of descriptors). One tenant's files
+            // stay open while others' go on: the limit is the writer's.
+            while outputs
+                .iter()
+                .map(|(_, output)| output.open.len())
+                .sum::<usize>()
+                > MAX_OPEN_FILES
+            {
+                finish_idlest(&mut outputs);
+            }
         }
         if last_log.elapsed() >= PROGRESS_LOG_INTERVAL {
             let seconds = started.elapsed().as_secs_f64().max(0.001);
