@@ -367,3 +367,45 @@ fn under_a_low_file_limit_idle_clients_never_take_the_descriptors_of_a_job() {
     assert_eq!(failed, 0, "{}", server.log());
     drop(idle);
 }
+
+#[test]
+fn unauthenticated_bodies_are_refused_on_their_head_and_never_buffered() {
+    // Regression: a trigger route read the whole body before checking the secret (and sent
+    // `100 Continue` first): 1,000 connections each sending 1 MiB but the last byte held
+    // 1,044 MiB of RSS.
+    let env = Env::new();
+    let server = env.serve();
+    let before = server.memory_kib("VmRSS");
+    let partial = vec![b'x'; 48 * 1024];
+    let mut held = Vec::new();
+    for n in 0..400 {
+        let head = if n < 300 {
+            "POST /api/v1/cron/cleanup HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n"
+        } else {
+            "POST /api/v1/cron/cleanup HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\n"
+        };
+        let mut raw = Raw::send_to(server.address, head.as_bytes());
+        // The rest of the body may meet a closed connection: it is never read.
+        raw.send(&partial);
+        held.push(raw);
+    }
+    for raw in &mut held {
+        let statuses = raw.statuses_until_closed(Duration::from_secs(10));
+        assert_eq!(statuses, [401]);
+    }
+    let grown = server.memory_kib("VmRSS").saturating_sub(before);
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+    // A client that waits for `100 Continue` before sending is answered 401 instead.
+    let mut waiting = Raw::send_to(
+        server.address,
+        b"POST /api/v1/cron/cleanup HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    );
+    let answer = waiting
+        .read_until_closed(Duration::from_secs(5))
+        .expect("answered and closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+    let mut server = server;
+    assert_healthy(&mut server);
+}

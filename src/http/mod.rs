@@ -95,11 +95,16 @@ pub fn start(
             descriptors_for_jobs(config.export_parallelism),
         ),
     };
+    let gate_app = Arc::clone(&app);
+    let gate: Gate = Arc::new(move |head: &Request| routes::gate(&gate_app, head));
     let handler: Handler = Arc::new(move |request: &Request| routes::handle(&app, request));
-    serve(listener, handler, shutdown, capacity)
+    serve(listener, handler, gate, shutdown, capacity)
 }
 
 type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
+/// Answers a request on its head alone, before its body is read (a refused authentication);
+/// `None` lets it through.
+type Gate = Arc<dyn Fn(&Request) -> Option<Reply> + Send + Sync>;
 
 /// A request read in full, on its way to a worker; the reply goes back to its connection.
 struct Work {
@@ -110,6 +115,7 @@ struct Work {
 /// What every connection thread shares.
 struct Shared {
     queue: SyncSender<Work>,
+    gate: Gate,
     spares: Spares,
     shutdown: Arc<Shutdown>,
     /// Requests queued or being answered, whose response is not written yet.
@@ -119,6 +125,7 @@ struct Shared {
 fn serve(
     listener: TcpListener,
     handler: Handler,
+    gate: Gate,
     shutdown: Arc<Shutdown>,
     capacity: Capacity,
 ) -> io::Result<Listener> {
@@ -135,6 +142,7 @@ fn serve(
     let in_flight = Arc::new(AtomicUsize::new(0));
     let shared = Arc::new(Shared {
         queue,
+        gate,
         spares: Spares {
             state: Mutex::new(SpareState::default()),
             handed: Condvar::new(),
@@ -284,8 +292,13 @@ fn wait_out_accept_error(error: &io::Error) {
 
 /// One connection's thread: read the request, have a worker answer it, write the reply.
 fn connection(stream: &mut TcpStream, head_deadline: Instant, shared: &Shared) {
-    let request = match wire::read_request(stream, head_deadline) {
+    let request = match wire::read_request(stream, head_deadline, shared.gate.as_ref()) {
         Ok(request) => request,
+        Err(ReadError::Answered(reply)) => {
+            reply.write_to(stream);
+            wire::close_unread(stream);
+            return;
+        }
         Err(ReadError::Refused(refusal)) => {
             log::debug!("http: refused a request: {refusal}");
             Reply::error(refusal.status(), refusal).write_to(stream);
@@ -447,7 +460,14 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         let shutdown = Arc::new(Shutdown::default());
-        let running = serve(listener, handler, Arc::clone(&shutdown), capacity).unwrap();
+        let running = serve(
+            listener,
+            handler,
+            Arc::new(|_: &Request| None),
+            Arc::clone(&shutdown),
+            capacity,
+        )
+        .unwrap();
         (address, shutdown, running)
     }
 

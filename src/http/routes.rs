@@ -44,6 +44,37 @@ const HEAD_AS_GET: &[&str] = &[
     "/api/v1/occurrences",
 ];
 
+/// The secrets a protected route takes, by path; `None` for the open routes (`/healthz`,
+/// `/metrics`), the status page and its login form (a cookie or a form body), and unknown
+/// paths (a 404).
+fn realm_of(app: &App, path: &str) -> Option<Realm> {
+    match path {
+        "/api/v1/jobs" | "/api/v1/runs" | "/api/v1/occurrences" | "/api/v1/export-metrics" => {
+            Some(Realm::Cron)
+        }
+        "/api/cron/tick" => Some(Realm::LegacyTick),
+        "/api/admin/maintenance" => Some(Realm::Maintenance),
+        _ if path.starts_with("/api/v1/cron/") => Some(Realm::Cron),
+        _ => app
+            .runner
+            .jobs()
+            .iter()
+            .any(|job| job.legacy_routes().contains(&path))
+            .then_some(Realm::Cron),
+    }
+}
+
+/// Checks a protected route's secret on the request head, before its body is read or a
+/// `100 Continue` sent: an unauthenticated body is never buffered. The handlers check again
+/// (the same headers, so the same answer).
+pub fn gate(app: &App, head: &Request) -> Option<Reply> {
+    let realm = realm_of(app, &head.path)?;
+    app.auth
+        .check(head, realm)
+        .err()
+        .map(|refused| refuse(app, head, refused))
+}
+
 /// Answers one request read in full (the listener has already checked its framing and limits).
 pub fn handle(app: &App, request: &Request) -> Reply {
     if request.method == "HEAD" && HEAD_AS_GET.contains(&request.path.as_str()) {

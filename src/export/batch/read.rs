@@ -67,6 +67,19 @@ impl Chunk {
         self.rows.len() >= CHUNK_ROWS || self.bytes.len() >= CHUNK_BYTES
     }
 
+    /// The rows in the order a writer writes them: by tenant slot and UTC day, each day's rows
+    /// in the order they came (commit order). A writer keeps a bounded number of files open,
+    /// so rows of one day written together make one file per day, not one per row.
+    pub fn write_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.rows.len()).collect();
+        order.sort_by_key(|&index| {
+            let row = &self.rows[index];
+            let created_at = &self.bytes[row.ranges[5].clone()];
+            (row.slot, &created_at[..created_at.len().min(10)])
+        });
+        order
+    }
+
     /// The row's columns as text; bytes that are not UTF-8 are replaced (only the id and
     /// `created_at` decide anything, and those were checked).
     pub fn columns(&self, row: &ChunkRow) -> [Cow<'_, str>; 6] {

@@ -134,6 +134,9 @@ impl Refusal {
 pub enum ReadError {
     /// Answered with the refusal's status, then closed.
     Refused(Refusal),
+    /// Answered on its head alone (an unauthenticated request to a protected route), its body
+    /// never read: the reply, then the connection closed.
+    Answered(Reply),
     /// The client left or the socket failed: there is no one to answer.
     Gone(io::Error),
 }
@@ -148,13 +151,21 @@ fn malformed(message: impl Into<String>) -> ReadError {
     ReadError::Refused(Refusal::Malformed(message.into()))
 }
 
-/// Reads one request: the head by `head_deadline`, then its body within [`BODY_TIMEOUT`].
-pub fn read_request(stream: &mut TcpStream, head_deadline: Instant) -> Result<Request, ReadError> {
+/// Reads one request: the head by `head_deadline`, then its body within [`BODY_TIMEOUT`],
+/// unless `gate` answers the head first (then no body is read, and no `100 Continue` sent).
+pub fn read_request(
+    stream: &mut TcpStream,
+    head_deadline: Instant,
+    gate: &dyn Fn(&Request) -> Option<Reply>,
+) -> Result<Request, ReadError> {
     let mut buffer = Vec::new();
     let head_end = read_head(stream, &mut buffer, head_deadline)?;
     let mut request = parse_head(&buffer[..head_end])?;
     request.peer = stream.peer_addr().ok();
     let framing = framing(&request)?;
+    if let Some(reply) = gate(&request) {
+        return Err(ReadError::Answered(reply));
+    }
     buffer.drain(..head_end);
     let body_deadline = Instant::now() + BODY_TIMEOUT;
     // Only a client that waits for it (nothing of the body has come) needs the interim answer.
@@ -177,6 +188,28 @@ pub fn read_request(stream: &mut TcpStream, head_deadline: Instant) -> Result<Re
     Ok(request)
 }
 
+/// Closes a connection whose request was answered before its body was read. The body is
+/// never buffered: what arrives for a short while, a bounded amount, is read and dropped, so
+/// the client gets the answer rather than a reset (closing a socket with unread data resets it).
+pub fn close_unread(stream: &mut TcpStream) {
+    const DISCARD_BYTES: usize = 64 * 1024;
+    const DISCARD_FOR: Duration = Duration::from_millis(500);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + DISCARD_FOR;
+    let mut scratch = [0u8; 8 * 1024];
+    let mut discarded = 0;
+    while discarded < DISCARD_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match std::io::Read::read(stream, &mut scratch) {
+            Ok(0) | Err(_) => return,
+            Ok(read) => discarded += read,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,7 +228,11 @@ mod tests {
             client
         });
         let (mut server, _) = listener.accept().unwrap();
-        let read = read_request(&mut server, Instant::now() + Duration::from_secs(5));
+        let read = read_request(
+            &mut server,
+            Instant::now() + Duration::from_secs(5),
+            &|_| None,
+        );
         drop(server);
         drop(sender.join().unwrap());
         read
@@ -249,7 +286,12 @@ mod tests {
             interim
         });
         let (mut server, _) = listener.accept().unwrap();
-        let request = read_request(&mut server, Instant::now() + Duration::from_secs(5)).unwrap();
+        let request = read_request(
+            &mut server,
+            Instant::now() + Duration::from_secs(5),
+            &|_| None,
+        )
+        .unwrap();
         assert_eq!(request.body, b"ok");
         assert_eq!(&client.join().unwrap(), b"HTTP/1.1 100 Continue\r\n\r\n");
 
