@@ -246,3 +246,32 @@ fn gzip_exports_are_uploaded_as_they_are_and_read_back_whole() {
         .unwrap();
     assert_eq!(text.lines().count() as i64, rows);
 }
+
+#[test]
+fn a_missing_bucket_or_refused_credentials_are_the_storage_s_backoff_not_each_file_s() {
+    // Regression: a 403 or a missing bucket gave every file its own backoff; after a first
+    // fix, 16 of 854 files still waited when the storage was right again.
+    let moto = Moto::start();
+    let env = moto
+        .configure(Env::new())
+        .with("S3_BUCKET", "not-yet-created")
+        .with("EXPORT_BATCH_SIZE", "500");
+    env.run_json(&["demo", "--rows", "1500"], 0);
+    drain_exports(&env);
+    let files = env.query_i64("SELECT COUNT(*) FROM export_files");
+    let down = env.run_json(&["run", "s3-sync"], 3);
+    assert_eq!(down["unreachable"], true, "{down}");
+    assert_eq!(down["failed"], 1, "{down}");
+    assert_eq!(
+        env.query_i64(
+            "SELECT COUNT(*) FROM export_files WHERE next_attempt_at IS NOT NULL OR upload_attempts > 0"
+        ),
+        0,
+        "no file has a backoff of its own"
+    );
+    let created = crate::support::http(moto.address, "PUT", "/not-yet-created", &[], None);
+    assert_eq!(created.status, 200, "{}", created.body);
+    let back = env.run_json(&["run", "s3-sync"], 0);
+    assert_eq!(back["uploaded"].as_i64(), Some(files), "{back}");
+    assert_eq!(back["pending"], 0, "{back}");
+}

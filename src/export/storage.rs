@@ -37,11 +37,17 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// Whether storage could not be reached at all (rather than refusing this one request):
-    /// then the remaining uploads of a run are left for later.
+    /// Whether the storage as a whole failed, rather than this one file: unreachable, failing
+    /// (5xx), refusing these credentials (401, 403) or without the bucket. Then the run's
+    /// remaining uploads are left for the next run, and no file accrues a backoff of its own,
+    /// so the whole queue goes as soon as the storage is right again.
     pub fn is_unreachable(&self) -> bool {
         match self {
-            StorageError::S3(S3Error::HttpFailWithBody(status, _)) => *status >= 500,
+            StorageError::S3(S3Error::HttpFailWithBody(status, body)) => {
+                *status >= 500
+                    || matches!(status, 401 | 403)
+                    || (*status == 404 && body.contains("NoSuchBucket"))
+            }
             StorageError::S3(S3Error::HttpFail) => false,
             StorageError::S3(_) => true,
             _ => false,

@@ -123,7 +123,11 @@ pub fn write_files(
     let mut last_log = started;
     let mut clock = 0u64;
     for chunk in chunks {
-        for chunk_row in chunk.write_order().into_iter().map(|index| &chunk.rows[index]) {
+        for chunk_row in chunk
+            .write_order()
+            .into_iter()
+            .map(|index| &chunk.rows[index])
+        {
             let tenant = &tenants[chunk_row.slot];
             let output = &mut outputs[position(chunk_row.slot)].1;
             if output.error.is_some() {
