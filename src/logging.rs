@@ -19,6 +19,25 @@ pub const EVENT_TARGET: &str = "edgecron::event";
 
 /// Logs a structured event's JSON object (`target` [`EVENT_TARGET`]); the formatter lays it
 /// out for the log format.
+/// Text a remote party sent (an intake's or a storage's answer), fit for a log line or an
+/// error: at most `limit` characters, every control character escaped, so no peer can write a
+/// line break, and with it a forged log line, into edgecron's log.
+pub fn peer_text(text: &str, limit: usize) -> String {
+    let mut out = String::new();
+    for (count, character) in text.trim().chars().enumerate() {
+        if count == limit {
+            out.push('…');
+            break;
+        }
+        if character.is_control() {
+            out.extend(character.escape_default());
+        } else {
+            out.push(character);
+        }
+    }
+    out
+}
+
 pub fn event(level: log::Level, object: &Value) {
     log::log!(target: EVENT_TARGET, level, "{object}");
 }
@@ -164,6 +183,15 @@ fn text_alert(alert: &Map<String, Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_s_text_cannot_break_a_log_line() {
+        let forged = "denied\n[2026-12-05T00:00:00Z ERROR edgecron] forged\r\u{1b}[31m";
+        let shown = peer_text(forged, 300);
+        assert!(!shown.contains('\n') && !shown.contains('\r') && !shown.contains('\u{1b}'));
+        assert!(shown.starts_with("denied\\n[2026"), "{shown}");
+        assert_eq!(peer_text(&"x".repeat(500), 10), format!("{}…", "x".repeat(10)));
+    }
 
     #[test]
     fn alerts_are_lines_with_a_top_level_type_in_json_and_readable_in_text() {

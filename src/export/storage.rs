@@ -28,12 +28,23 @@ fn content_type(key: &str) -> &'static str {
 pub enum StorageError {
     #[error(transparent)]
     Io(#[from] IoError),
-    #[error("s3: {0}")]
+    #[error("s3: {}", storage_answer(.0))]
     S3(#[from] S3Error),
     #[error("s3 credentials: {0}")]
     Credentials(String),
     #[error("upload of {key} not verified: {detail}")]
     Unverified { key: String, detail: String },
+}
+
+/// A storage error as a log line may hold it: what the storage answered is its text, shortened
+/// and with control characters escaped.
+fn storage_answer(error: &S3Error) -> String {
+    match error {
+        S3Error::HttpFailWithBody(status, body) => {
+            format!("HTTP {status}: {}", crate::logging::peer_text(body, 300))
+        }
+        other => crate::logging::peer_text(&other.to_string(), 300),
+    }
 }
 
 impl StorageError {

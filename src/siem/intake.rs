@@ -35,8 +35,11 @@ impl Answer {
     /// The answer's text for a log line or an error, shortened.
     pub fn summary(&self) -> String {
         let text = String::from_utf8_lossy(&self.body);
-        let text: String = text.chars().take(300).collect();
-        format!("HTTP {} {}", self.status, text.trim())
+        format!(
+            "HTTP {} {}",
+            self.status,
+            crate::logging::peer_text(&text, 300)
+        )
     }
 }
 
