@@ -190,7 +190,10 @@ mod tests {
         let shown = peer_text(forged, 300);
         assert!(!shown.contains('\n') && !shown.contains('\r') && !shown.contains('\u{1b}'));
         assert!(shown.starts_with("denied\\n[2026"), "{shown}");
-        assert_eq!(peer_text(&"x".repeat(500), 10), format!("{}…", "x".repeat(10)));
+        assert_eq!(
+            peer_text(&"x".repeat(500), 10),
+            format!("{}…", "x".repeat(10))
+        );
     }
 
     #[test]

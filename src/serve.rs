@@ -84,6 +84,7 @@ fn listen(
         runner: Arc::clone(runner),
         auth: Auth::new(secrets, config).map_err(ServeError::start("seeding session keys"))?,
         planned: planned.to_vec(),
+        scrapes: std::sync::Mutex::new(None),
     });
     let listener = http::start(socket, app, Arc::clone(shutdown))
         .map_err(ServeError::start("starting the HTTP listener"))?;

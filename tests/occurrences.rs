@@ -234,12 +234,13 @@ fn an_expected_trigger_that_never_comes_raises_one_overdue_and_a_run_recovers() 
     });
     let recovered = &alerts_of(&receiver, "job_recovered")[0];
     assert_eq!(recovered["since"], overdue[0]["dueAt"]);
-    assert!(
+    // One reading of the store serves /metrics for two seconds.
+    wait_until(Duration::from_secs(10), || {
         server
             .get("/metrics")
             .body
             .contains("edgecron_job_overdue{job_name=\"cleanup\"} 0")
-    );
+    });
     // The alert is one JSON log line with its type at the top.
     let logged: Vec<Value> = server
         .log()

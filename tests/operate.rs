@@ -132,11 +132,13 @@ print(json.dumps(samples))
     assert!(value("edgecron_store_wal_size_bytes", &[]).is_some());
     // A CLI run is counted too: the counters live in the store, not in the server.
     env.run_json(&["run", "cleanup"], 0);
-    let again = server.get("/metrics").body;
-    assert!(
-        again.contains("edgecron_job_runs_total{job_name=\"cleanup\",status=\"ok\"} 3"),
-        "{again}"
-    );
+    // One reading of the store serves /metrics for two seconds.
+    wait_until(Duration::from_secs(10), || {
+        server
+            .get("/metrics")
+            .body
+            .contains("edgecron_job_runs_total{job_name=\"cleanup\",status=\"ok\"} 3")
+    });
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! the store, then answers JSON. No SQL and no job internals here.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::json;
@@ -20,7 +21,13 @@ pub struct App {
     pub runner: Arc<Runner>,
     pub auth: Auth,
     pub planned: Vec<PlannedJob>,
+    /// The last `/metrics` exposition and when it was read from the store.
+    pub scrapes: Mutex<Option<(Instant, String)>>,
 }
+
+/// How long one reading of the store serves `/metrics`: scrapers at any rate cost the store one
+/// reading per this time, and never hold the workers `/healthz` and triggers need.
+const SCRAPE_REUSE: Duration = Duration::from_secs(2);
 
 const DEFAULT_RUNS_LIMIT: i64 = 50;
 const MAX_RUNS_LIMIT: i64 = 1_000;
@@ -409,12 +416,22 @@ fn cross_site(request: &Request) -> bool {
 }
 
 fn scrape(app: &App) -> Reply {
+    // One scraper reads the store while the others wait for its reading, not for their own.
+    let mut last = app
+        .scrapes
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((read_at, text)) = last.as_ref()
+        && read_at.elapsed() < SCRAPE_REUSE
+    {
+        return Reply::text(200, text.clone(), prometheus::CONTENT_TYPE);
+    }
     match status::metrics::snapshot(&app.runner) {
-        Ok(snapshot) => Reply::text(
-            200,
-            prometheus::render(&snapshot, app.auth.refusals()),
-            prometheus::CONTENT_TYPE,
-        ),
+        Ok(snapshot) => {
+            let text = prometheus::render(&snapshot, app.auth.refusals());
+            *last = Some((Instant::now(), text.clone()));
+            Reply::text(200, text, prometheus::CONTENT_TYPE)
+        }
         Err(error) => Reply::error(500, error),
     }
 }
