@@ -30,11 +30,11 @@ mod status_page;
 mod strip;
 mod wire;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -150,10 +150,7 @@ fn serve(
         shutdown,
         in_flight: Arc::clone(&in_flight),
     });
-    let connections = Arc::new(Connections {
-        open: AtomicUsize::new(0),
-        limit: capacity.max_connections,
-    });
+    let connections = Arc::new(Connections::new(capacity.max_connections));
     std::thread::Builder::new()
         .name("http-accept".into())
         .spawn(move || accept(&listener, &shared, &connections))?;
@@ -175,6 +172,7 @@ fn accept(listener: &TcpListener, shared: &Arc<Shared>, connections: &Arc<Connec
             continue;
         };
         let admitted = Admitted {
+            reading: connections.reading(&stream),
             _slot: slot,
             stream,
             head_deadline,
@@ -188,9 +186,16 @@ fn accept(listener: &TcpListener, shared: &Arc<Shared>, connections: &Arc<Connec
             .stack_size(CONNECTION_STACK_BYTES)
             .spawn(move || {
                 let mut next = Some(admitted);
-                while let Some(mut admitted) = next {
-                    connection(&mut admitted.stream, admitted.head_deadline, &shared);
-                    drop(admitted);
+                while let Some(admitted) = next {
+                    let Admitted {
+                        reading,
+                        _slot,
+                        mut stream,
+                        head_deadline,
+                    } = admitted;
+                    connection(&mut stream, head_deadline, reading, &shared);
+                    drop(_slot);
+                    drop(stream);
                     next = shared.spares.next();
                 }
             });
@@ -204,6 +209,8 @@ fn accept(listener: &TcpListener, shared: &Arc<Shared>, connections: &Arc<Connec
 
 /// An accepted connection within the limit, before its request is read.
 struct Admitted {
+    /// Dropped once the request is read: from then on the connection is not displaced.
+    reading: Reading,
     /// Dropped (its place freed) just before the stream closes, so a client that has seen its
     /// connection close can count on its place being free.
     _slot: Slot,
@@ -291,8 +298,19 @@ fn wait_out_accept_error(error: &io::Error) {
 }
 
 /// One connection's thread: read the request, have a worker answer it, write the reply.
-fn connection(stream: &mut TcpStream, head_deadline: Instant, shared: &Shared) {
-    let request = match wire::read_request(stream, head_deadline, shared.gate.as_ref()) {
+fn connection(stream: &mut TcpStream, head_deadline: Instant, reading: Reading, shared: &Shared) {
+    let read = wire::read_request(stream, head_deadline, shared.gate.as_ref());
+    let evicted = reading.evicted.load(Ordering::SeqCst);
+    drop(reading);
+    if evicted && read.is_err() {
+        Reply::error(
+            503,
+            "too many open connections: the one waiting longest for its request makes way",
+        )
+        .write_to(stream);
+        return;
+    }
+    let request = match read {
         Ok(request) => request,
         Err(ReadError::Answered(reply)) => {
             reply.write_to(stream);
@@ -356,16 +374,70 @@ fn work(requests: &Mutex<Receiver<Work>>, handler: &Handler) {
 struct Connections {
     open: AtomicUsize,
     limit: usize,
+    /// Connections still sending their request, by when they were accepted (oldest first):
+    /// the ones a new connection may displace at the limit.
+    reading: Mutex<BTreeMap<u64, (TcpStream, Arc<AtomicBool>)>>,
+    accepted: AtomicU64,
 }
 
 impl Connections {
+    fn new(limit: usize) -> Connections {
+        Connections {
+            open: AtomicUsize::new(0),
+            limit,
+            reading: Mutex::new(BTreeMap::new()),
+            accepted: AtomicU64::new(0),
+        }
+    }
+
+    /// A place for a new connection: a free one, or, at the limit, the place of the connection
+    /// that has been sending its request longest (closed now: idle and trickling clients can
+    /// hold the limit, never keep `/healthz` or a trigger out, and what they hold is cut
+    /// rather than what arrives). `None` only when every connection has sent its request.
     fn open(self: &Arc<Self>) -> Option<Slot> {
-        self.open
+        let free = self
+            .open
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
                 (open < self.limit).then_some(open + 1)
             })
-            .ok()
-            .map(|_| Slot(Arc::clone(self)))
+            .is_ok();
+        if !free {
+            let (_, (oldest, evicted)) = lock(&self.reading).pop_first()?;
+            // Its thread's read ends at once, it answers 503, and its place is freed as that
+            // thread ends; the new connection takes it meanwhile.
+            evicted.store(true, Ordering::SeqCst);
+            let _ = oldest.shutdown(std::net::Shutdown::Read);
+            self.open.fetch_add(1, Ordering::SeqCst);
+        }
+        Some(Slot(Arc::clone(self)))
+    }
+
+    /// Marks `stream` as still sending its request until the returned guard drops.
+    fn reading(self: &Arc<Self>, stream: &TcpStream) -> Reading {
+        let id = self.accepted.fetch_add(1, Ordering::SeqCst);
+        let evicted = Arc::new(AtomicBool::new(false));
+        if let Ok(clone) = stream.try_clone() {
+            lock(&self.reading).insert(id, (clone, Arc::clone(&evicted)));
+        }
+        Reading {
+            connections: Arc::clone(self),
+            id,
+            evicted,
+        }
+    }
+}
+
+/// A connection sending its request; dropped once it has (or has gone).
+struct Reading {
+    connections: Arc<Connections>,
+    id: u64,
+    /// Set when a new connection took its place.
+    evicted: Arc<AtomicBool>,
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        lock(&self.connections.reading).remove(&self.id);
     }
 }
 
@@ -378,8 +450,6 @@ impl Drop for Slot {
     }
 }
 
-/// Each connection holds a file descriptor: raise the soft limit to the hard one so the
-/// connection limit, not EMFILE, is what turns clients away, and say so when it cannot be.
 /// Descriptors kept for the jobs whatever clients hold: the store's pool (16 connections, each
 /// with its file, WAL and shared memory), each export writer's open files (32 at most), and a
 /// margin for logs, archives, staging and the sockets to storage, SIEM and webhooks.
@@ -539,14 +609,15 @@ mod tests {
     #[test]
     fn a_connection_goes_only_to_a_thread_that_waits_for_one() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let connections = Arc::new(Connections {
-            open: AtomicUsize::new(0),
-            limit: 4,
-        });
-        let admit = || Admitted {
-            _slot: connections.open().unwrap(),
-            stream: TcpStream::connect(listener.local_addr().unwrap()).unwrap(),
-            head_deadline: Instant::now(),
+        let connections = Arc::new(Connections::new(4));
+        let admit = || {
+            let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            Admitted {
+                reading: connections.reading(&stream),
+                _slot: connections.open().unwrap(),
+                stream,
+                head_deadline: Instant::now(),
+            }
         };
         let spares = Arc::new(Spares {
             state: Mutex::new(SpareState::default()),
@@ -570,31 +641,31 @@ mod tests {
     }
 
     #[test]
-    fn connections_past_the_limit_are_answered_503_and_their_place_comes_back() {
+    fn at_the_limit_the_longest_idle_connection_makes_way() {
+        // Regression: idle connections held every place, and /healthz was refused (or reset)
+        // for as long as they lasted.
         let handler: Handler = Arc::new(|_: &Request| Reply::json(200, &serde_json::json!({})));
         let capacity = Capacity {
             workers: 1,
             max_connections: 3,
         };
         let (address, _shutdown, _listener) = listen(handler, capacity);
-        let idle: Vec<TcpStream> = (0..3)
+        let mut idle: Vec<TcpStream> = (0..3)
             .map(|_| TcpStream::connect(address).unwrap())
             .collect();
-        // The reader threads of the idle ones must have been admitted first.
-        let started = Instant::now();
-        loop {
-            let reply = get(address, "/");
-            if reply.starts_with("HTTP/1.1 503 ") {
-                assert!(reply.contains("too many open connections"), "{reply}");
-                break;
-            }
-            assert!(started.elapsed() < Duration::from_secs(5), "{reply}");
+        for _ in 0..5 {
+            let started = Instant::now();
+            assert!(get(address, "/").starts_with("HTTP/1.1 200 "));
+            assert!(started.elapsed() < Duration::from_secs(1));
+            // The idle clients come back as they are cut off.
+            idle.push(TcpStream::connect(address).unwrap());
         }
-        drop(idle);
-        let started = Instant::now();
-        while !get(address, "/").starts_with("HTTP/1.1 200 ") {
-            assert!(started.elapsed() < Duration::from_secs(5));
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        // The oldest idle connection was answered 503 and closed to make way.
+        idle[0]
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut answer = String::new();
+        let _ = idle[0].read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
     }
 }
