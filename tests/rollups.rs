@@ -194,6 +194,17 @@ fn the_legacy_tick_takes_its_own_token() {
     assert_eq!(other.status, 401);
 }
 
+/// An alert rule on bounces, and a bounce five minutes ago: the next tick fires it.
+fn add_a_breached_rule(db: rusqlite::Connection) {
+    db.execute_batch(
+        "INSERT INTO alert_rules (id, tenant_id, name, metric, window_minutes, comparator, threshold)
+           VALUES ('bounces', 'acme', 'Bounce spike', 'negative_outcomes', 60, '>=', 1);
+         INSERT INTO interaction_history (id, tenant_id, outcome, created_at)
+           VALUES ('b1', 'acme', 'bounced', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-5 minutes'));",
+    )
+    .unwrap();
+}
+
 #[test]
 fn an_alert_rule_event_reaches_the_webhook_once_even_if_it_was_down() {
     let closed_port = crate::support::free_port();
@@ -202,14 +213,7 @@ fn an_alert_rule_event_reaches_the_webhook_once_even_if_it_was_down() {
         &format!("http://127.0.0.1:{closed_port}/hook"),
     );
     assert!(env.run(&["migrate"]).status.success());
-    env.db()
-        .execute_batch(
-            "INSERT INTO alert_rules (id, tenant_id, name, metric, window_minutes, comparator, threshold)
-               VALUES ('bounces', 'acme', 'Bounce spike', 'negative_outcomes', 60, '>=', 1);
-             INSERT INTO interaction_history (id, tenant_id, outcome, created_at)
-               VALUES ('b1', 'acme', 'bounced', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-5 minutes'));",
-        )
-        .unwrap();
+    add_a_breached_rule(env.db());
     let down = env.run_json(&["run", "cron-tick"], 3);
     assert_eq!(down["fired"], 1);
     assert!(
@@ -311,14 +315,7 @@ fn a_webhook_that_never_answers_holds_cron_tick_for_seconds_at_most() {
     let address = silent.local_addr().unwrap();
     let env = Env::new().with("ALERT_WEBHOOK_URL", &format!("http://{address}/hook"));
     assert!(env.run(&["migrate"]).status.success());
-    env.db()
-        .execute_batch(
-            "INSERT INTO alert_rules (id, tenant_id, name, metric, window_minutes, comparator, threshold)
-               VALUES ('bounces', 'acme', 'Bounce spike', 'negative_outcomes', 60, '>=', 1);
-             INSERT INTO interaction_history (id, tenant_id, outcome, created_at)
-               VALUES ('b1', 'acme', 'bounced', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-5 minutes'));",
-        )
-        .unwrap();
+    add_a_breached_rule(env.db());
     // The listener's backlog accepts the connection; nothing ever answers.
     let started = std::time::Instant::now();
     let result = env.run_json(&["run", "cron-tick"], 3);
