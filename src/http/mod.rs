@@ -310,8 +310,9 @@ fn connection(stream: &mut TcpStream, head_deadline: Instant, reading: Reading, 
         .write_to(stream);
         return;
     }
-    let request = match read {
-        Ok(request) => request,
+    // The body's share of the budget is held until the reply is written.
+    let (request, _permit) = match read {
+        Ok(read) => read,
         Err(ReadError::Answered(reply)) => {
             reply.write_to(stream);
             wire::close_unread(stream);
@@ -320,6 +321,8 @@ fn connection(stream: &mut TcpStream, head_deadline: Instant, reading: Reading, 
         Err(ReadError::Refused(refusal)) => {
             log::debug!("http: refused a request: {refusal}");
             Reply::error(refusal.status(), refusal).write_to(stream);
+            // A body may follow the head it refused: closed without a reset.
+            wire::close_unread(stream);
             return;
         }
         Err(ReadError::Gone(error)) => {

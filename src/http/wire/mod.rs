@@ -115,6 +115,10 @@ pub enum Refusal {
     HeadTooLarge,
     #[error("transfer coding {0:?} is not implemented")]
     UnknownCoding(String),
+    #[error(
+        "the listener holds as many request bodies as it may ({BODY_BUDGET_BYTES} bytes); try again"
+    )]
+    BodiesFull,
 }
 
 impl Refusal {
@@ -125,6 +129,7 @@ impl Refusal {
             Refusal::BodyTooLarge => 413,
             Refusal::HeadTooLarge => 431,
             Refusal::UnknownCoding(_) => 501,
+            Refusal::BodiesFull => 503,
         }
     }
 }
@@ -151,13 +156,43 @@ fn malformed(message: impl Into<String>) -> ReadError {
     ReadError::Refused(Refusal::Malformed(message.into()))
 }
 
+/// The most bytes all request bodies being read or answered may hold together, whatever the
+/// number of clients: past it a request is answered 503 before its body is read.
+pub const BODY_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+
+/// Bytes of request bodies reserved now, across the process's connections.
+static BODY_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A body's share of [`BODY_BUDGET_BYTES`], given back when dropped (its reply written).
+pub struct BodyPermit(usize);
+
+impl BodyPermit {
+    fn take(bytes: usize) -> Result<BodyPermit, Refusal> {
+        use std::sync::atomic::Ordering;
+        BODY_BYTES
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                (used + bytes <= BODY_BUDGET_BYTES).then_some(used + bytes)
+            })
+            .map(|_| BodyPermit(bytes))
+            .map_err(|_| Refusal::BodiesFull)
+    }
+}
+
+impl Drop for BodyPermit {
+    fn drop(&mut self) {
+        BODY_BYTES.fetch_sub(self.0, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Reads one request: the head by `head_deadline`, then its body within [`BODY_TIMEOUT`],
 /// unless `gate` answers the head first (then no body is read, and no `100 Continue` sent).
+/// The body's bytes (its announced length; the limit for a chunked one) are reserved from
+/// [`BODY_BUDGET_BYTES`] before it is read, and held by the answered permit.
 pub fn read_request(
     stream: &mut TcpStream,
     head_deadline: Instant,
     gate: &dyn Fn(&Request) -> Option<Reply>,
-) -> Result<Request, ReadError> {
+) -> Result<(Request, BodyPermit), ReadError> {
     let mut buffer = Vec::new();
     let head_end = read_head(stream, &mut buffer, head_deadline)?;
     let mut request = parse_head(&buffer[..head_end])?;
@@ -166,6 +201,11 @@ pub fn read_request(
     if let Some(reply) = gate(&request) {
         return Err(ReadError::Answered(reply));
     }
+    let permit = BodyPermit::take(match framing {
+        Framing::Empty => 0,
+        Framing::Length(length) => length,
+        Framing::Chunked => MAX_BODY_BYTES,
+    })?;
     buffer.drain(..head_end);
     let body_deadline = Instant::now() + BODY_TIMEOUT;
     // Only a client that waits for it (nothing of the body has come) needs the interim answer.
@@ -185,7 +225,7 @@ pub fn read_request(
         Framing::Length(length) => read_sized_body(stream, buffer, length, body_deadline)?,
         Framing::Chunked => read_chunked_body(stream, buffer, body_deadline)?,
     };
-    Ok(request)
+    Ok((request, permit))
 }
 
 /// Closes a connection whose request was answered before its body was read. The body is
@@ -235,7 +275,7 @@ mod tests {
         );
         drop(server);
         drop(sender.join().unwrap());
-        read
+        read.map(|(request, _)| request)
     }
 
     pub(super) fn refusal(bytes: &[u8]) -> Refusal {
@@ -286,7 +326,7 @@ mod tests {
             interim
         });
         let (mut server, _) = listener.accept().unwrap();
-        let request = read_request(
+        let (request, _) = read_request(
             &mut server,
             Instant::now() + Duration::from_secs(5),
             &|_| None,
