@@ -5,7 +5,8 @@ each (a new connection per request, as the listener closes after each), with and
 connections held open. Prints one line per listener and idle count, samples pooled over RUNS
 alternating rounds.
 
-usage: http_load.py --store DB --rows N --listener NAME=BINARY [--listener ...] [--runs N]
+usage: http_load.py --store DB --rows N --listener NAME=BINARY[=DB] [--listener ...] [--runs N]
+(a listener's own DB when its binary cannot open the other's schema)
 """
 import argparse
 import os
@@ -150,16 +151,19 @@ def main():
     parser.add_argument("--store", required=True)
     parser.add_argument("--rows", type=int, required=True)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--listener", action="append", required=True, help="NAME=BINARY")
+    parser.add_argument("--listener", action="append", required=True, help="NAME=BINARY[=DB]")
     args = parser.parse_args()
-    listeners = [entry.split("=", 1) for entry in args.listener]
+    listeners = []
+    for entry in args.listener:
+        name, binary, *store = entry.split("=", 2)
+        listeners.append((name, binary, store[0] if store else args.store))
     pooled = {}
     for round_number in range(args.runs):
         for idle in (0, IDLE):
             # Alternate the listeners within each round, so drift hits them alike.
             order = listeners if round_number % 2 == 0 else listeners[::-1]
-            for name, binary in order:
-                result = scenario(binary, args.store, idle, args.rows)
+            for name, binary, store in order:
+                result = scenario(binary, store, idle, args.rows)
                 entry = pooled.setdefault((name, idle), {"latencies": [], "errors": 0, "export": [], "overlapped": 0})
                 entry["latencies"] += result["latencies"]
                 entry["errors"] += result["errors"]
@@ -172,7 +176,7 @@ def main():
           f" {args.runs} rounds pooled")
     print(f"{'listener':<26} {'idle':>5} {'requests':>9} {'errors':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
           f" {'export s':>9} {'overlap':>8}")
-    for name, _ in listeners:
+    for name, _, _ in listeners:
         for idle in (0, IDLE):
             entry = pooled[(name, idle)]
             values = sorted(entry["latencies"])
