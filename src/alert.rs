@@ -204,10 +204,7 @@ impl Alerts {
 
     /// Whether alerts go to a webhook, and so into the outbox.
     pub fn outbox(&self) -> Outbox {
-        match self.webhook {
-            Some(_) => Outbox::Queue,
-            None => Outbox::Skip,
-        }
+        Outbox::for_webhook(self.webhook.as_ref())
     }
 
     /// Logs alerts already committed to the store and starts their delivery.

@@ -70,6 +70,14 @@ impl NamedFileDirs {
         &self.dirs[owner as usize]
     }
 
+    /// The default directories, unchecked: the stand-in while configuration problems are
+    /// collected (a configuration with a problem is never used).
+    pub fn unchecked_defaults(data_dir: &Path) -> NamedFileDirs {
+        NamedFileDirs {
+            dirs: NamedBy::ALL.map(|owner| lexical(&data_dir.join(owner.default_dir()))),
+        }
+    }
+
     /// Reads the three variables: each a directory relative to the data dir unless absolute,
     /// apart from edgecron's own files and trees and from `GITOPS_DIR`.
     pub fn parse<'a>(

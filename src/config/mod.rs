@@ -213,8 +213,7 @@ impl Config {
         let gitops_dir = get("GITOPS_DIR").map(PathBuf::from);
         let named_files = problems.take(
             NamedFileDirs::parse(&get, &data_dir, &db_path, gitops_dir.as_deref()),
-            NamedFileDirs::parse(&|_| None, &data_dir, &db_path, None)
-                .map_err(|problem| vec![problem])?,
+            NamedFileDirs::unchecked_defaults(&data_dir),
         );
         let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get().min(4));
         let mut number = |name: &str, default: u64, minimum: u64, maximum: u64| {

@@ -56,12 +56,8 @@ fn with_gap_alerts<R>(
     let opened = move |source: Source, gap: &Gap| gap_alert(alert::CAPTURE_GAP, source, gap, now);
     let resolved =
         move |source: Source, gap: &Gap| gap_alert(alert::CAPTURE_GAP_RESOLVED, source, gap, now);
-    let outbox = match config.alerts.webhook {
-        Some(_) => Outbox::Queue,
-        None => Outbox::Skip,
-    };
     use_them(&GapAlerts {
-        outbox,
+        outbox: Outbox::for_webhook(config.alerts.webhook.as_ref()),
         now,
         opened: &opened,
         resolved: &resolved,

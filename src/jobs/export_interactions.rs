@@ -8,9 +8,8 @@ use super::capture_gap::{self, GapCheck};
 use super::{Consuming, Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
 use crate::config::Config;
-use crate::export::batch::{BatchSettings, ExportError, export_tenants};
+use crate::export::batch::{BatchSettings, export_tenants};
 use crate::export::exported_ids::add_exported_ids;
-use crate::export::storage::Storage;
 use crate::store::capture::{self, Source};
 use crate::store::export::Upload;
 
@@ -35,9 +34,9 @@ impl Job for ExportInteractions {
 
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
         let gap = match capture_gap::check(ctx, Source::Interactions, |known| {
-            let storage = ctx.config.s3.as_ref().map(Storage::new).transpose();
-            let storage = storage.map_err(|error| ExportError::Storage(error.to_string()))?;
-            add_exported_ids(ctx.store, ctx.data_dir(), storage.as_ref(), known).map(drop)
+            add_exported_ids(ctx.store, ctx.data_dir(), ctx.storage()?.as_ref(), known)
+                .map(drop)
+                .map_err(JobError::from)
         })? {
             GapCheck::Clear(report) => report,
             // Nothing is taken from the queue until every missed row is in it.

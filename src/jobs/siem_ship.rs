@@ -63,7 +63,7 @@ impl Job for SiemShip {
             Siem::Off(reason) => {
                 // What was captured for an earlier backend is kept for the next one (shown in
                 // /metrics and `edgecron jobs` as it grows), never dropped unseen.
-                let waiting = crate::store::capture::backlog(ctx.store, Source::Audit)?;
+                let waiting = ledger::backlog(ctx.store)?;
                 // Every 5 minutes for the process's life would bury the logs; once tells.
                 static SKIP_LOGGED: Once = Once::new();
                 SKIP_LOGGED.call_once(|| {

@@ -19,6 +19,16 @@ pub enum Outbox {
     Skip,
 }
 
+impl Outbox {
+    /// Queued when a webhook is configured to take the alerts, skipped otherwise.
+    pub fn for_webhook<T>(webhook: Option<T>) -> Outbox {
+        match webhook {
+            Some(_) => Outbox::Queue,
+            None => Outbox::Skip,
+        }
+    }
+}
+
 /// A kind of condition a job can be in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConditionKind {
