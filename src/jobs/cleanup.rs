@@ -174,7 +174,7 @@ fn store_upkeep(ctx: &JobCtx<'_>) -> Result<serde_json::Value, JobError> {
             row.get::<_, i64>(2)?,
         ))
     });
-    conn.busy_timeout(crate::store::BUSY_TIMEOUT)?;
+    crate::store::wait_for_the_write_lock(&conn)?;
     let (busy, log_frames, checkpointed) = checkpoint?;
     conn.execute_batch("PRAGMA optimize")?;
     Ok(json!({

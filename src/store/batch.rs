@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{TransactionBehavior, params_from_iter, types::Value};
 
-use super::{BUSY_TIMEOUT, Store, StoreError};
+use super::{Store, StoreError};
 
 /// One bulk change: `DELETE` or `UPDATE ... SET set_clause` over the rows of `table` matching
 /// `filter`. Table, clauses and labels are the job's own SQL, never user input; values travel
@@ -97,10 +97,8 @@ impl BatchedChange<'_> {
         // The change checkpoints the WAL itself, in the windows it leaves the write lock free,
         // rather than on whichever commit passes SQLite's threshold, inside a busy slice.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        conn.busy_handler(Some(retry_soon))?;
         let outcome = self.apply(&mut conn, &change, should_stop, record);
         let checkpointed = checkpoint(&conn);
-        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)?;
         let outcome = outcome?;
         checkpointed?;
@@ -240,16 +238,6 @@ impl Pace {
             None => rate,
         });
     }
-}
-
-/// A change waits for the write lock in short steps: what holds it is the application's writer,
-/// whose commit takes about a millisecond, and SQLite's back-off (1, 2, 5, 10 ms...) kept the
-/// change waiting several times longer than that, a quarter of a purge's time (bench/purge).
-const RETRY_PAUSE: Duration = Duration::from_micros(250);
-
-fn retry_soon(attempt: i32) -> bool {
-    std::thread::sleep(RETRY_PAUSE);
-    (attempt.max(0) as u128) < BUSY_TIMEOUT.as_micros() / RETRY_PAUSE.as_micros()
 }
 
 /// SQLite's own default threshold, restored on the pooled connection afterwards.

@@ -29,7 +29,24 @@ pub type Pool = r2d2::Pool<SqliteConnectionManager>;
 pub type PooledConnection = r2d2::PooledConnection<SqliteConnectionManager>;
 
 /// How long a writer waits for SQLite's write lock before giving up with `SQLITE_BUSY`.
-pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// A writer waits for the write lock in short steps. What holds it is mostly the application's
+/// writer, whose commits leave the lock free for a few milliseconds at a time; SQLite's own
+/// back-off (1, 2, 5, 10 ... 100 ms) can miss every such window for the whole busy timeout
+/// (a writer holding the lock 60 ms of every 65 starved a run's first write), and kept a purge
+/// waiting a quarter of its time (bench/purge).
+const RETRY_PAUSE: Duration = Duration::from_micros(250);
+
+fn retry_soon(attempt: i32) -> bool {
+    std::thread::sleep(RETRY_PAUSE);
+    (attempt.max(0) as u128) < BUSY_TIMEOUT.as_micros() / RETRY_PAUSE.as_micros()
+}
+
+/// Makes `conn` wait for the write lock as every pooled connection does: in short steps, for at
+/// most `BUSY_TIMEOUT`.
+pub fn wait_for_the_write_lock(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_handler(Some(retry_soon))
+}
 /// The WAL file is truncated back to this size after checkpoints.
 const JOURNAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 
@@ -154,7 +171,7 @@ fn check_writable(path: &Path, flags: OpenFlags) -> rusqlite::Result<()> {
 }
 
 fn configure_connection(conn: &mut Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    wait_for_the_write_lock(conn)?;
     // WAL lets the application's readers and writers go on while a job reads; NORMAL is
     // durable across process crashes in WAL mode, which is what exactly-once relies on.
     conn.pragma_update(None, "journal_mode", "WAL")?;
