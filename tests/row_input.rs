@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::{SecondsFormat, Utc};
 use serde_json::Value;
 
-use crate::support::{Env, drain_exports, export_files, signal};
+use crate::support::{Env, drain_exports, export_files, signal, wait_with_peak_rss};
 
 /// Renders `minutes` from now in one of the forms an application may write.
 fn stamp(minutes: i64, form: usize) -> String {
@@ -333,17 +333,6 @@ fn exporting_huge_payloads_stays_within_its_memory_bound() {
         "peak RSS {} MiB for 1,500 rows of 800 KB",
         peak_kib / 1024
     );
-}
-
-/// Waits for the child and answers its exit code and peak resident memory (KiB).
-fn wait_with_peak_rss(child: std::process::Child) -> (i32, i64) {
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid for wait4 to fill.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: the pid is our child's, and the pointers outlive the call.
-    let waited = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert!(waited > 0, "wait4: {}", std::io::Error::last_os_error());
-    (libc::WEXITSTATUS(status), usage.ru_maxrss)
 }
 
 #[test]

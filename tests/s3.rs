@@ -275,3 +275,42 @@ fn a_missing_bucket_or_refused_credentials_are_the_storage_s_backoff_not_each_fi
     assert_eq!(back["uploaded"].as_i64(), Some(files), "{back}");
     assert_eq!(back["pending"], 0, "{back}");
 }
+
+#[test]
+fn a_storage_endpoint_streaming_an_endless_error_body_costs_no_memory_and_the_sync_ends() {
+    // Regression: rust-s3 read an error answer's body whole: an endpoint answering 500 with an
+    // endless body took s3-sync to 1,602 MiB in 8 s.
+    let endless = crate::support::Endless::start(500);
+    let env = Env::new();
+    env.run_json(&["demo", "--rows", "400"], 0);
+    drain_exports(&env);
+    let files = env.query_i64("SELECT COUNT(*) FROM export_files");
+    let env = env
+        .with("S3_BUCKET", crate::support::BUCKET)
+        .with("S3_ENDPOINT", &format!("http://{}", endless.address))
+        .with("S3_REGION", "eu-test-1")
+        .with("S3_ACCESS_KEY_ID", "test")
+        .with("S3_SECRET_ACCESS_KEY", "test")
+        .with("S3_PATH_STYLE", "true")
+        .with("S3_REQUEST_TIMEOUT_SECS", "30");
+    let started = std::time::Instant::now();
+    let child = env
+        .command(&["run", "s3-sync"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (code, peak_kib) = crate::support::wait_with_peak_rss(child);
+    assert_eq!(code, 3, "the sync is partial");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(peak_kib < 128 * 1024, "peak RSS {peak_kib} KiB");
+    assert!(endless.requests() >= 1);
+    assert_eq!(
+        env.query_i64("SELECT COUNT(*) FROM export_files WHERE upload_status = 'uploaded'"),
+        0,
+        "of {files} files"
+    );
+}

@@ -115,3 +115,14 @@ pub fn signal(pid: u32, signal: &str) {
         .expect("kill");
     assert!(status.success(), "kill -{signal} {pid}");
 }
+
+/// Waits for the child and answers its exit code and peak resident memory (KiB).
+pub fn wait_with_peak_rss(child: std::process::Child) -> (i32, i64) {
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our child's, and the pointers outlive the call.
+    let waited = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert!(waited > 0, "wait4: {}", std::io::Error::last_os_error());
+    (libc::WEXITSTATUS(status), usage.ru_maxrss)
+}

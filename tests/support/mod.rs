@@ -2,8 +2,9 @@
 //! real binary (`env`), SQL against its store (`store`), a real server and a raw HTTP client
 //! for it (`server`), export files on disk (`exports`), and fakes of what the binary talks to:
 //! S3 (`moto`), SIEM intakes (`intake`) and alert webhooks (`webhook`); `raw` sends bytes no
-//! well-behaved client would.
+//! well-behaved client would, `endless` answers as no well-behaved peer would.
 
+mod endless;
 mod env;
 mod exports;
 pub mod intake;
@@ -13,7 +14,8 @@ mod server;
 mod store;
 pub mod webhook;
 
-pub use env::{Env, SECRET, signal};
+pub use endless::Endless;
+pub use env::{Env, SECRET, signal, wait_with_peak_rss};
 pub use exports::{
     ExportedRow, assert_exported_exactly_once, drain_exports, export_files, exported_rows,
 };

@@ -1,14 +1,21 @@
-//! S3-compatible object storage for export files: verified uploads (single PUT or multipart)
-//! through rust-s3's blocking client.
+//! S3-compatible object storage for export files: verified uploads (single PUT or multipart),
+//! downloads and deletes, signed by rust-s3 and each answer read within bounds (`exchange`).
+
+mod exchange;
 
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
+use std::time::Duration;
+
+use s3::command::{Command, Multipart};
 use s3::creds::Credentials;
 use s3::error::S3Error;
-use s3::serde_types::Part;
+use s3::serde_types::{CompleteMultipartUploadData, InitiateMultipartUploadResponse, Part};
 use s3::{Bucket, Region};
+
+use exchange::exchange;
 
 use crate::config::S3Settings;
 use crate::io_error::IoError;
@@ -28,23 +35,22 @@ fn content_type(key: &str) -> &'static str {
 pub enum StorageError {
     #[error(transparent)]
     Io(#[from] IoError),
-    #[error("s3: {}", storage_answer(.0))]
+    /// Signing the request failed (credentials, a key or header it cannot carry).
+    #[error("s3: {}", crate::logging::peer_text(&.0.to_string(), 300))]
     S3(#[from] S3Error),
+    /// Storage answered with a status outside 2xx; `answer` is the start of its body.
+    #[error("s3: HTTP {status}: {}", crate::logging::peer_text(.answer, 300))]
+    Refused { status: u16, answer: String },
+    /// No answer: unreachable, reset, or not within the request timeout.
+    #[error("s3: {}", crate::logging::peer_text(.0, 300))]
+    Unanswered(String),
+    /// An answer edgecron cannot use (too long, or not what S3 answers).
+    #[error("s3: {}", crate::logging::peer_text(.0, 300))]
+    Unexpected(String),
     #[error("s3 credentials: {0}")]
     Credentials(String),
     #[error("upload of {key} not verified: {detail}")]
     Unverified { key: String, detail: String },
-}
-
-/// A storage error as a log line may hold it: what the storage answered is its text, shortened
-/// and with control characters escaped.
-fn storage_answer(error: &S3Error) -> String {
-    match error {
-        S3Error::HttpFailWithBody(status, body) => {
-            format!("HTTP {status}: {}", crate::logging::peer_text(body, 300))
-        }
-        other => crate::logging::peer_text(&other.to_string(), 300),
-    }
 }
 
 impl StorageError {
@@ -54,14 +60,14 @@ impl StorageError {
     /// so the whole queue goes as soon as the storage is right again.
     pub fn is_unreachable(&self) -> bool {
         match self {
-            StorageError::S3(S3Error::HttpFailWithBody(status, body)) => {
+            StorageError::Refused { status, answer } => {
                 *status >= 500
                     || matches!(status, 401 | 403)
-                    || (*status == 404 && body.contains("NoSuchBucket"))
+                    || (*status == 404 && answer.contains("NoSuchBucket"))
             }
-            StorageError::S3(S3Error::HttpFail) => false,
-            StorageError::S3(_) => true,
-            _ => false,
+            StorageError::S3(_) | StorageError::Unanswered(_) => true,
+            StorageError::Io(_) | StorageError::Credentials(_) => false,
+            StorageError::Unexpected(_) | StorageError::Unverified { .. } => false,
         }
     }
 }
@@ -69,6 +75,7 @@ impl StorageError {
 pub struct Storage {
     bucket: Box<Bucket>,
     prefix: String,
+    request_timeout: Duration,
 }
 
 impl Storage {
@@ -99,16 +106,21 @@ impl Storage {
         if settings.path_style {
             bucket = bucket.with_path_style();
         }
-        bucket.set_request_timeout(Some(settings.request_timeout));
         Ok(Storage {
             bucket,
             prefix: settings.prefix.clone(),
+            request_timeout: settings.request_timeout,
         })
     }
 
     /// Deletes an object; deleting one that is already gone succeeds, as S3 answers.
     pub fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.bucket.delete_object(key)?;
+        exchange(
+            &self.bucket,
+            key,
+            Command::DeleteObject,
+            self.request_timeout,
+        )?;
         Ok(())
     }
 
@@ -118,7 +130,7 @@ impl Storage {
         key: &str,
         out: &mut (impl std::io::Write + Send),
     ) -> Result<(), StorageError> {
-        self.bucket.get_object_to_writer(key, out)?;
+        exchange::download(&self.bucket, key, self.request_timeout, out)?;
         Ok(())
     }
 
@@ -144,15 +156,15 @@ impl Storage {
         if size as usize <= MULTIPART_THRESHOLD {
             let mut content = Vec::with_capacity(size as usize);
             file.read_to_end(&mut content).map_err(io("reading"))?;
-            let response =
-                self.bucket
-                    .put_object_with_content_type(key, &content, content_type(key))?;
             let expected = format!("{:x}", md5::compute(&content));
-            let etag = response
-                .headers()
-                .iter()
-                .find(|(name, _)| name.eq_ignore_ascii_case("etag"))
-                .map(|(_, value)| value.trim_matches('"').to_string());
+            let put = Command::PutObject {
+                content: &content,
+                content_type: content_type(key),
+                custom_headers: None,
+                multipart: None,
+            };
+            let answer = exchange(&self.bucket, key, put, self.request_timeout)?;
+            let etag = answer.header("etag").map(|etag| etag.trim_matches('"'));
             return match etag {
                 Some(etag) if etag == expected => Ok(size),
                 other => Err(StorageError::Unverified {
@@ -171,9 +183,14 @@ impl Storage {
         size: u64,
         local: &Path,
     ) -> Result<u64, StorageError> {
-        let upload = self
-            .bucket
-            .initiate_multipart_upload(key, content_type(key))?;
+        let initiate = Command::InitiateMultipartUpload {
+            content_type: content_type(key),
+        };
+        let answer = exchange(&self.bucket, key, initiate, self.request_timeout)?;
+        let upload: InitiateMultipartUploadResponse = quick_xml::de::from_str(&answer.text())
+            .map_err(|error| {
+                StorageError::Unexpected(format!("starting the upload of {key}: {error}"))
+            })?;
         let result = (|| {
             let mut parts = Vec::new();
             let mut chunk = vec![0u8; MULTIPART_THRESHOLD];
@@ -185,13 +202,17 @@ impl Storage {
                 }
                 let body = &chunk[..filled];
                 let expected = format!("{:x}", md5::compute(body));
-                let part: Part = self.bucket.put_multipart_chunk(
-                    body,
-                    key,
+                let put = Command::PutObject {
+                    content: body,
+                    content_type: content_type(key),
+                    custom_headers: None,
+                    multipart: Some(Multipart::new(part_number, &upload.upload_id)),
+                };
+                let answer = exchange(&self.bucket, key, put, self.request_timeout)?;
+                let part = Part {
                     part_number,
-                    &upload.upload_id,
-                    content_type(key),
-                )?;
+                    etag: answer.header("etag").unwrap_or_default().to_string(),
+                };
                 if part.etag.trim_matches('"') != expected {
                     return Err(StorageError::Unverified {
                         key: key.to_string(),
@@ -203,27 +224,37 @@ impl Storage {
                 }
                 parts.push(part);
             }
-            match self
-                .bucket
-                .complete_multipart_upload(key, &upload.upload_id, parts)
-            {
-                Ok(_) => {}
-                // Some S3-compatible servers name the answer's root element differently: a 200
-                // without an <Error> is a completed upload, and the size check below verifies it.
-                Err(S3Error::HttpFailWithBody(200, body)) if !body.contains("<Error>") => {}
-                Err(error) => return Err(error.into()),
+            let complete = Command::CompleteMultipartUpload {
+                upload_id: &upload.upload_id,
+                data: CompleteMultipartUploadData { parts },
+            };
+            let answer = exchange(&self.bucket, key, complete, self.request_timeout)?;
+            // S3 may answer 200 and report a failure in the body; a 200 without an <Error> is a
+            // completed upload (servers name its root element differently), and the size check
+            // below verifies it.
+            if answer.text().contains("<Error>") {
+                return Err(StorageError::Unverified {
+                    key: key.to_string(),
+                    detail: crate::logging::peer_text(&answer.text(), 300),
+                });
             }
-            let (head, _) = self.bucket.head_object(key)?;
-            match head.content_length {
-                Some(length) if length as u64 == size => Ok(size),
+            let head = exchange(&self.bucket, key, Command::HeadObject, self.request_timeout)?;
+            let length = head
+                .header("content-length")
+                .and_then(|length| length.parse::<u64>().ok());
+            match length {
+                Some(length) if length == size => Ok(size),
                 other => Err(StorageError::Unverified {
                     key: key.to_string(),
                     detail: format!("stored size {other:?}, local size {size}"),
                 }),
             }
         })();
+        let abort = Command::AbortMultipartUpload {
+            upload_id: &upload.upload_id,
+        };
         if result.is_err()
-            && let Err(error) = self.bucket.abort_upload(key, &upload.upload_id)
+            && let Err(error) = exchange(&self.bucket, key, abort, self.request_timeout)
         {
             log::warn!("s3: aborting the multipart upload of {key}: {error}");
         }
