@@ -330,7 +330,8 @@ fn connections_past_edgecron_http_max_connections_are_answered_503_and_closed() 
 fn idle_connections_held_and_reopened_never_keep_health_out() {
     // Regression: 1,100 idle connections, re-opened as they timed out, made 17 of 27
     // /healthz probes fail, 12 of them as connection resets.
-    let env = Env::new().with("EDGECRON_HTTP_MAX_CONNECTIONS", "100");
+    raise_open_file_limit(4_096);
+    let env = Env::new();
     let mut server = env.serve();
     let address = server.address;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -340,11 +341,12 @@ fn idle_connections_held_and_reopened_never_keep_health_out() {
             std::thread::spawn(move || {
                 let mut held: std::collections::VecDeque<TcpStream> = Default::default();
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    // 110 idle connections each, re-opened as the server closes them.
+                    // 275 idle connections each, 1,100 in all against a limit of 1,024,
+                    // re-opened as the server closes them.
                     if let Ok(stream) = TcpStream::connect(address) {
                         held.push_back(stream);
                     }
-                    if held.len() > 110 {
+                    if held.len() > 275 {
                         held.pop_front();
                     }
                     std::thread::sleep(Duration::from_millis(2));
@@ -352,19 +354,38 @@ fn idle_connections_held_and_reopened_never_keep_health_out() {
             })
         })
         .collect();
+    let flooding = Instant::now();
     std::thread::sleep(Duration::from_millis(500));
     for _ in 0..20 {
         let started = Instant::now();
         let reply = crate::support::http(address, "GET", "/healthz", &[], None);
         assert_eq!(reply.status, 200, "{}", reply.body);
         assert!(started.elapsed() < SECOND, "{:?}", started.elapsed());
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(760));
     }
+    assert!(flooding.elapsed() > 15 * SECOND);
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for flooder in flooders {
         flooder.join().unwrap();
     }
     assert_healthy(&mut server);
+}
+
+/// Raises this process's soft open-file limit to `wanted` (or the hard limit, if lower), so a
+/// test can hold more connections than a default soft limit of 1,024 allows.
+fn raise_open_file_limit(wanted: u64) {
+    // SAFETY: getrlimit and setrlimit read and write the struct passed, which outlives them.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_cur.max(wanted.min(limit.rlim_max));
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        assert!(
+            limit.rlim_cur >= 2_400,
+            "the hard open-file limit is {}",
+            limit.rlim_max
+        );
+    }
 }
 
 #[test]
