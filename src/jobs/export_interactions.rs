@@ -131,6 +131,7 @@ impl Job for ExportInteractions {
                 .filter_map(|(tenant_id, _)| waiting.get(tenant_id))
                 .sum();
             capture::record_backlog(ctx.store, Source::Interactions, takeable)?;
+            capture::note_backlog(ctx.store, Source::Interactions)?;
         }
         // Stopped by the deadline or a shutdown: each tenant's batch is committed as far as it got.
         let finished = !ctx.should_stop();

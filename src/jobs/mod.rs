@@ -168,10 +168,12 @@ pub enum JobError {
 }
 
 /// Checks the capture triggers of both captured tables, recreating any that are gone (and
-/// raising `capture_gap`); the next run of their consumer recovers the rows missed.
+/// raising `capture_gap`); the next run of their consumer recovers the rows missed. Notes what
+/// waits in each queue, for `/metrics`.
 pub fn heal_capture(store: &Store, config: &Config, clock: &dyn Clock) -> Result<(), StoreError> {
     for source in [Source::Interactions, Source::Audit] {
         capture_gap::heal(store, config, clock, source)?;
+        crate::store::capture::note_backlog(store, source)?;
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ use crate::config::layout::ARCHIVE;
 use crate::export::storage::Storage;
 use crate::siem::intake::{Intake, Retry};
 use crate::siem::{self, AuditRow, Fate, Siem};
-use crate::store::capture::Source;
+use crate::store::capture::{self, Source};
 use crate::store::siem::{self as ledger, DeadLetter};
 
 pub struct SiemShip;
@@ -63,7 +63,7 @@ impl Job for SiemShip {
             Siem::Off(reason) => {
                 // What was captured for an earlier backend is kept for the next one (shown in
                 // /metrics and `edgecron jobs` as it grows), never dropped unseen.
-                let waiting = ledger::backlog(ctx.store)?;
+                let waiting = capture::note_backlog(ctx.store, Source::Audit)?;
                 // Every 5 minutes for the process's life would bury the logs; once tells.
                 static SKIP_LOGGED: Once = Once::new();
                 SKIP_LOGGED.call_once(|| {
@@ -101,7 +101,7 @@ impl Job for SiemShip {
             }
         };
         if ctx.params.dry_run {
-            let backlog = ledger::backlog(ctx.store)?;
+            let backlog = capture::note_backlog(ctx.store, Source::Audit)?;
             return Ok(JobOutput {
                 body: json!({"ok": true, "backend": backend, "shipped": 0, "errors": 0,
                              "windowSeconds": 0, "rowsScanned": 0, "cursor": null,
@@ -200,8 +200,8 @@ impl Job for SiemShip {
                 last_log = Instant::now();
             }
         }
-        let backlog = ledger::backlog(ctx.store)?;
-        crate::store::capture::record_backlog(ctx.store, Source::Audit, backlog)?;
+        let backlog = capture::note_backlog(ctx.store, Source::Audit)?;
+        capture::record_backlog(ctx.store, Source::Audit, backlog)?;
         let settled = totals.shipped + totals.dead_lettered + totals.archived;
         // Stopping for the deadline or shutdown is not the intake failing.
         let intake_failed = stopped.is_some() && !ctx.should_stop();

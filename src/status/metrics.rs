@@ -1,6 +1,10 @@
 //! What `GET /metrics` reports, read in one place: the runs' lifetime counters and
 //! histograms, the ledger's occurrence counts and schedule lag, the alert conditions in force,
 //! the export and SIEM backlogs and the store's size. The HTTP layer only renders it.
+//!
+//! Nothing here counts a table that grows with the application's rows: the run and schedule
+//! figures are counters kept as runs end, the backlogs the counts noted as their consumers'
+//! runs end (and at serve's start).
 
 use std::path::Path;
 
@@ -47,7 +51,7 @@ pub fn snapshot(runner: &Runner) -> Result<Snapshot, StoreError> {
     let siem = match &runner.config().siem {
         Siem::On(settings) => {
             let backend = settings.backend.name();
-            let backlog = ledger::backlog(store)?;
+            let backlog = capture::noted_backlog(store, Source::Audit)?.rows;
             Some((backend, backlog, ledger::stalled_runs(store, backend)?))
         }
         Siem::Off(_) => None,
@@ -71,13 +75,13 @@ pub fn snapshot(runner: &Runner) -> Result<Snapshot, StoreError> {
         histograms: runs.histograms,
         running: runs.running,
         upload_queue: manifest::upload_backlog(store)?,
-        export_backlog: capture::backlog(store, Source::Interactions)?,
+        export_backlog: capture::noted_backlog(store, Source::Interactions)?.rows,
         export_backlog_by_tenant: manifest::backlog_by_tenant(store)?,
         capture: [Source::Interactions, Source::Audit]
             .into_iter()
             .map(|source| {
-                let state = capture::backlog_state(store, source)?;
-                Ok((source.table(), state.rows, state.gap_found_at.is_some()))
+                let noted = capture::noted_backlog(store, source)?;
+                Ok((source.table(), noted.rows, noted.gap))
             })
             .collect::<Result<_, StoreError>>()?,
         export_invalid_rows: manifest::invalid_rows(store)?,

@@ -82,6 +82,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0014_capture_heal",
         sql: include_str!("../../schema/0014_capture_heal.sql"),
     },
+    Migration {
+        version: 15,
+        name: "0015_noted_backlog",
+        sql: include_str!("../../schema/0015_noted_backlog.sql"),
+    },
 ];
 
 pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> {

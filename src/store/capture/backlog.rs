@@ -82,6 +82,38 @@ pub fn backlog_state(store: &Store, source: Source) -> Result<BacklogState, Stor
     })
 }
 
+/// Counts what waits in `source`'s queue and notes it, for `/metrics` to read (as each
+/// consumer's run ends, and at serve's start); answers the count.
+pub fn note_backlog(store: &Store, source: Source) -> Result<u64, StoreError> {
+    let rows = backlog(store, source)?;
+    store.conn()?.execute(
+        "UPDATE capture_state SET backlog_rows = ?2 WHERE source = ?1",
+        (source.table(), rows as i64),
+    )?;
+    Ok(rows)
+}
+
+/// What a queue had waiting when it was last noted, and whether a gap is being recovered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotedBacklog {
+    pub rows: u64,
+    pub gap: bool,
+}
+
+/// The noted backlog of `source`: one row read, nothing counted (a scrape's cost must not grow
+/// with the queue).
+pub fn noted_backlog(store: &Store, source: Source) -> Result<NotedBacklog, StoreError> {
+    let (rows, gap) = store.conn()?.query_row(
+        "SELECT COALESCE(backlog_rows, 0), gap_pending FROM capture_state WHERE source = ?1",
+        [source.table()],
+        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, bool>(1)?)),
+    )?;
+    Ok(NotedBacklog {
+        rows: rows as u64,
+        gap,
+    })
+}
+
 /// Records what a consumer's run left waiting that it could have taken (the export leaves
 /// inactive tenants' rows by design, so it counts the active tenants' only).
 pub fn record_backlog(store: &Store, source: Source, rows: u64) -> Result<(), StoreError> {

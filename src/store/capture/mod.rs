@@ -19,7 +19,7 @@ use super::{Store, StoreError};
 mod backlog;
 mod gap;
 
-pub use backlog::{backlog, backlog_state, record_backlog};
+pub use backlog::{backlog_state, note_backlog, noted_backlog, record_backlog};
 pub use gap::{Gap, GapAlerts, KnownIds, Recovery, heal, note_seen, recover_gap};
 
 /// A captured table.

@@ -52,7 +52,20 @@ mod walk {
         let (_dir, store) = temp_store();
         insert(&store, &["a", "b"]);
         assert!(captured(&store).is_empty());
-        assert_eq!(backlog(&store, Source::Interactions).unwrap(), 2);
+        assert_eq!(backlog::backlog(&store, Source::Interactions).unwrap(), 2);
+    }
+
+    #[test]
+    fn the_noted_backlog_changes_only_when_it_is_counted_again() {
+        let (_dir, store) = temp_store();
+        let noted = |store: &Store| noted_backlog(store, Source::Interactions).unwrap().rows;
+        insert(&store, &["a", "b"]);
+        assert_eq!(noted(&store), 0, "nothing noted yet");
+        assert_eq!(note_backlog(&store, Source::Interactions).unwrap(), 2);
+        insert(&store, &["c"]);
+        assert_eq!(noted(&store), 2, "a read counts nothing");
+        note_backlog(&store, Source::Interactions).unwrap();
+        assert_eq!(noted(&store), 3);
     }
 
     #[test]
@@ -86,7 +99,7 @@ mod walk {
         insert(&store, &["z"]);
         assert_eq!(captured(&store), ["a", "c", "z"]);
         assert_eq!(walk_rows(&store, &last), ["f", "g", "h"]);
-        assert_eq!(backlog(&store, Source::Interactions).unwrap(), 6);
+        assert_eq!(backlog::backlog(&store, Source::Interactions).unwrap(), 6);
     }
 
     #[test]
