@@ -166,7 +166,7 @@ fn the_application_records_export_metrics_and_the_aggregate_alerts_a_webhook() {
         .log()
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .find(|line| line["type"] == "export_failure_alert" && line["severity"] == "warning");
+        .find(|line| line["type"] == "export_failure_alert" && line["severity"] == "high");
     assert!(logged.is_some(), "{}", server.log());
 }
 

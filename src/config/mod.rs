@@ -12,13 +12,13 @@ use chrono_tz::Tz;
 mod jobs;
 pub mod layout;
 pub mod siem;
+mod storage;
 
 pub use jobs::{ALL_CAP, CatchUp, JobDefaults, JobSettings};
 use layout::NamedFileDirs;
 use siem::Siem;
-
-/// How long a request to storage may take, unless `S3_REQUEST_TIMEOUT_SECS` says otherwise.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub use storage::S3Settings;
+use storage::{parse_export_archive, parse_s3};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -49,7 +49,8 @@ impl fmt::Debug for Secret {
 pub struct AlertSettings {
     /// `EXPORT_ALERT_FAILURE_RATE`: alert above this share of failed exports (0.1).
     pub failure_rate: f64,
-    /// `EXPORT_ALERT_MIN_EXPORTS`: fewer exports than this never alert on the rate (10).
+    /// `EXPORT_ALERT_MIN_EXPORTS`: fewer exports than this never alert on the rate (1: the
+    /// replaced system had no floor).
     pub min_exports: u64,
     /// `EXPORT_ALERT_AVG_DURATION_MS`: alert above this average duration (5000).
     pub avg_duration_ms: u64,
@@ -64,7 +65,7 @@ impl Default for AlertSettings {
     fn default() -> AlertSettings {
         AlertSettings {
             failure_rate: 0.1,
-            min_exports: 10,
+            min_exports: 1,
             avg_duration_ms: 5_000,
             max_volume: 1_000,
             webhook: None,
@@ -89,22 +90,6 @@ impl Compression {
             Compression::Gzip => ".gz",
         }
     }
-}
-
-/// S3-compatible storage for export files, when `S3_BUCKET` is set.
-#[derive(Debug, Clone)]
-pub struct S3Settings {
-    pub bucket: String,
-    /// `None`: AWS itself, by region.
-    pub endpoint: Option<String>,
-    pub region: String,
-    /// Both or neither; neither means anonymous access.
-    pub credentials: Option<(String, Secret)>,
-    /// Prepended to the path relative to the data dir.
-    pub prefix: String,
-    pub path_style: bool,
-    /// `S3_REQUEST_TIMEOUT_SECS`: the longest one request to storage may take.
-    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -305,98 +290,6 @@ impl Problems {
     }
 }
 
-/// `S3_PREFIX`: a key prefix inside the bucket. A leading `/` or a `..` part would let
-/// path-style requests leave the bucket (`../other/` writes into another one) while the store
-/// records this one; a backslash or a control character names no sane key.
-fn parse_prefix(prefix: &str) -> Result<String, ConfigError> {
-    let refused = |why: &str| {
-        Err(ConfigError(format!(
-            "S3_PREFIX: {prefix:?} {why}; give a key prefix such as `edgecron/`"
-        )))
-    };
-    if prefix.starts_with('/') {
-        return refused("starts with /");
-    }
-    if prefix.split('/').any(|part| part == ".." || part == ".") {
-        return refused("has a `.` or `..` part");
-    }
-    if prefix.chars().any(|c| c == '\\' || c.is_control()) {
-        return refused("has a backslash or a control character");
-    }
-    Ok(prefix.to_string())
-}
-
-fn parse_s3<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Option<S3Settings>, ConfigError> {
-    let Some(bucket) = get("S3_BUCKET") else {
-        return Ok(None);
-    };
-    parse_storage(get, bucket, get("S3_REGION")).map(Some)
-}
-
-/// `EXPORT_ARCHIVE_BUCKET` (and `EXPORT_ARCHIVE_REGION`), the replaced system's archive
-/// settings: where `export-log-cleanup` archives, on the storage `S3_*` describes.
-fn parse_export_archive<'a>(
-    get: &impl Fn(&str) -> Option<&'a str>,
-) -> Result<Option<S3Settings>, ConfigError> {
-    let Some(bucket) = get("EXPORT_ARCHIVE_BUCKET") else {
-        if get("EXPORT_ARCHIVE_REGION").is_some() {
-            return Err(ConfigError(
-                "EXPORT_ARCHIVE_REGION: set without EXPORT_ARCHIVE_BUCKET".into(),
-            ));
-        }
-        return Ok(None);
-    };
-    let region = get("EXPORT_ARCHIVE_REGION").or(get("S3_REGION"));
-    let settings = parse_storage(get, bucket, region)?;
-    // AWS takes no anonymous writes; an S3-compatible endpoint may.
-    if settings.credentials.is_none() && settings.endpoint.is_none() {
-        return Err(ConfigError(
-            "EXPORT_ARCHIVE_BUCKET: archiving to AWS S3 needs S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY".into(),
-        ));
-    }
-    Ok(Some(settings))
-}
-
-fn parse_storage<'a>(
-    get: &impl Fn(&str) -> Option<&'a str>,
-    bucket: &str,
-    region: Option<&str>,
-) -> Result<S3Settings, ConfigError> {
-    let endpoint = get("S3_ENDPOINT").map(|endpoint| endpoint.trim_end_matches('/').to_string());
-    if let Some(endpoint) = &endpoint
-        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-    {
-        return Err(ConfigError(format!(
-            "S3_ENDPOINT: {endpoint:?} is not an http:// or https:// URL"
-        )));
-    }
-    let credentials = match (get("S3_ACCESS_KEY_ID"), get("S3_SECRET_ACCESS_KEY")) {
-        (Some(key), Some(secret)) => Some((key.to_string(), Secret::new(secret.to_string()))),
-        (None, None) => None,
-        _ => {
-            return Err(ConfigError(
-                "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY: set both or neither".into(),
-            ));
-        }
-    };
-    Ok(S3Settings {
-        bucket: bucket.to_string(),
-        endpoint,
-        region: region.unwrap_or("us-east-1").to_string(),
-        credentials,
-        prefix: parse_prefix(get("S3_PREFIX").unwrap_or(""))?,
-        path_style: get("S3_PATH_STYLE")
-            .map_or(Ok(false), |value| parse_bool("S3_PATH_STYLE", value))?,
-        request_timeout: Duration::from_secs(parse_number(
-            "S3_REQUEST_TIMEOUT_SECS",
-            get("S3_REQUEST_TIMEOUT_SECS"),
-            DEFAULT_REQUEST_TIMEOUT.as_secs(),
-            1,
-            3600,
-        )?),
-    })
-}
-
 fn parse_alerts<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<AlertSettings, ConfigError> {
     let webhook = get("ALERT_WEBHOOK_URL").map(str::to_string);
     if let Some(url) = &webhook
@@ -418,7 +311,7 @@ fn parse_alerts<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<AlertSetti
         min_exports: parse_number(
             "EXPORT_ALERT_MIN_EXPORTS",
             get("EXPORT_ALERT_MIN_EXPORTS"),
-            10,
+            1,
             1,
             1_000_000_000,
         )?,

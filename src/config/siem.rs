@@ -58,6 +58,18 @@ pub struct SiemSettings {
     /// `SIEM_SPLUNK_ACK`: each HEC request goes on a channel, and its rows count as shipped
     /// only once the indexers acknowledge it.
     pub splunk_ack: bool,
+    /// `SIEM_START`: where a SIEM with no progress yet begins.
+    pub start: SiemStart,
+}
+
+/// Where the first run for a backend begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SiemStart {
+    /// Every audit row the store holds, then what comes after.
+    Beginning,
+    /// What comes after: the rows already in the store are taken as shipped, unsent (the
+    /// system edgecron replaces shipped them already).
+    Now,
 }
 
 impl SiemSettings {
@@ -135,7 +147,17 @@ pub fn parse<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Siem, ConfigE
             )));
         }
     };
+    let start = match get("SIEM_START") {
+        None | Some("beginning") => SiemStart::Beginning,
+        Some("now") => SiemStart::Now,
+        Some(other) => {
+            return Err(ConfigError(format!(
+                "SIEM_START: expected beginning or now, got {other:?}"
+            )));
+        }
+    };
     Ok(Siem::On(SiemSettings {
+        start,
         backend,
         endpoint,
         api_key: Secret::new(api_key.to_string()),

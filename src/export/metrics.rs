@@ -6,7 +6,7 @@ use chrono::Duration;
 use serde::Deserialize;
 
 use crate::clock::{Clock, from_store_text, to_store_text};
-use crate::store::export_metrics::{ExportMetric, Outcome, Recorded};
+use crate::store::export_metrics::{ExportMetric, MetricSource, Outcome, Recorded};
 use crate::store::{Store, StoreError};
 
 /// Why a reported metric was refused; the message names the field.
@@ -61,11 +61,13 @@ struct OriginalMetricBody {
     format: String,
     /// `completed` or `failed`.
     status: String,
+    /// `null` (or absent) where the replaced system sends it: a failed export has no rows, no
+    /// file and may have no duration; read as 0.
     #[serde(default)]
-    conversation_count: i64,
-    duration_ms: i64,
+    conversation_count: Option<i64>,
+    duration_ms: Option<i64>,
     #[serde(default)]
-    file_size_bytes: i64,
+    file_size_bytes: Option<i64>,
     error_type: Option<String>,
     error_message: Option<String>,
 }
@@ -137,14 +139,15 @@ pub fn parse_reported(body: &[u8], clock: &dyn Clock) -> Result<ExportMetric, In
                 export_type: "application".into(),
                 format: body.format,
                 outcome,
-                row_count: body.conversation_count,
-                duration_ms: body.duration_ms,
-                bytes: body.file_size_bytes,
+                row_count: body.conversation_count.unwrap_or(0),
+                duration_ms: body.duration_ms.unwrap_or(0),
+                bytes: body.file_size_bytes.unwrap_or(0),
                 error_type: body.error_type,
                 error_message: body.error_message,
                 created_at: to_store_text(clock.now()),
                 export_id: body.export_id,
                 user_id: Some(body.user_id),
+                source: MetricSource::Application,
             },
             FieldNames::ORIGINAL,
         );
@@ -189,6 +192,7 @@ pub fn parse_reported(body: &[u8], clock: &dyn Clock) -> Result<ExportMetric, In
             created_at: to_store_text(created_at),
             export_id: body.export_id,
             user_id: None,
+            source: MetricSource::Application,
         },
         FieldNames::OWN,
     )

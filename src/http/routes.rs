@@ -104,20 +104,26 @@ pub fn handle(app: &App, request: &Request) -> Reply {
         "/api/cron/tick" => trigger(
             app,
             request,
-            "cron-tick",
-            TRIGGER_METHODS,
-            Realm::LegacyTick,
+            Route {
+                job: "cron-tick",
+                methods: TRIGGER_METHODS,
+                realm: Realm::LegacyTick,
+                body: BodyMeans::Event,
+            },
         ),
         "/api/v1/export-metrics" => record_export_metric(app, request),
         "/api/admin/maintenance" => trigger(
             app,
             request,
-            "maintenance",
-            READ_METHODS,
-            Realm::Maintenance,
+            Route {
+                job: "maintenance",
+                methods: READ_METHODS,
+                realm: Realm::Maintenance,
+                body: BodyMeans::Parameters,
+            },
         ),
         path => match path.strip_prefix("/api/v1/cron/") {
-            Some(job) => trigger(app, request, job, TRIGGER_METHODS, Realm::Cron),
+            Some(job) => trigger(app, request, Route::cron(job)),
             // The paths the systems edgecron replaces served a job at (their schedulers'
             // configurations call them), with the same secret, methods and parameters.
             None => match app
@@ -126,7 +132,7 @@ pub fn handle(app: &App, request: &Request) -> Reply {
                 .iter()
                 .find(|job| job.legacy_routes().contains(&path))
             {
-                Some(job) => trigger(app, request, job.name(), TRIGGER_METHODS, Realm::Cron),
+                Some(job) => trigger(app, request, Route::cron(job.name())),
                 None => Reply::error(404, format!("no route {path}")),
             },
         },
@@ -205,21 +211,50 @@ fn read(
     }
 }
 
-fn trigger(app: &App, request: &Request, job: &str, methods: &[&str], realm: Realm) -> Reply {
-    if let Some(refusal) = allow(request, methods) {
+/// What a trigger route's POST body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyMeans {
+    /// The run's parameters, and nothing else.
+    Parameters,
+    /// Whatever JSON the caller's scheduler sends (an EventBridge scheduled event, say): its
+    /// run parameters are read, any other field is ignored.
+    Event,
+}
+
+/// A route that runs a job.
+struct Route<'a> {
+    job: &'a str,
+    methods: &'a [&'a str],
+    realm: Realm,
+    body: BodyMeans,
+}
+
+impl Route<'_> {
+    fn cron(job: &str) -> Route<'_> {
+        Route {
+            job,
+            methods: TRIGGER_METHODS,
+            realm: Realm::Cron,
+            body: BodyMeans::Parameters,
+        }
+    }
+}
+
+fn trigger(app: &App, request: &Request, route: Route<'_>) -> Reply {
+    if let Some(refusal) = allow(request, route.methods) {
         return refusal;
     }
     if !app.runner.config().cron_enabled {
         return Reply::error(503, "CRON_ENABLED=false: triggers are switched off");
     }
-    if let Err(refused) = app.auth.check(request, realm) {
+    if let Err(refused) = app.auth.check(request, route.realm) {
         return refuse(app, request, refused);
     }
-    let params = match trigger_params(request) {
+    let params = match trigger_params(request, route.body) {
         Ok(params) => params,
         Err(reply) => return reply,
     };
-    match app.runner.run(job, Trigger::Http, params) {
+    match app.runner.run(route.job, Trigger::Http, params) {
         Ok(completed) if completed.status == RunStatus::Failed => Reply::json(500, &completed.body),
         Ok(completed) => Reply::json(200, &completed.body),
         Err(error) => Reply::json(run_error_status(&error), &error.body()),
@@ -254,9 +289,9 @@ fn a_boolean<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<bool>,
 
 /// A trigger's parameters from its query and (on POST) its JSON body; one given in both is
 /// as ambiguous as one given twice, and refused the same way.
-fn trigger_params(request: &Request) -> Result<RunParams, Reply> {
+fn trigger_params(request: &Request, means: BodyMeans) -> Result<RunParams, Reply> {
     let mut body = if request.method == "POST" {
-        parse_body(&request.body)?
+        parse_body(&request.body, means)?
     } else {
         TriggerBody::default()
     };
@@ -294,12 +329,22 @@ fn parse_flag(value: &str) -> Result<bool, Reply> {
     }
 }
 
-fn parse_body(bytes: &[u8]) -> Result<TriggerBody, Reply> {
+fn parse_body(bytes: &[u8], means: BodyMeans) -> Result<TriggerBody, Reply> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(TriggerBody::default());
     }
-    serde_json::from_slice(bytes)
-        .map_err(|error| Reply::error(400, format!("malformed JSON body: {error}")))
+    let malformed =
+        |error: serde_json::Error| Reply::error(400, format!("malformed JSON body: {error}"));
+    if means == BodyMeans::Parameters {
+        return serde_json::from_slice(bytes).map_err(malformed);
+    }
+    let serde_json::Value::Object(mut event) = serde_json::from_slice(bytes).map_err(malformed)?
+    else {
+        return Ok(TriggerBody::default());
+    };
+    // A run parameter in an event is still read strictly: a `dryRun` must never be ignored.
+    event.retain(|key, _| TRIGGER_PARAMS.contains(&key.as_str()));
+    serde_json::from_value(serde_json::Value::Object(event)).map_err(malformed)
 }
 
 /// `POST /api/v1/export-metrics`: the application records one export's metric.

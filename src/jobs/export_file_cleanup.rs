@@ -13,7 +13,7 @@ use super::named_files::{FileRemoval, remove_stored_file};
 use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
 use crate::config::layout::NamedBy;
-use crate::store::export_metrics::{self, ExportMetric, Outcome};
+use crate::store::export_metrics::{self, ExportMetric, MetricSource, Outcome};
 use crate::store::times;
 
 pub struct ExportFileCleanup;
@@ -77,6 +77,7 @@ impl Job for ExportFileCleanup {
                     created_at: now_text.clone(),
                     export_id: None,
                     user_id: None,
+                    source: MetricSource::Edgecron,
                 };
                 let mut conn = ctx.store.conn()?;
                 match removal {

@@ -16,10 +16,11 @@ use super::capture_gap::{self, GapCheck};
 use super::{Consuming, Job, JobCtx, JobError, JobOutput, archive};
 use crate::clock::to_store_text;
 use crate::config::layout::ARCHIVE;
+use crate::config::siem::SiemStart;
 use crate::export::storage::Storage;
 use crate::siem::intake::{Intake, Retry};
 use crate::siem::{self, AuditRow, Fate, Siem};
-use crate::store::capture::{self, Source};
+use crate::store::capture::{self, FirstWalk, Source};
 use crate::store::siem::{self as ledger, DeadLetter};
 
 pub struct SiemShip;
@@ -32,6 +33,8 @@ const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 #[derive(Default)]
 struct Totals {
     scanned: u64,
+    /// Rows already in the store when a `SIEM_START=now` backend began: taken, not sent.
+    skipped: u64,
     shipped: u64,
     dead_lettered: u64,
     archived: u64,
@@ -85,7 +88,11 @@ impl Job for SiemShip {
         };
         let backend = settings.backend.name();
         if !ctx.params.dry_run {
-            ledger::select_backend(ctx.store, backend)?;
+            let first_walk = match settings.start {
+                SiemStart::Beginning => FirstWalk::Delivers,
+                SiemStart::Now => FirstWalk::TakesUnsent,
+            };
+            ledger::select_backend(ctx.store, backend, first_walk)?;
         }
         let gap = match capture_gap::check(ctx, Source::Audit, ledger::shipped_ids)? {
             GapCheck::Clear(report) => report,
@@ -131,6 +138,12 @@ impl Job for SiemShip {
             }
             let rows = &batch.rows;
             totals.scanned += rows.len() as u64;
+            if batch.taken_unsent() {
+                let now = to_store_text(ctx.now());
+                ledger::record(ctx.store, backend, &batch, rows.len(), &[], &now)?;
+                totals.skipped += rows.len() as u64;
+                continue;
+            }
             let shipment = siem::deliver(&intake, &mut retry, rows, ctx.now());
             let fates = shipment.settled_prefix();
             let settled = &rows[..fates.len()];
@@ -231,6 +244,7 @@ impl Job for SiemShip {
                 "errors": totals.dead_lettered,
                 "archived": totals.archived,
                 "archives": archives,
+                "skipped": totals.skipped,
                 "windowSeconds": window_seconds,
                 "rowsScanned": totals.scanned,
                 "cursor": last_shipped.as_ref().map(cursor_json),

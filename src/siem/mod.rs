@@ -136,7 +136,7 @@ pub(crate) mod test_support {
 
     use super::AuditRow;
     use crate::config::Secret;
-    use crate::config::siem::{Backend, SiemSettings};
+    use crate::config::siem::{Backend, SiemSettings, SiemStart};
 
     pub fn settings(backend: Backend) -> SiemSettings {
         SiemSettings {
@@ -147,6 +147,7 @@ pub(crate) mod test_support {
             sourcetype: None,
             request_timeout: Duration::from_secs(5),
             splunk_ack: false,
+            start: SiemStart::Beginning,
         }
     }
 

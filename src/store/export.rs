@@ -10,7 +10,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, Row, TransactionBehavior, params};
 
 use super::capture::{self, Source, WalkProgress, WalkStep};
-use super::export_metrics::{self, ExportMetric, Outcome};
+use super::export_metrics::{self, ExportMetric, MetricSource, Outcome};
 use super::{Cursor, Store, StoreError};
 
 /// Hands each row of one step of the first walk over `interaction_history`, in primary-key
@@ -417,6 +417,7 @@ fn insert_metric(tx: &rusqlite::Transaction<'_>, metric: &Metric<'_>) -> Result<
             created_at: metric.at.to_string(),
             export_id: None,
             user_id: None,
+            source: MetricSource::Edgecron,
         },
     )?;
     Ok(())

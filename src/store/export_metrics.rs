@@ -21,6 +21,23 @@ impl Outcome {
     }
 }
 
+/// Who reported a metric: the replaced system's alert and the aggregate count the
+/// application's only (edgecron's own runs have `job_failing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricSource {
+    Application,
+    Edgecron,
+}
+
+impl MetricSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricSource::Application => "application",
+            MetricSource::Edgecron => "edgecron",
+        }
+    }
+}
+
 /// One row of `export_metrics`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExportMetric {
@@ -38,6 +55,7 @@ pub struct ExportMetric {
     /// recorded again.
     pub export_id: Option<String>,
     pub user_id: Option<String>,
+    pub source: MetricSource,
 }
 
 /// What recording a metric did.
@@ -52,8 +70,8 @@ pub enum Recorded {
 pub fn insert(conn: &Connection, metric: &ExportMetric) -> Result<Recorded, StoreError> {
     let inserted = conn.execute(
         "INSERT INTO export_metrics (tenant_id, export_type, format, status, row_count, duration_ms,
-             bytes, error_type, error_message, created_at, export_id, user_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             bytes, error_type, error_message, created_at, export_id, user_id, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (export_id) WHERE export_id IS NOT NULL DO NOTHING",
         rusqlite::params![
             &metric.tenant_id,
@@ -68,6 +86,7 @@ pub fn insert(conn: &Connection, metric: &ExportMetric) -> Result<Recorded, Stor
             &metric.created_at,
             &metric.export_id,
             &metric.user_id,
+            metric.source.as_str(),
         ],
     )?;
     if inserted == 0 {
@@ -99,6 +118,7 @@ fn log_event(metric: &ExportMetric) {
         "file_size_bytes": metric.bytes,
         "row_count": metric.row_count,
         "error_type": metric.error_type,
+        "source": metric.source.as_str(),
     });
     crate::logging::event(log::Level::Info, &event);
 }

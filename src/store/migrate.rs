@@ -87,6 +87,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0015_noted_backlog",
         sql: include_str!("../../schema/0015_noted_backlog.sql"),
     },
+    Migration {
+        version: 16,
+        name: "0016_switchover",
+        sql: include_str!("../../schema/0016_switchover.sql"),
+    },
 ];
 
 pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> {

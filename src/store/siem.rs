@@ -7,7 +7,7 @@ use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, TransactionBehavior};
 use serde_json::Map;
 
-use super::capture::{self, Source, WalkProgress, WalkStep};
+use super::capture::{self, FirstWalk, Source, WalkProgress, WalkStep};
 use super::{Store, StoreError, row_object};
 use crate::clock::from_store_text;
 
@@ -40,8 +40,9 @@ pub struct Batch {
 }
 
 enum Origin {
-    /// A reserved step of the walk over `audit_log`: each row's id as stored.
-    Walk { ids: Vec<Value> },
+    /// A reserved step of the walk over `audit_log`: each row's id as stored, and what the
+    /// walk does with its rows.
+    Walk { ids: Vec<Value>, walk: FirstWalk },
     /// The capture queue: every `seq` read, in order, with the index of its row in `rows`
     /// (`None`: the audit row no longer exists).
     Captured(Vec<(i64, Option<usize>)>),
@@ -51,6 +52,17 @@ impl Batch {
     /// True when nothing is left to ship.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+
+    /// Rows of a walk that takes them as delivered without sending them (`SIEM_START=now`).
+    pub fn taken_unsent(&self) -> bool {
+        matches!(
+            self.origin,
+            Origin::Walk {
+                walk: FirstWalk::TakesUnsent,
+                ..
+            }
+        )
     }
 }
 
@@ -67,9 +79,10 @@ pub fn next_batch(store: &Store, backend: &str, limit: usize) -> Result<Batch, S
                 })?;
                 continue;
             }
+            let walk = capture::state(store, Source::Audit)?.first_walk;
             return Ok(Batch {
                 rows,
-                origin: Origin::Walk { ids },
+                origin: Origin::Walk { ids, walk },
             });
         }
         let batch = captured_rows(store, limit)?;
@@ -173,19 +186,29 @@ fn audit_row(mut fields: serde_json::Map<String, serde_json::Value>) -> AuditRow
 }
 
 /// Makes `backend` the one the audit rows go to; a different backend than before starts over
-/// from the first row (as a new SIEM would want every row).
-pub fn select_backend(store: &Store, backend: &str) -> Result<(), StoreError> {
+/// (as a new SIEM would want every row). A backend with no progress yet begins with
+/// `first_walk`: the rows already in the store delivered, or taken as delivered unsent.
+pub fn select_backend(
+    store: &Store,
+    backend: &str,
+    first_walk: FirstWalk,
+) -> Result<(), StoreError> {
     let state = capture::state(store, Source::Audit)?;
-    if let Some(previous) = state.consumer.as_deref()
-        && previous != backend
-    {
-        log::warn!(
-            "siem-ship: SIEM_BACKEND changed from {previous} to {backend}; shipping every audit row to {backend} from the first"
-        );
-        forget_shipped(store)?;
-        capture::restart(store, Source::Audit, backend)?;
+    let from = match first_walk {
+        FirstWalk::Delivers => "every audit row from the first",
+        FirstWalk::TakesUnsent => "the audit rows from now on (SIEM_START=now)",
+    };
+    match state.consumer.as_deref() {
+        Some(previous) if previous == backend => Ok(()),
+        Some(previous) => {
+            log::warn!(
+                "siem-ship: SIEM_BACKEND changed from {previous} to {backend}; shipping {from} to {backend}"
+            );
+            forget_shipped(store)?;
+            capture::restart(store, Source::Audit, backend, first_walk)
+        }
+        None => capture::set_first_walk(store, Source::Audit, first_walk),
     }
-    Ok(())
 }
 
 /// Empties the ledger of rows taken, in short transactions (a new backend takes every row).
@@ -264,7 +287,7 @@ pub fn record(
         )?;
     }
     match &batch.origin {
-        Origin::Walk { ids } => {
+        Origin::Walk { ids, .. } => {
             let mut shipped =
                 tx.prepare("INSERT OR IGNORE INTO audit_shipped (item_id) VALUES (?1)")?;
             for id in &ids[..settled] {
@@ -377,11 +400,11 @@ mod tests {
     fn a_new_backend_gets_every_row_from_the_first() {
         let (_dir, store) = temp_store();
         insert(&store, &[("a", "2026-01-01T00:00:00.000Z")]);
-        select_backend(&store, "splunk").unwrap();
+        select_backend(&store, "splunk", FirstWalk::Delivers).unwrap();
         let batch = next_batch(&store, "splunk", 10).unwrap();
         record(&store, "splunk", &batch, 1, &[], "now").unwrap();
         insert(&store, &[("b", "2026-01-01T00:00:01.000Z")]);
-        select_backend(&store, "elastic").unwrap();
+        select_backend(&store, "elastic", FirstWalk::Delivers).unwrap();
         assert_eq!(ids(&next_batch(&store, "elastic", 10).unwrap()), ["a", "b"]);
     }
 }

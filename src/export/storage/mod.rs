@@ -99,7 +99,14 @@ impl Storage {
             Some((key, secret)) => {
                 Credentials::new(Some(key), Some(secret.expose()), None, None, None)
             }
-            None => Credentials::anonymous(),
+            // The AWS SDK's default chain, as the replaced system's hosts are set up for
+            // (environment, profile, container and instance credentials), read afresh for each
+            // run so temporary ones are current; none found: anonymous, which an
+            // S3-compatible store may allow and AWS answers 403 (the storage's backoff).
+            None => Credentials::default().or_else(|error| {
+                log::debug!("s3: no credentials from the AWS default chain ({error}); anonymous");
+                Credentials::anonymous()
+            }),
         }
         .map_err(|error| StorageError::Credentials(error.to_string()))?;
         let mut bucket = Bucket::new(bucket_name, region, credentials)?;

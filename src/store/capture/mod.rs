@@ -284,6 +284,27 @@ pub struct CaptureState {
     pub triggers_seen_at: Option<String>,
     /// A gap in the capture still to be recovered.
     pub gap: Option<Gap>,
+    pub first_walk: FirstWalk,
+}
+
+/// What a consumer's walk over the rows already in the table does with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstWalk {
+    /// Delivers them, as it does every row after.
+    Delivers,
+    /// Takes them as delivered without sending them (`SIEM_START=now`: the system replaced
+    /// shipped them already).
+    TakesUnsent,
+}
+
+/// Decides what the walk of a consumer that has not begun does (kept until that walk is
+/// done, whatever the setting says meanwhile).
+pub fn set_first_walk(store: &Store, source: Source, walk: FirstWalk) -> Result<(), StoreError> {
+    store.conn()?.execute(
+        "UPDATE capture_state SET walk_unsent = ?2 WHERE source = ?1",
+        (source.table(), walk == FirstWalk::TakesUnsent),
+    )?;
+    Ok(())
 }
 
 pub fn state(store: &Store, source: Source) -> Result<CaptureState, StoreError> {
@@ -313,7 +334,8 @@ impl CaptureState {
 fn read_state(conn: &Connection, source: Source) -> Result<CaptureState, StoreError> {
     Ok(conn.query_row(
         "SELECT consumer, live, walked_through, walk_pending, walk_from, walk_to, walk_mark,
-                triggers_seen_at, gap_pending, gap_since, gap_found_at, gap_mark, gap_through, gap_rows
+                triggers_seen_at, gap_pending, gap_since, gap_found_at, gap_mark, gap_through, gap_rows,
+                walk_unsent
            FROM capture_state WHERE source = ?1",
         [source.table()],
         |row| {
@@ -333,6 +355,11 @@ fn read_state(conn: &Connection, source: Source) -> Result<CaptureState, StoreEr
                     .transpose()?,
                 triggers_seen_at: row.get(7)?,
                 gap: gap::gap_from_row(row, 8)?,
+                first_walk: if row.get(14)? {
+                    FirstWalk::TakesUnsent
+                } else {
+                    FirstWalk::Delivers
+                },
             })
         },
     )?)
@@ -344,7 +371,12 @@ fn non_null(value: Value) -> Option<Value> {
 
 /// Starts the source over for a new consumer (siem-ship pointed at another backend): what
 /// was captured for the old one is dropped, and the new one walks the whole table.
-pub fn restart(store: &Store, source: Source, consumer: &str) -> Result<(), StoreError> {
+pub fn restart(
+    store: &Store,
+    source: Source,
+    consumer: &str,
+    first_walk: FirstWalk,
+) -> Result<(), StoreError> {
     let mut conn = store.conn()?;
     // Most of the old queue goes in short transactions; the rest with the restart itself.
     loop {
@@ -365,9 +397,13 @@ pub fn restart(store: &Store, source: Source, consumer: &str) -> Result<(), Stor
         "UPDATE capture_state SET consumer = ?2, live = 0, walked_through = NULL, walk_pending = 0,
              walk_from = NULL, walk_to = NULL, walk_mark = NULL, gap_pending = 0, gap_since = NULL,
              gap_found_at = NULL, gap_mark = NULL, gap_through = NULL, gap_rows = 0,
-             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             walk_unsent = ?3, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
          WHERE source = ?1",
-        (source.table(), consumer),
+        (
+            source.table(),
+            consumer,
+            first_walk == FirstWalk::TakesUnsent,
+        ),
     )?;
     tx.commit()?;
     Ok(())

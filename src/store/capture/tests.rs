@@ -165,7 +165,7 @@ mod walk {
         begin_walk(&store, Source::Interactions, "splunk", 5).unwrap();
         insert(&store, &["b"]);
         assert_eq!(captured(&store), ["b"]);
-        restart(&store, Source::Interactions, "elastic").unwrap();
+        restart(&store, Source::Interactions, "elastic", FirstWalk::Delivers).unwrap();
         assert!(captured(&store).is_empty());
         let step = begin_walk(&store, Source::Interactions, "elastic", 5)
             .unwrap()
