@@ -18,3 +18,4 @@ mod row_input;
 mod s3;
 mod scheduler;
 mod siem;
+mod switchover;

@@ -92,6 +92,15 @@ impl Compression {
     }
 }
 
+/// Whether the built-in scheduler fires jobs. `Off` is for a host whose jobs an outside
+/// scheduler (a Kubernetes CronJob, crontab + curl) triggers already, so none runs twice per
+/// due time; routes, the CLI and expected schedules work either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduler {
+    On,
+    Off,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
@@ -102,6 +111,8 @@ pub struct Config {
     pub maintenance_secret: Option<Secret>,
     pub cron_token: Option<Secret>,
     pub cron_enabled: bool,
+    /// `EDGECRON_SCHEDULER`: whether the built-in scheduler fires jobs.
+    pub scheduler: Scheduler,
     /// Each job's schedule (parsed, in its zone) and scheduling policies.
     jobs: BTreeMap<&'static str, JobSettings>,
     pub export_batch_size: usize,
@@ -224,6 +235,16 @@ impl Config {
         };
         let delete_local_after_upload = flag("EXPORT_DELETE_LOCAL_AFTER_UPLOAD", false);
         let cron_enabled = flag("CRON_ENABLED", true);
+        let scheduler = problems.take(
+            match get("EDGECRON_SCHEDULER") {
+                None | Some("on") => Ok(Scheduler::On),
+                Some("off") => Ok(Scheduler::Off),
+                Some(other) => Err(ConfigError(format!(
+                    "EDGECRON_SCHEDULER: expected on or off, got {other:?}"
+                ))),
+            },
+            Scheduler::On,
+        );
         problems.finish()?;
         Ok(Config {
             s3,
@@ -249,6 +270,7 @@ impl Config {
                 .map(|value| Secret::new(value.to_string())),
             cron_token: get("CRON_TOKEN").map(|value| Secret::new(value.to_string())),
             cron_enabled,
+            scheduler,
             jobs,
             export_batch_size,
             export_compression,

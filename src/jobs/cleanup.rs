@@ -3,7 +3,7 @@
 //! pre-create the coming days' export partition directories (a failure there is reported, never
 //! fatal to the other steps), and keep the store in shape (WAL checkpoint, `PRAGMA optimize`).
 
-use chrono::{Days, NaiveDate, NaiveTime};
+use chrono::{Duration, NaiveDate};
 use serde_json::json;
 
 use super::{Job, JobCtx, JobError, JobOutput};
@@ -14,7 +14,7 @@ use crate::store::{BatchOutcome, BatchedChange};
 
 pub struct Cleanup;
 
-const SUMMARY_RETENTION_DAYS: u64 = 365;
+const SUMMARY_RETENTION_DAYS: i64 = 365;
 const BATCH_SIZE: usize = 2_000;
 
 impl Job for Cleanup {
@@ -29,11 +29,8 @@ impl Job for Cleanup {
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
         let now = ctx.now();
         let today = now.date_naive();
-        let summary_cutoff = today
-            .checked_sub_days(Days::new(SUMMARY_RETENTION_DAYS))
-            .unwrap_or(NaiveDate::MIN)
-            .and_time(NaiveTime::MIN)
-            .and_utc();
+        // "Older than 365 days" as the replaced handler computed it: now minus 365 x 24 hours.
+        let summary_cutoff = now - Duration::days(SUMMARY_RETENTION_DAYS);
         let expired = times::before("expires_at", now, 1);
         let suppressions = BatchedChange {
             label: "cleanup expired suppressions",
@@ -202,13 +199,16 @@ mod tests {
                  ('old-day', 'daily', '2025-05-31'),
                  ('old-stamp', 'daily', '2025-05-31T23:59:59.999Z'),
                  ('cutoff-day', 'daily', '2025-06-01'),
+                 ('hour-before', 'daily', '2025-06-01T03:30:00.000Z'),
+                 ('at-cutoff', 'daily', '2025-06-01T04:30:00.000Z'),
                  ('recent', 'daily', '2026-05-01'),
                  ('old-month', 'monthly', '2020-01-01');",
         );
         let output = Cleanup.run(&harness.ctx()).unwrap();
         assert_eq!(output.body["status"], "ok");
         assert_eq!(output.body["cleaned"]["expiredSuppressions"], 1);
-        assert_eq!(output.body["cleaned"]["oldDailySummaries"], 2);
+        // Older than 365 days: before now minus 365 x 24 hours, not before a midnight.
+        assert_eq!(output.body["cleaned"]["oldDailySummaries"], 4);
         assert_eq!(output.body["cleaned"]["partitionsEnsured"], 2);
         assert_eq!(
             harness.strings("SELECT id FROM suppressions ORDER BY id"),
@@ -216,7 +216,7 @@ mod tests {
         );
         assert_eq!(
             harness.strings("SELECT id FROM interaction_summaries ORDER BY id"),
-            ["cutoff-day", "old-month", "recent"]
+            ["at-cutoff", "old-month", "recent"]
         );
         let partition = harness
             .config

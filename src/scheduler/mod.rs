@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::config::CatchUp;
-use crate::config::Config;
+use crate::config::{Config, Scheduler};
 use crate::cron::Schedule;
 use crate::jobs::Registry;
 use crate::runner::{RunError, Runner};
@@ -51,16 +51,19 @@ pub struct PlannedJob {
 
 /// Each job's schedule, zone and policies after environment overrides: parsed with the
 /// configuration, so planning cannot fail. A job the configuration was not told of has none.
+/// With `EDGECRON_SCHEDULER=off` no job is the scheduler's to run.
 pub fn plan(jobs: &Registry, config: &Config) -> Vec<PlannedJob> {
+    let scheduling = config.scheduler == Scheduler::On;
     jobs.iter()
         .filter_map(|job| {
             let settings = config.job(job.name())?;
             Some(PlannedJob {
                 name: job.name(),
                 schedule: settings.schedule.clone(),
-                enabled: settings
-                    .enabled
-                    .unwrap_or_else(|| job.enabled_by_default(config)),
+                enabled: scheduling
+                    && settings
+                        .enabled
+                        .unwrap_or_else(|| job.enabled_by_default(config)),
                 catch_up: settings.catch_up,
                 expected: settings.expected.clone(),
                 grace: settings.grace,
@@ -93,6 +96,11 @@ pub fn run(
     if paused {
         log::warn!(
             "CRON_ENABLED=false: the scheduler fires nothing; fire times are recorded as paused"
+        );
+    }
+    if runner.config().scheduler == Scheduler::Off {
+        log::info!(
+            "EDGECRON_SCHEDULER=off: the built-in scheduler fires nothing; routes, the CLI and expected schedules work"
         );
     }
     let now = runner.clock().now();
