@@ -17,8 +17,6 @@ pub const ALERT_TARGET: &str = "edgecron::alert";
 /// The log target of structured events, one JSON object each.
 pub const EVENT_TARGET: &str = "edgecron::event";
 
-/// Logs a structured event's JSON object (`target` [`EVENT_TARGET`]); the formatter lays it
-/// out for the log format.
 /// Text a remote party sent (an intake's or a storage's answer), fit for a log line or an
 /// error: at most `limit` characters, every control character escaped, so no peer can write a
 /// line break, and with it a forged log line, into edgecron's log.
@@ -38,6 +36,8 @@ pub fn peer_text(text: &str, limit: usize) -> String {
     out
 }
 
+/// Logs a structured event's JSON object (`target` [`EVENT_TARGET`]); the formatter lays it
+/// out for the log format.
 pub fn event(level: log::Level, object: &Value) {
     log::log!(target: EVENT_TARGET, level, "{object}");
 }

@@ -297,3 +297,36 @@ fn the_maintenance_view_and_the_job_agree_on_every_time_form() {
     assert_eq!(result["tempUploadsPurged"], viewed, "{result}");
     assert_eq!(viewed, 2, "{forms:?}");
 }
+
+#[test]
+fn the_replay_script_passes_every_documented_call_against_a_live_server() {
+    let env = Env::new()
+        .with("EDGECRON_SCHEDULER", "off")
+        .with("CRON_TOKEN", "replay-token")
+        .with("MAINTENANCE_CRON_SECRET", "replay-maintenance");
+    env.run_json(&["demo", "--rows", "300"], 0);
+    let server = env.serve();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/switchover/replay.sh");
+    let output = std::process::Command::new("bash")
+        .arg(script)
+        .arg(format!("http://{}", server.address))
+        .arg(crate::support::SECRET)
+        .env("CRON_TOKEN", "replay-token")
+        .env("MAINTENANCE_SECRET", "replay-maintenance")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", server.log());
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(!stdout.contains("SKIP"), "{stdout}");
+    let passed = stdout
+        .lines()
+        .filter(|line| line.starts_with("PASS"))
+        .count();
+    assert!(passed >= 90, "{passed} calls: {stdout}");
+    // Dry runs only: the replay changed nothing but the metrics it reported.
+    assert_eq!(
+        env.query_i64("SELECT COUNT(*) FROM job_runs WHERE result LIKE '%\"dryRun\":false%'"),
+        0
+    );
+}
