@@ -3,22 +3,14 @@
 //! local copy was removed after upload is read from storage.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
-use serde::Deserialize;
-
 use super::batch::{ExportError, staging_dir};
+use super::format::FileFormat;
 use super::storage::Storage;
 use crate::store::Store;
 use crate::store::capture::KnownIds;
 use crate::store::export as manifest;
-
-/// What a line is read for: its id alone (the rest is skipped, not kept).
-#[derive(Deserialize)]
-struct Line {
-    id: String,
-}
 
 /// Adds the id of every line of every committed file to `known`; answers how many files were
 /// read.
@@ -70,30 +62,16 @@ fn add_from_storage(
     read
 }
 
-/// Adds the id of each line of one file, plain or gzipped as its name says.
+/// Adds the id of each row of one file, read in the format its name says.
 fn add_lines(file: File, path: &str, known: &mut KnownIds) -> Result<(), ExportError> {
-    let reader: Box<dyn Read> = if path.ends_with(".gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)))
-    } else {
-        Box::new(file)
-    };
-    let mut reader = BufReader::with_capacity(1 << 18, reader);
-    let mut line = Vec::new();
-    let failed = |context: &str| ExportError::io(format!("{context} {path}"));
-    loop {
-        line.clear();
-        if reader
-            .read_until(b'\n', &mut line)
-            .map_err(failed("reading"))?
-            == 0
-        {
-            return Ok(());
-        }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let parsed: Line = serde_json::from_slice(&line)
-            .map_err(|error| failed("reading the ids of")(std::io::Error::other(error)))?;
-        known.add(&parsed.id)?;
+    let format = FileFormat::of_path(path).ok_or_else(|| {
+        ExportError::io(format!("reading {path}"))(std::io::Error::other(
+            "not a file name edgecron writes",
+        ))
+    })?;
+    let failed = || ExportError::io(format!("reading the ids of {path}"));
+    for id in format.ids(file).map_err(failed())? {
+        known.add(&id.map_err(failed())?)?;
     }
+    Ok(())
 }

@@ -2,7 +2,8 @@
 
 pub mod batch;
 pub mod exported_ids;
+pub mod format;
 pub mod metrics;
-pub mod ndjson;
 pub mod partition;
+pub mod row;
 pub mod storage;

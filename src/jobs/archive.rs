@@ -10,20 +10,11 @@ use std::path::Path;
 use super::JobError;
 use crate::config::Compression;
 
-/// `lines` as an archive is stored: as they are, or gzipped (`EXPORT_COMPRESSION=gzip`,
-/// `.gz` added to the name, which the caller does with [`Compression::suffix`]).
+/// `lines` as an archive is stored: compressed as export files are (`EXPORT_COMPRESSION`,
+/// its suffix added to the name, which the caller does with [`Compression::suffix`]).
 pub fn encode(lines: &[u8], compression: Compression) -> Result<Vec<u8>, JobError> {
-    match compression {
-        Compression::None => Ok(lines.to_vec()),
-        Compression::Gzip => {
-            let mut encoder =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            encoder
-                .write_all(lines)
-                .and_then(|()| encoder.finish())
-                .map_err(JobError::io("compressing an archive"))
-        }
-    }
+    crate::export::format::ndjson::compressed(lines, compression)
+        .map_err(JobError::io("compressing an archive"))
 }
 
 /// A file-name-safe stem from the first row's `created_at` and `id`.

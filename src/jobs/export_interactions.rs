@@ -10,6 +10,7 @@ use crate::clock::to_store_text;
 use crate::config::Config;
 use crate::export::batch::{BatchSettings, export_tenants};
 use crate::export::exported_ids::add_exported_ids;
+use crate::export::format::FileFormat;
 use crate::store::capture::{self, Source};
 use crate::store::export::Upload;
 
@@ -60,7 +61,7 @@ impl Job for ExportInteractions {
             } else {
                 Upload::LocalOnly
             },
-            compression: ctx.config.export_compression,
+            format: FileFormat::configured(ctx.config.export_format, ctx.config.export_compression),
             writers: ctx.config.export_parallelism,
             now_text: &now_text,
         };

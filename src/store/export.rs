@@ -95,6 +95,8 @@ pub struct Metric<'a> {
     pub duration_ms: u64,
     pub error: Option<(&'a str, &'a str)>,
     pub at: &'a str,
+    /// The files' format (`ndjson`, `parquet`).
+    pub format: &'a str,
 }
 
 /// Whether new files are also to be uploaded.
@@ -407,7 +409,7 @@ fn insert_metric(tx: &rusqlite::Transaction<'_>, metric: &Metric<'_>) -> Result<
         &ExportMetric {
             tenant_id: metric.tenant_id.to_string(),
             export_type: "interaction_history".into(),
-            format: "ndjson".into(),
+            format: metric.format.into(),
             outcome,
             row_count: metric.rows as i64,
             duration_ms: metric.duration_ms as i64,

@@ -34,7 +34,7 @@ pub use publish::staging_dir;
 pub use read::InvalidRow;
 
 use super::partition::{TenantDir, UnsafeTenantId};
-use crate::config::Compression;
+use crate::export::format::FileFormat;
 use crate::io_error::IoError;
 use crate::store::capture::{self, Source};
 use crate::store::export::{
@@ -107,7 +107,7 @@ pub struct BatchSettings<'a> {
     pub data_dir: &'a Path,
     pub batch_size: usize,
     pub upload: Upload,
-    pub compression: Compression,
+    pub format: FileFormat,
     /// Threads encoding and writing files (tenants are spread over them).
     pub writers: usize,
     /// The store text of the run's start, stamped on manifest and metric rows.
@@ -223,7 +223,7 @@ fn write_batch(
                 let _run = crate::logging::continue_run(run);
                 write::write_files(
                     settings.data_dir,
-                    settings.compression,
+                    settings.format,
                     tenants,
                     writer,
                     writer_count,
@@ -314,6 +314,7 @@ fn commit(
                 duration_ms,
                 error: None,
                 at: settings.now_text,
+                format: settings.format.name(),
             },
         });
     }
@@ -397,6 +398,7 @@ fn record(
                         duration_ms: started.elapsed().as_millis() as u64,
                         error: Some((error.kind(), &message)),
                         at: settings.now_text,
+                        format: settings.format.name(),
                     },
                     message: &message,
                 };

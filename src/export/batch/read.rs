@@ -14,7 +14,7 @@ use rusqlite::types::{Value, ValueRef};
 
 use super::ExportError;
 use crate::clock::{canonical_time, from_store_value, to_store_text};
-use crate::export::ndjson::Row;
+use crate::export::row::Row;
 use crate::store::Store;
 use crate::store::capture::{self, Source, WalkProgress, WalkStep};
 use crate::store::export as manifest;

@@ -1,32 +1,33 @@
-//! The export's writers: rows encoded as NDJSON into one file per tenant and UTC day, hashed
-//! and written a block at a time into the staging directory, where no reader looks.
+//! The export's writers: rows encoded in the configured format (`export::format`) into one
+//! file per tenant and UTC day, hashed as written into the staging directory, where no reader
+//! looks.
 //!
 //! Rows come in commit order, so a tenant's late or backfilled rows land in their own older
 //! day: each writer keeps a few files open at once, and one idle longest is finished (a later
-//! row of its day starts a new file) when it would pass [`MAX_OPEN_FILES`].
+//! row of its day starts a new file) when it would pass [`MAX_OPEN_FILES`]. What the open
+//! files hold in memory stays within [`WRITER_MEMORY_BUDGET`]: past it, the file holding most
+//! writes it out (a block of lines, a Parquet row group).
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use chrono::{Datelike, NaiveDate};
-use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
 use super::read::{self, Chunk, Origin};
 use super::{ExportError, ExportTenant, publish};
-use crate::config::Compression;
-use crate::export::ndjson::{Row, append_line, partition_day};
+use crate::export::format::{Encoder, FileFormat, Hashed};
 use crate::export::partition::partition_dir;
+use crate::export::row::{Row, partition_day};
 use crate::store::Cursor;
 use crate::store::export::WrittenFile;
 
 /// Files one writer keeps open at once (each holds a descriptor and its buffer).
 const MAX_OPEN_FILES: usize = 32;
-/// A file's lines are hashed and written once this much is buffered.
-const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+/// What one writer's open files may hold in memory together, rows not yet written.
+const WRITER_MEMORY_BUDGET: usize = 16 * 1024 * 1024;
 const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A file written in the staging directory, to be made durable and renamed into place.
@@ -49,11 +50,9 @@ pub struct TenantOutput {
     open: Vec<OpenFile>,
 }
 
-/// A file being written: lines are encoded into `buffer`, which goes to the sink a block at a
-/// time.
+/// A file being written.
 struct OpenFile {
-    sink: Sink,
-    buffer: Vec<u8>,
+    encoder: Box<dyn Encoder>,
     staged: PathBuf,
     path: PathBuf,
     meta: WrittenFile,
@@ -61,54 +60,10 @@ struct OpenFile {
     last_used: u64,
 }
 
-/// Where a file's lines go: straight to the file, or through gzip; either way hashed as the
-/// bytes land on disk, which is what the manifest and storage verify.
-enum Sink {
-    Plain(Hashed<File>),
-    Gzip(GzEncoder<Hashed<File>>),
-}
-
-impl Sink {
-    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match self {
-            Sink::Plain(file) => file.write_all(bytes),
-            Sink::Gzip(encoder) => encoder.write_all(bytes),
-        }
-    }
-
-    /// Ends the stream (gzip's trailer) and answers the file and its hash.
-    fn finish(self) -> std::io::Result<Hashed<File>> {
-        match self {
-            Sink::Plain(file) => Ok(file),
-            Sink::Gzip(encoder) => encoder.finish(),
-        }
-    }
-}
-
-/// A writer that hashes and counts what passes through it.
-struct Hashed<W> {
-    inner: W,
-    hasher: Sha256,
-    written: u64,
-}
-
-impl<W: Write> Write for Hashed<W> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let written = self.inner.write(bytes)?;
-        self.hasher.update(&bytes[..written]);
-        self.written += written as u64;
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Writes the rows of the tenants this writer owns (`slot % writer_count == writer`).
 pub fn write_files(
     data_dir: &Path,
-    compression: Compression,
+    format: FileFormat,
     tenants: &[ExportTenant<'_>],
     writer: usize,
     writer_count: usize,
@@ -138,10 +93,15 @@ pub fn write_files(
             let row = read::row(&columns, tenant.id);
             let target = Target {
                 data_dir,
-                compression,
+                format,
                 tenant,
             };
             if let Err(error) = write_row(&target, output, &row, chunk_row.origin, clock) {
+                output.open.clear();
+                output.error = Some(error);
+            }
+            if let Err((position, error)) = keep_within_budget(&mut outputs) {
+                let output = &mut outputs[position].1;
                 output.open.clear();
                 output.error = Some(error);
             }
@@ -223,10 +183,42 @@ fn finish_idlest(outputs: &mut [(usize, TenantOutput)]) {
     }
 }
 
+/// Writes out what the open file holding most has in memory until the writer's open files
+/// hold no more than [`WRITER_MEMORY_BUDGET`]; answers which tenant's file failed.
+fn keep_within_budget(outputs: &mut [(usize, TenantOutput)]) -> Result<(), (usize, ExportError)> {
+    let held = |outputs: &[(usize, TenantOutput)]| -> usize {
+        outputs
+            .iter()
+            .flat_map(|(_, output)| &output.open)
+            .map(|open| open.encoder.buffered())
+            .sum()
+    };
+    while held(outputs) > WRITER_MEMORY_BUDGET {
+        let fullest = outputs
+            .iter()
+            .enumerate()
+            .flat_map(|(position, (_, output))| {
+                output
+                    .open
+                    .iter()
+                    .enumerate()
+                    .map(move |(index, open)| (open.encoder.buffered(), position, index))
+            })
+            .max();
+        let Some((_, position, index)) = fullest else {
+            return Ok(());
+        };
+        outputs[position].1.open[index]
+            .flush()
+            .map_err(|error| (position, error))?;
+    }
+    Ok(())
+}
+
 /// Where a tenant's files go, and how.
 struct Target<'a> {
     data_dir: &'a Path,
-    compression: Compression,
+    format: FileFormat,
     tenant: &'a ExportTenant<'a>,
 }
 
@@ -250,18 +242,17 @@ fn write_row(
     };
     let file = &mut output.open[index];
     file.last_used = clock;
-    let before = file.buffer.len();
-    if append_line(&mut file.buffer, row) {
+    let pushed = file.encoder.push(row).map_err(ExportError::io(format!(
+        "writing {}",
+        file.staged.display()
+    )))?;
+    if pushed.payload_kept_as_string {
         output.payloads_kept_as_strings += 1;
     }
-    let written = (file.buffer.len() - before) as u64;
-    file.meta.raw_bytes += written;
+    file.meta.raw_bytes += pushed.raw_bytes;
     file.meta.row_count += 1;
     output.rows += 1;
     set_cursor(&mut file.meta.last, row.created_at, row.id);
-    if file.buffer.len() >= WRITE_BUFFER_BYTES {
-        file.flush_buffer()?;
-    }
     Ok(())
 }
 
@@ -279,36 +270,28 @@ fn open_file(
     origin: Origin,
 ) -> Result<OpenFile, ExportError> {
     let relative_dir = partition_dir(target.tenant.dir, day);
-    let extension = format!("json{}", target.compression.suffix());
     let name = free_name(
         &target.data_dir.join(&relative_dir),
         first,
         origin,
-        &extension,
+        target.format.extension(),
     );
     let relative = relative_dir.join(&name);
     let staging = publish::staging_dir(target.data_dir).join(target.tenant.dir.as_str());
     ensure_dir(&staging)?;
     let staged = staging.join(format!("{}-{name}", day.format("%Y-%m-%d")));
-    let file =
-        File::create(&staged).map_err(ExportError::io(format!("creating {}", staged.display())))?;
-    let file = Hashed {
-        inner: file,
-        hasher: Sha256::new(),
-        written: 0,
-    };
-    let sink = match target.compression {
-        Compression::None => Sink::Plain(file),
-        // Level 1: most of gzip's saving on NDJSON at a fraction of its default's time.
-        Compression::Gzip => Sink::Gzip(GzEncoder::new(file, flate2::Compression::fast())),
-    };
+    let creating = || ExportError::io(format!("creating {}", staged.display()));
+    let file = File::create(&staged).map_err(creating())?;
+    let encoder = target
+        .format
+        .encoder(Hashed::new(file))
+        .map_err(creating())?;
     let cursor = Cursor {
         created_at: first.created_at.to_string(),
         id: first.id.to_string(),
     };
     Ok(OpenFile {
-        sink,
-        buffer: Vec::new(),
+        encoder,
         staged,
         path: target.data_dir.join(&relative),
         meta: WrittenFile {
@@ -327,38 +310,28 @@ fn open_file(
 }
 
 impl OpenFile {
-    fn flush_buffer(&mut self) -> Result<(), ExportError> {
-        self.sink
-            .write_all(&self.buffer)
-            .map_err(ExportError::io(format!(
-                "writing {}",
-                self.staged.display()
-            )))?;
-        self.buffer.clear();
-        Ok(())
+    fn flush(&mut self) -> Result<(), ExportError> {
+        self.encoder.flush().map_err(ExportError::io(format!(
+            "writing {}",
+            self.staged.display()
+        )))
     }
 }
 
-fn finish(mut open: OpenFile) -> Result<FinishedFile, ExportError> {
-    open.flush_buffer()?;
+fn finish(open: OpenFile) -> Result<FinishedFile, ExportError> {
     let OpenFile {
-        sink,
+        encoder,
         staged,
         path,
         mut meta,
         ..
     } = open;
-    let file = sink
+    let file = encoder
         .finish()
         .map_err(ExportError::io(format!("writing {}", staged.display())))?;
-    start_writeback(&file.inner);
-    meta.bytes = file.written;
-    meta.sha256 = file
-        .hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
+    start_writeback(file.inner());
+    meta.bytes = file.written();
+    meta.sha256 = file.sha256();
     Ok(FinishedFile { staged, path, meta })
 }
 

@@ -18,17 +18,15 @@ use s3::{Bucket, Region};
 use exchange::exchange;
 
 use crate::config::S3Settings;
+use crate::export::format::FileFormat;
 use crate::io_error::IoError;
 
 /// Files larger than this go up in parts of this size (S3's minimum part is 5 MiB).
 pub const MULTIPART_THRESHOLD: usize = 8 * 1024 * 1024;
-/// NDJSON, or NDJSON gzipped (`.gz`): stored as it is, so readers get the file itself.
+/// What storage serves a file as: its format's content type, the file itself (never a
+/// transfer encoding a client would undo).
 fn content_type(key: &str) -> &'static str {
-    if key.ends_with(".gz") {
-        "application/gzip"
-    } else {
-        "application/x-ndjson"
-    }
+    FileFormat::of_path(key).map_or("application/octet-stream", FileFormat::content_type)
 }
 
 #[derive(Debug, thiserror::Error)]

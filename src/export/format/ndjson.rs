@@ -1,19 +1,135 @@
-//! One interaction row as one NDJSON line: typed fields, `payload` embedded as JSON.
+//! NDJSON export files: one interaction row as one line (typed fields, `payload` embedded as
+//! JSON), written plain, gzipped or zstd-compressed; and the same compression for archives.
 
-use chrono::NaiveDate;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+
+use flate2::write::GzEncoder;
 use serde_json::value::RawValue;
 
-/// The columns of one `interaction_history` row, borrowed from a read buffer; `created_at` is
-/// the store's canonical UTC text of the row's instant.
-#[derive(Debug, Clone, Copy)]
-pub struct Row<'a> {
-    pub id: &'a str,
-    pub tenant_id: &'a str,
-    pub customer_id: &'a str,
-    pub channel: &'a str,
-    pub outcome: &'a str,
-    pub payload: &'a str,
-    pub created_at: &'a str,
+use super::{Encoder, Hashed, Ids, Pushed};
+use crate::config::Compression;
+use crate::export::row::Row;
+
+/// A file's lines are compressed and written once this much is buffered.
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+/// zstd's level for export files and archives: most of its saving at a fraction of the time
+/// of higher levels.
+const ZSTD_LEVEL: i32 = 1;
+
+/// Where a file's lines go: straight to the file, or through a compressor; either way hashed
+/// as the bytes land on disk, which is what the manifest and storage verify.
+enum Sink<W: Write> {
+    Plain(W),
+    Gzip(GzEncoder<W>),
+    Zstd(zstd::Encoder<'static, W>),
+}
+
+impl<W: Write> Sink<W> {
+    fn new(out: W, compression: Compression) -> std::io::Result<Sink<W>> {
+        Ok(match compression {
+            Compression::None => Sink::Plain(out),
+            // Level 1: most of gzip's saving on NDJSON at a fraction of its default's time.
+            Compression::Gzip => Sink::Gzip(GzEncoder::new(out, flate2::Compression::fast())),
+            Compression::Zstd => Sink::Zstd(zstd::Encoder::new(out, ZSTD_LEVEL)?),
+        })
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Plain(out) => out.write_all(bytes),
+            Sink::Gzip(encoder) => encoder.write_all(bytes),
+            Sink::Zstd(encoder) => encoder.write_all(bytes),
+        }
+    }
+
+    /// Ends the stream (a compressor's trailer) and answers what it wrote to.
+    fn finish(self) -> std::io::Result<W> {
+        match self {
+            Sink::Plain(out) => Ok(out),
+            Sink::Gzip(encoder) => encoder.finish(),
+            Sink::Zstd(encoder) => encoder.finish(),
+        }
+    }
+}
+
+/// `lines` compressed as an archive is stored (the name takes [`Compression::suffix`]).
+pub fn compressed(lines: &[u8], compression: Compression) -> std::io::Result<Vec<u8>> {
+    let mut sink = Sink::new(Vec::new(), compression)?;
+    sink.write_all(lines)?;
+    sink.finish()
+}
+
+/// The id of each line of an NDJSON file, compressed as `compression` says.
+pub fn ids(file: File, compression: Compression) -> std::io::Result<Ids> {
+    let reader: Box<dyn Read> = match compression {
+        Compression::None => Box::new(file),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
+        Compression::Zstd => Box::new(zstd::Decoder::new(file)?),
+    };
+    /// What a line is read for: its id alone (the rest is skipped, not kept).
+    #[derive(serde::Deserialize)]
+    struct Line {
+        id: String,
+    }
+    let lines = BufReader::with_capacity(1 << 18, reader).split(b'\n');
+    Ok(Box::new(lines.filter_map(|line| {
+        match line {
+            Err(error) => Some(Err(error)),
+            Ok(line) if line.iter().all(u8::is_ascii_whitespace) => None,
+            Ok(line) => Some(
+                serde_json::from_slice::<Line>(&line)
+                    .map(|line| line.id)
+                    .map_err(std::io::Error::other),
+            ),
+        }
+    })))
+}
+
+/// An NDJSON export file being written: lines are encoded into a buffer, which goes to the
+/// sink a block at a time.
+pub struct NdjsonEncoder {
+    sink: Sink<Hashed<File>>,
+    buffer: Vec<u8>,
+}
+
+impl NdjsonEncoder {
+    pub fn new(file: Hashed<File>, compression: Compression) -> std::io::Result<NdjsonEncoder> {
+        Ok(NdjsonEncoder {
+            sink: Sink::new(file, compression)?,
+            buffer: Vec::new(),
+        })
+    }
+}
+
+impl Encoder for NdjsonEncoder {
+    fn push(&mut self, row: &Row<'_>) -> std::io::Result<Pushed> {
+        let before = self.buffer.len();
+        let payload_kept_as_string = append_line(&mut self.buffer, row);
+        let raw_bytes = (self.buffer.len() - before) as u64;
+        if self.buffer.len() >= WRITE_BUFFER_BYTES {
+            self.flush()?;
+        }
+        Ok(Pushed {
+            raw_bytes,
+            payload_kept_as_string,
+        })
+    }
+
+    fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sink.write_all(&self.buffer)?;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> std::io::Result<Hashed<File>> {
+        self.flush()?;
+        self.sink.finish()
+    }
 }
 
 /// The deepest nesting of arrays and objects a payload is embedded with. Deeper JSON is kept as
@@ -35,8 +151,7 @@ pub fn append_line(out: &mut Vec<u8>, row: &Row<'_>) -> bool {
     out.extend_from_slice(b",\"outcome\":");
     push_string(out, row.outcome);
     out.extend_from_slice(b",\"payload\":");
-    let payload_is_json = serde_json::from_str::<&RawValue>(row.payload).is_ok()
-        && nesting_depth(row.payload) <= MAX_PAYLOAD_DEPTH;
+    let payload_is_json = embeddable(row.payload);
     if payload_is_json {
         // RawValue accepts surrounding whitespace; a newline inside the line would split it.
         out.extend(
@@ -52,6 +167,13 @@ pub fn append_line(out: &mut Vec<u8>, row: &Row<'_>) -> bool {
     push_string(out, row.created_at);
     out.extend_from_slice(b"}\n");
     !payload_is_json
+}
+
+/// Whether a payload is JSON every reader takes as it is: valid, and no deeper than
+/// [`MAX_PAYLOAD_DEPTH`].
+pub fn embeddable(payload: &str) -> bool {
+    serde_json::from_str::<&RawValue>(payload).is_ok()
+        && nesting_depth(payload) <= MAX_PAYLOAD_DEPTH
 }
 
 fn push_string(out: &mut Vec<u8>, value: &str) {
@@ -88,28 +210,12 @@ fn nesting_depth(text: &str) -> usize {
     deepest
 }
 
-/// The UTC day of a canonical time (`2026-03-30T02:00:00.000Z`), read without a format parser
-/// (this runs per row).
-pub fn partition_day(canonical: &str) -> Option<NaiveDate> {
-    let bytes = canonical.as_bytes();
-    if bytes.len() < 10 || bytes[4] != b'-' || bytes[7] != b'-' {
-        return None;
-    }
-    let number = |range: std::ops::Range<usize>| {
-        bytes[range].iter().try_fold(0u32, |value, byte| {
-            byte.is_ascii_digit()
-                .then(|| value * 10 + u32::from(byte - b'0'))
-        })
-    };
-    NaiveDate::from_ymd_opt(number(0..4)? as i32, number(5..7)?, number(8..10)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn row<'a>(payload: &'a str, id: &'a str) -> Row<'a> {
-        Row {
+    fn row<'a>(payload: &'a str, id: &'a str) -> crate::export::row::Row<'a> {
+        crate::export::row::Row {
             id,
             tenant_id: "acme",
             customer_id: "c\"1",
@@ -150,17 +256,6 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(value["payload"], "{broken\nline");
         assert_eq!(value["id"], "weird\u{0}id\u{2028}");
-    }
-
-    #[test]
-    fn partition_days() {
-        let day = |text| partition_day(text).map(|day| day.to_string());
-        assert_eq!(
-            day("2026-03-30T23:59:59.999Z").as_deref(),
-            Some("2026-03-30")
-        );
-        assert_eq!(day("yesterday"), None);
-        assert_eq!(day("2026-02-30T00:00:00.000Z"), None);
     }
 
     #[test]
