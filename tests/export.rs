@@ -58,9 +58,29 @@ fn draining_a_demo_store_exports_every_row_once_in_its_days_partition() {
 
 #[test]
 fn killed_at_random_instants_the_export_loses_and_duplicates_nothing() {
-    let env = Env::new()
-        .with("EXPORT_BATCH_SIZE", "150")
-        .with("RUST_LOG", "warn");
+    killed_at_random_instants(&killable(Env::new()));
+}
+
+/// Small batches, so a run writes many files and kills land between them.
+fn killable(env: Env) -> Env {
+    env.with("EXPORT_BATCH_SIZE", "150")
+        .with("RUST_LOG", "warn")
+}
+
+#[test]
+fn killed_at_random_instants_a_parquet_export_loses_and_duplicates_nothing() {
+    let env = killable(Env::new()).with("EXPORT_FORMAT", "parquet");
+    killed_at_random_instants(&env);
+    assert!(
+        export_files(&env)
+            .iter()
+            .all(|file| file.to_string_lossy().ends_with(".parquet"))
+    );
+}
+
+/// Kills export runs at random instants while the application inserts late and backfilled
+/// rows; drained, every row is in exactly one file.
+fn killed_at_random_instants(env: &Env) {
     env.run_json(&["demo", "--rows", "6000"], 0);
     // Kill instants spread over the length of one uninterrupted run, measured here; the window
     // then adapts (shorter after a run that finished first, longer after a kill), so kills
@@ -281,6 +301,67 @@ fn duckdb_reads_gzip_exports_as_they_are() {
     assert_duckdb_reads(&env, "json.gz");
 }
 
+#[test]
+fn duckdb_reads_zstd_exports_as_they_are() {
+    let env = Env::new()
+        .with("EXPORT_BATCH_SIZE", "500")
+        .with("EXPORT_COMPRESSION", "zstd");
+    env.run_json(&["demo", "--rows", "2500"], 0);
+    drain_exports(&env);
+    assert_exported_exactly_once(&env);
+    assert!(
+        export_files(&env)
+            .iter()
+            .all(|file| file.to_string_lossy().ends_with(".json.zst"))
+    );
+    assert_duckdb_reads(&env, "json.zst");
+}
+
+#[test]
+fn duckdb_and_pyarrow_read_parquet_exports_typed_and_zstd_compressed() {
+    let env = Env::new()
+        .with("EXPORT_BATCH_SIZE", "500")
+        .with("EXPORT_FORMAT", "parquet");
+    env.run_json(&["demo", "--rows", "2500"], 0);
+    drain_exports(&env);
+    assert_exported_exactly_once(&env);
+    assert_duckdb_reads(&env, "parquet");
+    let pattern = env
+        .data_dir()
+        .join("exports/*/interaction_history/*/*/*/*.parquet");
+    let script = r#"
+import glob, json, sys
+import pyarrow.parquet as pq
+files = glob.glob(sys.argv[1])
+schema = pq.ParquetFile(files[0]).schema_arrow
+codecs = {pq.ParquetFile(f).metadata.row_group(0).column(c).compression
+          for f in files for c in range(7)}
+print(json.dumps({"types": {field.name: str(field.type) for field in schema},
+                  "codecs": sorted(codecs), "rows": sum(pq.ParquetFile(f).metadata.num_rows for f in files)}))
+"#;
+    let output = std::process::Command::new("python3")
+        .args(["-c", script, &pattern.to_string_lossy()])
+        .output()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "pyarrow (pip install pyarrow): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let read: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        read["types"]["created_at"], "timestamp[ms, tz=UTC]",
+        "{read}"
+    );
+    assert_eq!(read["types"]["payload"], "string", "{read}");
+    assert_eq!(read["types"]["id"], "string", "{read}");
+    assert_eq!(read["codecs"], serde_json::json!(["ZSTD"]), "{read}");
+    assert_eq!(
+        read["rows"].as_i64(),
+        Some(env.query_i64("SELECT SUM(row_count) FROM export_files"))
+    );
+}
+
 /// DuckDB reads every exported row, each in the partition of its day, payloads as objects.
 fn assert_duckdb_reads(env: &Env, extension: &str) {
     let pattern = env
@@ -289,13 +370,17 @@ fn assert_duckdb_reads(env: &Env, extension: &str) {
     let script = r#"
 import json, sys
 import duckdb
-rows = duckdb.connect().execute(f"""
+connection = duckdb.connect()
+connection.execute("SET TimeZone = 'UTC'")
+reader = "read_parquet" if sys.argv[1].endswith(".parquet") else "read_json_auto"
+options = "" if reader == "read_parquet" else ", format = 'newline_delimited'"
+rows = connection.execute(f"""
     SELECT count(*) AS rows,
            count(DISTINCT (tenant_id, year, month, day)) AS partitions,
            count(*) FILTER (WHERE strftime(CAST(created_at AS TIMESTAMP), '%Y-%m-%d')
                             <> printf('%04d-%02d-%02d', CAST(year AS INTEGER), CAST(month AS INTEGER), CAST(day AS INTEGER))) AS misplaced,
            count(*) FILTER (WHERE json_type(CAST(payload AS JSON)) <> 'OBJECT') AS payloads_not_objects
-    FROM read_json_auto('{sys.argv[1]}', hive_partitioning = true, format = 'newline_delimited')
+    FROM {reader}('{sys.argv[1]}', hive_partitioning = true{options})
 """).fetchone()
 print(json.dumps(rows))
 "#;

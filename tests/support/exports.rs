@@ -35,19 +35,37 @@ pub fn export_files(env: &Env) -> Vec<PathBuf> {
     files
 }
 
-/// Reads every row of every export file, checking each line is one JSON object.
+/// Reads every row of every export file, in the format its name says: each NDJSON line one
+/// JSON object (plain, gzip or zstd), or a Parquet file's rows.
 pub fn exported_rows(env: &Env) -> Vec<ExportedRow> {
     let mut rows = Vec::new();
     for file in export_files(env) {
-        let bytes = std::fs::read(env.data_dir().join(&file)).expect("read export file");
-        let text = if file.to_string_lossy().ends_with(".gz") {
-            let mut text = String::new();
+        let path = env.data_dir().join(&file);
+        let name = file.to_string_lossy().into_owned();
+        if name.ends_with(".parquet") {
+            rows.extend(
+                parquet_rows(&path)
+                    .into_iter()
+                    .map(|(id, tenant_id, created_at)| ExportedRow {
+                        file: file.clone(),
+                        id,
+                        tenant_id,
+                        created_at,
+                    }),
+            );
+            continue;
+        }
+        let bytes = std::fs::read(&path).expect("read export file");
+        let mut text = String::new();
+        let decoded = if name.ends_with(".gz") {
             std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
-                .unwrap_or_else(|error| panic!("{file:?} is not gzip: {error}"));
-            text
+        } else if name.ends_with(".zst") {
+            zstd::stream::read::Decoder::new(&bytes[..])
+                .and_then(|mut decoder| std::io::Read::read_to_string(&mut decoder, &mut text))
         } else {
-            String::from_utf8(bytes).expect("export file is UTF-8")
+            std::io::Read::read_to_string(&mut &bytes[..], &mut text)
         };
+        decoded.unwrap_or_else(|error| panic!("{file:?} cannot be decoded: {error}"));
         assert!(
             text.is_empty() || text.ends_with('\n'),
             "{file:?} does not end with a newline"
@@ -67,6 +85,32 @@ pub fn exported_rows(env: &Env) -> Vec<ExportedRow> {
         }
     }
     rows
+}
+
+/// `(id, tenant_id, created_at)` of each row of a Parquet export file, the time as the store's
+/// canonical text.
+fn parquet_rows(path: &Path) -> Vec<(String, String, String)> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::RowAccessor;
+    let file = std::fs::File::open(path).expect("open a Parquet export file");
+    let reader = SerializedFileReader::new(file)
+        .unwrap_or_else(|error| panic!("{path:?} is not Parquet: {error}"));
+    reader
+        .get_row_iter(None)
+        .expect("rows")
+        .map(|row| {
+            let row = row.expect("a row");
+            let millis = row.get_timestamp_millis(6).expect("created_at");
+            let created_at = chrono::DateTime::from_timestamp_millis(millis)
+                .expect("an instant")
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            (
+                row.get_string(0).expect("id").clone(),
+                row.get_string(1).expect("tenant_id").clone(),
+                created_at,
+            )
+        })
+        .collect()
 }
 
 /// Runs the export until no tenant has rows left (and its first walk over the table is
@@ -166,7 +210,9 @@ pub fn assert_exported_exactly_once(env: &Env) {
     assert!(
         on_disk.iter().all(|file| {
             let name = file.to_string_lossy();
-            name.ends_with(".json") || name.ends_with(".json.gz")
+            [".json", ".json.gz", ".json.zst", ".parquet"]
+                .iter()
+                .any(|extension| name.ends_with(extension))
         }),
         "stray files: {on_disk:?}"
     );
