@@ -95,7 +95,7 @@ fn killed_at_random_instants(env: &Env) {
         attempts += 1;
         // Between runs the application goes on: a row committed minutes after its stamp, a
         // backfill of weeks ago in SQLite's own form or with an offset, a row of now.
-        add_late_and_backfilled_rows(&env, attempts, &mut random);
+        add_late_and_backfilled_rows(env, attempts, &mut random);
         let mut child = env
             .command(&["run", "export-interactions"])
             .stdout(Stdio::null())
@@ -119,8 +119,8 @@ fn killed_at_random_instants(env: &Env) {
         attempts <= 2 * kills + 10,
         "most kills land inside a run: {kills} of {attempts}"
     );
-    drain_exports(&env);
-    assert_exported_exactly_once(&env);
+    drain_exports(env);
+    assert_exported_exactly_once(env);
     assert_eq!(
         env.query_i64("SELECT COUNT(*) FROM export_batches_in_progress"),
         0
