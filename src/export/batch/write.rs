@@ -27,7 +27,10 @@ use crate::store::export::WrittenFile;
 /// Files one writer keeps open at once (each holds a descriptor and its buffer).
 const MAX_OPEN_FILES: usize = 32;
 /// What one writer's open files may hold in memory together, rows not yet written.
-const WRITER_MEMORY_BUDGET: usize = 16 * 1024 * 1024;
+const WRITER_MEMORY_BUDGET: usize = 8 * 1024 * 1024;
+/// The budget is checked each time this many more bytes of rows came in (a check walks the
+/// open files), so it is passed by at most this much and one row.
+const BUDGET_CHECK_BYTES: u64 = 256 * 1024;
 const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A file written in the staging directory, to be made durable and renamed into place.
@@ -77,6 +80,7 @@ pub fn write_files(
     let started = Instant::now();
     let mut last_log = started;
     let mut clock = 0u64;
+    let mut since_budget_check = 0u64;
     for chunk in chunks {
         for chunk_row in chunk
             .write_order()
@@ -96,14 +100,20 @@ pub fn write_files(
                 format,
                 tenant,
             };
-            if let Err(error) = write_row(&target, output, &row, chunk_row.origin, clock) {
-                output.open.clear();
-                output.error = Some(error);
+            match write_row(&target, output, &row, chunk_row.origin, clock) {
+                Ok(raw_bytes) => since_budget_check += raw_bytes,
+                Err(error) => {
+                    output.open.clear();
+                    output.error = Some(error);
+                }
             }
-            if let Err((position, error)) = keep_within_budget(&mut outputs) {
-                let output = &mut outputs[position].1;
-                output.open.clear();
-                output.error = Some(error);
+            if since_budget_check >= BUDGET_CHECK_BYTES {
+                since_budget_check = 0;
+                if let Err((position, error)) = keep_within_budget(&mut outputs) {
+                    let output = &mut outputs[position].1;
+                    output.open.clear();
+                    output.error = Some(error);
+                }
             }
             // Checked row by row, not chunk by chunk: a chunk of rows of many days would
             // otherwise open a file for each (hundreds of descriptors). One tenant's files
@@ -228,7 +238,7 @@ fn write_row(
     row: &Row<'_>,
     origin: Origin,
     clock: u64,
-) -> Result<(), ExportError> {
+) -> Result<u64, ExportError> {
     let day = partition_day(row.created_at).ok_or_else(|| ExportError::BadCreatedAt {
         id: row.id.to_string(),
         created_at: row.created_at.to_string(),
@@ -253,7 +263,7 @@ fn write_row(
     file.meta.row_count += 1;
     output.rows += 1;
     set_cursor(&mut file.meta.last, row.created_at, row.id);
-    Ok(())
+    Ok(pushed.raw_bytes)
 }
 
 fn set_cursor(cursor: &mut Cursor, created_at: &str, id: &str) {
