@@ -7,32 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Env, SECRET, wait_until};
-
-/// Whether a tool the test needs is here; CI installs them and sets `require` so a missing
-/// one fails there instead of skipping.
-fn available(require: &str, tools: &[&str], why: &str) -> bool {
-    let missing: Vec<&&str> = tools
-        .iter()
-        .filter(|tool| !Path::new(tool).exists())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(
-        std::env::var_os(require).is_none(),
-        "{require} is set but {missing:?} is missing"
-    );
-    eprintln!("skipped: {why} needs {missing:?} (`.ci/run` installs them)");
-    false
-}
-
-fn python_has(module: &str) -> bool {
-    Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|output| output.status.success())
-}
+use crate::support::{Env, SECRET, available, python_has, wait_until};
 
 #[test]
 fn metrics_parse_as_prometheus_text_with_per_job_samples_after_a_run() {

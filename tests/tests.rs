@@ -9,6 +9,7 @@ mod cli;
 mod dropin;
 mod export;
 mod http;
+mod lake;
 mod listener;
 mod occurrences;
 mod operate;

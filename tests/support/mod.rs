@@ -1,7 +1,8 @@
 //! Shared helpers for the integration tests, one file per concern: the environment and the
 //! real binary (`env`), SQL against its store (`store`), a real server and a raw HTTP client
 //! for it (`server`), export files on disk (`exports`), and fakes of what the binary talks to:
-//! S3 (`moto`), SIEM intakes (`intake`) and alert webhooks (`webhook`); `raw` sends bytes no
+//! S3 (`moto`), SIEM intakes (`intake`) and alert webhooks (`webhook`); outside tools a test
+//! drives (`tools`); `raw` sends bytes no
 //! well-behaved client would, `endless` answers as no well-behaved peer would.
 
 mod endless;
@@ -12,6 +13,7 @@ mod moto;
 pub mod raw;
 mod server;
 mod store;
+mod tools;
 pub mod webhook;
 
 pub use endless::Endless;
@@ -21,3 +23,4 @@ pub use exports::{
 };
 pub use moto::{BUCKET, Moto};
 pub use server::{Server, free_port, http, read_reply, wait_until};
+pub use tools::{available, python_has};

@@ -1,0 +1,31 @@
+//! Outside tools a test drives (a browser, promtool, Spark): present, or the test is skipped,
+//! unless `.ci/run` said they must be there.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Whether every one of `tools` exists; when one is missing the test is skipped with a line
+/// saying so, unless `require` is set (CI), where a missing tool fails it.
+pub fn available(require: &str, tools: &[&str], why: &str) -> bool {
+    let missing: Vec<&&str> = tools
+        .iter()
+        .filter(|tool| !Path::new(tool).exists())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var_os(require).is_none(),
+        "{require} is set but {missing:?} is missing"
+    );
+    eprintln!("skipped: {why} needs {missing:?} (`.ci/run` installs them)");
+    false
+}
+
+/// Whether python3 imports `module`.
+pub fn python_has(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
