@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{Auth, Realm, Refused, SESSION_COOKIE, SESSION_SECONDS};
+use super::html;
 use super::prometheus;
 use super::status_page;
 use super::strip;
@@ -381,7 +382,7 @@ fn health(app: &App) -> Reply {
 
 fn html(status: u16, body: String) -> Reply {
     let mut reply = Reply::text(status, body, "text/html; charset=utf-8");
-    for (name, value) in status_page::SECURITY_HEADERS {
+    for (name, value) in html::SECURITY_HEADERS {
         reply = reply.with_header(name, value);
     }
     reply

@@ -7,6 +7,7 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
+use super::html::escape;
 use super::strip::{self, Mark};
 use crate::clock::to_store_text;
 use crate::runner::RunStatus;
@@ -14,16 +15,6 @@ use crate::status::JobStatus;
 use crate::status::RunRecord;
 
 const REFRESH_SECONDS: u32 = 30;
-
-/// Headers for every HTML answer: nothing but inline style and data images may load.
-pub const SECURITY_HEADERS: [(&str, &str); 3] = [
-    (
-        "Content-Security-Policy",
-        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'",
-    ),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
-];
 
 const STYLE: &str = "
 body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d2430;background:#f6f7f9}
@@ -40,22 +31,6 @@ button{font:inherit;padding:.3em .9em;cursor:pointer}
 .login input{width:100%;box-sizing:border-box;padding:.4em;margin:.4em 0 1em;font:inherit}
 .notice{color:#c62828}
 ";
-
-/// Text for HTML: the five characters that could end an element or attribute, escaped.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for character in text.chars() {
-        match character {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            other => out.push(other),
-        }
-    }
-    out
-}
 
 /// Whether a page reloads itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

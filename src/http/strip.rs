@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::status_page::escape;
+use super::html::escape;
 use crate::runner::RunStatus;
 use crate::status::{OccurrenceCell, Outcome, RunStart};
 

@@ -21,6 +21,7 @@
 
 mod publish;
 mod read;
+mod staging;
 mod write;
 
 use std::collections::HashMap;
@@ -30,8 +31,8 @@ use std::time::Instant;
 
 use rusqlite::types::Value;
 
-pub use publish::staging_dir;
 pub use read::InvalidRow;
+pub use staging::staging_dir;
 
 use super::partition::{TenantDir, UnsafeTenantId};
 use crate::export::format::FileFormat;

@@ -10,21 +10,15 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::NaiveDate;
 
 use super::ExportError;
-use super::write::FinishedFile;
+use super::staging::{FinishedFile, staging_dir};
 use crate::export::partition::{TenantDir, partition_dir, tenant_root};
 use crate::store::Store;
 use crate::store::export as manifest;
-
-use crate::config::layout::STAGING as STAGING_DIR;
-
-pub fn staging_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join(STAGING_DIR)
-}
 
 /// Removes every export file that is not committed: recorded before renaming but not in the
 /// manifest, anything left in staging, and the leftovers of a batch an earlier version of

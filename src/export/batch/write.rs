@@ -17,7 +17,8 @@ use chrono::{Datelike, NaiveDate};
 use sha2::{Digest, Sha256};
 
 use super::read::{self, Chunk, Origin};
-use super::{ExportError, ExportTenant, publish};
+use super::staging::{FinishedFile, staging_dir};
+use super::{ExportError, ExportTenant};
 use crate::export::format::{Encoder, FileFormat, Hashed};
 use crate::export::partition::partition_dir;
 use crate::export::row::{Row, partition_day};
@@ -32,13 +33,6 @@ const WRITER_MEMORY_BUDGET: usize = 8 * 1024 * 1024;
 /// open files), so it is passed by at most this much and one row.
 const BUDGET_CHECK_BYTES: u64 = 256 * 1024;
 const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
-
-/// A file written in the staging directory, to be made durable and renamed into place.
-pub struct FinishedFile {
-    pub staged: PathBuf,
-    pub path: PathBuf,
-    pub meta: WrittenFile,
-}
 
 /// What a writer did for one tenant: its files and counts, or its failure.
 #[derive(Default)]
@@ -287,7 +281,7 @@ fn open_file(
         target.format.extension(),
     );
     let relative = relative_dir.join(&name);
-    let staging = publish::staging_dir(target.data_dir).join(target.tenant.dir.as_str());
+    let staging = staging_dir(target.data_dir).join(target.tenant.dir.as_str());
     ensure_dir(&staging)?;
     let staged = staging.join(format!("{}-{name}", day.format("%Y-%m-%d")));
     let creating = || ExportError::io(format!("creating {}", staged.display()));
