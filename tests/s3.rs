@@ -314,3 +314,38 @@ fn a_storage_endpoint_streaming_an_endless_error_body_costs_no_memory_and_the_sy
         "of {files} files"
     );
 }
+
+#[test]
+fn each_format_is_uploaded_with_its_own_content_type() {
+    for (settings, extension, content_type) in [
+        (
+            ("EXPORT_FORMAT", "parquet"),
+            ".parquet",
+            "application/vnd.apache.parquet",
+        ),
+        (
+            ("EXPORT_COMPRESSION", "zstd"),
+            ".json.zst",
+            "application/zstd",
+        ),
+    ] {
+        let moto = Moto::start();
+        let env = moto
+            .configure(Env::new())
+            .with(settings.0, settings.1)
+            .with("EXPORT_BATCH_SIZE", "5000");
+        env.run_json(&["demo", "--rows", "300"], 0);
+        drain_exports(&env);
+        let result = env.run_json(&["run", "s3-sync"], 0);
+        assert_eq!(result["pending"], 0, "{result}");
+        let types = moto.content_types("backup/exports/");
+        assert_eq!(
+            types.len() as i64,
+            env.query_i64("SELECT COUNT(*) FROM export_files")
+        );
+        for (key, served_as) in types {
+            assert!(key.ends_with(extension), "{key}");
+            assert_eq!(served_as, content_type, "{key}");
+        }
+    }
+}

@@ -117,6 +117,31 @@ json.dump(out, sys.stdout)",
         serde_json::from_slice(&output.stdout).expect("objects as JSON")
     }
 
+    /// The `Content-Type` each object under `prefix` is served with.
+    pub fn content_types(&self, prefix: &str) -> std::collections::BTreeMap<String, String> {
+        let script = format!(
+            "import boto3, json, sys
+s3 = boto3.client('s3', endpoint_url='http://{address}', region_name='eu-test-1',
+                  aws_access_key_id='test', aws_secret_access_key='test')
+out = {{}}
+for page in s3.get_paginator('list_objects_v2').paginate(Bucket='{BUCKET}', Prefix=sys.argv[1]):
+    for item in page.get('Contents', []):
+        out[item['Key']] = s3.head_object(Bucket='{BUCKET}', Key=item['Key'])['ContentType']
+json.dump(out, sys.stdout)",
+            address = self.address
+        );
+        let output = Command::new("python3")
+            .args(["-c", &script, prefix])
+            .output()
+            .expect("python3 with boto3 (pip install 'moto[server]')");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("content types as JSON")
+    }
+
     pub fn signal(&self, name: &str) {
         signal(self.child.id(), name);
     }
