@@ -62,9 +62,20 @@ pub fn job_alert(
     Value::Object(alert)
 }
 
+/// The alert with this process's `site` (SPEC section 9), as every alert goes out: logged
+/// and posted.
+fn with_site(alert: &Value) -> Value {
+    let mut alert = alert.clone();
+    if let (Value::Object(fields), Some(site)) = (&mut alert, crate::site::current()) {
+        fields.entry("site").or_insert_with(|| Value::from(site));
+    }
+    alert
+}
+
 /// Writes the alert's log line: the object itself, which the logger keeps as one line
 /// (JSON: its fields at the top level; text: its summary, then the object).
 pub fn log(alert: &Value) {
+    let alert = &with_site(alert);
     let kind = alert["type"].as_str().unwrap_or("");
     let level = if kind.ends_with("_resolved") || kind == JOB_RECOVERED {
         log::Level::Info
@@ -100,7 +111,7 @@ pub fn raise(store: &Store, config: &Config, clock: &dyn Clock, alert: &Value) -
         Err(error) => {
             // The outbox is out of reach; the alert is still worth a direct attempt.
             log::warn!("alert outbox: {error}");
-            return match webhook::post_once(url, &alert.to_string(), REQUEST_TIMEOUT) {
+            return match webhook::post_once(url, &with_site(alert).to_string(), REQUEST_TIMEOUT) {
                 Ok(status) => Delivery::Delivered { status },
                 Err(error) => Delivery::Failed {
                     error: error.to_string(),
@@ -153,7 +164,12 @@ pub fn deliver_pending(
             let _ = store.alert_abandoned(pending.id, "undelivered for a day", now);
             continue;
         }
-        let result = webhook::post_once(url, &pending.body, REQUEST_TIMEOUT);
+        // An alert queued before the site was bound (or by an older version) gets it now.
+        let body = serde_json::from_str::<Value>(&pending.body).map_or_else(
+            |_| pending.body.clone(),
+            |alert| with_site(&alert).to_string(),
+        );
+        let result = webhook::post_once(url, &body, REQUEST_TIMEOUT);
         let recorded = match &result {
             Ok(_) => store.alert_delivered(pending.id, clock.now()),
             Err(error @ PostError::Refused(_)) => {

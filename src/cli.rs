@@ -19,6 +19,7 @@ use crate::runner::{RunError, Runner};
 use crate::scheduler;
 use crate::serve::{self, ServeError};
 use crate::shutdown::Shutdown;
+use crate::site::SiteError;
 use crate::status::job_statuses;
 use crate::store::backup::BackupError;
 use crate::store::runs::{RunStatus, Trigger};
@@ -99,6 +100,11 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         rows: usize,
     },
+    /// Print this store's site id; `adopt`: make a store copied or moved here this host's own
+    Site {
+        #[command(subcommand)]
+        action: Option<SiteAction>,
+    },
     /// Copy the store, consistent, while serve and the application write; never overwrites
     Backup {
         /// Where the copy goes (must not exist)
@@ -109,6 +115,12 @@ enum Command {
     /// Print the man page (roff)
     #[command(hide = true)]
     Man,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum SiteAction {
+    /// Record this host (and EDGECRON_SITE_ID, or a new derived id) as the store's site
+    Adopt,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +135,8 @@ pub enum CliError {
     Failed(String),
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error(transparent)]
+    Site(#[from] SiteError),
 }
 
 impl CliError {
@@ -132,7 +146,9 @@ impl CliError {
             // A store that cannot be opened or written is bad configuration too (SPEC §1).
             CliError::Store(StoreError::Unusable { .. } | StoreError::CreateDir { .. }) => 2,
             CliError::Serve(ServeError::Listen { .. }) => 2,
-            CliError::Store(_) | CliError::Failed(_) | CliError::Serve(_) => 1,
+            // A store that belongs to another site is refused as bad configuration.
+            CliError::Site(SiteError::Elsewhere { .. } | SiteError::Renamed { .. }) => 2,
+            CliError::Store(_) | CliError::Failed(_) | CliError::Serve(_) | CliError::Site(_) => 1,
         }
     }
 }
@@ -186,6 +202,7 @@ pub fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Backup { path } => backup(&path),
+        Command::Site { action } => site(action),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "edgecron", &mut std::io::stdout());
@@ -245,8 +262,31 @@ fn runner() -> Result<(Arc<Runner>, Arc<Shutdown>), CliError> {
     Ok((Arc::new(runner), shutdown))
 }
 
-fn run(job: &str, params: RunParams) -> Result<ExitCode, CliError> {
+/// `edgecron site`: the store's site id; `adopt`: make it this host's own.
+fn site(action: Option<SiteAction>) -> Result<ExitCode, CliError> {
+    let (config, store) = open()?;
+    let now = crate::clock::to_store_text(SystemClock.now());
+    let id = match action {
+        None => match crate::site::recorded(&store)? {
+            Some(id) => id,
+            None => crate::site::bind(&store, config.site_id.as_deref(), &now)?,
+        },
+        Some(SiteAction::Adopt) => crate::site::adopt(&store, config.site_id.as_deref(), &now)?,
+    };
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A runner for work: its store bound to this host's site first (SPEC section 9).
+fn working_runner() -> Result<(Arc<Runner>, Arc<Shutdown>), CliError> {
     let (runner, shutdown) = runner()?;
+    let now = crate::clock::to_store_text(SystemClock.now());
+    crate::site::bind(runner.store(), runner.config().site_id.as_deref(), &now)?;
+    Ok((runner, shutdown))
+}
+
+fn run(job: &str, params: RunParams) -> Result<ExitCode, CliError> {
+    let (runner, shutdown) = working_runner()?;
     // SIGTERM/SIGINT ask the job to stop at its next safe point; its progress is kept.
     let _signals = serve::forward_signals(&shutdown);
     let outcome = runner.run(job, Trigger::Cli, params);
@@ -480,7 +520,7 @@ fn parse_from(text: &str, zone: Tz) -> Result<DateTime<Utc>, CliError> {
 }
 
 fn serve() -> Result<ExitCode, CliError> {
-    let (runner, shutdown) = runner()?;
+    let (runner, shutdown) = working_runner()?;
     serve::run(runner, shutdown)?;
     Ok(ExitCode::SUCCESS)
 }

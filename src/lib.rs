@@ -19,6 +19,7 @@ mod scheduler;
 mod serve;
 mod shutdown;
 mod siem;
+mod site;
 mod status;
 mod store;
 mod webhook;

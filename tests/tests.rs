@@ -19,4 +19,5 @@ mod row_input;
 mod s3;
 mod scheduler;
 mod siem;
+mod site;
 mod switchover;

@@ -431,7 +431,7 @@ const LAYERS: &[&[&str]] = &[
     ],
     &["config"],
     &["store"],
-    &["export", "siem", "alert", "heartbeat"],
+    &["export", "siem", "site", "alert", "heartbeat"],
     &["jobs"],
     &["runner"],
     &["scheduler", "status", "check"],

@@ -127,6 +127,8 @@ pub struct Config {
     pub cron_enabled: bool,
     /// `EDGECRON_SCHEDULER`: whether the built-in scheduler fires jobs.
     pub scheduler: Scheduler,
+    /// `EDGECRON_SITE_ID`: this host's site in a fleet; unset, the store's own.
+    pub site_id: Option<String>,
     /// Each job's schedule (parsed, in its zone) and scheduling policies.
     jobs: BTreeMap<&'static str, JobSettings>,
     pub export_batch_size: usize,
@@ -274,6 +276,24 @@ impl Config {
             },
             Scheduler::On,
         );
+        let site_id = problems.take(
+            get("EDGECRON_SITE_ID")
+                .map(|id| {
+                    let valid = (1..=40).contains(&id.len())
+                        && id
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                    if valid {
+                        Ok(id.to_string())
+                    } else {
+                        Err(ConfigError(format!(
+                            "EDGECRON_SITE_ID: {id:?} must be 1 to 40 of a-z, 0-9 and -"
+                        )))
+                    }
+                })
+                .transpose(),
+            None,
+        );
         problems.finish()?;
         Ok(Config {
             s3,
@@ -300,6 +320,7 @@ impl Config {
             cron_token: get("CRON_TOKEN").map(|value| Secret::new(value.to_string())),
             cron_enabled,
             scheduler,
+            site_id,
             jobs,
             export_batch_size,
             export_compression,

@@ -219,6 +219,19 @@ pub fn render(snapshot: &Snapshot, auth_refusals: u64) -> String {
             "edgecron_siem_stalled_runs{{backend=\"{backend}\"}} {stalled}"
         );
     }
+    if let Some(site) = snapshot.site {
+        family(
+            &mut out,
+            "edgecron_site_info",
+            "gauge",
+            "This host's site in a fleet (section 9 of the contract); always 1.",
+        );
+        let _ = writeln!(
+            out,
+            "edgecron_site_info{{site=\"{}\"}} 1",
+            label_value(site)
+        );
+    }
     gauge(
         &mut out,
         "edgecron_store_size_bytes",
@@ -370,6 +383,7 @@ mod tests {
             }],
             conditions: vec![("cleanup".into(), "overdue".into())],
             alerts_pending: 1,
+            site: Some("edge-1"),
         };
         let text = render(&snapshot, 5);
         for line in [
@@ -392,6 +406,7 @@ mod tests {
             "edgecron_export_invalid_rows 1",
             "edgecron_siem_backlog_rows{backend=\"splunk\"} 7",
             "edgecron_siem_stalled_runs{backend=\"splunk\"} 2",
+            "edgecron_site_info{site=\"edge-1\"} 1",
             "edgecron_store_size_bytes 8192",
             "edgecron_occurrences_total{job_name=\"cleanup\",outcome=\"coalesced\"} 3",
             "edgecron_occurrences_total{job_name=\"cleanup\",outcome=\"missed\"} 0",

@@ -43,6 +43,8 @@ pub struct Snapshot {
     /// `(job, condition kind)` of each alert condition in force.
     pub conditions: Vec<(String, String)>,
     pub alerts_pending: i64,
+    /// This process's site, once bound.
+    pub site: Option<&'static str>,
 }
 
 pub fn snapshot(runner: &Runner) -> Result<Snapshot, StoreError> {
@@ -86,6 +88,7 @@ pub fn snapshot(runner: &Runner) -> Result<Snapshot, StoreError> {
             .collect::<Result<_, StoreError>>()?,
         export_invalid_rows: manifest::invalid_rows(store)?,
         siem,
+        site: crate::site::current(),
         store_bytes: file_size(store.path()),
         wal_bytes: file_size(Path::new(&wal)),
         jobs,

@@ -92,6 +92,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0016_switchover",
         sql: include_str!("../../schema/0016_switchover.sql"),
     },
+    Migration {
+        version: 17,
+        name: "0017_site",
+        sql: include_str!("../../schema/0017_site.sql"),
+    },
 ];
 
 pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> {

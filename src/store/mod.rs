@@ -12,6 +12,7 @@ pub mod occurrences;
 mod row_json;
 pub mod runs;
 pub mod siem;
+pub mod site;
 pub mod times;
 
 use std::path::{Path, PathBuf};
