@@ -178,10 +178,11 @@ pub fn page(jobs: &[JobStatus], data: &PageData<'_>) -> String {
     let mut out = head("edgecron status", Refresh::Periodic);
     let _ = write!(
         out,
-        "<body><header><h1>edgecron</h1><span>{} · refreshes every {REFRESH_SECONDS} s</span>\
+        "<body><header><h1>edgecron</h1><span>{}{} · refreshes every {REFRESH_SECONDS} s</span>\
          <form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form></header><main>\
          <table class=\"jobs\"><thead><tr><th>Job</th><th>Health</th><th>Schedule</th><th>Enabled</th><th>Last run</th>\
          <th>Took</th><th>Next run</th><th>Last 24 h</th><th>Recent durations</th></tr></thead><tbody>",
+        crate::site::current().map_or(String::new(), |site| format!("site {} · ", escape(site))),
         escape(&to_store_text(data.now))
     );
     // Unhealthy jobs first, the longest-standing trouble first; the rest in registry order.

@@ -13,14 +13,16 @@ use super::{AuditRow, Fate, REQUEST_BYTES, Shipment, fitting};
 use crate::clock::to_store_text;
 use crate::config::siem::{DEFAULT_ELASTIC_INDEX, SiemSettings};
 
-/// The action line and the document for one row, each `\n`-terminated.
-pub fn item(settings: &SiemSettings, row: &AuditRow) -> String {
+/// The action line and the document for one row, each `\n`-terminated; `host.name` is the
+/// site (ECS), unless the row has a `host` of its own.
+pub fn item(settings: &SiemSettings, host: &str, row: &AuditRow) -> String {
     let index = settings.index.as_deref().unwrap_or(DEFAULT_ELASTIC_INDEX);
     let action = json!({"create": {"_index": index, "_id": row.id}});
     let mut document = Map::new();
     if let Some(time) = row.time() {
         document.insert("@timestamp".into(), json!(to_store_text(time)));
     }
+    document.insert("host".into(), json!({"name": host}));
     for (name, value) in &row.fields {
         document.insert(name.clone(), value.clone());
     }
@@ -41,7 +43,10 @@ struct ItemResult {
 }
 
 pub fn deliver(intake: &Intake<'_>, retry: &mut Retry<'_>, rows: &[AuditRow]) -> Shipment {
-    let items: Vec<String> = rows.iter().map(|row| item(intake.settings, row)).collect();
+    let items: Vec<String> = rows
+        .iter()
+        .map(|row| item(intake.settings, &intake.host, row))
+        .collect();
     let mut shipment = Shipment::new(rows.len());
     let mut budget = REQUEST_BYTES;
     loop {
@@ -190,14 +195,14 @@ mod tests {
     #[test]
     fn items_are_create_actions_keyed_by_the_row_id() {
         let settings = settings(Backend::Elastic);
-        let body = item(&settings, &row("a1", "2026-11-23T10:15:30.123Z"));
+        let body = item(&settings, "edge-1", &row("a1", "2026-11-23T10:15:30.123Z"));
         assert_eq!(
             body,
             concat!(
                 r#"{"create":{"_id":"a1","_index":"edgecron-audit"}}"#,
                 "\n",
                 r#"{"@timestamp":"2026-11-23T10:15:30.123Z","action":"user.login","actor":"alice","#,
-                r#""created_at":"2026-11-23T10:15:30.123Z","details":{"ip":"10.0.0.7"},"id":"a1","#,
+                r#""created_at":"2026-11-23T10:15:30.123Z","details":{"ip":"10.0.0.7"},"host":{"name":"edge-1"},"id":"a1","#,
                 r#""target":"user:42","tenant_id":"acme"}"#,
                 "\n"
             )

@@ -57,7 +57,7 @@ pub enum Encoding {
 
 pub struct Intake<'a> {
     pub settings: &'a SiemSettings,
-    /// This host's name, as events report it.
+    /// This site (else the host name), as events report it: `host`, `hostname`, `host.name`.
     pub host: String,
     /// Splunk's `X-Splunk-Request-Channel` when indexer acknowledgement is on: one per run.
     pub channel: Option<String>,
@@ -74,7 +74,8 @@ impl<'a> Intake<'a> {
         session.follow_redirects(false);
         Intake {
             settings,
-            host: crate::holder::host_name(),
+            // The site, as the fleet's SIEM tells hosts apart (SPEC section 9).
+            host: crate::site::current().map_or_else(crate::holder::host_name, str::to_string),
             channel: settings.splunk_ack.then(new_channel),
             session,
         }
