@@ -46,11 +46,18 @@ pub enum SiteError {
 /// `EDGECRON_SITE_ID`, else derived from this machine), refused if it belongs elsewhere.
 pub fn bind(store: &Store, configured: Option<&str>, now: &str) -> Result<String, SiteError> {
     let machine = machine_id();
-    let wanted = SiteRecord {
-        site_id: configured.map_or_else(|| derived_id(machine.as_deref()), str::to_string),
-        machine_id: machine.clone(),
+    // Read first: once recorded, binding writes nothing (a run never waits for the write lock
+    // on its account).
+    let recorded = match store.recorded_site()? {
+        Some(recorded) => recorded,
+        None => {
+            let wanted = SiteRecord {
+                site_id: configured.map_or_else(|| derived_id(machine.as_deref()), str::to_string),
+                machine_id: machine.clone(),
+            };
+            store.record_first_site(&wanted, now)?
+        }
     };
-    let recorded = store.record_first_site(&wanted, now)?;
     if let (Some(recorded_machine), Some(this_machine)) = (&recorded.machine_id, &machine)
         && recorded_machine != this_machine
     {

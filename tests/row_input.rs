@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::{SecondsFormat, Utc};
 use serde_json::Value;
 
-use crate::support::{Env, drain_exports, export_files, signal, wait_with_peak_rss};
+use crate::support::{Env, drain_exports, export_files, signal};
 
 /// Renders `minutes` from now in one of the forms an application may write.
 fn stamp(minutes: i64, form: usize) -> String {
@@ -322,13 +322,7 @@ fn exports_huge_payloads_within_its_memory_bound(env: Env) {
                     strftime('%Y-%m-%dT%H:%M:%fZ', '2026-11-01', printf('+%d minutes', value)) FROM n;",
         )
         .unwrap();
-    let child = env
-        .command(&["run", "export-interactions"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (status, peak_kib) = wait_with_peak_rss(child);
+    let (status, peak_kib) = env.run_with_peak_rss(&["run", "export-interactions"]);
     eprintln!(
         "peak RSS exporting 1,500 rows of 800 KB: {} MiB",
         peak_kib / 1024

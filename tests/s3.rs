@@ -294,12 +294,7 @@ fn a_storage_endpoint_streaming_an_endless_error_body_costs_no_memory_and_the_sy
         .with("S3_PATH_STYLE", "true")
         .with("S3_REQUEST_TIMEOUT_SECS", "30");
     let started = std::time::Instant::now();
-    let child = env
-        .command(&["run", "s3-sync"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let (code, peak_kib) = crate::support::wait_with_peak_rss(child);
+    let (code, peak_kib) = env.run_with_peak_rss(&["run", "s3-sync"]);
     assert_eq!(code, 3, "the sync is partial");
     assert!(
         started.elapsed() < Duration::from_secs(30),

@@ -55,6 +55,9 @@ _edgecron() {
             edgecron,serve)
                 cmd="edgecron__subcmd__serve"
                 ;;
+            edgecron,site)
+                cmd="edgecron__subcmd__site"
+                ;;
             edgecron__subcmd__help,backup)
                 cmd="edgecron__subcmd__help__subcmd__backup"
                 ;;
@@ -94,6 +97,24 @@ _edgecron() {
             edgecron__subcmd__help,serve)
                 cmd="edgecron__subcmd__help__subcmd__serve"
                 ;;
+            edgecron__subcmd__help,site)
+                cmd="edgecron__subcmd__help__subcmd__site"
+                ;;
+            edgecron__subcmd__help__subcmd__site,adopt)
+                cmd="edgecron__subcmd__help__subcmd__site__subcmd__adopt"
+                ;;
+            edgecron__subcmd__site,adopt)
+                cmd="edgecron__subcmd__site__subcmd__adopt"
+                ;;
+            edgecron__subcmd__site,help)
+                cmd="edgecron__subcmd__site__subcmd__help"
+                ;;
+            edgecron__subcmd__site__subcmd__help,adopt)
+                cmd="edgecron__subcmd__site__subcmd__help__subcmd__adopt"
+                ;;
+            edgecron__subcmd__site__subcmd__help,help)
+                cmd="edgecron__subcmd__site__subcmd__help__subcmd__help"
+                ;;
             *)
                 ;;
         esac
@@ -101,7 +122,7 @@ _edgecron() {
 
     case "${cmd}" in
         edgecron)
-            opts="-h -V --help --version serve run jobs runs occurrences check calendar migrate demo backup completions man help"
+            opts="-h -V --help --version serve run jobs runs occurrences check calendar migrate demo site backup completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -205,7 +226,7 @@ _edgecron() {
             return 0
             ;;
         edgecron__subcmd__help)
-            opts="serve run jobs runs occurrences check calendar migrate demo backup completions man help"
+            opts="serve run jobs runs occurrences check calendar migrate demo site backup completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -400,6 +421,34 @@ _edgecron() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        edgecron__subcmd__help__subcmd__site)
+            opts="adopt"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgecron__subcmd__help__subcmd__site__subcmd__adopt)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         edgecron__subcmd__jobs)
             opts="-h --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -503,6 +552,76 @@ _edgecron() {
         edgecron__subcmd__serve)
             opts="-h --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgecron__subcmd__site)
+            opts="-h --help adopt help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgecron__subcmd__site__subcmd__adopt)
+            opts="-h --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgecron__subcmd__site__subcmd__help)
+            opts="adopt help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgecron__subcmd__site__subcmd__help__subcmd__adopt)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgecron__subcmd__site__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

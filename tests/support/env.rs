@@ -116,13 +116,31 @@ pub fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid}");
 }
 
-/// Waits for the child and answers its exit code and peak resident memory (KiB).
-pub fn wait_with_peak_rss(child: std::process::Child) -> (i32, i64) {
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid for wait4 to fill.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: the pid is our child's, and the pointers outlive the call.
-    let waited = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert!(waited > 0, "wait4: {}", std::io::Error::last_os_error());
-    (libc::WEXITSTATUS(status), usage.ru_maxrss)
+/// Starts the command it is given, waits for it, and writes its peak resident memory (KiB)
+/// on stderr's last line: an intermediate process, because a child spawned straight from the
+/// test binary (by vfork) counts the test binary's own memory in its `ru_maxrss`.
+const PEAK_RSS_WRAPPER: &str = "import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:], stderr=subprocess.DEVNULL)
+_, status, usage = os.wait4(child.pid, 0)
+print(f'peak_rss_kib={usage.ru_maxrss}', file=sys.stderr)
+sys.exit(os.waitstatus_to_exitcode(status))";
+
+impl Env {
+    /// Runs `edgecron ARGS` with its output dropped; answers its exit code and peak resident
+    /// memory (KiB).
+    pub fn run_with_peak_rss(&self, args: &[&str]) -> (i32, i64) {
+        let output = self
+            .command_under(&["python3", "-c", PEAK_RSS_WRAPPER], args)
+            .stdout(std::process::Stdio::null())
+            .output()
+            .expect("python3");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let peak = stderr
+            .lines()
+            .rev()
+            .find_map(|line| line.strip_prefix("peak_rss_kib="))
+            .and_then(|kib| kib.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no peak RSS reported: {stderr}"));
+        (output.status.code().unwrap_or(-1), peak)
+    }
 }

@@ -17,7 +17,7 @@ mod tools;
 pub mod webhook;
 
 pub use endless::Endless;
-pub use env::{Env, SECRET, signal, wait_with_peak_rss};
+pub use env::{Env, SECRET, signal};
 pub use exports::{
     ExportedRow, assert_exported_exactly_once, drain_exports, export_files, exported_rows,
 };
