@@ -27,6 +27,15 @@ fn a_store_started_with_another_site_id_does_no_work_until_adopted() {
     assert_eq!(site(&env, &["adopt"]), "edge-2");
     env.run_json(&["run", "cleanup"], 0);
     assert_eq!(site(&env, &[]), "edge-2");
+    // The run history names the site each run worked for.
+    let runs = env.run_json(&["runs", "cleanup", "--json"], 0);
+    let sites: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["site"].as_str().unwrap())
+        .collect();
+    assert_eq!(sites, ["edge-2", "edge-1"]);
 }
 
 #[test]

@@ -270,6 +270,7 @@ mod tests {
             rows_processed: 0,
             scheduled_for: None,
             lag_ms: None,
+            site: None,
         };
         let failures = [failure];
         let data = PageData {

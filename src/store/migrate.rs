@@ -97,6 +97,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0017_site",
         sql: include_str!("../../schema/0017_site.sql"),
     },
+    Migration {
+        version: 18,
+        name: "0018_run_site",
+        sql: include_str!("../../schema/0018_run_site.sql"),
+    },
 ];
 
 pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> {

@@ -29,6 +29,9 @@ pub struct RunRecord {
     pub scheduled_for: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lag_ms: Option<i64>,
+    /// The site the run worked for (none for runs from before sites were recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 /// The run currently holding a job's lease.
@@ -94,7 +97,7 @@ fn abandoned_at(heartbeat: DateTime<Utc>, now: DateTime<Utc>) -> String {
 }
 
 const RUN_COLUMNS: &str = "id, job, trigger, started_at, finished_at, status, error, duration_ms,
-     rows_processed, scheduled_for, lag_ms";
+     rows_processed, scheduled_for, lag_ms, site";
 
 fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
@@ -109,6 +112,7 @@ fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         rows_processed: row.get(8)?,
         scheduled_for: row.get(9)?,
         lag_ms: row.get(10)?,
+        site: row.get(11)?,
     })
 }
 
