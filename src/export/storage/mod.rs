@@ -23,10 +23,19 @@ use crate::io_error::IoError;
 
 /// Files larger than this go up in parts of this size (S3's minimum part is 5 MiB).
 pub const MULTIPART_THRESHOLD: usize = 8 * 1024 * 1024;
-/// What storage serves a file as: its format's content type, the file itself (never a
-/// transfer encoding a client would undo).
+/// What storage serves a file as: an export file its format's content type; an archive
+/// (`….ndjson`, compressed as export files are) by its last extension. The file itself, never
+/// a transfer encoding a client would undo.
 fn content_type(key: &str) -> &'static str {
-    FileFormat::of_path(key).map_or("application/octet-stream", FileFormat::content_type)
+    if let Some(format) = FileFormat::of_path(key) {
+        return format.content_type();
+    }
+    match key.rsplit('.').next() {
+        Some("gz") => "application/gzip",
+        Some("zst") => "application/zstd",
+        Some("ndjson") => "application/x-ndjson",
+        _ => "application/octet-stream",
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -276,4 +285,36 @@ fn read_full(file: &mut File, buffer: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exports_and_archives_are_served_as_what_they_are() {
+        for (key, expected) in [
+            (
+                "e/acme/interaction_history/year=2026/month=01/day=01/b.parquet",
+                "application/vnd.apache.parquet",
+            ),
+            (
+                "e/acme/interaction_history/year=2026/month=01/day=01/b.json",
+                "application/x-ndjson",
+            ),
+            (
+                "archive/export_logs/export_logs-x.ndjson",
+                "application/x-ndjson",
+            ),
+            (
+                "archive/export_logs/export_logs-x.ndjson.gz",
+                "application/gzip",
+            ),
+            (
+                "archive/audit_log/splunk-too-old-x.ndjson.zst",
+                "application/zstd",
+            ),
+            ("reports/acme/r.csv", "application/octet-stream"),
+        ] {
+            assert_eq!(super::content_type(key), expected, "{key}");
+        }
+    }
 }
