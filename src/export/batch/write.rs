@@ -167,19 +167,26 @@ impl TenantOutput {
     }
 }
 
-/// Finishes the open file used least recently, across this writer's tenants.
-fn finish_idlest(outputs: &mut [(usize, TenantOutput)]) {
-    let idlest = outputs
+/// `(measure(file), position, index)` of every open file across this writer's tenants.
+fn open_files<K>(
+    outputs: &[(usize, TenantOutput)],
+    measure: fn(&OpenFile) -> K,
+) -> impl Iterator<Item = (K, usize, usize)> {
+    outputs
         .iter()
         .enumerate()
-        .flat_map(|(position, (_, output))| {
+        .flat_map(move |(position, (_, output))| {
             output
                 .open
                 .iter()
                 .enumerate()
-                .map(move |(index, open)| (open.last_used, position, index))
+                .map(move |(index, open)| (measure(open), position, index))
         })
-        .min();
+}
+
+/// Finishes the open file used least recently, across this writer's tenants.
+fn finish_idlest(outputs: &mut [(usize, TenantOutput)]) {
+    let idlest = open_files(outputs, |open| open.last_used).min();
     if let Some((_, position, index)) = idlest {
         let output = &mut outputs[position].1;
         let open = output.open.swap_remove(index);
@@ -191,24 +198,12 @@ fn finish_idlest(outputs: &mut [(usize, TenantOutput)]) {
 /// hold no more than [`WRITER_MEMORY_BUDGET`]; answers which tenant's file failed.
 fn keep_within_budget(outputs: &mut [(usize, TenantOutput)]) -> Result<(), (usize, ExportError)> {
     let held = |outputs: &[(usize, TenantOutput)]| -> usize {
-        outputs
-            .iter()
-            .flat_map(|(_, output)| &output.open)
-            .map(|open| open.encoder.buffered())
+        open_files(outputs, |open| open.encoder.buffered())
+            .map(|(held, _, _)| held)
             .sum()
     };
     while held(outputs) > WRITER_MEMORY_BUDGET {
-        let fullest = outputs
-            .iter()
-            .enumerate()
-            .flat_map(|(position, (_, output))| {
-                output
-                    .open
-                    .iter()
-                    .enumerate()
-                    .map(move |(index, open)| (open.encoder.buffered(), position, index))
-            })
-            .max();
+        let fullest = open_files(outputs, |open| open.encoder.buffered()).max();
         let Some((_, position, index)) = fullest else {
             return Ok(());
         };
