@@ -231,14 +231,7 @@ fn an_unwritable_export_directory_fails_only_cleanup_s_partition_step() {
 fn export_log_archives_go_to_the_replaced_system_s_archive_bucket() {
     let moto = Moto::start();
     let archive_bucket = "edgecron-archive";
-    let created = crate::support::http(
-        moto.address,
-        "PUT",
-        &format!("/{archive_bucket}"),
-        &[],
-        None,
-    );
-    assert_eq!(created.status, 200, "{}", created.body);
+    moto.create_bucket(archive_bucket);
     let env = moto
         .configure(Env::new())
         .with("EXPORT_ARCHIVE_BUCKET", archive_bucket)

@@ -277,19 +277,26 @@ fn duckdb_reads_the_export_with_hive_partitioning() {
     assert_duckdb_reads(&env, "json");
 }
 
-#[test]
-fn duckdb_reads_gzip_exports_as_they_are() {
+/// A demo store drained with `EXPORT_COMPRESSION=compression`: every row once, every file
+/// named with `extension`.
+fn drained_compressed(compression: &str, extension: &str) -> Env {
     let env = Env::new()
         .with("EXPORT_BATCH_SIZE", "500")
-        .with("EXPORT_COMPRESSION", "gzip");
+        .with("EXPORT_COMPRESSION", compression);
     env.run_json(&["demo", "--rows", "2500"], 0);
     drain_exports(&env);
     assert_exported_exactly_once(&env);
     assert!(
         export_files(&env)
             .iter()
-            .all(|file| file.to_string_lossy().ends_with(".json.gz"))
+            .all(|file| file.to_string_lossy().ends_with(extension))
     );
+    env
+}
+
+#[test]
+fn duckdb_reads_gzip_exports_as_they_are() {
+    let env = drained_compressed("gzip", ".json.gz");
     let (raw, stored) = (
         env.query_i64("SELECT SUM(raw_bytes) FROM export_files"),
         env.query_i64("SELECT SUM(bytes) FROM export_files"),
@@ -303,17 +310,7 @@ fn duckdb_reads_gzip_exports_as_they_are() {
 
 #[test]
 fn duckdb_reads_zstd_exports_as_they_are() {
-    let env = Env::new()
-        .with("EXPORT_BATCH_SIZE", "500")
-        .with("EXPORT_COMPRESSION", "zstd");
-    env.run_json(&["demo", "--rows", "2500"], 0);
-    drain_exports(&env);
-    assert_exported_exactly_once(&env);
-    assert!(
-        export_files(&env)
-            .iter()
-            .all(|file| file.to_string_lossy().ends_with(".json.zst"))
-    );
+    let env = drained_compressed("zstd", ".json.zst");
     assert_duckdb_reads(&env, "json.zst");
 }
 

@@ -125,14 +125,7 @@ fn storage_with_only_the_aws_sdk_s_variables_takes_exports_and_archives() {
     // alone.
     let moto = Moto::start();
     let archive_bucket = "replaced-archive";
-    let created = crate::support::http(
-        moto.address,
-        "PUT",
-        &format!("/{archive_bucket}"),
-        &[],
-        None,
-    );
-    assert_eq!(created.status, 200, "{}", created.body);
+    moto.create_bucket(archive_bucket);
     let env = Env::new()
         .with("S3_BUCKET", crate::support::BUCKET)
         .with("S3_PATH_STYLE", "true")

@@ -94,39 +94,43 @@ impl Moto {
     /// Every object under `prefix` with its body as text, read with signed requests (moto
     /// refuses an anonymous GET of an object a signed single PUT stored).
     pub fn objects(&self, prefix: &str) -> std::collections::BTreeMap<String, String> {
-        let script = format!(
-            "import boto3, json, sys
-s3 = boto3.client('s3', endpoint_url='http://{address}', region_name='eu-test-1',
-                  aws_access_key_id='test', aws_secret_access_key='test')
-out = {{}}
-for page in s3.get_paginator('list_objects_v2').paginate(Bucket='{BUCKET}', Prefix=sys.argv[1]):
-    for item in page.get('Contents', []):
-        out[item['Key']] = s3.get_object(Bucket='{BUCKET}', Key=item['Key'])['Body'].read().decode()
-json.dump(out, sys.stdout)",
-            address = self.address
-        );
-        let output = Command::new("python3")
-            .args(["-c", &script, prefix])
-            .output()
-            .expect("python3 with boto3 (pip install 'moto[server]')");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).expect("objects as JSON")
+        self.per_object(
+            prefix,
+            "s3.get_object(Bucket=bucket, Key=key)['Body'].read().decode()",
+        )
     }
 
     /// The `Content-Type` each object under `prefix` is served with.
     pub fn content_types(&self, prefix: &str) -> std::collections::BTreeMap<String, String> {
+        self.per_object(
+            prefix,
+            "s3.head_object(Bucket=bucket, Key=key)['ContentType']",
+        )
+    }
+
+    /// Creates another bucket on this server.
+    pub fn create_bucket(&self, name: &str) {
+        let created = http(self.address, "PUT", &format!("/{name}"), &[], None);
+        assert_eq!(created.status, 200, "{}", created.body);
+    }
+
+    /// `expression` (Python, of `s3`, `bucket` and `key`) for each object under `prefix`,
+    /// evaluated with signed requests through boto3.
+    fn per_object(
+        &self,
+        prefix: &str,
+        expression: &str,
+    ) -> std::collections::BTreeMap<String, String> {
         let script = format!(
             "import boto3, json, sys
 s3 = boto3.client('s3', endpoint_url='http://{address}', region_name='eu-test-1',
                   aws_access_key_id='test', aws_secret_access_key='test')
+bucket = '{BUCKET}'
 out = {{}}
-for page in s3.get_paginator('list_objects_v2').paginate(Bucket='{BUCKET}', Prefix=sys.argv[1]):
+for page in s3.get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix=sys.argv[1]):
     for item in page.get('Contents', []):
-        out[item['Key']] = s3.head_object(Bucket='{BUCKET}', Key=item['Key'])['ContentType']
+        key = item['Key']
+        out[key] = {expression}
 json.dump(out, sys.stdout)",
             address = self.address
         );
@@ -139,7 +143,7 @@ json.dump(out, sys.stdout)",
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        serde_json::from_slice(&output.stdout).expect("content types as JSON")
+        serde_json::from_slice(&output.stdout).expect("a JSON object per key")
     }
 
     pub fn signal(&self, name: &str) {
