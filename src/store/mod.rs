@@ -74,7 +74,7 @@ pub enum StoreError {
 
 /// Reads a column holding the name of one of `all` (as `name` spells it), so a value the
 /// store holds as text comes back as its enum; unknown text is a conversion error, never a guess.
-fn named_value<T: Copy>(
+pub(crate) fn named_value<T: Copy>(
     value: ValueRef<'_>,
     all: &[T],
     name: impl Fn(T) -> &'static str,
@@ -85,6 +85,27 @@ fn named_value<T: Copy>(
         .find(|item| name(*item) == text)
         .ok_or_else(|| FromSqlError::Other(format!("unknown value {text:?}").into()))
 }
+
+/// `FromSql` (through [`named_value`]) and `Display` for enums the store keeps by name: each
+/// has `ALL` and `as_str`.
+macro_rules! stored_by_name {
+    ($($kind:ty),+ $(,)?) => {$(
+        impl rusqlite::types::FromSql for $kind {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<$kind> {
+                crate::store::named_value(value, &<$kind>::ALL, <$kind>::as_str)
+            }
+        }
+
+        impl std::fmt::Display for $kind {
+            fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str(self.as_str())
+            }
+        }
+    )+};
+}
+pub(crate) use stored_by_name;
 
 /// A position in a table's `(created_at, id)` order: the last row a job has handled. Never a
 /// bare timestamp, so rows sharing a `created_at` are neither skipped nor repeated.

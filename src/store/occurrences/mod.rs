@@ -3,14 +3,11 @@
 //! job) and the watcher's: the SQL of all three, each ledger write in the transaction that
 //! records the progress it stands for.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
-use rusqlite::types::{FromSql, FromSqlResult, ValueRef};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
-use super::{Store, StoreError, named_value};
+use super::{Store, StoreError, stored_by_name};
 use crate::clock::{from_store_text, to_store_text};
 
 /// What became of one fire time.
@@ -70,29 +67,7 @@ impl Source {
     }
 }
 
-impl FromSql for Outcome {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Outcome> {
-        named_value(value, &Outcome::ALL, Outcome::as_str)
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
-
-impl FromSql for Source {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Source> {
-        named_value(value, &Source::ALL, Source::as_str)
-    }
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
+stored_by_name!(Outcome, Source);
 
 /// Occurrences kept per job and source; older ones are pruned as they are written.
 const KEEP_OCCURRENCES: i64 = 10_000;

@@ -1,12 +1,9 @@
 //! What started a run and how it stands, as the store keeps them (`job_runs.trigger`,
 //! `job_runs.status`) and as the edges print them.
 
-use std::fmt;
-
-use rusqlite::types::{FromSql, FromSqlResult, ValueRef};
 use serde::Serialize;
 
-use crate::store::named_value;
+use crate::store::stored_by_name;
 
 /// What started a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,26 +55,4 @@ impl RunStatus {
     }
 }
 
-impl FromSql for Trigger {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Trigger> {
-        named_value(value, &Trigger::ALL, Trigger::as_str)
-    }
-}
-
-impl fmt::Display for Trigger {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
-
-impl FromSql for RunStatus {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<RunStatus> {
-        named_value(value, &RunStatus::ALL, RunStatus::as_str)
-    }
-}
-
-impl fmt::Display for RunStatus {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
+stored_by_name!(Trigger, RunStatus);
