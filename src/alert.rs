@@ -9,6 +9,7 @@
 //! short timeout, and an alert the webhook did not take is sent again by a later delivery
 //! (the next alert, the watcher's periodic drain, the end of a CLI run), for a day.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ pub const JOB_OVERRUN: &str = "job_overrun";
 pub const JOB_OVERRUN_RESOLVED: &str = "job_overrun_resolved";
 pub const CAPTURE_GAP: &str = "capture_gap";
 pub const CAPTURE_GAP_RESOLVED: &str = "capture_gap_resolved";
+pub const EXPORT_KEY_CONFLICT: &str = "export_key_conflict";
 
 /// Failed runs in a row that make a job failing.
 pub const FAILING_AFTER: i64 = 3;
@@ -99,6 +101,21 @@ pub enum Delivery {
     },
 }
 
+/// Raises an alert that follows no condition without waiting on the webhook: logs it and
+/// queues it; the delivery that follows the run sends it.
+pub fn queue(
+    store: &Store,
+    config: &Config,
+    clock: &dyn Clock,
+    alert: &Value,
+) -> Result<(), StoreError> {
+    log(alert);
+    if config.alerts.webhook.is_some() {
+        store.enqueue_alert(alert, clock.now())?;
+    }
+    Ok(())
+}
+
 /// Raises an alert that follows no condition (the export failure alert): logs it, queues it
 /// and tries the webhook at once, within a few seconds, answering what happened.
 pub fn raise(store: &Store, config: &Config, clock: &dyn Clock, alert: &Value) -> Delivery {
@@ -119,7 +136,11 @@ pub fn raise(store: &Store, config: &Config, clock: &dyn Clock, alert: &Value) -
             };
         }
     };
-    deliver_pending(store, url, clock, REQUEST_TIMEOUT * 2)
+    let destinations = Destinations {
+        webhook: Some(url),
+        ping: config.alerts.ping.as_deref(),
+    };
+    deliver_pending(store, destinations, clock, REQUEST_TIMEOUT * 2)
         .into_iter()
         .find(|(attempted, _)| *attempted == id)
         .map_or_else(
@@ -135,22 +156,49 @@ pub fn raise(store: &Store, config: &Config, clock: &dyn Clock, alert: &Value) -
         )
 }
 
-/// Posts queued alerts oldest first until the queue is empty, the webhook fails (the rest
-/// waits for a later delivery) or `budget` is spent; answers each attempt.
+/// The server a URL names (scheme, host, port), as deliveries tell destinations apart.
+fn server(url: &str) -> String {
+    url::Url::parse(url).map_or_else(
+        |_| url.to_string(),
+        |url| url.origin().ascii_serialization(),
+    )
+}
+
+/// Where queued entries go: alerts to the webhook, pings to the monitor (each its own URL).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Destinations<'a> {
+    pub webhook: Option<&'a str>,
+    pub ping: Option<&'a str>,
+}
+
+/// Posts queued alerts and pings oldest first, each at most once, until the queue is walked,
+/// every destination failed or `budget` is spent; answers each attempt. A destination (a
+/// server) that failed is not tried again in this delivery: its later entries wait, in order,
+/// for the next, and a dead monitor never holds up the alerts behind its pings.
 pub fn deliver_pending(
     store: &Store,
-    url: &str,
+    destinations: Destinations<'_>,
     clock: &dyn Clock,
     budget: Duration,
 ) -> Vec<(i64, Result<u16, PostError>)> {
     let started = Instant::now();
     let mut attempts = Vec::new();
+    let configured: HashSet<String> = [destinations.webhook, destinations.ping]
+        .into_iter()
+        .flatten()
+        .map(server)
+        .collect();
+    let mut unavailable: HashSet<String> = HashSet::new();
+    let mut after = 0;
     if let Err(error) = store.prune_alerts(clock.now()) {
         log::warn!("alert outbox: pruning: {error}");
     }
-    while started.elapsed() < budget {
+    // Every destination failed: the rest waits for a later delivery.
+    let all_failed =
+        |unavailable: &HashSet<String>| !configured.is_empty() && configured.is_subset(unavailable);
+    while started.elapsed() < budget && !all_failed(&unavailable) {
         let now = clock.now();
-        let pending = match store.claim_alert(now, CLAIM_HOLD) {
+        let pending = match store.claim_alert(now, CLAIM_HOLD, after) {
             Ok(Some(pending)) => pending,
             Ok(None) => break,
             Err(error) => {
@@ -158,54 +206,81 @@ pub fn deliver_pending(
                 break;
             }
         };
+        after = pending.id;
         let stale = from_store_text(&pending.created_at).is_some_and(|at| now - at > GIVE_UP_AFTER);
-        if stale {
-            log::warn!("alert {}: undelivered for a day; giving up", pending.id);
-            let _ = store.alert_abandoned(pending.id, "undelivered for a day", now);
+        let destination = pending.url.as_deref().or(destinations.webhook);
+        let given_up = match destination {
+            _ if stale => Some("undelivered for a day"),
+            None => Some("ALERT_WEBHOOK_URL is no longer set"),
+            Some(_) => None,
+        };
+        if let Some(reason) = given_up {
+            log::warn!("alert {}: {reason}; giving up", pending.id);
+            let _ = store.alert_abandoned(pending.id, reason, now);
             continue;
         }
-        // An alert queued before the site was bound (or by an older version) gets it now.
-        let body = serde_json::from_str::<Value>(&pending.body).map_or_else(
-            |_| pending.body.clone(),
-            |alert| with_site(&alert).to_string(),
-        );
-        let result = webhook::post_once(url, &body, REQUEST_TIMEOUT);
+        let Some(destination) = destination else {
+            continue;
+        };
+        if unavailable.contains(&server(destination)) {
+            if let Err(error) = store.alert_failed(pending.id, "its destination failed; later") {
+                log::warn!("alert {}: releasing it: {error}", pending.id);
+            }
+            continue;
+        }
+        // An alert queued before the site was bound (or by an older version) gets it now; a
+        // ping's body is the run's result, as it is.
+        let body = match pending.url {
+            Some(_) => pending.body.clone(),
+            None => serde_json::from_str::<Value>(&pending.body).map_or_else(
+                |_| pending.body.clone(),
+                |alert| with_site(&alert).to_string(),
+            ),
+        };
+        let result = webhook::post_once(destination, &body, REQUEST_TIMEOUT);
+        // A ping URL may carry the monitor's key: the log names the kind of peer only.
+        let peer = if pending.url.is_some() {
+            "the ping endpoint"
+        } else {
+            "the webhook"
+        };
         let recorded = match &result {
             Ok(_) => store.alert_delivered(pending.id, clock.now()),
             Err(error @ PostError::Refused(_)) => {
                 log::warn!(
-                    "alert {}: the webhook refused it ({error}); giving up",
+                    "alert {}: {peer} refused it ({error}); giving up",
                     pending.id
                 );
                 store.alert_abandoned(pending.id, &error.to_string(), clock.now())
             }
             Err(error) => {
                 log::warn!(
-                    "alert {}: the webhook failed ({error}); a later delivery retries",
+                    "alert {}: {peer} failed ({error}); a later delivery retries",
                     pending.id
                 );
+                unavailable.insert(server(destination));
                 store.alert_failed(pending.id, &error.to_string())
             }
         };
         if let Err(error) = recorded {
             log::warn!("alert {}: recording its delivery: {error}", pending.id);
         }
-        let unavailable = matches!(result, Err(PostError::Unavailable(_)));
         attempts.push((pending.id, result));
-        if unavailable {
-            break;
-        }
     }
     attempts
 }
 
-/// The alert path of one process: logs alerts and delivers the outbox off the caller's thread.
+/// The alert path of one process: logs alerts and delivers the outbox (alerts and pings)
+/// off the caller's thread.
 #[derive(Clone)]
 pub struct Alerts {
     store: Store,
     webhook: Option<String>,
+    ping: Option<String>,
     clock: Arc<dyn Clock>,
     delivering: Arc<AtomicBool>,
+    /// Set when a delivery was asked for while one was under way: that one walks again.
+    asked_again: Arc<AtomicBool>,
 }
 
 impl Alerts {
@@ -213,8 +288,10 @@ impl Alerts {
         Alerts {
             store,
             webhook: config.alerts.webhook.clone(),
+            ping: config.alerts.ping.clone(),
             clock,
             delivering: Arc::new(AtomicBool::new(false)),
+            asked_again: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -223,25 +300,51 @@ impl Alerts {
         Outbox::for_webhook(self.webhook.as_ref())
     }
 
-    /// Logs alerts already committed to the store and starts their delivery.
+    /// Logs alerts already committed to the store and starts their delivery, with what else a
+    /// run queued (its ping, an alert it raised itself).
     pub fn announce(&self, raised: &[Value]) {
         raised.iter().for_each(log);
-        if !raised.is_empty() {
+        let queued = || self.store.pending_alerts().unwrap_or(0) > 0;
+        if !raised.is_empty() || self.ping.is_some() || (self.webhook.is_some() && queued()) {
             self.deliver_in_background();
         }
     }
 
-    /// Delivers the outbox on a thread of its own, unless one is already at it.
+    fn destinations(&self) -> Destinations<'_> {
+        Destinations {
+            webhook: self.webhook.as_deref(),
+            ping: self.ping.as_deref(),
+        }
+    }
+
+    fn has_destination(&self) -> bool {
+        self.webhook.is_some() || self.ping.is_some()
+    }
+
+    /// Delivers the outbox on a thread of its own; if one is already at it, that one walks the
+    /// outbox again once done, so what was queued meanwhile does not wait for a later delivery.
     pub fn deliver_in_background(&self) {
-        if self.webhook.is_none() || self.delivering.swap(true, Ordering::SeqCst) {
+        if !self.has_destination() {
+            return;
+        }
+        self.asked_again.store(true, Ordering::SeqCst);
+        if self.delivering.swap(true, Ordering::SeqCst) {
             return;
         }
         let alerts = self.clone();
         let spawned = std::thread::Builder::new()
             .name("alert-delivery".into())
             .spawn(move || {
-                alerts.drain(Duration::from_secs(60));
-                alerts.delivering.store(false, Ordering::SeqCst);
+                loop {
+                    alerts.asked_again.store(false, Ordering::SeqCst);
+                    alerts.drain(Duration::from_secs(60));
+                    alerts.delivering.store(false, Ordering::SeqCst);
+                    if !alerts.asked_again.load(Ordering::SeqCst)
+                        || alerts.delivering.swap(true, Ordering::SeqCst)
+                    {
+                        break;
+                    }
+                }
             });
         if let Err(error) = spawned {
             self.delivering.store(false, Ordering::SeqCst);
@@ -252,7 +355,7 @@ impl Alerts {
     /// Delivers the outbox on this thread, within `budget`, after any delivery of this
     /// process already under way (a process about to exit would cut that one off).
     pub fn deliver_now(&self, budget: Duration) {
-        if self.webhook.is_none() {
+        if !self.has_destination() {
             return;
         }
         let started = Instant::now();
@@ -267,9 +370,12 @@ impl Alerts {
     }
 
     fn drain(&self, budget: Duration) {
-        if let Some(url) = &self.webhook {
-            deliver_pending(&self.store, url, self.clock.as_ref(), budget);
-        }
+        deliver_pending(
+            &self.store,
+            self.destinations(),
+            self.clock.as_ref(),
+            budget,
+        );
     }
 }
 

@@ -16,7 +16,7 @@ pub fn check(
 ) -> Result<Vec<JobPlan>, Vec<String>> {
     let config = Config::check_vars(vars, &jobs.defaults())
         .map_err(|problems| problems.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    let planned = scheduler::plan(jobs, &config);
+    let planned = scheduler::plan(jobs, &config, config.site_id.as_deref());
     Ok(planned
         .iter()
         .map(|job| JobPlan::of(job, config.cron_enabled, now))
@@ -26,8 +26,8 @@ pub fn check(
 /// The plan as a table, one job a line.
 pub fn table(rows: &[JobPlan]) -> String {
     let mut out = format!(
-        "{:<28} {:<16} {:<20} {:<7} {:<16} {:>6} {:<7} {}\n",
-        "JOB", "SCHEDULE", "ZONE", "CATCHUP", "EXPECT", "GRACE", "ENABLED", "NEXT"
+        "{:<28} {:<16} {:<20} {:<7} {:<16} {:>6} {:>11} {:<7} {}\n",
+        "JOB", "SCHEDULE", "ZONE", "CATCHUP", "EXPECT", "GRACE", "SPREAD", "ENABLED", "NEXT"
     );
     for row in rows {
         let next = match (&row.next_run, &row.next_expected) {
@@ -36,17 +36,29 @@ pub fn table(rows: &[JobPlan]) -> String {
             (None, None) => "-".to_string(),
         };
         out.push_str(&format!(
-            "{:<28} {:<16} {:<20} {:<7} {:<16} {:>5}s {:<7} {next}\n",
+            "{:<28} {:<16} {:<20} {:<7} {:<16} {:>5}s {:>11} {:<7} {next}\n",
             row.name,
             row.schedule,
             row.zone,
             row.catch_up,
             row.expected.as_deref().unwrap_or("-"),
             row.grace_seconds,
+            spread_text(row),
             if row.enabled { "yes" } else { "no" },
         ));
     }
     out
+}
+
+/// `-`, or the spread with this site's offset in it (`+93.2s/600s`; `?` without a site).
+fn spread_text(row: &JobPlan) -> String {
+    if row.spread_seconds == 0 {
+        return "-".to_string();
+    }
+    match row.spread_offset_ms {
+        Some(offset) => format!("+{:.1}s/{}s", offset as f64 / 1000.0, row.spread_seconds),
+        None => format!("?/{}s", row.spread_seconds),
+    }
 }
 
 #[cfg(test)]

@@ -314,7 +314,8 @@ fn run(job: &str, params: RunParams) -> Result<ExitCode, CliError> {
 
 fn jobs(json: bool) -> Result<ExitCode, CliError> {
     let (runner, _shutdown) = runner()?;
-    let planned = scheduler::plan(runner.jobs(), runner.config());
+    let site = crate::site::recorded(runner.store())?;
+    let planned = scheduler::plan(runner.jobs(), runner.config(), site.as_deref());
     let statuses = job_statuses(&runner, &planned)?;
     if json {
         print_json(&serde_json::json!(statuses));

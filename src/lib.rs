@@ -14,6 +14,7 @@ mod http;
 mod io_error;
 mod jobs;
 pub mod logging;
+mod ping;
 mod runner;
 mod scheduler;
 mod serve;

@@ -33,6 +33,7 @@ use crate::heartbeat;
 use crate::holder;
 pub use crate::jobs::RunParams;
 use crate::jobs::{CheckError, Job, JobCtx, JobOutput, Registry};
+use crate::ping::RunPings;
 use crate::shutdown::Shutdown;
 pub use crate::store::export_metrics::Recorded;
 use crate::store::occurrences::OccurrenceBatch;
@@ -249,6 +250,13 @@ impl Runner {
         };
         let _scope = crate::logging::enter_run(job_name, run_id);
         log::info!("{job_name}: run {run_id} started ({})", trigger.as_str());
+        let pings = RunPings::for_run(&self.config);
+        if let Some(pings) = &pings {
+            match pings.queue_start(&self.store, job_name, self.clock.now()) {
+                Ok(()) => self.alerts.deliver_in_background(),
+                Err(error) => log::warn!("{job_name}: queueing the start ping: {error}"),
+            }
+        }
 
         let started = Instant::now();
         let deadline = started + self.config.job_deadline;
@@ -325,13 +333,19 @@ impl Runner {
             rows_processed: rows as i64,
             duration_ms: duration.as_millis() as i64,
         };
-        self.finish(job_name, run_id, &end);
+        self.finish(job_name, run_id, &end, pings.as_ref());
         Ok(Completed { status, body })
     }
 
     /// Records a run's end with the alert conditions it opens or closes, retrying a busy
     /// store; then lets the next run of the job start and announces what was raised.
-    fn finish(&self, job_name: &'static str, run_id: i64, end: &RunEnd<'_>) {
+    fn finish(
+        &self,
+        job_name: &'static str,
+        run_id: i64,
+        end: &RunEnd<'_>,
+        pings: Option<&RunPings>,
+    ) {
         let (status, error) = (end.status, end.error);
         let outbox = self.alerts.outbox();
         let mut raised = Vec::new();
@@ -340,6 +354,10 @@ impl Runner {
             let ended = self
                 .store
                 .finish_run(job_name, run_id, end, now, |conn, recorded| {
+                    if let Some(pings) = pings {
+                        let result = end.result_json.unwrap_or("");
+                        pings.queue_end_in(conn, job_name, status, result, now)?;
+                    }
                     // A run already recorded as ended (abandoned at shutdown) changes no condition.
                     if recorded {
                         alert::run_ended(conn, job_name, run_id, status, error, outbox, now)

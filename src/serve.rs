@@ -46,7 +46,7 @@ impl ServeError {
 const LAST_RESPONSES: Duration = Duration::from_secs(1);
 
 pub fn run(runner: Arc<Runner>, shutdown: Arc<Shutdown>) -> Result<(), ServeError> {
-    let planned = scheduler::plan(runner.jobs(), runner.config());
+    let planned = scheduler::plan(runner.jobs(), runner.config(), crate::site::current());
     close_orphaned_runs(&runner)?;
     crate::jobs::heal_capture(runner.store(), runner.config(), runner.clock())?;
     let listener = listen(&runner, &planned, &shutdown)?;

@@ -325,7 +325,7 @@ fn duckdb_and_pyarrow_read_parquet_exports_typed_and_zstd_compressed() {
     assert_duckdb_reads(&env, "parquet");
     let pattern = env
         .data_dir()
-        .join("exports/*/interaction_history/*/*/*/*.parquet");
+        .join("exports/*/interaction_history/*/*/*/*/*.parquet");
     let script = r#"
 import glob, json, sys
 import pyarrow.parquet as pq
@@ -361,9 +361,9 @@ print(json.dumps({"types": {field.name: str(field.type) for field in schema},
 
 /// DuckDB reads every exported row, each in the partition of its day, payloads as objects.
 fn assert_duckdb_reads(env: &Env, extension: &str) {
-    let pattern = env
-        .data_dir()
-        .join(format!("exports/*/interaction_history/*/*/*/*.{extension}"));
+    let pattern = env.data_dir().join(format!(
+        "exports/*/interaction_history/*/*/*/*/*.{extension}"
+    ));
     let script = r#"
 import json, sys
 import duckdb
@@ -376,13 +376,14 @@ rows = connection.execute(f"""
            count(DISTINCT (tenant_id, year, month, day)) AS partitions,
            count(*) FILTER (WHERE strftime(CAST(created_at AS TIMESTAMP), '%Y-%m-%d')
                             <> printf('%04d-%02d-%02d', CAST(year AS INTEGER), CAST(month AS INTEGER), CAST(day AS INTEGER))) AS misplaced,
-           count(*) FILTER (WHERE json_type(CAST(payload AS JSON)) <> 'OBJECT') AS payloads_not_objects
+           count(*) FILTER (WHERE json_type(CAST(payload AS JSON)) <> 'OBJECT') AS payloads_not_objects,
+           count(*) FILTER (WHERE site IS DISTINCT FROM '{sys.argv[2]}') AS outside_the_site
     FROM {reader}('{sys.argv[1]}', hive_partitioning = true{options})
 """).fetchone()
 print(json.dumps(rows))
 "#;
     let output = std::process::Command::new("python3")
-        .args(["-c", script, &pattern.to_string_lossy()])
+        .args(["-c", script, &pattern.to_string_lossy(), &env.site()])
         .output()
         .expect("python3");
     assert!(
@@ -395,7 +396,7 @@ print(json.dumps(rows))
     let expected_partitions = env.query_i64(
         "SELECT COUNT(DISTINCT h.tenant_id || substr(h.created_at, 1, 10)) FROM interaction_history h JOIN tenants t ON t.id = h.tenant_id WHERE t.active = 1",
     );
-    assert_eq!(figures, [expected_rows, expected_partitions, 0, 0]);
+    assert_eq!(figures, [expected_rows, expected_partitions, 0, 0, 0]);
 }
 
 fn add_late_and_backfilled_rows(env: &Env, round: usize, random: &mut fastrand::Rng) {

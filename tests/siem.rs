@@ -354,7 +354,9 @@ fn bad_siem_configuration_stops_run_and_serve_with_one_line() {
 
 /// The ids in the NDJSON archives under the data dir.
 fn archive_ids(env: &Env) -> BTreeSet<String> {
-    let dir = env.data_dir().join("archive/audit_log");
+    let dir = env
+        .data_dir()
+        .join(format!("archive/audit_log/site={}", env.site()));
     let mut ids = BTreeSet::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();

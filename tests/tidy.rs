@@ -431,7 +431,7 @@ const LAYERS: &[&[&str]] = &[
     ],
     &["config"],
     &["store"],
-    &["export", "siem", "site", "alert", "heartbeat"],
+    &["export", "siem", "site", "alert", "ping", "heartbeat"],
     &["jobs"],
     &["runner"],
     &["scheduler", "status", "check"],

@@ -1,7 +1,7 @@
 //! Each job's scheduling settings: its effective schedule (built in, or
 //! `EDGECRON_SCHEDULE_<JOB>`) parsed in its zone, and the other per-job variables
 //! `EDGECRON_ENABLED_`, `EDGECRON_TZ_`, `EDGECRON_CATCHUP_`, `EDGECRON_EXPECT_`,
-//! `EDGECRON_GRACE_` (`<JOB>` upper-case with `-` as `_`), each validated at start-up, so
+//! `EDGECRON_GRACE_`, `EDGECRON_SPREAD_` (`<JOB>` upper-case with `-` as `_`), each validated at start-up, so
 //! nothing about a schedule can fail once edgecron runs.
 
 use std::collections::BTreeMap;
@@ -73,6 +73,9 @@ pub struct JobSettings {
     pub expected: Option<Schedule>,
     /// How late a scheduled or expected run may start before it counts as overdue.
     pub grace: Duration,
+    /// `EDGECRON_SPREAD_<JOB>`: each fire time starts a fixed offset in `[0, spread)` later,
+    /// derived from the site and the job.
+    pub spread: Duration,
 }
 
 /// Each job's settings, reading its variables out of `vars`; a variable naming no job, or a
@@ -127,6 +130,10 @@ pub(super) fn parse_job_vars(
             let seconds = parse_number(name, Some(text), 0, 1, MAX_GRACE_SECS);
             Duration::from_secs(problems.take(seconds, DEFAULT_GRACE.as_secs()))
         });
+        let spread = value("EDGECRON_SPREAD_").map_or(Duration::ZERO, |(name, text)| {
+            let seconds = parse_number(name, Some(text), 0, 0, MAX_GRACE_SECS);
+            Duration::from_secs(problems.take(seconds, 0))
+        });
         // A schedule that does not parse is a problem already noted; the job is left out.
         if let Some(schedule) = schedule {
             settings.insert(
@@ -137,6 +144,7 @@ pub(super) fn parse_job_vars(
                     catch_up,
                     expected,
                     grace,
+                    spread,
                 },
             );
         }
@@ -158,13 +166,14 @@ fn job_from_suffix(
 }
 
 /// The per-job variables, `<PREFIX><JOB>` with the job upper-case and `-` as `_`.
-const JOB_PREFIXES: [&str; 6] = [
+const JOB_PREFIXES: [&str; 7] = [
     "EDGECRON_SCHEDULE_",
     "EDGECRON_ENABLED_",
     "EDGECRON_TZ_",
     "EDGECRON_CATCHUP_",
     "EDGECRON_EXPECT_",
     "EDGECRON_GRACE_",
+    "EDGECRON_SPREAD_",
 ];
 
 #[cfg(test)]

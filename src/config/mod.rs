@@ -59,6 +59,8 @@ pub struct AlertSettings {
     pub max_volume: u64,
     /// `ALERT_WEBHOOK_URL`: alerts are also POSTed here as JSON.
     pub webhook: Option<String>,
+    /// `EDGECRON_PING_URL`: a healthchecks.io-style base URL each run pings (start, end).
+    pub ping: Option<String>,
 }
 
 impl Default for AlertSettings {
@@ -69,6 +71,7 @@ impl Default for AlertSettings {
             avg_duration_ms: 5_000,
             max_volume: 1_000,
             webhook: None,
+            ping: None,
         }
     }
 }
@@ -364,14 +367,21 @@ impl Problems {
 }
 
 fn parse_alerts<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<AlertSettings, ConfigError> {
-    let webhook = get("ALERT_WEBHOOK_URL").map(str::to_string);
-    if let Some(url) = &webhook
-        && !(url.starts_with("http://") || url.starts_with("https://"))
-    {
-        return Err(ConfigError(format!(
-            "ALERT_WEBHOOK_URL: {url:?} is not an http:// or https:// URL"
-        )));
-    }
+    let http_url = |name: &str| -> Result<Option<String>, ConfigError> {
+        let Some(url) = get(name) else {
+            return Ok(None);
+        };
+        match url::Url::parse(url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {
+                Ok(Some(url.to_string()))
+            }
+            _ => Err(ConfigError(format!(
+                "{name}: {url:?} is not an http:// or https:// URL"
+            ))),
+        }
+    };
+    let webhook = http_url("ALERT_WEBHOOK_URL")?;
+    let ping = http_url("EDGECRON_PING_URL")?;
     let failure_rate: f64 = parse_number(
         "EXPORT_ALERT_FAILURE_RATE",
         get("EXPORT_ALERT_FAILURE_RATE"),
@@ -403,6 +413,7 @@ fn parse_alerts<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<AlertSetti
             u64::MAX / 2,
         )?,
         webhook,
+        ping,
     })
 }
 

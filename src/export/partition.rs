@@ -58,14 +58,27 @@ pub fn tenant_root(tenant: TenantDir<'_>) -> PathBuf {
         .join("interaction_history")
 }
 
-/// `exports/{tenant}/interaction_history/year=YYYY/month=MM/day=DD`, relative to the data dir.
-pub fn partition_dir(tenant: TenantDir<'_>, day: NaiveDate) -> PathBuf {
-    tenant_root(tenant).join(format!(
+/// `exports/{tenant}/interaction_history/site={site}/year=YYYY/month=MM/day=DD`, relative to
+/// the data dir: the site is a partition column, so a fleet's sites never write the same key.
+/// (Files written before sites were partitions stay at `…/interaction_history/year=…`.)
+pub fn partition_dir(tenant: TenantDir<'_>, site: &str, day: NaiveDate) -> PathBuf {
+    tenant_root(tenant)
+        .join(format!("site={site}"))
+        .join(day_dirs(day))
+}
+
+/// Where a day's files went before the site was a partition (batches of that time only).
+pub fn unsited_partition_dir(tenant: TenantDir<'_>, day: NaiveDate) -> PathBuf {
+    tenant_root(tenant).join(day_dirs(day))
+}
+
+fn day_dirs(day: NaiveDate) -> String {
+    format!(
         "year={:04}/month={:02}/day={:02}",
         day.year(),
         day.month(),
         day.day()
-    ))
+    )
 }
 
 #[cfg(test)]
@@ -102,10 +115,10 @@ mod tests {
     #[test]
     fn partition_paths_are_hive_style() {
         let day = NaiveDate::from_ymd_opt(2026, 3, 9).unwrap();
-        let path = partition_dir(TenantDir::new("acme").unwrap(), day);
+        let path = partition_dir(TenantDir::new("acme").unwrap(), "edge-1", day);
         assert_eq!(
             path,
-            Path::new("exports/acme/interaction_history/year=2026/month=03/day=09")
+            Path::new("exports/acme/interaction_history/site=edge-1/year=2026/month=03/day=09")
         );
     }
 }

@@ -128,6 +128,7 @@ fn ensure_partitions(
             .collect::<Result<_, _>>()?
     };
     let days = [today, today.succ_opt().unwrap_or(today)];
+    let site = ctx.site()?;
     let mut ensured = 0;
     for id in &tenant_ids {
         let tenant = match TenantDir::new(id) {
@@ -138,7 +139,7 @@ fn ensure_partitions(
             }
         };
         for day in days {
-            let dir = ctx.data_dir().join(partition_dir(tenant, day));
+            let dir = ctx.data_dir().join(partition_dir(tenant, &site, day));
             match std::fs::create_dir_all(&dir) {
                 Ok(()) => ensured += 1,
                 Err(error) => {
@@ -218,10 +219,10 @@ mod tests {
             harness.strings("SELECT id FROM interaction_summaries ORDER BY id"),
             ["at-cutoff", "old-month", "recent"]
         );
-        let partition = harness
-            .config
-            .data_dir
-            .join("exports/acme/interaction_history/year=2026/month=06/day=02");
+        let site = &harness.strings("SELECT site_id FROM site")[0];
+        let partition = harness.config.data_dir.join(format!(
+            "exports/acme/interaction_history/site={site}/year=2026/month=06/day=02"
+        ));
         assert!(partition.is_dir());
         assert!(!harness.config.data_dir.join("exports/gone").exists());
         assert!(!harness.config.data_dir.join("evil").exists());

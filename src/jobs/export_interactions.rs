@@ -51,10 +51,12 @@ impl Job for ExportInteractions {
             }
         };
         let tenants = active_tenants(ctx)?;
+        let site = ctx.site()?;
         let now_text = to_store_text(ctx.now());
         let settings = BatchSettings {
             store: ctx.store,
             data_dir: ctx.data_dir(),
+            site: &site,
             batch_size: ctx.config.export_batch_size,
             upload: if ctx.config.s3.is_some() {
                 Upload::Queued

@@ -1,14 +1,13 @@
 //! `export-log-cleanup`: delete export log rows older than 30 days, a batch at a time, each
 //! batch archived first as one NDJSON file (uploaded to S3 when configured, else kept under
-//! `archive/export_logs/` in the data dir). An archive is named after its first row, so a
-//! batch archived again after a crash replaces its own file rather than adding a second.
+//! `archive/export_logs/site={site}/` in the data dir). An archive is named after its first row
+//! and its content, so a batch archived again after a crash is the same file and object.
 
 use chrono::Duration;
 use rusqlite::TransactionBehavior;
 use serde_json::{Value, json};
 
 use super::{Job, JobCtx, JobError, JobOutput, archive};
-use crate::config::layout::ARCHIVE;
 use crate::store::{row_object, times};
 
 pub struct ExportLogCleanup;
@@ -51,6 +50,7 @@ impl Job for ExportLogCleanup {
             ),
             None => ctx.storage()?,
         };
+        let site = ctx.site()?;
         let (mut deleted, mut archived) = (0u64, 0u64);
         let mut archives = Vec::new();
         let mut finished = true;
@@ -68,9 +68,12 @@ impl Job for ExportLogCleanup {
                 break;
             };
             let compression = ctx.config.export_compression;
-            let relative = format!(
-                "{ARCHIVE}/export_logs/export_logs-{first}.ndjson{}",
-                compression.suffix()
+            let relative = archive::relative_path(
+                "export_logs",
+                &site,
+                &format!("export_logs-{first}"),
+                &lines,
+                compression,
             );
             archive::write(
                 ctx.data_dir(),

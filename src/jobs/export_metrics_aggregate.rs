@@ -301,7 +301,7 @@ mod tests {
             min_exports: 10,
             avg_duration_ms: 5_000,
             max_volume: 10_000,
-            webhook: None,
+            ..AlertSettings::default()
         }
     }
 

@@ -137,6 +137,21 @@ impl JobCtx<'_> {
         &self.config.data_dir
     }
 
+    /// The site this run works for (SPEC section 9): the one `run` and `serve` bound as they
+    /// began, else the store's own, bound now (a store that belongs elsewhere fails the run).
+    pub fn site(&self) -> Result<String, JobError> {
+        if let Some(site) = crate::site::current() {
+            return Ok(site.to_string());
+        }
+        let now = crate::clock::to_store_text(self.now());
+        crate::site::bind(self.store, self.config.site_id.as_deref(), &now).map_err(|error| {
+            match error {
+                crate::site::SiteError::Store(error) => JobError::Store(error),
+                refused => JobError::Failed(refused.to_string()),
+            }
+        })
+    }
+
     /// The configured S3-compatible storage, if `S3_BUCKET` is set.
     pub fn storage(&self) -> Result<Option<Storage>, JobError> {
         self.config

@@ -1,6 +1,8 @@
 //! `s3-sync`: upload every export file not yet uploaded, verified, with retries and backoff.
 //! While storage is unreachable files stay queued, so nothing is lost; uploading a file
-//! again is harmless.
+//! again is harmless: uploads never overwrite (SPEC section 9), and a key that already holds
+//! the file's bytes counts as uploaded. A key holding other bytes is a conflict: the object is
+//! left as it is, the file stays queued (on its backoff) and `export_key_conflict` is raised.
 //!
 //! An outage is the storage's, not each file's: a file that met one is left due, so once
 //! storage answers again the next run drains the whole queue. Only a refusal of the file
@@ -12,9 +14,10 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{Job, JobCtx, JobError, JobOutput};
+use crate::alert;
 use crate::clock::to_store_text;
 use crate::config::Config;
-use crate::export::storage::{Storage, StorageError};
+use crate::export::storage::{Storage, StorageError, Uploaded};
 use crate::store::export::{self as manifest, PendingUpload};
 
 pub struct S3Sync;
@@ -52,6 +55,7 @@ impl Job for S3Sync {
             Storage::new(settings).map_err(|error| JobError::Failed(error.to_string()))?;
         let mut random = fastrand::Rng::new();
         let (mut uploaded, mut failed, mut bytes) = (0u64, 0u64, 0u64);
+        let (mut already_stored, mut conflicts) = (0u64, 0u64);
         let mut errors = Vec::new();
         let mut unreachable = false;
         let mut after_id = 0;
@@ -66,11 +70,28 @@ impl Job for S3Sync {
                     break 'pages;
                 }
                 match upload_with_retries(ctx, &storage, &file, &mut random) {
-                    Ok(()) => {
+                    Ok(done) => {
                         manifest::mark_uploaded(ctx.store, file.id, &to_store_text(ctx.now()))?;
                         uploaded += 1;
                         bytes += file.bytes as u64;
+                        if let Uploaded::AlreadyStored { .. } = done {
+                            already_stored += 1;
+                        }
                         remove_local_copy(ctx, &file)?;
+                    }
+                    Err(error @ StorageError::Conflict { .. }) => {
+                        conflicts += 1;
+                        let next = next_attempt(ctx.now(), file.attempts + 1, &mut random);
+                        manifest::mark_upload_failed(
+                            ctx.store,
+                            file.id,
+                            &to_store_text(next),
+                            &error.to_string(),
+                        )?;
+                        raise_conflict(ctx, &storage, &file, &error)?;
+                        if errors.len() < 20 {
+                            errors.push(json!({"path": file.path, "error": error.to_string()}));
+                        }
                     }
                     Err(error) if error.is_unreachable() => {
                         failed += 1;
@@ -109,8 +130,10 @@ impl Job for S3Sync {
         }
         Ok(JobOutput {
             body: json!({
-                "ok": failed == 0,
+                "ok": failed == 0 && conflicts == 0,
                 "uploaded": uploaded,
+                "alreadyStored": already_stored,
+                "conflicts": conflicts,
                 "pending": pending,
                 "pendingBytes": pending_bytes,
                 "failed": failed,
@@ -118,26 +141,28 @@ impl Job for S3Sync {
                 "unreachable": unreachable,
                 "errors": errors,
             }),
-            item_errors: failed,
+            item_errors: failed + conflicts,
             rows_processed: uploaded,
         })
     }
 }
 
-/// Uploads one file, retrying with exponential backoff and jitter within the run.
+/// Uploads one file, retrying with exponential backoff and jitter within the run (a conflict
+/// is an answer, not a failure to retry).
 fn upload_with_retries(
     ctx: &JobCtx<'_>,
     storage: &Storage,
     file: &PendingUpload,
     random: &mut fastrand::Rng,
-) -> Result<(), StorageError> {
+) -> Result<Uploaded, StorageError> {
     let local = ctx.data_dir().join(&file.path);
     let key = storage.key(&file.path);
     let mut delay = FIRST_RETRY;
     let mut attempt = 1;
     loop {
         match storage.upload(&local, &key) {
-            Ok(_) => return Ok(()),
+            Ok(uploaded) => return Ok(uploaded),
+            Err(error @ StorageError::Conflict { .. }) => return Err(error),
             Err(error) if attempt < ATTEMPTS_PER_RUN && !ctx.should_stop() => {
                 log::debug!("s3-sync: {key} attempt {attempt} failed: {error}");
                 std::thread::sleep(delay + delay.mul_f64(random.f64() * 0.5));
@@ -147,6 +172,29 @@ fn upload_with_retries(
             Err(error) => return Err(error),
         }
     }
+}
+
+/// `export_key_conflict`: another writer's object holds the key of one of this site's files.
+fn raise_conflict(
+    ctx: &JobCtx<'_>,
+    storage: &Storage,
+    file: &PendingUpload,
+    error: &StorageError,
+) -> Result<(), JobError> {
+    let key = storage.key(&file.path);
+    let raised = alert::job_alert(
+        alert::EXPORT_KEY_CONFLICT,
+        "s3-sync",
+        format!(
+            "s3-sync: s3://{}/{key} already holds other content; it is left as it is and {} stays queued",
+            storage.bucket(),
+            file.path
+        ),
+        json!({"bucket": storage.bucket(), "key": key, "path": file.path, "error": error.to_string()}),
+        ctx.now(),
+    );
+    alert::queue(ctx.store, ctx.config, ctx.clock, &raised)?;
+    Ok(())
 }
 
 /// With `EXPORT_DELETE_LOCAL_AFTER_UPLOAD`, removes the local copy of a file already recorded

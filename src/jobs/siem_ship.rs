@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 use super::capture_gap::{self, GapCheck};
 use super::{Consuming, Job, JobCtx, JobError, JobOutput, archive};
 use crate::clock::to_store_text;
-use crate::config::layout::ARCHIVE;
 use crate::config::siem::SiemStart;
 use crate::export::storage::Storage;
 use crate::siem::intake::{Intake, Retry};
@@ -277,10 +276,6 @@ fn archive_stale(
     rows: &[&AuditRow],
 ) -> Result<String, JobError> {
     let first = rows[0];
-    let relative = format!(
-        "{ARCHIVE}/audit_log/{backend}-too-old-{}.ndjson",
-        archive::stem(&first.created_at, &first.id)
-    );
     let mut lines = Vec::new();
     for row in rows {
         serde_json::to_writer(&mut lines, &row.fields)
@@ -288,7 +283,16 @@ fn archive_stale(
         lines.push(b'\n');
     }
     let compression = ctx.config.export_compression;
-    let relative = format!("{relative}{}", compression.suffix());
+    let relative = archive::relative_path(
+        "audit_log",
+        &ctx.site()?,
+        &format!(
+            "{backend}-too-old-{}",
+            archive::stem(&first.created_at, &first.id)
+        ),
+        &lines,
+        compression,
+    );
     archive::write(
         ctx.data_dir(),
         &relative,

@@ -269,6 +269,7 @@ fn a_fire_time_that_finds_the_job_running_is_recorded_as_refused() {
         uncounted: 0,
         uncounted_outcome: Outcome::Coalesced,
         handled_through: fire,
+        offset: chrono::Duration::zero(),
     };
     assert!(matches!(
         runner.run_scheduled("test-job", fire, &batch),

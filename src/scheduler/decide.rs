@@ -35,6 +35,9 @@ pub struct Pass<'a> {
     pub last_handled: DateTime<Utc>,
     pub now: DateTime<Utc>,
     pub continuity: Continuity,
+    /// The job's spread offset (`EDGECRON_SPREAD_<JOB>`): each fire time is due this long
+    /// after it.
+    pub offset: Duration,
 }
 
 /// What one pass does for one job.
@@ -95,7 +98,7 @@ pub fn decide(pass: &Pass<'_>) -> Decision {
             ..Decision::default()
         };
     }
-    let (listed, older) = passed(pass.schedule, pass.last_handled, pass.now);
+    let (listed, older) = passed(pass.schedule, pass.last_handled, pass.now - pass.offset);
     let Some(&latest) = listed.last() else {
         return Decision::default();
     };
@@ -104,6 +107,7 @@ pub fn decide(pass: &Pass<'_>) -> Decision {
         uncounted,
         uncounted_outcome: Outcome::Coalesced,
         handled_through: times.last().copied().unwrap_or(latest),
+        offset: pass.offset,
     };
     if pass.paused {
         let mut paused = batch(&listed, Outcome::Paused, older);
@@ -189,6 +193,7 @@ mod tests {
             last_handled: instant(last),
             now: instant(now),
             continuity,
+            offset: Duration::zero(),
         })
     }
 
@@ -490,6 +495,7 @@ mod tests {
             last_handled: instant("2026-01-01T00:00:00Z"),
             now: instant("2026-01-01T00:31:00Z"),
             continuity: Continuity::Watched,
+            offset: Duration::zero(),
         });
         assert!(paused.runs.is_empty());
         assert_eq!(
@@ -499,5 +505,31 @@ mod tests {
                 ("2026-01-01T00:30:00+00:00".to_string(), "paused"),
             ]
         );
+    }
+
+    #[test]
+    fn a_spread_fire_time_is_due_its_offset_later_and_keeps_its_own_time() {
+        let hourly = schedule("0 * * * *", chrono_tz::UTC);
+        let at = |now: &str| {
+            decide(&Pass {
+                schedule: &hourly,
+                catch_up: CatchUp::Once,
+                paused: false,
+                last_handled: instant("2026-01-01T00:00:00Z"),
+                now: instant(now),
+                continuity: Continuity::Watched,
+                offset: Duration::seconds(90),
+            })
+        };
+        assert_eq!(at("2026-01-01T01:01:29Z"), Decision::default());
+        let due = at("2026-01-01T01:01:30Z");
+        assert_eq!(
+            runs(&due),
+            [(
+                "2026-01-01T01:00:00+00:00".to_string(),
+                vec![("2026-01-01T01:00:00+00:00".to_string(), "ran")]
+            )]
+        );
+        assert_eq!(due.runs[0].1.offset, Duration::seconds(90));
     }
 }

@@ -26,6 +26,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 
 use crate::config::CatchUp;
 use crate::config::{Config, Scheduler};
@@ -47,12 +48,18 @@ pub struct PlannedJob {
     /// `EDGECRON_EXPECT_<JOB>`, read in the job's zone.
     pub expected: Option<Schedule>,
     pub grace: Duration,
+    /// `EDGECRON_SPREAD_<JOB>`.
+    pub spread: Duration,
+    /// This site's offset within the spread; unknown without a site (`edgecron check`
+    /// without `EDGECRON_SITE_ID`).
+    pub offset: Option<Duration>,
 }
 
 /// Each job's schedule, zone and policies after environment overrides: parsed with the
 /// configuration, so planning cannot fail. A job the configuration was not told of has none.
-/// With `EDGECRON_SCHEDULER=off` no job is the scheduler's to run.
-pub fn plan(jobs: &Registry, config: &Config) -> Vec<PlannedJob> {
+/// With `EDGECRON_SCHEDULER=off` no job is the scheduler's to run. `site` places each job in
+/// its spread.
+pub fn plan(jobs: &Registry, config: &Config, site: Option<&str>) -> Vec<PlannedJob> {
     let scheduling = config.scheduler == Scheduler::On;
     jobs.iter()
         .filter_map(|job| {
@@ -67,9 +74,25 @@ pub fn plan(jobs: &Registry, config: &Config) -> Vec<PlannedJob> {
                 catch_up: settings.catch_up,
                 expected: settings.expected.clone(),
                 grace: settings.grace,
+                spread: settings.spread,
+                offset: site.map(|site| spread_offset(site, job.name(), settings.spread)),
             })
         })
         .collect()
+}
+
+/// A site's fixed offset for a job within `spread` (as systemd's `RandomizedDelaySec` with
+/// `FixedRandomDelay`): derived from a hash of the site and the job, so it is the same across
+/// restarts and differs between sites, spreading a fleet's runs over the window.
+pub fn spread_offset(site: &str, job: &str, spread: Duration) -> Duration {
+    let millis = spread.as_millis() as u64;
+    if millis == 0 {
+        return Duration::ZERO;
+    }
+    let digest = Sha256::digest(format!("edgecron-spread:{site}:{job}"));
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&digest[..8]);
+    Duration::from_millis(u64::from_be_bytes(head) % millis)
 }
 
 /// The longest single sleep, so a changed wall clock is noticed within a minute.
@@ -83,6 +106,8 @@ struct Entry {
     schedule: Schedule,
     catch_up: CatchUp,
     last_handled: DateTime<Utc>,
+    /// Each fire time is due this long after it (the job's spread offset).
+    offset: chrono::Duration,
 }
 
 /// Runs the scheduler loop until shutdown; returns the handles of runs it started.
@@ -112,6 +137,7 @@ pub fn run(
             name: job.name,
             schedule: job.schedule,
             catch_up: job.catch_up,
+            offset: chrono::Duration::from_std(job.offset.unwrap_or_default()).unwrap_or_default(),
         })
         .collect();
     log::info!("scheduler: {} jobs scheduled", entries.len());
@@ -133,6 +159,7 @@ pub fn run(
                 last_handled: entry.last_handled,
                 now,
                 continuity,
+                offset: entry.offset,
             });
             let Some(handled_through) = decision.handled_through() else {
                 continue;
@@ -145,7 +172,7 @@ pub fn run(
         }
         let next_fire = entries
             .iter()
-            .filter_map(|entry| entry.schedule.next_after(entry.last_handled))
+            .filter_map(|entry| Some(entry.schedule.next_after(entry.last_handled)? + entry.offset))
             .min();
         let sleep = match next_fire {
             Some(next) => (next - runner.clock().now())
@@ -318,5 +345,27 @@ fn dispatch(
             log::error!("{name}: could not start a thread for it: {error}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_offsets_are_fixed_per_site_and_job_and_within_the_spread() {
+        let spread = Duration::from_secs(600);
+        let offset = spread_offset("edge-1", "s3-sync", spread);
+        assert!(offset < spread);
+        assert_eq!(offset, spread_offset("edge-1", "s3-sync", spread));
+        let sites: std::collections::HashSet<Duration> = (0..20)
+            .map(|site| spread_offset(&format!("edge-{site}"), "s3-sync", spread))
+            .collect();
+        assert!(sites.len() > 15, "20 sites share {} offsets", sites.len());
+        assert_ne!(offset, spread_offset("edge-1", "cleanup", spread));
+        assert_eq!(
+            spread_offset("edge-1", "s3-sync", Duration::ZERO),
+            Duration::ZERO
+        );
     }
 }

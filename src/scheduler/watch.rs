@@ -106,7 +106,8 @@ pub fn watch(runner: Arc<Runner>, planned: Vec<PlannedJob>, shutdown: Arc<Shutdo
                 job: job.name,
                 source: Source::Schedule,
                 schedule: job.schedule,
-                grace: job.grace,
+                // A spread fire time is due its offset later; the grace runs from there.
+                grace: job.grace + job.offset.unwrap_or_default(),
                 checked_through: None,
             });
         }

@@ -34,6 +34,9 @@ pub struct JobPlan {
     /// `EDGECRON_EXPECT_<JOB>`: when an outside scheduler is expected to trigger it.
     pub expected: Option<String>,
     pub grace_seconds: u64,
+    /// `EDGECRON_SPREAD_<JOB>`, and this site's offset within it (unknown without a site).
+    pub spread_seconds: u64,
+    pub spread_offset_ms: Option<u64>,
     pub enabled: bool,
     /// The next time the scheduler will run it; `None` when disabled or `CRON_ENABLED=false`.
     pub next_run: Option<String>,
@@ -53,6 +56,8 @@ impl JobPlan {
                 .as_ref()
                 .map(|expected| expected.expression().to_string()),
             grace_seconds: job.grace.as_secs(),
+            spread_seconds: job.spread.as_secs(),
+            spread_offset_ms: job.offset.map(|offset| offset.as_millis() as u64),
             enabled: job.enabled,
             next_run: next_run(job, cron_enabled, now),
             next_expected: next_expected(job, now),
@@ -135,10 +140,11 @@ pub fn zoned_text(job: &PlannedJob, time: DateTime<Utc>) -> String {
 
 /// The next time the scheduler runs `job` after `now`, if it does.
 fn next_run(job: &PlannedJob, cron_enabled: bool, now: DateTime<Utc>) -> Option<String> {
+    let offset = chrono::Duration::from_std(job.offset.unwrap_or_default()).unwrap_or_default();
     (job.enabled && cron_enabled)
-        .then(|| job.schedule.next_after(now))
+        .then(|| job.schedule.next_after(now - offset))
         .flatten()
-        .map(|next| zoned_text(job, next))
+        .map(|next| zoned_text(job, next + offset))
 }
 
 /// The next time an outside trigger of `job` is expected after `now`.

@@ -62,12 +62,14 @@ pub struct Condition {
     pub detail: Value,
 }
 
-/// An alert waiting for the webhook.
+/// An alert waiting for the webhook, or a ping for the monitor.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingAlert {
     pub id: i64,
     pub body: String,
     pub created_at: String,
+    /// Where it goes: a ping's own URL; none for an alert (the webhook).
+    pub url: Option<String>,
 }
 
 /// Opens `kind` for `job` unless it is in force; when it opens, `alert` is queued for the
@@ -167,6 +169,22 @@ pub fn enqueue_in(conn: &Connection, alert: &Value, now: DateTime<Utc>) -> rusql
     Ok(conn.last_insert_rowid())
 }
 
+/// Queues a ping: `body` POSTed to `url` (`kind` names it, as an alert's type does).
+pub fn enqueue_ping_in(
+    conn: &Connection,
+    kind: &str,
+    job: &str,
+    url: &str,
+    body: &str,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO alert_outbox (type, job, body, url, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        (kind, job, body, url, to_store_text(now)),
+    )?;
+    Ok(())
+}
+
 /// The statuses of `job`'s newest finished runs, newest first.
 pub fn recent_statuses_in(
     conn: &Connection,
@@ -222,12 +240,14 @@ impl Store {
         Ok(enqueue_in(&*self.conn()?, alert, now)?)
     }
 
-    /// Takes the oldest alert no deliverer holds, holding it for `hold` (a deliverer that
-    /// dies lets it go after that).
+    /// Takes the oldest entry after `after` that no deliverer holds, holding it for `hold` (a
+    /// deliverer that dies lets it go after that). A delivery walks the outbox forward, so each
+    /// entry is tried at most once per delivery.
     pub fn claim_alert(
         &self,
         now: DateTime<Utc>,
         hold: Duration,
+        after: i64,
     ) -> Result<Option<PendingAlert>, StoreError> {
         let until = now + chrono::Duration::from_std(hold).unwrap_or_default();
         Ok(self
@@ -236,15 +256,16 @@ impl Store {
                 "UPDATE alert_outbox SET claimed_until = ?2, attempts = attempts + 1
                   WHERE id = (SELECT id FROM alert_outbox
                                WHERE delivered_at IS NULL AND abandoned_at IS NULL
-                                 AND (claimed_until IS NULL OR claimed_until < ?1)
+                                 AND (claimed_until IS NULL OR claimed_until < ?1) AND id > ?3
                                ORDER BY id LIMIT 1)
-              RETURNING id, body, created_at",
-                (to_store_text(now), to_store_text(until)),
+              RETURNING id, body, created_at, url",
+                (to_store_text(now), to_store_text(until), after),
                 |row| {
                     Ok(PendingAlert {
                         id: row.get(0)?,
                         body: row.get(1)?,
                         created_at: row.get(2)?,
+                        url: row.get(3)?,
                     })
                 },
             )
@@ -356,23 +377,25 @@ mod tests {
 
         // Deliverers take alerts oldest first, one each, and a failed one comes back.
         let first = store
-            .claim_alert(at(3), Duration::from_secs(30))
+            .claim_alert(at(3), Duration::from_secs(30), 0)
             .unwrap()
             .unwrap();
         let second = store
-            .claim_alert(at(3), Duration::from_secs(30))
+            .claim_alert(at(3), Duration::from_secs(30), 0)
             .unwrap()
             .unwrap();
         assert!(first.id < second.id);
         assert!(first.body.contains("job_overdue"));
         assert_eq!(
-            store.claim_alert(at(3), Duration::from_secs(30)).unwrap(),
+            store
+                .claim_alert(at(3), Duration::from_secs(30), 0)
+                .unwrap(),
             None
         );
         store.alert_failed(first.id, "HTTP 503").unwrap();
         store.alert_delivered(second.id, at(4)).unwrap();
         let again = store
-            .claim_alert(at(5), Duration::from_secs(30))
+            .claim_alert(at(5), Duration::from_secs(30), 0)
             .unwrap()
             .unwrap();
         assert_eq!(again.id, first.id);

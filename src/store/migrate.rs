@@ -102,6 +102,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0018_run_site",
         sql: include_str!("../../schema/0018_run_site.sql"),
     },
+    Migration {
+        version: 19,
+        name: "0019_pings",
+        sql: include_str!("../../schema/0019_pings.sql"),
+    },
 ];
 
 pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> {

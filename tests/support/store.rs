@@ -30,6 +30,13 @@ impl Env {
         self.db().query_row(sql, [], |row| row.get(0)).expect(sql)
     }
 
+    /// The site the store records (once a run has bound it).
+    pub fn site(&self) -> String {
+        self.db()
+            .query_row("SELECT site_id FROM site", [], |row| row.get(0))
+            .expect("the store records its site")
+    }
+
     /// Adds `count` expired suppressions: enough work to keep `cleanup` busy for a while
     /// (about two seconds per million rows here), a real long run for overlap and shutdown
     /// tests.

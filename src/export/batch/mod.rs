@@ -106,6 +106,8 @@ impl ExportError {
 pub struct BatchSettings<'a> {
     pub store: &'a Store,
     pub data_dir: &'a Path,
+    /// The site whose partition the files go into (SPEC section 9).
+    pub site: &'a str,
     pub batch_size: usize,
     pub upload: Upload,
     pub format: FileFormat,
@@ -222,14 +224,12 @@ fn write_batch(
             senders.push(sender);
             handles.push(scope.spawn(move || {
                 let _run = crate::logging::continue_run(run);
-                write::write_files(
-                    settings.data_dir,
-                    settings.format,
-                    tenants,
-                    writer,
-                    writer_count,
-                    chunks,
-                )
+                let destination = write::Destination {
+                    data_dir: settings.data_dir,
+                    site: settings.site,
+                    format: settings.format,
+                };
+                write::write_files(destination, tenants, writer, writer_count, chunks)
             }));
         }
         let read_outcome = read::read(&reading, &senders, should_stop);

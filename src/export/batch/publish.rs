@@ -16,7 +16,7 @@ use chrono::NaiveDate;
 
 use super::ExportError;
 use super::staging::{FinishedFile, staging_dir};
-use crate::export::partition::{TenantDir, partition_dir, tenant_root};
+use crate::export::partition::{TenantDir, tenant_root, unsited_partition_dir};
 use crate::store::Store;
 use crate::store::export as manifest;
 
@@ -139,7 +139,7 @@ fn remove_legacy_batches(store: &Store, data_dir: &Path) -> Result<(), ExportErr
             if first_day.is_some_and(|first| day < first) {
                 continue;
             }
-            let relative_dir = partition_dir(tenant, day);
+            let relative_dir = unsited_partition_dir(tenant, day);
             for name in entries(&data_dir.join(&relative_dir))?
                 .into_iter()
                 .filter(|(_, is_dir)| !is_dir)

@@ -57,10 +57,17 @@ struct OpenFile {
     last_used: u64,
 }
 
+/// Where the files go and what they are: the same for every tenant of a batch.
+#[derive(Clone, Copy)]
+pub struct Destination<'a> {
+    pub data_dir: &'a Path,
+    pub site: &'a str,
+    pub format: FileFormat,
+}
+
 /// Writes the rows of the tenants this writer owns (`slot % writer_count == writer`).
 pub fn write_files(
-    data_dir: &Path,
-    format: FileFormat,
+    destination: Destination<'_>,
     tenants: &[ExportTenant<'_>],
     writer: usize,
     writer_count: usize,
@@ -90,8 +97,7 @@ pub fn write_files(
             let columns = chunk.columns(chunk_row);
             let row = read::row(&columns, tenant.id);
             let target = Target {
-                data_dir,
-                format,
+                destination,
                 tenant,
             };
             match write_row(&target, output, &row, chunk_row.origin, clock) {
@@ -216,8 +222,7 @@ fn keep_within_budget(outputs: &mut [(usize, TenantOutput)]) -> Result<(), (usiz
 
 /// Where a tenant's files go, and how.
 struct Target<'a> {
-    data_dir: &'a Path,
-    format: FileFormat,
+    destination: Destination<'a>,
     tenant: &'a ExportTenant<'a>,
 }
 
@@ -268,23 +273,25 @@ fn open_file(
     first: &Row<'_>,
     origin: Origin,
 ) -> Result<OpenFile, ExportError> {
-    let relative_dir = partition_dir(target.tenant.dir, day);
+    let Destination {
+        data_dir,
+        site,
+        format,
+    } = target.destination;
+    let relative_dir = partition_dir(target.tenant.dir, site, day);
     let name = free_name(
-        &target.data_dir.join(&relative_dir),
+        &data_dir.join(&relative_dir),
         first,
         origin,
-        target.format.extension(),
+        format.extension(),
     );
     let relative = relative_dir.join(&name);
-    let staging = staging_dir(target.data_dir).join(target.tenant.dir.as_str());
+    let staging = staging_dir(data_dir).join(target.tenant.dir.as_str());
     ensure_dir(&staging)?;
     let staged = staging.join(format!("{}-{name}", day.format("%Y-%m-%d")));
     let creating = || ExportError::io(format!("creating {}", staged.display()));
     let file = File::create(&staged).map_err(creating())?;
-    let encoder = target
-        .format
-        .encoder(Hashed::new(file))
-        .map_err(creating())?;
+    let encoder = format.encoder(Hashed::new(file)).map_err(creating())?;
     let cursor = Cursor {
         created_at: first.created_at.to_string(),
         id: first.id.to_string(),
@@ -292,7 +299,7 @@ fn open_file(
     Ok(OpenFile {
         encoder,
         staged,
-        path: target.data_dir.join(&relative),
+        path: data_dir.join(&relative),
         meta: WrittenFile {
             path: relative.to_string_lossy().into_owned(),
             partition_day: format!("{:04}-{:02}-{:02}", day.year(), day.month(), day.day()),

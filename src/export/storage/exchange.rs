@@ -40,6 +40,14 @@ impl Answer {
     }
 }
 
+/// What a write requires of its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    Unconditional,
+    /// `If-None-Match: *`: the key holds no object yet (else storage answers 412).
+    Absent,
+}
+
 /// Sends `command` for `key` and reads its answer; a status outside 2xx is
 /// `StorageError::Refused` with the start of what storage said.
 pub fn exchange(
@@ -48,8 +56,19 @@ pub fn exchange(
     command: Command<'_>,
     timeout: Duration,
 ) -> Result<Answer, StorageError> {
+    exchange_if(bucket, key, command, Condition::Unconditional, timeout)
+}
+
+/// [`exchange`] with a condition on the key.
+pub fn exchange_if(
+    bucket: &Bucket,
+    key: &str,
+    command: Command<'_>,
+    condition: Condition,
+    timeout: Duration,
+) -> Result<Answer, StorageError> {
     let head = command.http_verb() == HttpMethod::Head;
-    let response = send(bucket, key, command, timeout)?;
+    let response = send(bucket, key, command, condition, timeout)?;
     let (_, headers, reader) = response.split();
     let mut body = Vec::new();
     if head {
@@ -68,16 +87,24 @@ pub fn exchange(
     Ok(Answer { headers, body })
 }
 
-/// Sends a `GetObject` for `key` and streams the object's body into `out`.
+/// Sends a `GetObject` for `key` and streams the object's body into `out`, at most `limit`
+/// bytes of it.
 pub fn download(
     bucket: &Bucket,
     key: &str,
     timeout: Duration,
+    limit: u64,
     out: &mut impl std::io::Write,
 ) -> Result<u64, StorageError> {
-    let response = send(bucket, key, Command::GetObject, timeout)?;
-    let (_, _, mut reader) = response.split();
-    std::io::copy(&mut reader, out)
+    let response = send(
+        bucket,
+        key,
+        Command::GetObject,
+        Condition::Unconditional,
+        timeout,
+    )?;
+    let (_, _, reader) = response.split();
+    std::io::copy(&mut reader.take(limit), out)
         .map_err(|error| StorageError::Unanswered(format!("reading {key}: {error}")))
 }
 
@@ -85,6 +112,7 @@ fn send(
     bucket: &Bucket,
     key: &str,
     command: Command<'_>,
+    condition: Condition,
     timeout: Duration,
 ) -> Result<attohttpc::Response, StorageError> {
     let request = AttoRequest::new(bucket, key, command)?;
@@ -93,6 +121,10 @@ fn send(
     for (name, value) in request.headers()?.iter() {
         let name = HeaderName::from_bytes(name.as_ref()).map_err(s3::error::S3Error::from)?;
         session.header(name, value.to_str().map_err(s3::error::S3Error::from)?);
+    }
+    // Unsigned, as SigV4 allows for a header outside `x-amz-*`.
+    if condition == Condition::Absent {
+        session.header(attohttpc::header::IF_NONE_MATCH, "*");
     }
     session.connect_timeout(CONNECT_TIMEOUT.min(timeout));
     session.read_timeout(timeout);

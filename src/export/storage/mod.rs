@@ -2,20 +2,17 @@
 //! downloads and deletes, signed by rust-s3 and each answer read within bounds (`exchange`).
 
 mod exchange;
-
-use std::fs::File;
-use std::io::Read;
-use std::path::Path;
+mod upload;
 
 use std::time::Duration;
 
-use s3::command::{Command, Multipart};
+use s3::command::Command;
 use s3::creds::Credentials;
 use s3::error::S3Error;
-use s3::serde_types::{CompleteMultipartUploadData, InitiateMultipartUploadResponse, Part};
 use s3::{Bucket, Region};
 
 use exchange::exchange;
+pub use upload::Uploaded;
 
 use crate::config::S3Settings;
 use crate::export::format::FileFormat;
@@ -58,6 +55,9 @@ pub enum StorageError {
     Credentials(String),
     #[error("upload of {key} not verified: {detail}")]
     Unverified { key: String, detail: String },
+    /// The key holds other content than the file meant for it; it is left as it is.
+    #[error("s3: {key} already holds other content, left as it is: {detail}")]
+    Conflict { key: String, detail: String },
 }
 
 impl StorageError {
@@ -74,7 +74,9 @@ impl StorageError {
             }
             StorageError::S3(_) | StorageError::Unanswered(_) => true,
             StorageError::Io(_) | StorageError::Credentials(_) => false,
-            StorageError::Unexpected(_) | StorageError::Unverified { .. } => false,
+            StorageError::Unexpected(_)
+            | StorageError::Unverified { .. }
+            | StorageError::Conflict { .. } => false,
         }
     }
 }
@@ -144,7 +146,7 @@ impl Storage {
         key: &str,
         out: &mut (impl std::io::Write + Send),
     ) -> Result<(), StorageError> {
-        exchange::download(&self.bucket, key, self.request_timeout, out)?;
+        exchange::download(&self.bucket, key, self.request_timeout, u64::MAX, out)?;
         Ok(())
     }
 
@@ -156,135 +158,6 @@ impl Storage {
     pub fn key(&self, relative: &str) -> String {
         format!("{}{relative}", self.prefix)
     }
-
-    /// Uploads a local file to `key` and verifies what storage received: the ETag of a single
-    /// PUT is the MD5 of the body; for multipart uploads each part's ETag is checked and the
-    /// object's final size. Re-uploading the same key is harmless (it is overwritten whole).
-    pub fn upload(&self, local: &Path, key: &str) -> Result<u64, StorageError> {
-        let io = |context: &str| {
-            let context = format!("{context} {}", local.display());
-            move |source| StorageError::Io(IoError { context, source })
-        };
-        let mut file = File::open(local).map_err(io("opening"))?;
-        let size = file.metadata().map_err(io("reading"))?.len();
-        if size as usize <= MULTIPART_THRESHOLD {
-            let mut content = Vec::with_capacity(size as usize);
-            file.read_to_end(&mut content).map_err(io("reading"))?;
-            let expected = format!("{:x}", md5::compute(&content));
-            let put = Command::PutObject {
-                content: &content,
-                content_type: content_type(key),
-                custom_headers: None,
-                multipart: None,
-            };
-            let answer = exchange(&self.bucket, key, put, self.request_timeout)?;
-            let etag = answer.header("etag").map(|etag| etag.trim_matches('"'));
-            return match etag {
-                Some(etag) if etag == expected => Ok(size),
-                other => Err(StorageError::Unverified {
-                    key: key.to_string(),
-                    detail: format!("ETag {other:?}, expected MD5 {expected}"),
-                }),
-            };
-        }
-        self.upload_in_parts(&mut file, key, size, local)
-    }
-
-    fn upload_in_parts(
-        &self,
-        file: &mut File,
-        key: &str,
-        size: u64,
-        local: &Path,
-    ) -> Result<u64, StorageError> {
-        let initiate = Command::InitiateMultipartUpload {
-            content_type: content_type(key),
-        };
-        let answer = exchange(&self.bucket, key, initiate, self.request_timeout)?;
-        let upload: InitiateMultipartUploadResponse = quick_xml::de::from_str(&answer.text())
-            .map_err(|error| {
-                StorageError::Unexpected(format!("starting the upload of {key}: {error}"))
-            })?;
-        let result = (|| {
-            let mut parts = Vec::new();
-            let mut chunk = vec![0u8; MULTIPART_THRESHOLD];
-            for part_number in 1.. {
-                let filled = read_full(file, &mut chunk)
-                    .map_err(IoError::during(format!("reading {}", local.display())))?;
-                if filled == 0 {
-                    break;
-                }
-                let body = &chunk[..filled];
-                let expected = format!("{:x}", md5::compute(body));
-                let put = Command::PutObject {
-                    content: body,
-                    content_type: content_type(key),
-                    custom_headers: None,
-                    multipart: Some(Multipart::new(part_number, &upload.upload_id)),
-                };
-                let answer = exchange(&self.bucket, key, put, self.request_timeout)?;
-                let part = Part {
-                    part_number,
-                    etag: answer.header("etag").unwrap_or_default().to_string(),
-                };
-                if part.etag.trim_matches('"') != expected {
-                    return Err(StorageError::Unverified {
-                        key: key.to_string(),
-                        detail: format!(
-                            "part {part_number} ETag {}, expected MD5 {expected}",
-                            part.etag
-                        ),
-                    });
-                }
-                parts.push(part);
-            }
-            let complete = Command::CompleteMultipartUpload {
-                upload_id: &upload.upload_id,
-                data: CompleteMultipartUploadData { parts },
-            };
-            let answer = exchange(&self.bucket, key, complete, self.request_timeout)?;
-            // S3 may answer 200 and report a failure in the body; a 200 without an <Error> is a
-            // completed upload (servers name its root element differently), and the size check
-            // below verifies it.
-            if answer.text().contains("<Error>") {
-                return Err(StorageError::Unverified {
-                    key: key.to_string(),
-                    detail: crate::logging::peer_text(&answer.text(), 300),
-                });
-            }
-            let head = exchange(&self.bucket, key, Command::HeadObject, self.request_timeout)?;
-            let length = head
-                .header("content-length")
-                .and_then(|length| length.parse::<u64>().ok());
-            match length {
-                Some(length) if length == size => Ok(size),
-                other => Err(StorageError::Unverified {
-                    key: key.to_string(),
-                    detail: format!("stored size {other:?}, local size {size}"),
-                }),
-            }
-        })();
-        let abort = Command::AbortMultipartUpload {
-            upload_id: &upload.upload_id,
-        };
-        if result.is_err()
-            && let Err(error) = exchange(&self.bucket, key, abort, self.request_timeout)
-        {
-            log::warn!("s3: aborting the multipart upload of {key}: {error}");
-        }
-        result
-    }
-}
-
-fn read_full(file: &mut File, buffer: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match file.read(&mut buffer[filled..])? {
-            0 => break,
-            read => filled += read,
-        }
-    }
-    Ok(filled)
 }
 
 #[cfg(test)]

@@ -116,6 +116,9 @@ pub struct OccurrenceBatch {
     pub uncounted_outcome: Outcome,
     /// The last fire time handled once this batch is written.
     pub handled_through: DateTime<Utc>,
+    /// How long after its fire time each became due (the job's spread offset): lags count
+    /// from there.
+    pub offset: chrono::Duration,
 }
 
 /// Milliseconds from `due` to `started`.
@@ -217,7 +220,7 @@ pub fn served_rows(
             scheduled_for,
             outcome,
             run_id,
-            lag_ms: run_id.map(|_| lag_ms(scheduled_for, started)),
+            lag_ms: run_id.map(|_| lag_ms(scheduled_for + batch.offset, started)),
         })
         .collect()
 }
@@ -247,7 +250,7 @@ pub(super) fn start_scheduled_in(
     batch: &OccurrenceBatch,
     started: DateTime<Utc>,
 ) -> rusqlite::Result<()> {
-    let lag = lag_ms(scheduled_for, started);
+    let lag = lag_ms(scheduled_for + batch.offset, started);
     conn.execute(
         "UPDATE job_runs SET scheduled_for = ?2, lag_ms = ?3 WHERE id = ?1",
         (run_id, to_store_text(scheduled_for), lag),

@@ -17,6 +17,7 @@ fn a_scheduled_start_records_its_run_fire_times_and_progress_together() {
         uncounted: 7,
         uncounted_outcome: Outcome::Coalesced,
         handled_through: at(2),
+        offset: chrono::Duration::zero(),
     };
     let LeaseAttempt::Acquired { run_id } = store
         .begin_scheduled_run("cleanup", "h/1/1", || at(3), |_| true, at(2), &batch)
