@@ -8,6 +8,7 @@ mod capture_gap;
 mod cli;
 mod dropin;
 mod export;
+mod fleet;
 mod http;
 mod lake;
 mod listener;

@@ -215,7 +215,7 @@ impl Drop for Intake {
 
 /// One HTTP request as read off a connection.
 pub(super) struct Request {
-    path: String,
+    pub(super) path: String,
     headers: Vec<(String, String)>,
     pub(super) body: Vec<u8>,
 }

@@ -1,5 +1,5 @@
-//! A webhook receiver on 127.0.0.1 that takes alert POSTs, answers each 200 and keeps its
-//! JSON body for the test to read.
+//! A webhook receiver on 127.0.0.1 that takes alert POSTs (and pings), answers each 200 and
+//! keeps its path and JSON body for the test to read.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -12,10 +12,10 @@ use serde_json::Value;
 
 use super::intake::read_request;
 
-/// A webhook receiver on 127.0.0.1: answers every POST 200 and keeps its JSON body.
+/// A webhook receiver on 127.0.0.1: answers every POST 200 and keeps its path and JSON body.
 pub struct Receiver {
     pub port: u16,
-    bodies: Arc<Mutex<Vec<Value>>>,
+    requests: Arc<Mutex<Vec<(String, Value)>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -25,10 +25,10 @@ impl Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
         let port = listener.local_addr().expect("addr").port();
         listener.set_nonblocking(true).expect("nonblocking");
-        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (bodies, stop) = (Arc::clone(&bodies), Arc::clone(&stop));
+            let (requests, stop) = (Arc::clone(&requests), Arc::clone(&stop));
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     let Ok((mut stream, _)) = listener.accept() else {
@@ -38,7 +38,7 @@ impl Receiver {
                     stream.set_nonblocking(false).expect("blocking");
                     if let Some(request) = read_request(&mut stream) {
                         let body = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
-                        bodies.lock().unwrap().push(body);
+                        requests.lock().unwrap().push((request.path.clone(), body));
                         let _ = stream.write_all(
                             b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                         );
@@ -48,7 +48,7 @@ impl Receiver {
         };
         Receiver {
             port,
-            bodies,
+            requests,
             stop,
             thread: Some(thread),
         }
@@ -59,7 +59,12 @@ impl Receiver {
     }
 
     pub fn bodies(&self) -> Vec<Value> {
-        self.bodies.lock().unwrap().clone()
+        self.requests().into_iter().map(|(_, body)| body).collect()
+    }
+
+    /// Each request's path (with its query) and JSON body (`null` if it had none), in order.
+    pub fn requests(&self) -> Vec<(String, Value)> {
+        self.requests.lock().unwrap().clone()
     }
 }
 
