@@ -37,7 +37,10 @@ fn image(moto: &Moto, rows: &str) -> Env {
 fn adopt(env: &Env) -> String {
     let adopted = env.run(&["site", "adopt"]);
     assert!(adopted.status.success(), "{adopted:?}");
-    String::from_utf8(adopted.stdout).unwrap().trim().to_string()
+    String::from_utf8(adopted.stdout)
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 /// Rows the box's application writes after the clone, each box its own.
@@ -86,7 +89,11 @@ fn three_clones_of_one_store_share_one_bucket_each_under_its_own_site() {
     assert_eq!(adopt(&clones[0]), "edge-b");
     assert_eq!(adopt(&clones[1]), "edge-c");
 
-    let boxes = [(&first, "edge-a"), (&clones[0], "edge-b"), (&clones[1], "edge-c")];
+    let boxes = [
+        (&first, "edge-a"),
+        (&clones[0], "edge-b"),
+        (&clones[1], "edge-c"),
+    ];
     for (env, site) in boxes {
         add_own_rows(env, site);
     }
@@ -109,7 +116,10 @@ fn three_clones_of_one_store_share_one_bucket_each_under_its_own_site() {
         assert_exported_exactly_once(env);
         for path in env.strings("SELECT path FROM export_files") {
             assert!(path.contains(&format!("/site={site}/")), "{path}");
-            assert!(keys.contains(&format!("backup/{path}")), "{path} not uploaded");
+            assert!(
+                keys.contains(&format!("backup/{path}")),
+                "{path} not uploaded"
+            );
         }
     }
     // Each site's rows once: (site, id) is unique across the bucket, and every row is there.
@@ -121,7 +131,10 @@ fn three_clones_of_one_store_share_one_bucket_each_under_its_own_site() {
         for line in body.lines() {
             let row: Value = serde_json::from_str(line).unwrap();
             let id = row["id"].as_str().unwrap().to_string();
-            assert!(seen.insert((site.to_string(), id.clone())), "{site} {id} twice");
+            assert!(
+                seen.insert((site.to_string(), id.clone())),
+                "{site} {id} twice"
+            );
             *per_site.entry(site.to_string()).or_default() += 1;
         }
     }
@@ -137,8 +150,8 @@ fn three_clones_of_one_store_share_one_bucket_each_under_its_own_site() {
 
 /// The README's fleet query, run by DuckDB on a copy of the bucket: one table, `site` a column.
 fn assert_fleet_query_reads(objects: &BTreeMap<String, String>, per_site: &BTreeMap<String, i64>) {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let query = readme
         .split("<!-- fleet-query -->\n```sql\n")
         .nth(1)
@@ -211,11 +224,14 @@ fn a_second_box_with_the_same_site_never_overwrites_the_first_s_objects() {
     // Identical bytes under the same keys count as uploaded, as a retried upload does.
     assert_eq!(synced["uploaded"], files - 1, "{synced}");
     assert_eq!(synced["alreadyStored"], files - 1, "{synced}");
-    assert_eq!(moto.objects("backup/"), before, "the first box's objects are untouched");
-
-    let queued = twin.strings(
-        "SELECT path FROM export_files WHERE upload_status IN ('local', 'pending')",
+    assert_eq!(
+        moto.objects("backup/"),
+        before,
+        "the first box's objects are untouched"
     );
+
+    let queued =
+        twin.strings("SELECT path FROM export_files WHERE upload_status IN ('local', 'pending')");
     assert_eq!(queued.len(), 1, "{queued:?}");
     assert!(
         twin.data_dir().join(&queued[0]).exists(),
@@ -274,8 +290,14 @@ fn each_run_pings_its_start_and_end_with_one_rid_and_a_dead_monitor_costs_nothin
     assert_eq!(received.len(), runs * 2, "{received:?}");
     let rid = |path: &str| path.split("rid=").nth(1).unwrap().to_string();
     let (start, end) = (&received[0], &received[1]);
-    assert!(start.0.starts_with("/ping/KEY/cleanup/start?create=1&rid="), "{start:?}");
-    assert!(end.0.starts_with("/ping/KEY/cleanup?create=1&rid="), "{end:?}");
+    assert!(
+        start.0.starts_with("/ping/KEY/cleanup/start?create=1&rid="),
+        "{start:?}"
+    );
+    assert!(
+        end.0.starts_with("/ping/KEY/cleanup?create=1&rid="),
+        "{end:?}"
+    );
     assert_eq!(rid(&start.0), rid(&end.0));
     assert_eq!(rid(&start.0).len(), 36, "a UUID");
     assert_eq!(end.1, cleaned, "the run's result is the body");
@@ -328,8 +350,8 @@ fn spread_offsets_are_fixed_per_site_and_differ_between_sites() {
         let offset = listed["spreadOffsetMs"].as_u64().unwrap();
         assert!(offset < 3_600_000);
         // The next run is the next hour plus this site's offset (shown to the second).
-        let next = chrono::DateTime::parse_from_rfc3339(listed["nextRun"].as_str().unwrap())
-            .unwrap();
+        let next =
+            chrono::DateTime::parse_from_rfc3339(listed["nextRun"].as_str().unwrap()).unwrap();
         let millis_past_hour = (next.timestamp_millis()).rem_euclid(3_600_000) as u64;
         (offset, millis_past_hour)
     };
