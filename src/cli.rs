@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, parse_zone};
 use crate::cron::Schedule;
-use crate::jobs::{Registry, RunParams};
+use crate::jobs::{DataSubject, Registry, RunParams};
 use crate::runner::{RunError, Runner};
 use crate::scheduler;
 use crate::serve::{self, ServeError};
@@ -49,6 +49,22 @@ enum Command {
         start_date: Option<String>,
         #[arg(long, value_name = "YYYY-MM-DD")]
         end_date: Option<String>,
+    },
+    /// Erase one data subject everywhere edgecron holds them, exports included
+    Erase {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        customer: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print every record of one data subject in edgecron's tables and exports, as JSON
+    Access {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        customer: String,
     },
     /// List every job: schedule, enabled, last run, next run
     Jobs {
@@ -175,6 +191,15 @@ pub fn execute(cli: Cli) -> Result<ExitCode, CliError> {
                 .map_err(|error| CliError::Usage(error.to_string()))?;
             run(&job, params)
         }
+        Command::Erase {
+            tenant,
+            customer,
+            dry_run,
+        } => {
+            let subject = data_subject(tenant, customer)?;
+            finish_run(|runner| runner.erase(subject, Trigger::Cli, dry_run))
+        }
+        Command::Access { tenant, customer } => access(data_subject(tenant, customer)?),
         Command::Jobs { json } => jobs(json),
         Command::Runs { job, limit, json } => runs(job.as_deref(), limit, json),
         Command::Occurrences { job, limit, json } => occurrences(job.as_deref(), limit, json),
@@ -286,10 +311,39 @@ fn working_runner() -> Result<(Arc<Runner>, Arc<Shutdown>), CliError> {
 }
 
 fn run(job: &str, params: RunParams) -> Result<ExitCode, CliError> {
+    finish_run(|runner| runner.run(job, Trigger::Cli, params))
+}
+
+/// A data subject as the command line names it: both ids, neither empty.
+fn data_subject(tenant: String, customer: String) -> Result<DataSubject, CliError> {
+    if tenant.is_empty() || customer.is_empty() {
+        return Err(CliError::Usage(
+            "--tenant and --customer must name a tenant and a customer".into(),
+        ));
+    }
+    Ok(DataSubject {
+        tenant_id: tenant,
+        customer_id: customer,
+    })
+}
+
+fn access(subject: DataSubject) -> Result<ExitCode, CliError> {
+    let (runner, _shutdown) = working_runner()?;
+    let document = runner
+        .access(&subject)
+        .map_err(|error| CliError::Failed(error.to_string()))?;
+    print_json(&document);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts a run with `start`, prints its result and answers its exit code.
+fn finish_run(
+    start: impl FnOnce(&Runner) -> Result<crate::runner::Completed, RunError>,
+) -> Result<ExitCode, CliError> {
     let (runner, shutdown) = working_runner()?;
     // SIGTERM/SIGINT ask the job to stop at its next safe point; its progress is kept.
     let _signals = serve::forward_signals(&shutdown);
-    let outcome = runner.run(job, Trigger::Cli, params);
+    let outcome = start(&runner);
     // Alerts the run raised (and older ones still queued) go out before the process does.
     runner.alerts().deliver_now(ALERT_DELIVERY_AT_EXIT);
     match outcome {

@@ -32,7 +32,7 @@ pub use crate::export::metrics::ReportError;
 use crate::heartbeat;
 use crate::holder;
 pub use crate::jobs::RunParams;
-use crate::jobs::{CheckError, Job, JobCtx, JobOutput, Registry};
+use crate::jobs::{CheckError, DataSubject, DsarErase, Job, JobCtx, JobError, JobOutput, Registry};
 use crate::ping::RunPings;
 use crate::shutdown::Shutdown;
 pub use crate::store::export_metrics::Recorded;
@@ -166,7 +166,28 @@ impl Runner {
         trigger: Trigger,
         params: RunParams,
     ) -> Result<Completed, RunError> {
-        self.run_with(name, trigger, params, None)
+        let job = self.check(name, &params)?;
+        self.run_with(job, trigger, params, None)
+    }
+
+    /// Erases one data subject everywhere edgecron holds them (SPEC section 8): a run of
+    /// `dsar-erase`, leased and recorded as every run is.
+    pub fn erase(
+        &self,
+        subject: DataSubject,
+        trigger: Trigger,
+        dry_run: bool,
+    ) -> Result<Completed, RunError> {
+        let params = RunParams {
+            dry_run,
+            ..RunParams::default()
+        };
+        self.run_with(&DsarErase::new(subject), trigger, params, None)
+    }
+
+    /// Every record of one data subject edgecron holds, as one document (SPEC section 8).
+    pub fn access(&self, subject: &DataSubject) -> Result<Value, JobError> {
+        crate::jobs::dsar_access(&self.store, &self.config, subject, self.clock.now())
     }
 
     /// Runs `name` for the scheduler's fire time `scheduled_for`, recording the occurrences
@@ -177,8 +198,9 @@ impl Runner {
         scheduled_for: DateTime<Utc>,
         batch: &OccurrenceBatch,
     ) -> Result<Completed, RunError> {
+        let job = self.check(name, &RunParams::default())?;
         self.run_with(
-            name,
+            job,
             Trigger::Schedule,
             RunParams::default(),
             Some((scheduled_for, batch)),
@@ -187,12 +209,11 @@ impl Runner {
 
     fn run_with(
         &self,
-        name: &str,
+        job: &dyn Job,
         trigger: Trigger,
         params: RunParams,
         scheduled: Option<(DateTime<Utc>, &OccurrenceBatch)>,
     ) -> Result<Completed, RunError> {
-        let job = self.check(name, &params)?;
         let job_name = job.name();
         // Taking the lease and registering the run happen under one lock: the shutdown check
         // and `wait_idle` see either the run or nothing, and a lease this process holds is

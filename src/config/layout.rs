@@ -18,11 +18,13 @@ pub const REPORTS: &str = "reports";
 pub const BACKUPS: &str = "backups";
 /// Export files being written, before they are renamed into place.
 pub const STAGING: &str = ".export-staging";
+/// Export files rewritten by an erasure, before they are renamed over the old ones.
+pub const REWRITES: &str = ".export-rewrites";
 /// The generated trigger secret.
 pub const SECRET: &str = "cron-secret";
 
 /// Trees under the data dir that only edgecron (or its units) writes.
-pub const OWN_TREES: [&str; 5] = [EXPORTS, ARCHIVE, REPORTS, BACKUPS, STAGING];
+pub const OWN_TREES: [&str; 6] = [EXPORTS, ARCHIVE, REPORTS, BACKUPS, STAGING, REWRITES];
 /// Files under the data dir that are edgecron's own, besides the store.
 pub const OWN_FILES: [&str; 1] = [SECRET];
 /// What SQLite keeps beside the store file.

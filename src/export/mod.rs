@@ -5,5 +5,6 @@ pub mod exported_ids;
 pub mod format;
 pub mod metrics;
 pub mod partition;
+pub mod rewrite;
 pub mod row;
 pub mod storage;

@@ -24,6 +24,7 @@
 //!   drain and their responses are delivered.
 
 mod auth;
+mod dsar;
 mod html;
 mod prometheus;
 mod routes;

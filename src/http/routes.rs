@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{Auth, Realm, Refused, SESSION_COOKIE, SESSION_SECONDS};
+use super::dsar;
 use super::html;
 use super::prometheus;
 use super::status_page;
@@ -57,9 +58,12 @@ const HEAD_AS_GET: &[&str] = &[
 /// paths (a 404).
 fn realm_of(app: &App, path: &str) -> Option<Realm> {
     match path {
-        "/api/v1/jobs" | "/api/v1/runs" | "/api/v1/occurrences" | "/api/v1/export-metrics" => {
-            Some(Realm::Cron)
-        }
+        "/api/v1/jobs"
+        | "/api/v1/runs"
+        | "/api/v1/occurrences"
+        | "/api/v1/export-metrics"
+        | "/api/v1/dsar/erase"
+        | "/api/v1/dsar/access" => Some(Realm::Cron),
         "/api/cron/tick" => Some(Realm::LegacyTick),
         "/api/admin/maintenance" => Some(Realm::Maintenance),
         _ if path.starts_with("/api/v1/cron/") => Some(Realm::Cron),
@@ -113,6 +117,8 @@ pub fn handle(app: &App, request: &Request) -> Reply {
             },
         ),
         "/api/v1/export-metrics" => record_export_metric(app, request),
+        "/api/v1/dsar/erase" => dsar::erase(app, request),
+        "/api/v1/dsar/access" => dsar::access(app, request),
         "/api/admin/maintenance" => trigger(
             app,
             request,
@@ -141,7 +147,7 @@ pub fn handle(app: &App, request: &Request) -> Reply {
 }
 
 /// `None` when the method is allowed; a 405 naming the allowed ones otherwise.
-fn allow(request: &Request, methods: &[&str]) -> Option<Reply> {
+pub(super) fn allow(request: &Request, methods: &[&str]) -> Option<Reply> {
     if methods.contains(&request.method.as_str()) {
         return None;
     }
@@ -152,7 +158,7 @@ fn allow(request: &Request, methods: &[&str]) -> Option<Reply> {
 }
 
 /// A refused authentication: counted, logged, and answered 401 (400 for several secrets).
-fn refuse(app: &App, request: &Request, refused: Refused) -> Reply {
+pub(super) fn refuse(app: &App, request: &Request, refused: Refused) -> Reply {
     app.auth.note_refusal(request, refused);
     match refused {
         Refused::Several => Reply::error(
@@ -169,7 +175,10 @@ fn refuse(app: &App, request: &Request, refused: Refused) -> Reply {
 
 /// The query's parameters, as strictly as a body's fields: each one `allowed`, at most once;
 /// a 400 naming any other, so a mistyped `dryrun` never starts a real run.
-fn query_params(query: &str, allowed: &[&str]) -> Result<BTreeMap<String, String>, Reply> {
+pub(super) fn query_params(
+    query: &str,
+    allowed: &[&str],
+) -> Result<BTreeMap<String, String>, Reply> {
     let mut params = BTreeMap::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         if !allowed.contains(&key.as_ref()) {
@@ -262,7 +271,7 @@ fn trigger(app: &App, request: &Request, route: Route<'_>) -> Reply {
     }
 }
 
-fn run_error_status(error: &RunError) -> u16 {
+pub(super) fn run_error_status(error: &RunError) -> u16 {
     match error {
         RunError::UnknownJob(_) => 404,
         RunError::InvalidParams(_) => 400,

@@ -8,6 +8,8 @@ mod archive;
 mod capture_gap;
 mod cleanup;
 mod cron_tick;
+mod dsar_access;
+mod dsar_erase;
 mod dsar_purge;
 mod due_enqueue;
 mod engagement_health_recompute;
@@ -39,6 +41,9 @@ use crate::io_error::IoError;
 use crate::shutdown::Shutdown;
 use crate::store::capture::Source;
 use crate::store::{Store, StoreError};
+
+pub use dsar_access::dsar_access;
+pub use dsar_erase::{DataSubject, DsarErase};
 
 /// Parameters a job cannot take; the message names the parameter.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

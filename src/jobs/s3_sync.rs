@@ -17,7 +17,7 @@ use super::{Job, JobCtx, JobError, JobOutput};
 use crate::alert;
 use crate::clock::to_store_text;
 use crate::config::Config;
-use crate::export::storage::{Storage, StorageError, Uploaded};
+use crate::export::storage::{Storage, StorageError, Stored, Uploaded};
 use crate::store::export::{self as manifest, PendingUpload};
 
 pub struct S3Sync;
@@ -71,10 +71,13 @@ impl Job for S3Sync {
                 }
                 match upload_with_retries(ctx, &storage, &file, &mut random) {
                     Ok(done) => {
-                        manifest::mark_uploaded(ctx.store, file.id, &to_store_text(ctx.now()))?;
+                        if !record_upload(ctx, &storage, &file, &done)? {
+                            failed += 1;
+                            continue;
+                        }
                         uploaded += 1;
                         bytes += file.bytes as u64;
-                        if let Uploaded::AlreadyStored { .. } = done {
+                        if done.stored == Stored::AlreadyThere {
                             already_stored += 1;
                         }
                         remove_local_copy(ctx, &file)?;
@@ -172,6 +175,44 @@ fn upload_with_retries(
             Err(error) => return Err(error),
         }
     }
+}
+
+/// Records an upload. A file rewritten or removed while it went up (an erasure, retention)
+/// left the object holding the old content: it is replaced by the file as it is now (the
+/// object edgecron just wrote, by its ETag), or removed. Answers whether the file is uploaded.
+fn record_upload(
+    ctx: &JobCtx<'_>,
+    storage: &Storage,
+    file: &PendingUpload,
+    done: &Uploaded,
+) -> Result<bool, JobError> {
+    let now = to_store_text(ctx.now());
+    if manifest::mark_uploaded(ctx.store, file.id, &file.sha256, &now)? {
+        return Ok(true);
+    }
+    let key = storage.key(&file.path);
+    let followed = match manifest::file_content(ctx.store, file.id)? {
+        // Removed: the object this upload wrote goes too.
+        None => match storage.etag(&key) {
+            Ok(Some(etag)) if etag == done.etag => storage.delete(&key),
+            Ok(_) => Ok(()),
+            Err(error) => Err(error),
+        },
+        Some(sha256) => {
+            let local = ctx.data_dir().join(&file.path);
+            match storage.replace(&local, &key, &done.etag) {
+                Ok(_) => return Ok(manifest::mark_uploaded(ctx.store, file.id, &sha256, &now)?),
+                Err(error) => Err(error),
+            }
+        }
+    };
+    if let Err(error) = followed {
+        log::warn!(
+            "s3-sync: {} changed while it went up, and its object could not follow: {error}; it stays queued",
+            file.path
+        );
+    }
+    Ok(false)
 }
 
 /// `export_key_conflict`: another writer's object holds the key of one of this site's files.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use chrono::NaiveDate;
+use rusqlite::OptionalExtension;
 use rusqlite::types::Value;
 use rusqlite::{Connection, Row, TransactionBehavior, params};
 
@@ -432,6 +433,8 @@ pub struct PendingUpload {
     pub path: String,
     pub bytes: i64,
     pub attempts: i64,
+    /// The file's content as the manifest knows it when the upload begins.
+    pub sha256: String,
 }
 
 /// Files not yet uploaded whose next attempt is due, oldest first. Files written before S3
@@ -444,7 +447,7 @@ pub fn due_uploads(
 ) -> Result<Vec<PendingUpload>, StoreError> {
     let conn = store.conn()?;
     let mut statement = conn.prepare_cached(
-        "SELECT id, path, bytes, upload_attempts FROM export_files
+        "SELECT id, path, bytes, upload_attempts, sha256 FROM export_files
          WHERE upload_status IN ('local', 'pending') AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) AND id > ?2
          ORDER BY id LIMIT ?3",
     )?;
@@ -455,21 +458,41 @@ pub fn due_uploads(
                 path: row.get(1)?,
                 bytes: row.get(2)?,
                 attempts: row.get(3)?,
+                sha256: row.get(4)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 
-/// Records a verified upload.
-pub fn mark_uploaded(store: &Store, id: i64, now_text: &str) -> Result<(), StoreError> {
-    store.conn()?.execute(
-        "UPDATE export_files SET upload_status = 'uploaded', uploaded_at = ?2, upload_error = NULL,
+/// Records a verified upload of the file's content `sha256`; answers false, recording
+/// nothing, when the file is no longer that content (rewritten or removed by an erasure or
+/// retention while it went up).
+pub fn mark_uploaded(
+    store: &Store,
+    id: i64,
+    sha256: &str,
+    now_text: &str,
+) -> Result<bool, StoreError> {
+    let changed = store.conn()?.execute(
+        "UPDATE export_files SET upload_status = 'uploaded', uploaded_at = ?3, upload_error = NULL,
              upload_attempts = upload_attempts + 1, next_attempt_at = NULL
-         WHERE id = ?1",
-        params![id, now_text],
+         WHERE id = ?1 AND sha256 = ?2",
+        params![id, sha256, now_text],
     )?;
-    Ok(())
+    Ok(changed == 1)
+}
+
+/// The content (SHA-256) the manifest knows a file by; `None` once it is removed.
+pub fn file_content(store: &Store, id: i64) -> Result<Option<String>, StoreError> {
+    Ok(store
+        .conn()?
+        .query_row(
+            "SELECT sha256 FROM export_files WHERE id = ?1",
+            [id],
+            |row| row.get(0),
+        )
+        .optional()?)
 }
 
 /// Records that the local copy of an uploaded file was removed.

@@ -107,6 +107,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0019_pings",
         sql: include_str!("../../schema/0019_pings.sql"),
     },
+    Migration {
+        version: 20,
+        name: "0020_erasure",
+        sql: include_str!("../../schema/0020_erasure.sql"),
+    },
 ];
 
 pub(super) fn apply_pending(conn: &mut Connection) -> Result<usize, StoreError> {

@@ -6,6 +6,7 @@ mod batch;
 pub mod capture;
 pub mod export;
 pub mod export_metrics;
+pub mod export_rewrite;
 pub mod metrics;
 mod migrate;
 pub mod occurrences;

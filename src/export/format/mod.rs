@@ -9,6 +9,7 @@ pub mod parquet;
 use std::fs::File;
 use std::io::Write;
 
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Compression, ExportFormat};
@@ -80,6 +81,28 @@ impl FileFormat {
         }
     }
 
+    /// Copies the rows of `source` into `out` in this format, leaving out `subject`'s (an
+    /// erasure's rewrite): the other rows as they were (NDJSON lines byte for byte).
+    pub fn without(
+        self,
+        source: File,
+        out: Hashed<File>,
+        subject: Subject<'_>,
+    ) -> std::io::Result<Filtered> {
+        match self {
+            FileFormat::Ndjson(compression) => ndjson::without(source, out, compression, subject),
+            FileFormat::Parquet => parquet::without(source, out, subject),
+        }
+    }
+
+    /// `subject`'s rows in `source`, each as the object its NDJSON line is (an access request).
+    pub fn rows_of(self, source: File, subject: Subject<'_>) -> std::io::Result<Vec<Value>> {
+        match self {
+            FileFormat::Ndjson(compression) => ndjson::rows_of(source, compression, subject),
+            FileFormat::Parquet => parquet::rows_of(source, subject),
+        }
+    }
+
     /// An encoder writing a new file into `file`.
     pub fn encoder(self, file: Hashed<File>) -> std::io::Result<Box<dyn Encoder>> {
         Ok(match self {
@@ -89,6 +112,26 @@ impl FileFormat {
             FileFormat::Parquet => Box::new(parquet::ParquetEncoder::new(file)?),
         })
     }
+}
+
+/// Whose rows erasure and access select: one customer of one tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subject<'a> {
+    pub tenant_id: &'a str,
+    pub customer_id: &'a str,
+}
+
+impl Subject<'_> {
+    fn owns(&self, tenant_id: &str, customer_id: &str) -> bool {
+        self.tenant_id == tenant_id && self.customer_id == customer_id
+    }
+}
+
+/// A file rewritten without a subject's rows.
+pub struct Filtered {
+    pub file: Hashed<File>,
+    pub kept: u64,
+    pub left_out: u64,
 }
 
 /// The ids of a file's rows, read as they are asked for.

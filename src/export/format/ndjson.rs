@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use flate2::write::GzEncoder;
 use serde_json::value::RawValue;
 
-use super::{Encoder, Hashed, Ids, Pushed};
+use super::{Encoder, Filtered, Hashed, Ids, Pushed, Subject};
 use crate::config::Compression;
 use crate::export::row::Row;
 
@@ -67,13 +67,89 @@ pub fn compressed(lines: &[u8], compression: Compression) -> std::io::Result<Vec
     sink.finish()
 }
 
-/// The id of each line of an NDJSON file, compressed as `compression` says.
-pub fn ids(file: File, compression: Compression) -> std::io::Result<Ids> {
-    let reader: Box<dyn Read> = match compression {
+/// The uncompressed bytes of an NDJSON file compressed as `compression` says.
+fn decompressed(file: File, compression: Compression) -> std::io::Result<Box<dyn Read>> {
+    Ok(match compression {
         Compression::None => Box::new(file),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
         Compression::Zstd => Box::new(zstd::Decoder::new(file)?),
-    };
+    })
+}
+
+/// The lines of an NDJSON file, without their `\n`, blank ones skipped.
+fn lines(
+    file: File,
+    compression: Compression,
+) -> std::io::Result<impl Iterator<Item = std::io::Result<Vec<u8>>>> {
+    let lines = BufReader::with_capacity(1 << 18, decompressed(file, compression)?).split(b'\n');
+    Ok(lines.filter(|line| !matches!(line, Ok(line) if line.iter().all(u8::is_ascii_whitespace))))
+}
+
+/// Whose a line is (the rest of it is skipped, not kept).
+#[derive(serde::Deserialize)]
+struct Owner<'a> {
+    #[serde(borrow)]
+    tenant_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    customer_id: std::borrow::Cow<'a, str>,
+}
+
+fn owned_by(line: &[u8], subject: Subject<'_>) -> std::io::Result<bool> {
+    let owner: Owner<'_> = serde_json::from_slice(line).map_err(std::io::Error::other)?;
+    Ok(subject.owns(&owner.tenant_id, &owner.customer_id))
+}
+
+/// `source`'s lines into `out` as they are, leaving out `subject`'s.
+pub fn without(
+    source: File,
+    out: Hashed<File>,
+    compression: Compression,
+    subject: Subject<'_>,
+) -> std::io::Result<Filtered> {
+    let mut sink = Sink::new(out, compression)?;
+    let (mut kept, mut left_out) = (0, 0);
+    let mut buffer = Vec::with_capacity(WRITE_BUFFER_BYTES);
+    for line in lines(source, compression)? {
+        let line = line?;
+        if owned_by(&line, subject)? {
+            left_out += 1;
+            continue;
+        }
+        kept += 1;
+        buffer.extend_from_slice(&line);
+        buffer.push(b'\n');
+        if buffer.len() >= WRITE_BUFFER_BYTES {
+            sink.write_all(&buffer)?;
+            buffer.clear();
+        }
+    }
+    sink.write_all(&buffer)?;
+    Ok(Filtered {
+        file: sink.finish()?,
+        kept,
+        left_out,
+    })
+}
+
+/// `subject`'s lines of `source`, each as its object.
+pub fn rows_of(
+    source: File,
+    compression: Compression,
+    subject: Subject<'_>,
+) -> std::io::Result<Vec<serde_json::Value>> {
+    let mut rows = Vec::new();
+    for line in lines(source, compression)? {
+        let line = line?;
+        if owned_by(&line, subject)? {
+            rows.push(serde_json::from_slice(&line).map_err(std::io::Error::other)?);
+        }
+    }
+    Ok(rows)
+}
+
+/// The id of each line of an NDJSON file, compressed as `compression` says.
+pub fn ids(file: File, compression: Compression) -> std::io::Result<Ids> {
+    let reader = decompressed(file, compression)?;
     /// What a line is read for: its id alone (the rest is skipped, not kept).
     #[derive(serde::Deserialize)]
     struct Line {

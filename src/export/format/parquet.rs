@@ -21,8 +21,8 @@ use parquet::record::reader::RowIter;
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::{ColumnPath, Type};
 
-use super::ndjson::embeddable;
-use super::{Encoder, Hashed, Ids, Pushed};
+use super::ndjson::{append_line, embeddable};
+use super::{Encoder, Filtered, Hashed, Ids, Pushed, Subject};
 use crate::export::row::{Row, instant_millis};
 
 /// The interaction table as Parquet sees it, in the order its columns are written.
@@ -223,6 +223,82 @@ pub fn ids(file: File) -> std::io::Result<Ids> {
         let row = row.map_err(io)?;
         row.get_string(0).cloned().map_err(io)
     })))
+}
+
+/// A Parquet row's values, owned, as a [`Row`] borrows them.
+struct OwnedRow {
+    text: [String; 6],
+    created_at: String,
+}
+
+impl OwnedRow {
+    fn row(&self) -> Row<'_> {
+        let [id, tenant_id, customer_id, channel, outcome, payload] = &self.text;
+        Row {
+            id,
+            tenant_id,
+            customer_id,
+            channel,
+            outcome,
+            payload,
+            created_at: &self.created_at,
+        }
+    }
+}
+
+/// Every row of a Parquet export file, in file order.
+fn rows(source: File) -> std::io::Result<impl Iterator<Item = std::io::Result<OwnedRow>>> {
+    let reader = SerializedFileReader::new(source).map_err(io)?;
+    let rows = RowIter::from_file_into(Box::new(reader));
+    Ok(rows.map(|row| {
+        let row = row.map_err(io)?;
+        let text = |index: usize| row.get_string(index).cloned().map_err(io);
+        let millis = row.get_timestamp_millis(6).map_err(io)?;
+        let created_at = chrono::DateTime::from_timestamp_millis(millis)
+            .ok_or_else(|| std::io::Error::other(format!("created_at {millis} is no instant")))?
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        Ok(OwnedRow {
+            text: [text(0)?, text(1)?, text(2)?, text(3)?, text(4)?, text(5)?],
+            created_at,
+        })
+    }))
+}
+
+/// `source`'s rows into a new Parquet file `out`, leaving out `subject`'s.
+pub fn without(source: File, out: Hashed<File>, subject: Subject<'_>) -> std::io::Result<Filtered> {
+    let mut encoder = Box::new(ParquetEncoder::new(out)?);
+    let (mut kept, mut left_out) = (0, 0);
+    for row in rows(source)? {
+        let row = row?;
+        let row = row.row();
+        if subject.owns(row.tenant_id, row.customer_id) {
+            left_out += 1;
+            continue;
+        }
+        encoder.push(&row)?;
+        kept += 1;
+    }
+    Ok(Filtered {
+        file: encoder.finish()?,
+        kept,
+        left_out,
+    })
+}
+
+/// `subject`'s rows of `source`, each as the object its NDJSON line is.
+pub fn rows_of(source: File, subject: Subject<'_>) -> std::io::Result<Vec<serde_json::Value>> {
+    let mut found = Vec::new();
+    for row in rows(source)? {
+        let row = row?;
+        let row = row.row();
+        if !subject.owns(row.tenant_id, row.customer_id) {
+            continue;
+        }
+        let mut line = Vec::new();
+        append_line(&mut line, &row);
+        found.push(serde_json::from_slice(&line).map_err(std::io::Error::other)?);
+    }
+    Ok(found)
 }
 
 fn io(error: ParquetError) -> std::io::Error {

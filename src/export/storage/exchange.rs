@@ -42,10 +42,12 @@ impl Answer {
 
 /// What a write requires of its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Condition {
+pub enum Condition<'a> {
     Unconditional,
     /// `If-None-Match: *`: the key holds no object yet (else storage answers 412).
     Absent,
+    /// `If-Match`: the key holds the object with this ETag (else storage answers 412).
+    Matches(&'a str),
 }
 
 /// Sends `command` for `key` and reads its answer; a status outside 2xx is
@@ -64,7 +66,7 @@ pub fn exchange_if(
     bucket: &Bucket,
     key: &str,
     command: Command<'_>,
-    condition: Condition,
+    condition: Condition<'_>,
     timeout: Duration,
 ) -> Result<Answer, StorageError> {
     let head = command.http_verb() == HttpMethod::Head;
@@ -112,7 +114,7 @@ fn send(
     bucket: &Bucket,
     key: &str,
     command: Command<'_>,
-    condition: Condition,
+    condition: Condition<'_>,
     timeout: Duration,
 ) -> Result<attohttpc::Response, StorageError> {
     let request = AttoRequest::new(bucket, key, command)?;
@@ -123,8 +125,12 @@ fn send(
         session.header(name, value.to_str().map_err(s3::error::S3Error::from)?);
     }
     // Unsigned, as SigV4 allows for a header outside `x-amz-*`.
-    if condition == Condition::Absent {
-        session.header(attohttpc::header::IF_NONE_MATCH, "*");
+    match condition {
+        Condition::Unconditional => {}
+        Condition::Absent => session.header(attohttpc::header::IF_NONE_MATCH, "*"),
+        Condition::Matches(etag) => {
+            session.header(attohttpc::header::IF_MATCH, format!("\"{etag}\""))
+        }
     }
     session.connect_timeout(CONNECT_TIMEOUT.min(timeout));
     session.read_timeout(timeout);

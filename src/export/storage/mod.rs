@@ -12,7 +12,7 @@ use s3::error::S3Error;
 use s3::{Bucket, Region};
 
 use exchange::exchange;
-pub use upload::Uploaded;
+pub use upload::{LocalDigests, Stored, Uploaded};
 
 use crate::config::S3Settings;
 use crate::export::format::FileFormat;

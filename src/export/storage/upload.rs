@@ -16,23 +16,83 @@ use super::{MULTIPART_THRESHOLD, Storage, StorageError, content_type};
 use crate::io_error::IoError;
 
 /// What an upload found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub bytes: u64,
+    /// The object's ETag: what a later replacement of it names (`If-Match`).
+    pub etag: String,
+    pub stored: Stored,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Uploaded {
-    /// The object was written: `bytes` long, verified.
-    Written { bytes: u64 },
+pub enum Stored {
+    /// The object was written and verified.
+    Written,
     /// The key already held these very bytes (an upload done before); nothing was written.
-    AlreadyStored { bytes: u64 },
+    AlreadyThere,
 }
 
 /// What storage answers when a condition does not hold.
 const PRECONDITION_FAILED: u16 = 412;
 
+fn precondition_failed(error: &StorageError) -> bool {
+    matches!(error, StorageError::Refused { status, .. } if *status == PRECONDITION_FAILED)
+}
+
 impl Storage {
     /// Uploads a local file to `key` unless the key holds an object, and verifies what storage
     /// received: the ETag of a single PUT is the MD5 of the body; for multipart uploads each
     /// part's ETag is checked and the object's final size. A key holding the same bytes is
-    /// [`Uploaded::AlreadyStored`]; one holding other bytes is [`StorageError::Conflict`].
+    /// [`Stored::AlreadyThere`]; one holding other bytes is [`StorageError::Conflict`].
     pub fn upload(&self, local: &Path, key: &str) -> Result<Uploaded, StorageError> {
+        let size = file_size(local)?;
+        if size as usize > MULTIPART_THRESHOLD {
+            // A large file already there (a retry) is compared before its parts go up again;
+            // the condition on completing still guards against a writer in between.
+            if self.etag(key)?.is_some() {
+                return self.compare_with_stored(local, key, size);
+            }
+        }
+        match self.put_file(local, key, Condition::Absent) {
+            Err(error) if precondition_failed(&error) => self.compare_with_stored(local, key, size),
+            result => result,
+        }
+    }
+
+    /// Replaces the object at `key`, which must still be the one with ETag `etag` (a rewrite
+    /// of edgecron's own file replaces its own object only), by the local file.
+    pub fn replace(&self, local: &Path, key: &str, etag: &str) -> Result<Uploaded, StorageError> {
+        self.put_file(local, key, Condition::Matches(etag))
+            .map_err(|error| match error {
+                error if precondition_failed(&error) => StorageError::Conflict {
+                    key: key.to_string(),
+                    detail: format!("it no longer holds the object {etag} to replace"),
+                },
+                error => error,
+            })
+    }
+
+    /// The ETag of the object at `key`, if there is one.
+    pub fn etag(&self, key: &str) -> Result<Option<String>, StorageError> {
+        match exchange(&self.bucket, key, Command::HeadObject, self.request_timeout) {
+            Ok(head) => Ok(Some(
+                head.header("etag")
+                    .unwrap_or_default()
+                    .trim_matches('"')
+                    .to_string(),
+            )),
+            Err(StorageError::Refused { status: 404, .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// One PUT of the file (in parts when it is large), under `condition`, verified.
+    fn put_file(
+        &self,
+        local: &Path,
+        key: &str,
+        condition: Condition<'_>,
+    ) -> Result<Uploaded, StorageError> {
         let io = |context: &str| {
             let context = format!("{context} {}", local.display());
             move |source| StorageError::Io(IoError { context, source })
@@ -40,7 +100,7 @@ impl Storage {
         let mut file = File::open(local).map_err(io("opening"))?;
         let size = file.metadata().map_err(io("reading"))?.len();
         if size as usize > MULTIPART_THRESHOLD {
-            return self.upload_in_parts(&mut file, key, size, local);
+            return self.put_in_parts(&mut file, key, size, local, condition);
         }
         let mut content = Vec::with_capacity(size as usize);
         file.read_to_end(&mut content).map_err(io("reading"))?;
@@ -51,22 +111,14 @@ impl Storage {
             custom_headers: None,
             multipart: None,
         };
-        let answer = match exchange_if(
-            &self.bucket,
-            key,
-            put,
-            Condition::Absent,
-            self.request_timeout,
-        ) {
-            Ok(answer) => answer,
-            Err(StorageError::Refused { status, .. }) if status == PRECONDITION_FAILED => {
-                return self.compare_with_stored(local, key, size);
-            }
-            Err(error) => return Err(error),
-        };
+        let answer = exchange_if(&self.bucket, key, put, condition, self.request_timeout)?;
         let etag = answer.header("etag").map(|etag| etag.trim_matches('"'));
         match etag {
-            Some(etag) if etag == expected => Ok(Uploaded::Written { bytes: size }),
+            Some(etag) if etag == expected => Ok(Uploaded {
+                bytes: size,
+                etag: expected,
+                stored: Stored::Written,
+            }),
             other => Err(StorageError::Unverified {
                 key: key.to_string(),
                 detail: format!("ETag {other:?}, expected MD5 {expected}"),
@@ -74,20 +126,14 @@ impl Storage {
         }
     }
 
-    fn upload_in_parts(
+    fn put_in_parts(
         &self,
         file: &mut File,
         key: &str,
         size: u64,
         local: &Path,
+        condition: Condition<'_>,
     ) -> Result<Uploaded, StorageError> {
-        // A large file already there (a retry) is compared before its parts go up again;
-        // the condition on completing still guards against a writer in between.
-        match exchange(&self.bucket, key, Command::HeadObject, self.request_timeout) {
-            Ok(_) => return self.compare_with_stored(local, key, size),
-            Err(StorageError::Refused { status: 404, .. }) => {}
-            Err(error) => return Err(error),
-        }
         let initiate = Command::InitiateMultipartUpload {
             content_type: content_type(key),
         };
@@ -98,6 +144,7 @@ impl Storage {
             })?;
         let result = (|| {
             let mut parts = Vec::new();
+            let mut of_parts = md5::Context::new();
             let mut chunk = vec![0u8; MULTIPART_THRESHOLD];
             for part_number in 1.. {
                 let filled = read_full(file, &mut chunk)
@@ -106,7 +153,9 @@ impl Storage {
                     break;
                 }
                 let body = &chunk[..filled];
-                let expected = format!("{:x}", md5::compute(body));
+                let digest = md5::compute(body);
+                of_parts.consume(digest.0);
+                let expected = format!("{digest:x}");
                 let put = Command::PutObject {
                     content: body,
                     content_type: content_type(key),
@@ -129,17 +178,12 @@ impl Storage {
                 }
                 parts.push(part);
             }
+            let etag = format!("{:x}-{}", of_parts.finalize(), parts.len());
             let complete = Command::CompleteMultipartUpload {
                 upload_id: &upload.upload_id,
                 data: CompleteMultipartUploadData { parts },
             };
-            let answer = exchange_if(
-                &self.bucket,
-                key,
-                complete,
-                Condition::Absent,
-                self.request_timeout,
-            )?;
+            let answer = exchange_if(&self.bucket, key, complete, condition, self.request_timeout)?;
             // S3 may answer 200 and report a failure in the body; a 200 without an <Error> is a
             // completed upload (servers name its root element differently), and the size check
             // below verifies it.
@@ -154,28 +198,26 @@ impl Storage {
                 .header("content-length")
                 .and_then(|length| length.parse::<u64>().ok());
             match length {
-                Some(length) if length == size => Ok(Uploaded::Written { bytes: size }),
+                Some(length) if length == size => Ok(Uploaded {
+                    bytes: size,
+                    etag,
+                    stored: Stored::Written,
+                }),
                 other => Err(StorageError::Unverified {
                     key: key.to_string(),
                     detail: format!("stored size {other:?}, local size {size}"),
                 }),
             }
         })();
-        let Err(error) = result else {
-            return result;
-        };
-        let abort = Command::AbortMultipartUpload {
-            upload_id: &upload.upload_id,
-        };
-        if let Err(error) = exchange(&self.bucket, key, abort, self.request_timeout) {
-            log::warn!("s3: aborting the multipart upload of {key}: {error}");
-        }
-        match error {
-            StorageError::Refused { status, .. } if status == PRECONDITION_FAILED => {
-                self.compare_with_stored(local, key, size)
+        if result.is_err() {
+            let abort = Command::AbortMultipartUpload {
+                upload_id: &upload.upload_id,
+            };
+            if let Err(error) = exchange(&self.bucket, key, abort, self.request_timeout) {
+                log::warn!("s3: aborting the multipart upload of {key}: {error}");
             }
-            error => Err(error),
         }
+        result
     }
 
     /// The key holds an object: the same bytes as `local` (by its ETag, in the single or the
@@ -187,14 +229,25 @@ impl Storage {
         size: u64,
     ) -> Result<Uploaded, StorageError> {
         let head = exchange(&self.bucket, key, Command::HeadObject, self.request_timeout)?;
-        let etag = head.header("etag").unwrap_or_default().trim_matches('"');
+        let etag = head
+            .header("etag")
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string();
         let stored_size = head
             .header("content-length")
             .and_then(|length| length.parse::<u64>().ok());
         let digests = LocalDigests::of(local)?;
-        if etag == digests.whole || etag == digests.multipart {
+        let already_there = |etag: String| {
             log::info!("s3: {key} already holds this file's bytes; not uploaded again");
-            return Ok(Uploaded::AlreadyStored { bytes: size });
+            Ok(Uploaded {
+                bytes: size,
+                etag,
+                stored: Stored::AlreadyThere,
+            })
+        };
+        if digests.names(&etag) {
+            return already_there(etag);
         }
         let conflict = |detail: String| StorageError::Conflict {
             key: key.to_string(),
@@ -217,8 +270,7 @@ impl Storage {
         )?;
         let stored = format!("{:x}", stored.finalize());
         if stored == digests.whole {
-            log::info!("s3: {key} already holds this file's bytes; not uploaded again");
-            return Ok(Uploaded::AlreadyStored { bytes: size });
+            return already_there(etag);
         }
         Err(conflict(format!(
             "it holds other bytes of the same size (MD5 {stored}, the local file {})",
@@ -227,15 +279,33 @@ impl Storage {
     }
 }
 
+fn file_size(local: &Path) -> Result<u64, StorageError> {
+    std::fs::metadata(local)
+        .map(|metadata| metadata.len())
+        .map_err(|source| {
+            StorageError::Io(IoError {
+                context: format!("reading {}", local.display()),
+                source,
+            })
+        })
+}
+
 /// A local file's MD5, and the ETag a multipart upload of it in parts of
-/// `MULTIPART_THRESHOLD` gets (the MD5 of the parts' MD5s, then `-` and their number).
-struct LocalDigests {
-    whole: String,
-    multipart: String,
+/// `MULTIPART_THRESHOLD` gets (the MD5 of the parts' MD5s, then `-` and their number): the
+/// ETags an object holding its bytes has when edgecron uploaded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalDigests {
+    pub whole: String,
+    pub multipart: String,
 }
 
 impl LocalDigests {
-    fn of(local: &Path) -> Result<LocalDigests, StorageError> {
+    /// Whether `etag` is one of the two.
+    pub fn names(&self, etag: &str) -> bool {
+        etag == self.whole || etag == self.multipart
+    }
+
+    pub fn of(local: &Path) -> Result<LocalDigests, StorageError> {
         let reading = || IoError::during(format!("reading {}", local.display()));
         let mut file = File::open(local).map_err(reading())?;
         let mut whole = md5::Context::new();

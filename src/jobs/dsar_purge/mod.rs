@@ -12,7 +12,8 @@
 //! audit row; `attachments.rs` deletes attachments, their blobs before their rows.
 
 mod attachments;
-mod policy;
+mod exports;
+pub(super) mod policy;
 mod purge;
 
 use chrono::{DateTime, Duration, Utc};
@@ -21,6 +22,7 @@ use serde_json::{Value as Json, json};
 use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
 use crate::config::Config;
+use crate::export::rewrite::Rewriting;
 use crate::store::StoreError;
 use policy::{Class, retention};
 use purge::purge_tenant;
@@ -38,6 +40,7 @@ struct TenantPurge {
     blobs_deleted: u64,
     blobs_missing: u64,
     unreadable_times: u64,
+    export_files_removed: u64,
     errors: Vec<String>,
     finished: bool,
 }
@@ -78,6 +81,17 @@ impl Job for DsarPurge {
 
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
         let now = ctx.now();
+        let storage = ctx.storage()?;
+        let now_text = to_store_text(now);
+        let rewriting = Rewriting {
+            store: ctx.store,
+            data_dir: ctx.data_dir(),
+            storage: storage.as_ref(),
+            now_text: &now_text,
+        };
+        if !ctx.params.dry_run {
+            rewriting.recover()?;
+        }
         let tenants = tenants(ctx)?;
         let mut per_tenant = Vec::with_capacity(tenants.len());
         let (mut blobs_attempted, mut rows, mut tenants_with_errors) = (0, 0, 0);
@@ -112,7 +126,11 @@ impl Job for DsarPurge {
                 now,
                 run_id: ctx.run_id,
             };
-            let purge = purge_tenant(ctx, &run, &retention.purged_classes())?;
+            let classes = retention.purged_classes();
+            let mut purge = purge_tenant(ctx, &run, &classes)?;
+            if classes.contains(&Class::InteractionHistory) {
+                exports::purge_exports(ctx, &run, &rewriting, &mut purge)?;
+            }
             blobs_attempted += purge.blobs_attempted;
             rows += purge.counts.iter().sum::<u64>();
             finished &= purge.finished;
@@ -136,6 +154,7 @@ impl Job for DsarPurge {
                 "blobsDeleted": purge.blobs_deleted,
                 "blobsMissing": purge.blobs_missing,
                 "unreadableTimes": purge.unreadable_times,
+                "exportFilesRemoved": purge.export_files_removed,
                 "errors": purge.errors,
                 "finished": purge.finished,
             }));

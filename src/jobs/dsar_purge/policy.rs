@@ -5,7 +5,7 @@ use crate::jobs::{JobCtx, JobError};
 
 /// A data class a retention policy names, and the table its rows live in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Class {
+pub(in crate::jobs) enum Class {
     DecisionTraces,
     InteractionHistory,
     AiAttachments,
@@ -18,7 +18,7 @@ impl Class {
         Class::AiAttachments,
     ];
 
-    pub(super) fn table(self) -> &'static str {
+    pub(in crate::jobs) fn table(self) -> &'static str {
         match self {
             Class::DecisionTraces => "decision_traces",
             Class::InteractionHistory => "interaction_history",
@@ -27,7 +27,7 @@ impl Class {
     }
 
     /// Its place in [`Class::ALL`] and in a tenant's counts.
-    pub(super) fn index(self) -> usize {
+    pub(in crate::jobs) fn index(self) -> usize {
         match self {
             Class::DecisionTraces => 0,
             Class::InteractionHistory => 1,
@@ -36,7 +36,7 @@ impl Class {
     }
 
     /// The key of its count in results and audit rows.
-    pub(super) fn key(self) -> &'static str {
+    pub(in crate::jobs) fn key(self) -> &'static str {
         match self {
             Class::DecisionTraces => "decisionTraces",
             Class::InteractionHistory => "interactionHistory",
@@ -47,17 +47,17 @@ impl Class {
 
 /// What a tenant's policies say.
 #[derive(Debug, Default, PartialEq)]
-pub(super) struct Retention {
+pub(in crate::jobs) struct Retention {
     /// The strictest positive `retention_days` among the policies not on hold.
-    pub(super) days: Option<i64>,
+    pub(in crate::jobs) days: Option<i64>,
     /// Classes on legal hold, protected from every deletion.
-    pub(super) held: Vec<Class>,
+    pub(in crate::jobs) held: Vec<Class>,
     /// A hold on `all`/`*`, or on a class this job does not know (held, to be safe).
-    pub(super) whole_tenant_held: Option<String>,
+    pub(in crate::jobs) whole_tenant_held: Option<String>,
 }
 
 impl Retention {
-    pub(super) fn purged_classes(&self) -> Vec<Class> {
+    pub(in crate::jobs) fn purged_classes(&self) -> Vec<Class> {
         if self.whole_tenant_held.is_some() {
             return Vec::new();
         }
@@ -70,7 +70,7 @@ impl Retention {
 
 /// Reads the tenant's policies: which classes are held, and the strictest positive retention
 /// among the policies not on hold.
-pub(super) fn retention(ctx: &JobCtx<'_>, tenant_id: &str) -> Result<Retention, JobError> {
+pub(in crate::jobs) fn retention(ctx: &JobCtx<'_>, tenant_id: &str) -> Result<Retention, JobError> {
     let conn = ctx.store.conn()?;
     let mut statement = conn.prepare(
         "SELECT data_class, retention_days, COALESCE(legal_hold, 0) <> 0 FROM retention_policies

@@ -350,6 +350,11 @@ impl Store {
     }
 
     /// Run history, newest first.
+    /// Who holds `job`'s lease, if anyone.
+    pub fn lease(&self, job: &str) -> Result<Option<LeaseHolder>, StoreError> {
+        Ok(current_lease(&*self.conn()?, job)?)
+    }
+
     pub fn list_runs(&self, job: Option<&str>, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
         let conn = self.conn()?;
         let mut statement = conn.prepare(&format!(

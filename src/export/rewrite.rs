@@ -1,0 +1,382 @@
+//! Rewriting committed export files: without a data subject's rows (erasure), or removed
+//! (retention, or a rewrite that leaves no row). A reader sees the old file or the new one,
+//! never both and never neither, and the manifest never disagrees with the file:
+//!
+//! 1. the new file is written in `.export-rewrites/`, made durable, and the rewrite journaled
+//!    (`export_rewrites`), before anything in place changes;
+//! 2. it is renamed over the old file (or the old file removed) and the directory made durable;
+//! 3. the manifest row follows, with the audit row of the file, in one transaction that marks
+//!    the rewrite applied and notes whether the uploaded object is still the old one;
+//! 4. that object is replaced by one PUT with `If-Match` on the old content's ETag (or
+//!    removed), so only edgecron's own object is ever replaced; then the journal row goes.
+//!
+//! A run killed anywhere is finished by [`Rewriting::recover`]: a staged file not yet renamed
+//! is renamed, an applied rewrite gets its object replaced; a rewrite whose staged file is gone
+//! and whose old file is still in place had changed nothing, and is dropped to be done again.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::batch::ExportError;
+use super::format::{FileFormat, Hashed, Subject};
+use super::storage::{LocalDigests, Storage};
+use crate::store::Store;
+use crate::store::export_rewrite::{self as journal, CommittedFile, Rewrite};
+
+/// Where rewritten files wait to be renamed into place (apart from the export's staging,
+/// which the export's recovery empties).
+const REWRITES_DIR: &str = crate::config::layout::REWRITES;
+
+/// What to do to a file.
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    /// Leave out this subject's rows (a file left with none is removed).
+    Without(Subject<'a>),
+    /// Remove the file and its object.
+    Remove,
+}
+
+/// What rewrites did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rewritten {
+    pub rewritten: u64,
+    pub removed: u64,
+    pub rows_left_out: u64,
+}
+
+impl Rewritten {
+    pub fn add(&mut self, other: Rewritten) {
+        self.rewritten += other.rewritten;
+        self.removed += other.removed;
+        self.rows_left_out += other.rows_left_out;
+    }
+}
+
+/// What a rewrite works with.
+pub struct Rewriting<'a> {
+    pub store: &'a Store,
+    pub data_dir: &'a Path,
+    pub storage: Option<&'a Storage>,
+    pub now_text: &'a str,
+}
+
+impl Rewriting<'_> {
+    /// Rewrites `file` as `change` says; `audit` (`{action, details}`) is its audit row, with
+    /// the rows left out and kept added to the details.
+    pub fn rewrite(
+        &self,
+        file: &CommittedFile,
+        change: Change<'_>,
+        audit: Value,
+    ) -> Result<Rewritten, ExportError> {
+        let format = FileFormat::of_path(&file.path).ok_or_else(|| {
+            ExportError::Storage(format!(
+                "{}: not a file of a format edgecron writes",
+                file.path
+            ))
+        })?;
+        let dir = self.data_dir.join(REWRITES_DIR);
+        std::fs::create_dir_all(&dir)
+            .map_err(ExportError::io(format!("creating {}", dir.display())))?;
+        let staged = match change {
+            Change::Remove => Some(self.removal(file, audit)?),
+            Change::Without(subject) => {
+                let source = self.source_of(file, &dir)?;
+                let staged = self.stage(file, format, &source, subject, audit);
+                if source.downloaded {
+                    let _ = std::fs::remove_file(&source.path);
+                }
+                staged?
+            }
+        };
+        let Some((rewrite, left_out)) = staged else {
+            return Ok(Rewritten::default());
+        };
+        journal::journal(self.store, &rewrite, self.now_text)?;
+        let mut done = self.finish(&rewrite)?;
+        done.rows_left_out = left_out;
+        Ok(done)
+    }
+
+    /// Finishes every journaled rewrite (a run killed during one); answers what they did.
+    pub fn recover(&self) -> Result<Rewritten, ExportError> {
+        let mut done = Rewritten::default();
+        for rewrite in journal::journaled(self.store)? {
+            log::warn!(
+                "export: finishing the interrupted rewrite of {}",
+                rewrite.path
+            );
+            done.add(self.finish(&rewrite)?);
+        }
+        Ok(done)
+    }
+
+    /// The file's current content: its local copy, or (removed after its upload) the object.
+    fn source_of(&self, file: &CommittedFile, dir: &Path) -> Result<Source, ExportError> {
+        let local = self.data_dir.join(&file.path);
+        if local.exists() {
+            return Ok(Source {
+                path: local,
+                downloaded: false,
+            });
+        }
+        let Some(storage) = self.storage.filter(|_| file.uploaded) else {
+            return Err(ExportError::Storage(format!(
+                "{}: neither on disk nor in the bucket",
+                file.path
+            )));
+        };
+        let path = dir.join(format!("{}.source", file.id));
+        let mut out =
+            File::create(&path).map_err(ExportError::io(format!("creating {}", path.display())))?;
+        storage
+            .download(&storage.key(&file.path), &mut out)
+            .map_err(|error| ExportError::Storage(error.to_string()))?;
+        Ok(Source {
+            path,
+            downloaded: true,
+        })
+    }
+
+    /// The removal of a file to journal: its old content known by the local copy's digests,
+    /// else (removed after upload) by the object's own ETag.
+    fn removal(&self, file: &CommittedFile, audit: Value) -> Result<(Rewrite, u64), ExportError> {
+        let local = self.data_dir.join(&file.path);
+        let old_etags = if local.exists() {
+            let old = LocalDigests::of(&local)
+                .map_err(|error| ExportError::Storage(error.to_string()))?;
+            format!("{} {}", old.whole, old.multipart)
+        } else {
+            match self.storage.filter(|_| file.uploaded) {
+                Some(storage) => storage
+                    .etag(&storage.key(&file.path))
+                    .map_err(|error| ExportError::Storage(format!("{}: {error}", file.path)))?
+                    .unwrap_or_default(),
+                None => String::new(),
+            }
+        };
+        let left_out = file.row_count.max(0) as u64;
+        Ok((
+            journaled(file, None, None, old_etags, audit, left_out),
+            left_out,
+        ))
+    }
+
+    /// Writes the new file (durably) and answers the rewrite to journal with the rows it
+    /// leaves out; `None` when the file holds no row to leave out.
+    fn stage(
+        &self,
+        file: &CommittedFile,
+        format: FileFormat,
+        source: &Source,
+        subject: Subject<'_>,
+        audit: Value,
+    ) -> Result<Option<(Rewrite, u64)>, ExportError> {
+        let reading = || ExportError::io(format!("reading {}", source.path.display()));
+        let old = LocalDigests::of(&source.path)
+            .map_err(|error| ExportError::Storage(error.to_string()))?;
+        let relative = format!("{REWRITES_DIR}/{}.{}", file.id, format.extension());
+        let staged = self.data_dir.join(&relative);
+        let creating = || ExportError::io(format!("creating {}", staged.display()));
+        let out = Hashed::new(File::create(&staged).map_err(creating())?);
+        let filtered = format
+            .without(File::open(&source.path).map_err(reading())?, out, subject)
+            .map_err(reading())?;
+        let bytes = filtered.file.written();
+        filtered.file.inner().sync_all().map_err(creating())?;
+        let sha256 = filtered.file.sha256();
+        if filtered.left_out == 0 || filtered.kept == 0 {
+            let _ = std::fs::remove_file(&staged);
+        }
+        let (staged, new, left_out) = match (filtered.left_out, filtered.kept) {
+            (0, _) => return Ok(None),
+            (left_out, 0) => (None, None, left_out),
+            (left_out, kept) => (Some(relative), Some((sha256, bytes, kept)), left_out),
+        };
+        let old_etags = format!("{} {}", old.whole, old.multipart);
+        Ok(Some((
+            journaled(file, staged, new, old_etags, audit, left_out),
+            left_out,
+        )))
+    }
+
+    /// Steps 2 to 4 for a journaled rewrite, from wherever a killed run left it.
+    fn finish(&self, rewrite: &Rewrite) -> Result<Rewritten, ExportError> {
+        let target = self.data_dir.join(&rewrite.path);
+        let replace_object = if rewrite.applied {
+            rewrite.replace_object
+        } else {
+            if !self.put_in_place(rewrite, &target)? {
+                journal::forget(self.store, rewrite.file_id)?;
+                return Ok(Rewritten::default());
+            }
+            journal::apply(self.store, rewrite, self.now_text)?
+        };
+        if replace_object {
+            self.follow_in_bucket(rewrite, &target)?;
+        }
+        if rewrite.relocal && rewrite.staged.is_some() {
+            // Its local copy had been removed after the upload: so it is again.
+            remove_if_present(&target)?;
+        }
+        journal::forget(self.store, rewrite.file_id)?;
+        Ok(match rewrite.staged {
+            Some(_) => Rewritten {
+                rewritten: 1,
+                ..Rewritten::default()
+            },
+            None => Rewritten {
+                removed: 1,
+                ..Rewritten::default()
+            },
+        })
+    }
+
+    /// Step 2: the new file renamed over the old one, or the old one removed. Answers false
+    /// when the rewrite had changed nothing and cannot go on (its staged file is gone).
+    fn put_in_place(&self, rewrite: &Rewrite, target: &Path) -> Result<bool, ExportError> {
+        let Some(staged) = &rewrite.staged else {
+            remove_if_present(target)?;
+            sync_parent(target)?;
+            return Ok(true);
+        };
+        let staged = self.data_dir.join(staged);
+        if staged.exists() {
+            if let Some(dir) = target.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(ExportError::io(format!("creating {}", dir.display())))?;
+            }
+            std::fs::rename(&staged, target)
+                .map_err(ExportError::io(format!("renaming {}", target.display())))?;
+            sync_parent(target)?;
+            return Ok(true);
+        }
+        // Renamed already by the run that was killed, or never staged in full.
+        Ok(target.exists() && rewrite.new_sha256.as_deref() == Some(sha256_of(target)?.as_str()))
+    }
+
+    /// Step 4: the uploaded object replaced by the new file (or removed), if it is still the
+    /// old content; an object holding something else is left as it is, and reported.
+    fn follow_in_bucket(&self, rewrite: &Rewrite, target: &Path) -> Result<(), ExportError> {
+        let storage = self.storage.ok_or_else(|| {
+            ExportError::Storage(format!(
+                "{}: its uploaded object still holds the old content, and S3 is not configured",
+                rewrite.path
+            ))
+        })?;
+        let failed = |error: crate::export::storage::StorageError| {
+            ExportError::Storage(format!("{}: {error}", rewrite.path))
+        };
+        let key = storage.key(&rewrite.path);
+        let Some(etag) = storage.etag(&key).map_err(failed)? else {
+            // The object is gone: a rewritten file goes up as it is now.
+            if rewrite.staged.is_some() {
+                storage.upload(target, &key).map_err(failed)?;
+            }
+            return Ok(());
+        };
+        let old = rewrite.old_etags.split(' ').any(|old| old == etag);
+        match (&rewrite.staged, old) {
+            (Some(_), true) => {
+                storage.replace(target, &key, &etag).map_err(failed)?;
+            }
+            (None, true) => storage.delete(&key).map_err(failed)?,
+            (Some(_), false) => {
+                let new = LocalDigests::of(target).map_err(failed)?;
+                if !new.names(&etag) {
+                    return Err(failed(crate::export::storage::StorageError::Conflict {
+                        key,
+                        detail: "it holds neither the old content nor the new".into(),
+                    }));
+                }
+            }
+            // Not the old content: not edgecron's object to remove.
+            (None, false) => {
+                log::warn!("export: {key} holds other content than the removed file; left as it is")
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The journal row of a rewrite of `file` (a removal without `staged`), its audit details
+/// completed with what it leaves out and keeps.
+fn journaled(
+    file: &CommittedFile,
+    staged: Option<String>,
+    new: Option<(String, u64, u64)>,
+    old_etags: String,
+    mut audit: Value,
+    left_out: u64,
+) -> Rewrite {
+    audit["details"]["file"] = json!(file.path);
+    audit["details"]["rowsRemoved"] = json!(left_out);
+    audit["details"]["rowsKept"] = json!(new.as_ref().map_or(0, |(_, _, kept)| *kept));
+    audit["details"]["fileRemoved"] = json!(staged.is_none());
+    Rewrite {
+        file_id: file.id,
+        path: file.path.clone(),
+        staged,
+        new_sha256: new.as_ref().map(|(sha256, _, _)| sha256.clone()),
+        new_bytes: new.as_ref().map(|(_, bytes, _)| *bytes as i64),
+        new_rows: new.as_ref().map(|(_, _, kept)| *kept as i64),
+        old_etags,
+        applied: false,
+        replace_object: false,
+        relocal: file.local_removed,
+        tenant_id: file.tenant_id.clone(),
+        audit: audit.to_string(),
+    }
+}
+
+/// Where a file's current content is read from.
+struct Source {
+    path: PathBuf,
+    /// Downloaded from the bucket into the rewrites directory (removed once read).
+    downloaded: bool,
+}
+
+fn sha256_of(path: &Path) -> Result<String, ExportError> {
+    let reading = || ExportError::io(format!("reading {}", path.display()));
+    let mut file = File::open(path).map_err(reading())?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let read = file.read(&mut buffer).map_err(reading())?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect())
+}
+
+fn remove_if_present(path: &Path) -> Result<(), ExportError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(ExportError::io(format!("removing {}", path.display()))(
+            error,
+        )),
+    }
+}
+
+/// Makes a rename or removal in `path`'s directory durable.
+fn sync_parent(path: &Path) -> Result<(), ExportError> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    match File::open(dir).and_then(|handle| handle.sync_all()) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(ExportError::io(format!("fsync {}", dir.display()))(error)),
+    }
+}
