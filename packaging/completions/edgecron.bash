@@ -16,6 +16,9 @@ _edgecron() {
             ",$1")
                 cmd="edgecron"
                 ;;
+            edgecron,access)
+                cmd="edgecron__subcmd__access"
+                ;;
             edgecron,backup)
                 cmd="edgecron__subcmd__backup"
                 ;;
@@ -30,6 +33,9 @@ _edgecron() {
                 ;;
             edgecron,demo)
                 cmd="edgecron__subcmd__demo"
+                ;;
+            edgecron,erase)
+                cmd="edgecron__subcmd__erase"
                 ;;
             edgecron,help)
                 cmd="edgecron__subcmd__help"
@@ -58,6 +64,9 @@ _edgecron() {
             edgecron,site)
                 cmd="edgecron__subcmd__site"
                 ;;
+            edgecron__subcmd__help,access)
+                cmd="edgecron__subcmd__help__subcmd__access"
+                ;;
             edgecron__subcmd__help,backup)
                 cmd="edgecron__subcmd__help__subcmd__backup"
                 ;;
@@ -72,6 +81,9 @@ _edgecron() {
                 ;;
             edgecron__subcmd__help,demo)
                 cmd="edgecron__subcmd__help__subcmd__demo"
+                ;;
+            edgecron__subcmd__help,erase)
+                cmd="edgecron__subcmd__help__subcmd__erase"
                 ;;
             edgecron__subcmd__help,help)
                 cmd="edgecron__subcmd__help__subcmd__help"
@@ -122,12 +134,34 @@ _edgecron() {
 
     case "${cmd}" in
         edgecron)
-            opts="-h -V --help --version serve run jobs runs occurrences check calendar migrate demo site backup completions man help"
+            opts="-h -V --help --version serve run erase access jobs runs occurrences check calendar migrate demo site backup completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgecron__subcmd__access)
+            opts="-h --tenant --customer --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --tenant)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --customer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -225,9 +259,45 @@ _edgecron() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        edgecron__subcmd__help)
-            opts="serve run jobs runs occurrences check calendar migrate demo site backup completions man help"
+        edgecron__subcmd__erase)
+            opts="-h --tenant --customer --dry-run --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --tenant)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --customer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgecron__subcmd__help)
+            opts="serve run erase access jobs runs occurrences check calendar migrate demo site backup completions man help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgecron__subcmd__help__subcmd__access)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -296,6 +366,20 @@ _edgecron() {
             return 0
             ;;
         edgecron__subcmd__help__subcmd__demo)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgecron__subcmd__help__subcmd__erase)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

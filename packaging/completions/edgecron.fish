@@ -28,6 +28,8 @@ complete -c edgecron -n "__fish_edgecron_needs_command" -s h -l help -d 'Print h
 complete -c edgecron -n "__fish_edgecron_needs_command" -s V -l version -d 'Print version'
 complete -c edgecron -n "__fish_edgecron_needs_command" -f -a "serve" -d 'Migrate the store, start the HTTP listener and the scheduler; stop on SIGTERM/SIGINT'
 complete -c edgecron -n "__fish_edgecron_needs_command" -f -a "run" -d 'Run one job once and print its JSON result'
+complete -c edgecron -n "__fish_edgecron_needs_command" -f -a "erase" -d 'Erase one data subject everywhere edgecron holds them, exports included'
+complete -c edgecron -n "__fish_edgecron_needs_command" -f -a "access" -d 'Print every record of one data subject in edgecron\'s tables and exports, as JSON'
 complete -c edgecron -n "__fish_edgecron_needs_command" -f -a "jobs" -d 'List every job: schedule, enabled, last run, next run'
 complete -c edgecron -n "__fish_edgecron_needs_command" -f -a "runs" -d 'Show run history, newest first'
 complete -c edgecron -n "__fish_edgecron_needs_command" -f -a "occurrences" -d 'Show every fire time that was due and what became of it, newest first'
@@ -45,6 +47,13 @@ complete -c edgecron -n "__fish_edgecron_using_subcommand run" -l start-date -r
 complete -c edgecron -n "__fish_edgecron_using_subcommand run" -l end-date -r
 complete -c edgecron -n "__fish_edgecron_using_subcommand run" -l dry-run
 complete -c edgecron -n "__fish_edgecron_using_subcommand run" -s h -l help -d 'Print help'
+complete -c edgecron -n "__fish_edgecron_using_subcommand erase" -l tenant -r
+complete -c edgecron -n "__fish_edgecron_using_subcommand erase" -l customer -r
+complete -c edgecron -n "__fish_edgecron_using_subcommand erase" -l dry-run
+complete -c edgecron -n "__fish_edgecron_using_subcommand erase" -s h -l help -d 'Print help'
+complete -c edgecron -n "__fish_edgecron_using_subcommand access" -l tenant -r
+complete -c edgecron -n "__fish_edgecron_using_subcommand access" -l customer -r
+complete -c edgecron -n "__fish_edgecron_using_subcommand access" -s h -l help -d 'Print help'
 complete -c edgecron -n "__fish_edgecron_using_subcommand jobs" -l json
 complete -c edgecron -n "__fish_edgecron_using_subcommand jobs" -s h -l help -d 'Print help'
 complete -c edgecron -n "__fish_edgecron_using_subcommand runs" -l limit -r
@@ -73,18 +82,20 @@ complete -c edgecron -n "__fish_edgecron_using_subcommand site; and __fish_seen_
 complete -c edgecron -n "__fish_edgecron_using_subcommand backup" -s h -l help -d 'Print help'
 complete -c edgecron -n "__fish_edgecron_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c edgecron -n "__fish_edgecron_using_subcommand man" -s h -l help -d 'Print help'
-complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "serve" -d 'Migrate the store, start the HTTP listener and the scheduler; stop on SIGTERM/SIGINT'
-complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "run" -d 'Run one job once and print its JSON result'
-complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "jobs" -d 'List every job: schedule, enabled, last run, next run'
-complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "runs" -d 'Show run history, newest first'
-complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "occurrences" -d 'Show every fire time that was due and what became of it, newest first'
-complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "check" -d 'Validate the configuration without opening the store, and print each job\'s plan'
-complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "calendar" -d 'Show the next times a cron expression fires, like `systemd-analyze calendar`'
-complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "migrate" -d 'Create or upgrade the store\'s schema'
-complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "demo" -d 'Fill the store with deterministic sample data for every job'
-complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "site" -d 'Print this store\'s site id; `adopt`: make a store copied or moved here this host\'s own'
-complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "backup" -d 'Copy the store, consistent, while serve and the application write; never overwrites'
-complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "completions" -d 'Print the shell completion script for SHELL'
-complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "man" -d 'Print the man page (roff)'
-complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run erase access jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "serve" -d 'Migrate the store, start the HTTP listener and the scheduler; stop on SIGTERM/SIGINT'
+complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run erase access jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "run" -d 'Run one job once and print its JSON result'
+complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run erase access jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "erase" -d 'Erase one data subject everywhere edgecron holds them, exports included'
+complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run erase access jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "access" -d 'Print every record of one data subject in edgecron\'s tables and exports, as JSON'
+complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run erase access jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "jobs" -d 'List every job: schedule, enabled, last run, next run'
+complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run erase access jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "runs" -d 'Show run history, newest first'
+complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run erase access jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "occurrences" -d 'Show every fire time that was due and what became of it, newest first'
+complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run erase access jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "check" -d 'Validate the configuration without opening the store, and print each job\'s plan'
+complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run erase access jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "calendar" -d 'Show the next times a cron expression fires, like `systemd-analyze calendar`'
+complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run erase access jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "migrate" -d 'Create or upgrade the store\'s schema'
+complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run erase access jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "demo" -d 'Fill the store with deterministic sample data for every job'
+complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run erase access jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "site" -d 'Print this store\'s site id; `adopt`: make a store copied or moved here this host\'s own'
+complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run erase access jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "backup" -d 'Copy the store, consistent, while serve and the application write; never overwrites'
+complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run erase access jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "completions" -d 'Print the shell completion script for SHELL'
+complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run erase access jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "man" -d 'Print the man page (roff)'
+complete -c edgecron -n "__fish_edgecron_using_subcommand help; and not __fish_seen_subcommand_from serve run erase access jobs runs occurrences check calendar migrate demo site backup completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c edgecron -n "__fish_edgecron_using_subcommand help; and __fish_seen_subcommand_from site" -f -a "adopt" -d 'Record this host (and EDGECRON_SITE_ID, or a new derived id) as the store\'s site'
