@@ -7,6 +7,7 @@
 -- leaves it to be done again.
 CREATE TABLE export_rewrites (
     file_id         INTEGER PRIMARY KEY,      -- export_files.id
+    run_id          INTEGER NOT NULL,         -- the run rewriting it
     path            TEXT NOT NULL,            -- the file, relative to the data dir
     staged          TEXT,                     -- the new file; NULL: the file is removed
     new_sha256      TEXT,

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::batch::ExportError;
+use super::batch::publish::sync_file_system;
 use super::format::{FileFormat, Hashed, Subject};
 use super::storage::{LocalDigests, Storage};
 use crate::store::Store;
@@ -30,6 +31,9 @@ use crate::store::export_rewrite::{self as journal, CommittedFile, Rewrite};
 /// Where rewritten files wait to be renamed into place (apart from the export's staging,
 /// which the export's recovery empties).
 const REWRITES_DIR: &str = crate::config::layout::REWRITES;
+
+/// Files rewritten together: one flush of the file system and one transaction per step.
+const BATCH: usize = 100;
 
 /// What to do to a file.
 #[derive(Debug, Clone, Copy)]
@@ -62,57 +66,126 @@ pub struct Rewriting<'a> {
     pub data_dir: &'a Path,
     pub storage: Option<&'a Storage>,
     pub now_text: &'a str,
+    /// The run rewriting: its files wait in a directory of its own.
+    pub run_id: i64,
 }
 
 impl Rewriting<'_> {
-    /// Rewrites `file` as `change` says; `audit` (`{action, details}`) is its audit row, with
-    /// the rows left out and kept added to the details.
-    pub fn rewrite(
+    /// Rewrites `files` as `change` says, [`BATCH`] at a time (each batch made durable with
+    /// one file-system flush and committed in one transaction per step); `audit`
+    /// (`{action, details}`) is each file's audit row, with the rows left out and kept added.
+    /// A file that fails is named in `errors` and the others go on. Answers what was done and
+    /// whether every file was reached before `should_stop`.
+    pub fn rewrite_all(
+        &self,
+        files: &[CommittedFile],
+        change: Change<'_>,
+        audit: &Value,
+        should_stop: &dyn Fn() -> bool,
+        errors: &mut Vec<String>,
+    ) -> Result<(Rewritten, bool), ExportError> {
+        let dir = self.data_dir.join(self.run_dir());
+        std::fs::create_dir_all(&dir)
+            .map_err(ExportError::io(format!("creating {}", dir.display())))?;
+        let mut done = Rewritten::default();
+        for batch in files.chunks(BATCH) {
+            if should_stop() {
+                return Ok((done, false));
+            }
+            let mut staged = Vec::new();
+            let mut left_out = 0;
+            for file in batch {
+                match self.prepare(file, change, audit.clone(), &dir) {
+                    Ok(Some((rewrite, rows))) => {
+                        staged.push(rewrite);
+                        left_out += rows;
+                    }
+                    Ok(None) => {}
+                    Err(error) => errors.push(format!("{}: {error}", file.path)),
+                }
+            }
+            if staged.is_empty() {
+                continue;
+            }
+            // The staged files are durable before the journal names them.
+            sync_file_system(self.data_dir)?;
+            journal::journal(self.store, &staged, self.now_text)?;
+            done.add(self.finish(staged, errors)?);
+            done.rows_left_out += left_out;
+        }
+        // Empty once every file is in place; one left holds what a rewrite still waits on.
+        let _ = std::fs::remove_dir(&dir);
+        Ok((done, true))
+    }
+
+    /// Finishes every journaled rewrite (a run killed during one), then removes what runs no
+    /// longer running left in their directories (files staged, never journaled); answers what
+    /// the rewrites did.
+    pub fn recover(&self, errors: &mut Vec<String>) -> Result<Rewritten, ExportError> {
+        let journaled = journal::journaled(self.store)?;
+        let mut done = Rewritten::default();
+        if !journaled.is_empty() {
+            log::warn!(
+                "export: finishing {} interrupted rewrites of export files",
+                journaled.len()
+            );
+            done = self.finish(journaled, errors)?;
+        }
+        let waiting: Vec<String> = journal::journaled(self.store)?
+            .into_iter()
+            .filter_map(|rewrite| rewrite.staged)
+            .collect();
+        let root = self.data_dir.join(REWRITES_DIR);
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            return Ok(done);
+        };
+        for entry in entries.map_while(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(run_id) = name.parse::<i64>() else {
+                continue;
+            };
+            let relative = format!("{REWRITES_DIR}/{name}/");
+            let in_use = run_id == self.run_id
+                || journal::run_is_running(self.store, run_id)?
+                || waiting.iter().any(|staged| staged.starts_with(&relative));
+            if !in_use {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(done)
+    }
+
+    /// `.export-rewrites/<run id>`, relative to the data dir.
+    fn run_dir(&self) -> String {
+        format!("{REWRITES_DIR}/{}", self.run_id)
+    }
+
+    /// The rewrite of one file to journal, its new file written, with the rows it leaves
+    /// out; `None` when it holds no row to leave out.
+    fn prepare(
         &self,
         file: &CommittedFile,
         change: Change<'_>,
         audit: Value,
-    ) -> Result<Rewritten, ExportError> {
+        dir: &Path,
+    ) -> Result<Option<(Rewrite, u64)>, ExportError> {
         let format = FileFormat::of_path(&file.path).ok_or_else(|| {
             ExportError::Storage(format!(
                 "{}: not a file of a format edgecron writes",
                 file.path
             ))
         })?;
-        let dir = self.data_dir.join(REWRITES_DIR);
-        std::fs::create_dir_all(&dir)
-            .map_err(ExportError::io(format!("creating {}", dir.display())))?;
-        let staged = match change {
-            Change::Remove => Some(self.removal(file, audit)?),
+        match change {
+            Change::Remove => self.removal(file, audit).map(Some),
             Change::Without(subject) => {
-                let source = self.source_of(file, &dir)?;
+                let source = self.source_of(file, dir)?;
                 let staged = self.stage(file, format, &source, subject, audit);
                 if source.downloaded {
                     let _ = std::fs::remove_file(&source.path);
                 }
-                staged?
+                staged
             }
-        };
-        let Some((rewrite, left_out)) = staged else {
-            return Ok(Rewritten::default());
-        };
-        journal::journal(self.store, &rewrite, self.now_text)?;
-        let mut done = self.finish(&rewrite)?;
-        done.rows_left_out = left_out;
-        Ok(done)
-    }
-
-    /// Finishes every journaled rewrite (a run killed during one); answers what they did.
-    pub fn recover(&self) -> Result<Rewritten, ExportError> {
-        let mut done = Rewritten::default();
-        for rewrite in journal::journaled(self.store)? {
-            log::warn!(
-                "export: finishing the interrupted rewrite of {}",
-                rewrite.path
-            );
-            done.add(self.finish(&rewrite)?);
         }
-        Ok(done)
     }
 
     /// The file's current content: its local copy, or (removed after its upload) the object.
@@ -161,7 +234,7 @@ impl Rewriting<'_> {
         };
         let left_out = file.row_count.max(0) as u64;
         Ok((
-            journaled(file, None, None, old_etags, audit, left_out),
+            journaled(self.run_id, file, None, None, old_etags, audit, left_out),
             left_out,
         ))
     }
@@ -179,15 +252,15 @@ impl Rewriting<'_> {
         let reading = || ExportError::io(format!("reading {}", source.path.display()));
         let old = LocalDigests::of(&source.path)
             .map_err(|error| ExportError::Storage(error.to_string()))?;
-        let relative = format!("{REWRITES_DIR}/{}.{}", file.id, format.extension());
+        let relative = format!("{}/{}.{}", self.run_dir(), file.id, format.extension());
         let staged = self.data_dir.join(&relative);
         let creating = || ExportError::io(format!("creating {}", staged.display()));
         let out = Hashed::new(File::create(&staged).map_err(creating())?);
         let filtered = format
             .without(File::open(&source.path).map_err(reading())?, out, subject)
             .map_err(reading())?;
+        // Made durable with the batch's other files, by one flush of the file system.
         let bytes = filtered.file.written();
-        filtered.file.inner().sync_all().map_err(creating())?;
         let sha256 = filtered.file.sha256();
         if filtered.left_out == 0 || filtered.kept == 0 {
             let _ = std::fs::remove_file(&staged);
@@ -199,49 +272,72 @@ impl Rewriting<'_> {
         };
         let old_etags = format!("{} {}", old.whole, old.multipart);
         Ok(Some((
-            journaled(file, staged, new, old_etags, audit, left_out),
+            journaled(self.run_id, file, staged, new, old_etags, audit, left_out),
             left_out,
         )))
     }
 
-    /// Steps 2 to 4 for a journaled rewrite, from wherever a killed run left it.
-    fn finish(&self, rewrite: &Rewrite) -> Result<Rewritten, ExportError> {
-        let target = self.data_dir.join(&rewrite.path);
-        let replace_object = if rewrite.applied {
-            rewrite.replace_object
-        } else {
-            if !self.put_in_place(rewrite, &target)? {
-                journal::forget(self.store, rewrite.file_id)?;
-                return Ok(Rewritten::default());
+    /// Steps 2 to 4 for journaled rewrites, from wherever a killed run left them. A rewrite
+    /// whose object could not follow keeps its journal row (the next run tries again), and
+    /// is named in `errors`.
+    fn finish(
+        &self,
+        rewrites: Vec<Rewrite>,
+        errors: &mut Vec<String>,
+    ) -> Result<Rewritten, ExportError> {
+        let (applied, pending): (Vec<Rewrite>, Vec<Rewrite>) =
+            rewrites.into_iter().partition(|rewrite| rewrite.applied);
+        let mut in_place = Vec::new();
+        let mut undone = Vec::new();
+        for rewrite in pending {
+            if self.put_in_place(&rewrite)? {
+                in_place.push(rewrite);
+            } else {
+                undone.push(rewrite.file_id);
             }
-            journal::apply(self.store, rewrite, self.now_text)?
-        };
-        if replace_object {
-            self.follow_in_bucket(rewrite, &target)?;
         }
-        if rewrite.relocal && rewrite.staged.is_some() {
-            // Its local copy had been removed after the upload: so it is again.
-            remove_if_present(&target)?;
+        journal::forget(self.store, &undone)?;
+        let mut ready: Vec<(Rewrite, bool)> = applied
+            .into_iter()
+            .map(|rewrite| {
+                let replace = rewrite.replace_object;
+                (rewrite, replace)
+            })
+            .collect();
+        if !in_place.is_empty() {
+            // Renames and removals are durable before the manifest follows them.
+            sync_file_system(self.data_dir)?;
+            let replace = journal::apply(self.store, &in_place, self.now_text)?;
+            ready.extend(in_place.into_iter().zip(replace));
         }
-        journal::forget(self.store, rewrite.file_id)?;
-        Ok(match rewrite.staged {
-            Some(_) => Rewritten {
-                rewritten: 1,
-                ..Rewritten::default()
-            },
-            None => Rewritten {
-                removed: 1,
-                ..Rewritten::default()
-            },
-        })
+        let mut done = Rewritten::default();
+        let mut finished = Vec::new();
+        for (rewrite, replace_object) in ready {
+            let target = self.data_dir.join(&rewrite.path);
+            if replace_object && let Err(error) = self.follow_in_bucket(&rewrite, &target) {
+                errors.push(error.to_string());
+                continue;
+            }
+            if rewrite.relocal && rewrite.staged.is_some() {
+                // Its local copy had been removed after the upload: so it is again.
+                remove_if_present(&target)?;
+            }
+            match rewrite.staged {
+                Some(_) => done.rewritten += 1,
+                None => done.removed += 1,
+            }
+            finished.push(rewrite.file_id);
+        }
+        journal::forget(self.store, &finished)?;
+        Ok(done)
     }
 
     /// Step 2: the new file renamed over the old one, or the old one removed. Answers false
     /// when the rewrite had changed nothing and cannot go on (its staged file is gone).
-    fn put_in_place(&self, rewrite: &Rewrite, target: &Path) -> Result<bool, ExportError> {
+    fn put_in_place(&self, rewrite: &Rewrite) -> Result<bool, ExportError> {
+        let target = &self.data_dir.join(&rewrite.path);
         let Some(staged) = &rewrite.staged else {
             remove_if_present(target)?;
-            sync_parent(target)?;
             return Ok(true);
         };
         let staged = self.data_dir.join(staged);
@@ -252,7 +348,6 @@ impl Rewriting<'_> {
             }
             std::fs::rename(&staged, target)
                 .map_err(ExportError::io(format!("renaming {}", target.display())))?;
-            sync_parent(target)?;
             return Ok(true);
         }
         // Renamed already by the run that was killed, or never staged in full.
@@ -306,6 +401,7 @@ impl Rewriting<'_> {
 /// The journal row of a rewrite of `file` (a removal without `staged`), its audit details
 /// completed with what it leaves out and keeps.
 fn journaled(
+    run_id: i64,
     file: &CommittedFile,
     staged: Option<String>,
     new: Option<(String, u64, u64)>,
@@ -319,6 +415,7 @@ fn journaled(
     audit["details"]["fileRemoved"] = json!(staged.is_none());
     Rewrite {
         file_id: file.id,
+        run_id,
         path: file.path.clone(),
         staged,
         new_sha256: new.as_ref().map(|(sha256, _, _)| sha256.clone()),
@@ -366,17 +463,5 @@ fn remove_if_present(path: &Path) -> Result<(), ExportError> {
         Err(error) => Err(ExportError::io(format!("removing {}", path.display()))(
             error,
         )),
-    }
-}
-
-/// Makes a rename or removal in `path`'s directory durable.
-fn sync_parent(path: &Path) -> Result<(), ExportError> {
-    let Some(dir) = path.parent() else {
-        return Ok(());
-    };
-    match File::open(dir).and_then(|handle| handle.sync_all()) {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(ExportError::io(format!("fsync {}", dir.display()))(error)),
     }
 }

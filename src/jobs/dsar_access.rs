@@ -92,7 +92,9 @@ pub fn exported_lines(
         )));
     };
     // Removed locally after its upload: read from the bucket, through a copy of our own.
-    let dir = data_dir.join(crate::config::layout::REWRITES);
+    let dir = data_dir
+        .join(crate::config::layout::REWRITES)
+        .join("access");
     std::fs::create_dir_all(&dir).map_err(JobError::io(format!("creating {}", dir.display())))?;
     let copy = dir.join(format!("access-{}-{}.copy", std::process::id(), file.id));
     let read = (|| {

@@ -87,10 +87,11 @@ impl Job for DsarErase {
             data_dir: ctx.data_dir(),
             storage: storage.as_ref(),
             now_text: &now_text,
+            run_id: ctx.run_id,
         };
         let mut errors = Vec::new();
         if !ctx.params.dry_run
-            && let Err(error) = rewriting.recover()
+            && let Err(error) = rewriting.recover(&mut errors)
         {
             errors.push(error.to_string());
         }
@@ -294,25 +295,27 @@ fn files_of_subject(
     errors: &mut Vec<String>,
 ) -> Result<(Rewritten, bool), JobError> {
     let days = subject_days(ctx.store, subject)?;
-    let mut done = Rewritten::default();
     if days.is_empty() {
-        return Ok((done, true));
+        return Ok((Rewritten::default(), true));
     }
     if !earlier_exports_ended(ctx)? {
         errors.push(
             "an export run that began before the erasure is still running; run the erasure again once it ends".into(),
         );
-        return Ok((done, false));
+        return Ok((Rewritten::default(), false));
     }
     let audit = json!({"action": "dsar.erase.file", "details": {"runId": ctx.run_id, "customerId": subject.customer_id}});
-    for file in files_of_days(ctx.store, &subject.tenant_id, &days)? {
-        if ctx.should_stop() {
-            return Ok((done, false));
-        }
-        match rewriting.rewrite(&file, Change::Without(subject.subject()), audit.clone()) {
-            Ok(rewritten) => done.add(rewritten),
-            Err(error) => errors.push(format!("{}: {error}", file.path)),
-        }
+    let files = files_of_days(ctx.store, &subject.tenant_id, &days)?;
+    let should_stop = || ctx.should_stop();
+    let (done, all) = rewriting.rewrite_all(
+        &files,
+        Change::Without(subject.subject()),
+        &audit,
+        &should_stop,
+        errors,
+    )?;
+    if !all {
+        return Ok((done, false));
     }
     log::info!(
         "dsar-erase {}: {} files rewritten, {} removed, {} lines left out",

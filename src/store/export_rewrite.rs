@@ -79,6 +79,7 @@ pub fn files_before(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rewrite {
     pub file_id: i64,
+    pub run_id: i64,
     pub path: String,
     /// The new file, relative to the data dir; `None`: the file is removed.
     pub staged: Option<String>,
@@ -95,36 +96,48 @@ pub struct Rewrite {
     pub audit: String,
 }
 
-/// Records a rewrite before the file on disk changes.
-pub fn journal(store: &Store, rewrite: &Rewrite, now_text: &str) -> Result<(), StoreError> {
-    store.conn()?.execute(
-        "INSERT OR REPLACE INTO export_rewrites (file_id, path, staged, new_sha256, new_bytes,
-             new_rows, old_etags, applied, replace_object, relocal, tenant_id, audit, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, ?8, ?9, ?10, ?11)",
-        params![
-            rewrite.file_id,
-            rewrite.path,
-            rewrite.staged,
-            rewrite.new_sha256,
-            rewrite.new_bytes,
-            rewrite.new_rows,
-            rewrite.old_etags,
-            rewrite.relocal,
-            rewrite.tenant_id,
-            rewrite.audit,
-            now_text,
-        ],
-    )?;
+/// Records rewrites before the files on disk change, in one transaction.
+pub fn journal(store: &Store, rewrites: &[Rewrite], now_text: &str) -> Result<(), StoreError> {
+    let mut conn = store.conn()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut insert = tx.prepare(
+            "INSERT OR REPLACE INTO export_rewrites (file_id, path, staged, new_sha256, new_bytes,
+                 new_rows, old_etags, applied, replace_object, relocal, tenant_id, audit, created_at,
+                 run_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for rewrite in rewrites {
+            insert.execute(params![
+                rewrite.file_id,
+                rewrite.path,
+                rewrite.staged,
+                rewrite.new_sha256,
+                rewrite.new_bytes,
+                rewrite.new_rows,
+                rewrite.old_etags,
+                rewrite.relocal,
+                rewrite.tenant_id,
+                rewrite.audit,
+                now_text,
+                rewrite.run_id,
+            ])?;
+        }
+    }
+    tx.commit()?;
     Ok(())
 }
 
-/// Every journaled rewrite, oldest first.
+/// Every journaled rewrite of a run no longer running, oldest first (a run still running
+/// finishes its own).
 pub fn journaled(store: &Store) -> Result<Vec<Rewrite>, StoreError> {
     let conn = store.conn()?;
     let mut statement = conn.prepare(
-        "SELECT file_id, path, staged, new_sha256, new_bytes, new_rows, old_etags, applied,
-                replace_object, relocal, tenant_id, audit
-           FROM export_rewrites ORDER BY created_at, file_id",
+        "SELECT w.file_id, w.path, w.staged, w.new_sha256, w.new_bytes, w.new_rows, w.old_etags,
+                w.applied, w.replace_object, w.relocal, w.tenant_id, w.audit, w.run_id
+           FROM export_rewrites w LEFT JOIN job_runs r ON r.id = w.run_id
+          WHERE r.status IS NOT 'running'
+          ORDER BY w.created_at, w.file_id",
     )?;
     let rewrites = statement
         .query_map([], |row| {
@@ -141,61 +154,85 @@ pub fn journaled(store: &Store) -> Result<Vec<Rewrite>, StoreError> {
                 relocal: row.get(9)?,
                 tenant_id: row.get(10)?,
                 audit: row.get(11)?,
+                run_id: row.get(12)?,
             })
         })?
         .collect::<Result<_, _>>()?;
     Ok(rewrites)
 }
 
-/// Once the new file is in place (or the old one gone): the manifest row follows, the audit
-/// row is written and the rewrite is marked applied, in one transaction. Answers whether the
-/// uploaded object is still the old one (then it is replaced, or removed).
-pub fn apply(store: &Store, rewrite: &Rewrite, now_text: &str) -> Result<bool, StoreError> {
+/// Once the new files are in place (or the old ones gone): each manifest row follows, each
+/// file's audit row is written and each rewrite is marked applied, in one transaction. Answers,
+/// for each, whether its uploaded object is still the old one (then it is replaced, or removed).
+pub fn apply(store: &Store, rewrites: &[Rewrite], now_text: &str) -> Result<Vec<bool>, StoreError> {
     let mut conn = store.conn()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let uploaded: Option<bool> = tx
-        .query_row(
-            "SELECT upload_status = 'uploaded' FROM export_files WHERE id = ?1",
-            [rewrite.file_id],
-            |row| row.get(0),
-        )
-        .optional()?;
-    let replace_object = uploaded.unwrap_or(false);
-    match (&rewrite.staged, rewrite.new_sha256.as_ref()) {
-        (Some(_), Some(sha256)) => {
-            tx.execute(
-                "UPDATE export_files SET sha256 = ?2, bytes = ?3, row_count = ?4 WHERE id = ?1",
-                params![rewrite.file_id, sha256, rewrite.new_bytes, rewrite.new_rows],
-            )?;
+    let mut replace = Vec::with_capacity(rewrites.len());
+    for rewrite in rewrites {
+        let uploaded: Option<bool> = tx
+            .query_row(
+                "SELECT upload_status = 'uploaded' FROM export_files WHERE id = ?1",
+                [rewrite.file_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let replace_object = uploaded.unwrap_or(false);
+        match (&rewrite.staged, rewrite.new_sha256.as_ref()) {
+            (Some(_), Some(sha256)) => {
+                tx.execute(
+                    "UPDATE export_files SET sha256 = ?2, bytes = ?3, row_count = ?4 WHERE id = ?1",
+                    params![rewrite.file_id, sha256, rewrite.new_bytes, rewrite.new_rows],
+                )?;
+            }
+            _ => {
+                tx.execute("DELETE FROM export_files WHERE id = ?1", [rewrite.file_id])?;
+            }
         }
-        _ => {
-            tx.execute("DELETE FROM export_files WHERE id = ?1", [rewrite.file_id])?;
-        }
+        let audit: serde_json::Value = serde_json::from_str(&rewrite.audit).unwrap_or_default();
+        tx.execute(
+            "INSERT INTO audit_log (tenant_id, actor, action, target, details, created_at)
+             VALUES (?1, 'edgecron', ?2, ?3, ?4, ?5)",
+            params![
+                rewrite.tenant_id,
+                audit["action"].as_str().unwrap_or("export.rewrite"),
+                rewrite.path,
+                audit["details"].to_string(),
+                now_text,
+            ],
+        )?;
+        tx.execute(
+            "UPDATE export_rewrites SET applied = 1, replace_object = ?2 WHERE file_id = ?1",
+            params![rewrite.file_id, replace_object],
+        )?;
+        replace.push(replace_object);
     }
-    let audit: serde_json::Value = serde_json::from_str(&rewrite.audit).unwrap_or_default();
-    tx.execute(
-        "INSERT INTO audit_log (tenant_id, actor, action, target, details, created_at)
-         VALUES (?1, 'edgecron', ?2, ?3, ?4, ?5)",
-        params![
-            rewrite.tenant_id,
-            audit["action"].as_str().unwrap_or("export.rewrite"),
-            rewrite.path,
-            audit["details"].to_string(),
-            now_text,
-        ],
-    )?;
-    tx.execute(
-        "UPDATE export_rewrites SET applied = 1, replace_object = ?2 WHERE file_id = ?1",
-        params![rewrite.file_id, replace_object],
-    )?;
     tx.commit()?;
-    Ok(replace_object)
+    Ok(replace)
 }
 
-/// The rewrite is done (or undone: nothing had changed): its journal row goes.
-pub fn forget(store: &Store, file_id: i64) -> Result<(), StoreError> {
-    store
-        .conn()?
-        .execute("DELETE FROM export_rewrites WHERE file_id = ?1", [file_id])?;
+/// Rewrites done (or undone: nothing had changed): their journal rows go.
+pub fn forget(store: &Store, file_ids: &[i64]) -> Result<(), StoreError> {
+    if file_ids.is_empty() {
+        return Ok(());
+    }
+    let ids = serde_json::to_string(file_ids).unwrap_or_else(|_| "[]".into());
+    store.conn()?.execute(
+        "DELETE FROM export_rewrites WHERE file_id IN (SELECT value FROM json_each(?1))",
+        [ids],
+    )?;
     Ok(())
+}
+
+/// Whether run `run_id` is still recorded as running (a killed run is, until its job's next
+/// run takes its lease over).
+pub fn run_is_running(store: &Store, run_id: i64) -> Result<bool, StoreError> {
+    Ok(store
+        .conn()?
+        .query_row(
+            "SELECT status = 'running' FROM job_runs WHERE id = ?1",
+            [run_id],
+            |row| row.get(0),
+        )
+        .optional()?
+        .unwrap_or(false))
 }

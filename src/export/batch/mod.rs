@@ -19,7 +19,7 @@
 //! `created_at` names no instant, its id is not text) is reported and stays captured until the
 //! application corrects it.
 
-mod publish;
+pub(crate) mod publish;
 mod read;
 mod staging;
 mod write;

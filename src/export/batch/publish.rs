@@ -111,7 +111,7 @@ fn rename_into_place(file: &FinishedFile) -> Result<(), ExportError> {
 
 /// Flushes the file system holding `dir`: all of the batch's files, or renames and new
 /// directories, at once (a batch may span hundreds of day directories).
-fn sync_file_system(dir: &Path) -> Result<(), ExportError> {
+pub(crate) fn sync_file_system(dir: &Path) -> Result<(), ExportError> {
     use std::os::fd::AsRawFd;
     let handle = File::open(dir).map_err(ExportError::io(format!("opening {}", dir.display())))?;
     // SAFETY: syncfs only reads the descriptor, which `handle` keeps open for the call.

@@ -30,27 +30,23 @@ pub(super) fn purge_exports(
     let audit = json!({"action": "dsar.purge.file", "details": {
         "runId": run.run_id, "retentionDays": run.retention_days, "cutoff": to_store_text(run.cutoff),
     }});
+    let should_stop = || ctx.should_stop();
     loop {
         let page = files_before(ctx.store, run.tenant_id, &before, PAGE)?;
         if page.is_empty() {
             return Ok(());
         }
-        let mut progressed = false;
-        for file in &page {
-            if ctx.should_stop() {
-                purge.finished = false;
-                return Ok(());
-            }
-            match rewriting.rewrite(file, Change::Remove, audit.clone()) {
-                Ok(done) => {
-                    purge.export_files_removed += done.removed;
-                    progressed |= done.removed > 0;
-                }
-                Err(error) => purge.error(format!("{}: {error}", file.path)),
-            }
+        let mut errors = Vec::new();
+        let (done, all) =
+            rewriting.rewrite_all(&page, Change::Remove, &audit, &should_stop, &mut errors)?;
+        purge.export_files_removed += done.removed;
+        errors.into_iter().for_each(|error| purge.error(error));
+        if !all {
+            purge.finished = false;
+            return Ok(());
         }
         // Files that could not be removed stay listed: the next run tries them again.
-        if !progressed {
+        if done.removed == 0 {
             return Ok(());
         }
     }

@@ -88,9 +88,14 @@ impl Job for DsarPurge {
             data_dir: ctx.data_dir(),
             storage: storage.as_ref(),
             now_text: &now_text,
+            run_id: ctx.run_id,
         };
+        let mut recovery_errors = Vec::new();
         if !ctx.params.dry_run {
-            rewriting.recover()?;
+            rewriting.recover(&mut recovery_errors)?;
+        }
+        for error in &recovery_errors {
+            log::warn!("dsar-purge: {error}");
         }
         let tenants = tenants(ctx)?;
         let mut per_tenant = Vec::with_capacity(tenants.len());
@@ -161,14 +166,15 @@ impl Job for DsarPurge {
         }
         Ok(JobOutput {
             body: json!({
-                "ok": tenants_with_errors == 0,
+                "ok": tenants_with_errors == 0 && recovery_errors.is_empty(),
+                "recoveryErrors": recovery_errors,
                 "tenantsScanned": per_tenant.len(),
                 "totalBlobsAttempted": blobs_attempted,
                 "perTenant": per_tenant,
                 "finished": finished,
                 "dryRun": ctx.params.dry_run,
             }),
-            item_errors: tenants_with_errors,
+            item_errors: tenants_with_errors + recovery_errors.len() as u64,
             rows_processed: if ctx.params.dry_run { 0 } else { rows },
         })
     }
