@@ -105,11 +105,11 @@ impl Job for DsarErase {
         if ctx.params.dry_run {
             return dry_run(ctx, subject, &erased, &held, exports_held);
         }
-        let tables = erase_rows(ctx, subject, &erased, &held)?;
+        let (tables, days) = erase_rows(ctx, subject, &erased, &held)?;
         let mut files = Rewritten::default();
         let mut finished = true;
         if !exports_held {
-            match files_of_subject(ctx, &rewriting, subject, &mut errors) {
+            match files_of_subject(ctx, &rewriting, subject, &days, &mut errors) {
                 Ok((done, all)) => {
                     files = done;
                     finished = all;
@@ -209,66 +209,77 @@ pub fn subject_days(store: &Store, subject: &DataSubject) -> Result<Vec<String>,
         .query_map(params![subject.tenant_id, subject.customer_id], |row| {
             row.get::<_, i64>(0)
         })?
-        .filter_map(|day| {
-            let day = day.ok()?;
-            chrono::DateTime::from_timestamp(day * 86_400, 0)
-                .map(|at| at.format("%Y-%m-%d").to_string())
-        })
+        .filter_map(|day| utc_day(day.ok()? * 86_400_000))
         .collect();
-    let requested: Option<String> = conn
-        .query_row(
-            "SELECT days FROM erasure_requests WHERE tenant_id = ?1 AND customer_id = ?2",
-            params![subject.tenant_id, subject.customer_id],
-            |row| row.get(0),
-        )
-        .optional()?;
-    if let Some(requested) = requested {
-        days.extend(serde_json::from_str::<Vec<String>>(&requested).unwrap_or_default());
-    }
+    days.extend(requested_days(&conn, subject)?);
     days.sort();
     days.dedup();
     Ok(days)
 }
 
 /// Step 1: the request with its days, the rows of the tables not held and their audit row,
-/// in one transaction. Answers each table's count.
+/// in one transaction. The subject's interaction rows are found once (a pass over the
+/// tenant's rows) and deleted by rowid. Answers each table's count, and the days whose export
+/// files may hold their lines.
 fn erase_rows(
     ctx: &JobCtx<'_>,
     subject: &DataSubject,
     erased: &[&str],
     held: &[&str],
-) -> Result<Map<String, Value>, JobError> {
-    let days = subject_days(ctx.store, subject)?;
+) -> Result<(Map<String, Value>, Vec<String>), JobError> {
     let now = to_store_text(ctx.now());
     let mut conn = ctx.store.conn()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let who = params![subject.tenant_id, subject.customer_id];
-    if !days.is_empty() && erased.contains(&"interaction_history") {
-        tx.execute(
-            "INSERT INTO erasure_requests (tenant_id, customer_id, days, requested_at)
-             VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (tenant_id, customer_id) DO UPDATE SET days = excluded.days",
-            params![
-                subject.tenant_id,
-                subject.customer_id,
-                serde_json::to_string(&days).unwrap_or_default(),
-                now
-            ],
-        )?;
-    }
+    let mut days = requested_days(&tx, subject)?;
     let mut tables = Map::new();
     for table in erased {
-        if *table == "interaction_history" {
+        let deleted = if *table == "interaction_history" {
+            let mut rowids = Vec::new();
+            {
+                let mut statement = tx.prepare(
+                    "SELECT rowid, edgecron_instant(created_at) FROM interaction_history
+                      WHERE tenant_id = ?1 AND customer_id = ?2",
+                )?;
+                let mut rows = statement.query(who)?;
+                while let Some(row) = rows.next()? {
+                    rowids.push(row.get::<_, i64>(0)?);
+                    if let Some(day) = row.get::<_, Option<i64>>(1)?.and_then(utc_day) {
+                        days.push(day);
+                    }
+                }
+            }
+            days.sort();
+            days.dedup();
+            if !days.is_empty() {
+                tx.execute(
+                    "INSERT INTO erasure_requests (tenant_id, customer_id, days, requested_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (tenant_id, customer_id) DO UPDATE SET days = excluded.days",
+                    params![
+                        subject.tenant_id,
+                        subject.customer_id,
+                        serde_json::to_string(&days).unwrap_or_default(),
+                        now
+                    ],
+                )?;
+            }
+            let rowids = serde_json::to_string(&rowids).unwrap_or_else(|_| "[]".into());
             tx.execute(
                 "DELETE FROM interaction_capture WHERE item_id IN
-                     (SELECT id FROM interaction_history WHERE tenant_id = ?1 AND customer_id = ?2)",
-                who,
+                     (SELECT id FROM interaction_history WHERE rowid IN (SELECT value FROM json_each(?1)))",
+                [&rowids],
             )?;
-        }
-        let deleted = tx.execute(
-            &format!("DELETE FROM {table} WHERE tenant_id = ?1 AND customer_id = ?2"),
-            who,
-        )?;
+            tx.execute(
+                "DELETE FROM interaction_history WHERE rowid IN (SELECT value FROM json_each(?1))",
+                [&rowids],
+            )?
+        } else {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE tenant_id = ?1 AND customer_id = ?2"),
+                who,
+            )?
+        };
         tables.insert(table.to_string(), json!(deleted));
     }
     let details = json!({"runId": ctx.run_id, "customerId": subject.customer_id, "tables": tables, "held": held});
@@ -283,7 +294,29 @@ fn erase_rows(
         ],
     )?;
     tx.commit()?;
-    Ok(tables)
+    Ok((tables, days))
+}
+
+/// The days an unfinished erasure of the subject recorded.
+fn requested_days(
+    conn: &rusqlite::Connection,
+    subject: &DataSubject,
+) -> Result<Vec<String>, JobError> {
+    let requested: Option<String> = conn
+        .query_row(
+            "SELECT days FROM erasure_requests WHERE tenant_id = ?1 AND customer_id = ?2",
+            params![subject.tenant_id, subject.customer_id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(requested
+        .and_then(|days| serde_json::from_str(&days).ok())
+        .unwrap_or_default())
+}
+
+/// `YYYY-MM-DD` of the UTC day of Unix milliseconds.
+fn utc_day(millis: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(millis).map(|at| at.format("%Y-%m-%d").to_string())
 }
 
 /// Steps 2 and 3: waits for an export run that began before the rows went, then rewrites
@@ -292,9 +325,9 @@ fn files_of_subject(
     ctx: &JobCtx<'_>,
     rewriting: &Rewriting<'_>,
     subject: &DataSubject,
+    days: &[String],
     errors: &mut Vec<String>,
 ) -> Result<(Rewritten, bool), JobError> {
-    let days = subject_days(ctx.store, subject)?;
     if days.is_empty() {
         return Ok((Rewritten::default(), true));
     }
@@ -305,7 +338,7 @@ fn files_of_subject(
         return Ok((Rewritten::default(), false));
     }
     let audit = json!({"action": "dsar.erase.file", "details": {"runId": ctx.run_id, "customerId": subject.customer_id}});
-    let files = files_of_days(ctx.store, &subject.tenant_id, &days)?;
+    let files = files_of_days(ctx.store, &subject.tenant_id, days)?;
     let should_stop = || ctx.should_stop();
     let (done, all) = rewriting.rewrite_all(
         &files,
