@@ -138,6 +138,8 @@ fn erasing_a_customer_leaves_no_line_of_theirs_and_every_other_line_once() {
     assert_eq!(subject_lines_on_disk(&env), 0);
     assert_eq!(subject_lines_in_bucket(&env, &moto), 0);
     assert_exported_exactly_once(&env);
+    let rows_exported = env.query_i64("SELECT SUM(row_count) FROM export_files");
+    assert_eq!(duckdb_counts(&env), (rows_exported, 0));
     assert_eq!(
         env.query_i64(&format!(
             "SELECT COUNT(*) FROM suppressions WHERE customer_id = '{CUSTOMER}'"
@@ -161,6 +163,55 @@ fn erasing_a_customer_leaves_no_line_of_theirs_and_every_other_line_once() {
     assert_eq!(again["files"]["removedLines"], 0, "{again}");
     let unknown = env.run_json(&["erase", "--tenant", "nobody", "--customer", "x"], 0);
     assert_eq!(unknown["tables"]["interaction_history"], 0, "{unknown}");
+}
+
+#[test]
+fn erasure_rewrites_files_of_every_format_through_the_format_seam() {
+    for (format, compression) in [("ndjson", "gzip"), ("ndjson", "zstd"), ("parquet", "none")] {
+        let env = Env::new()
+            .with("EXPORT_BATCH_SIZE", "500")
+            .with("EXPORT_FORMAT", format)
+            .with("EXPORT_COMPRESSION", compression);
+        store_with_subject(&env, 60, 6);
+        assert_eq!(subject_lines_on_disk(&env), 60);
+        let access = env.run_json(&["access", "--tenant", TENANT, "--customer", CUSTOMER], 0);
+        let lines: usize = access["exports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|export| export["lines"].as_array().unwrap().len())
+            .sum();
+        assert_eq!(lines, 60, "{format} {compression}");
+        let result = erase(&env, 0);
+        assert_eq!(
+            result["files"]["removedLines"], 60,
+            "{format} {compression}: {result}"
+        );
+        assert_eq!(subject_lines_on_disk(&env), 0, "{format} {compression}");
+        assert_exported_exactly_once(&env);
+    }
+}
+
+/// DuckDB's reading of the local NDJSON files: `(rows, the subject's rows)`.
+fn duckdb_counts(env: &Env) -> (i64, i64) {
+    let pattern = env
+        .data_dir()
+        .join("exports/*/interaction_history/*/*/*/*/*.json");
+    let script = format!(
+        "import duckdb, json, sys
+print(json.dumps(duckdb.connect().execute(\"SELECT count(*), count(*) FILTER (WHERE customer_id = '{CUSTOMER}') FROM read_json_auto(?, format = 'newline_delimited', hive_partitioning = true)\", [sys.argv[1]]).fetchone()))"
+    );
+    let output = std::process::Command::new("python3")
+        .args(["-c", &script, &pattern.to_string_lossy()])
+        .output()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "duckdb: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let counts: (i64, i64) = serde_json::from_slice(&output.stdout).unwrap();
+    counts
 }
 
 #[test]
