@@ -192,6 +192,53 @@ fn erasure_rewrites_files_of_every_format_through_the_format_seam() {
     }
 }
 
+#[test]
+fn lines_whose_rows_retention_already_deleted_are_erased_too() {
+    // Regression: retention deletes rows before its cutoff instant but files only of the days
+    // before the cutoff's day; the erasure found its days from the rows alone and missed the
+    // lines of rows retention had taken from the cutoff's day.
+    let env = Env::new().with("EXPORT_BATCH_SIZE", "500");
+    env.run_json(&["demo", "--rows", "300"], 0);
+    let db = env.db();
+    db.execute("DELETE FROM retention_policies", []).unwrap();
+    let cutoff = chrono::Utc::now() - chrono::Duration::days(30);
+    let early = cutoff.date_naive().and_hms_opt(0, 0, 1).unwrap().and_utc();
+    let stamp = |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    for (id, at) in [
+        ("subject-early", early),
+        (
+            "subject-late",
+            chrono::Utc::now() - chrono::Duration::days(2),
+        ),
+    ] {
+        db.execute(
+            "INSERT INTO interaction_history (id, tenant_id, customer_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![id, TENANT, CUSTOMER, stamp(at)],
+        )
+        .unwrap();
+    }
+    drain_exports(&env);
+    db.execute(
+        "INSERT INTO retention_policies (tenant_id, data_class, retention_days, legal_hold) VALUES (?1, 'interaction_history', 30, 0)",
+        [TENANT],
+    )
+    .unwrap();
+    env.run_json(&["run", "dsar-purge"], 0);
+    assert_eq!(
+        env.query_i64("SELECT COUNT(*) FROM interaction_history WHERE id = 'subject-early'"),
+        0,
+        "retention took the row"
+    );
+    assert_eq!(
+        subject_lines_on_disk(&env),
+        2,
+        "the cutoff's day keeps its file"
+    );
+    let result = erase(&env, 0);
+    assert_eq!(result["files"]["removedLines"], 2, "{result}");
+    assert_eq!(subject_lines_on_disk(&env), 0);
+}
+
 /// DuckDB's reading of the local NDJSON files: `(rows, the subject's rows)`.
 fn duckdb_counts(env: &Env) -> (i64, i64) {
     let pattern = env

@@ -93,12 +93,12 @@ impl Rewriting<'_> {
                 return Ok((done, false));
             }
             let mut staged = Vec::new();
-            let mut left_out = 0;
+            let mut rows_left_out = Vec::new();
             for file in batch {
                 match self.prepare(file, change, audit.clone(), &dir) {
                     Ok(Some((rewrite, rows))) => {
                         staged.push(rewrite);
-                        left_out += rows;
+                        rows_left_out.push(rows);
                     }
                     Ok(None) => {}
                     Err(error) => errors.push(format!("{}: {error}", file.path)),
@@ -109,8 +109,25 @@ impl Rewriting<'_> {
             }
             // The staged files are durable before the journal names them.
             sync_file_system(self.data_dir)?;
-            journal::journal(self.store, &staged, self.now_text)?;
-            done.add(self.finish(staged, errors)?);
+            let claimed = journal::journal(self.store, &staged, self.now_text)?;
+            let mut mine = Vec::with_capacity(staged.len());
+            let mut left_out = 0;
+            for ((rewrite, claimed), rows) in staged.into_iter().zip(claimed).zip(rows_left_out) {
+                if claimed {
+                    mine.push(rewrite);
+                    left_out += rows;
+                    continue;
+                }
+                // Another run's rewrite holds it, or it changed since it was read.
+                if let Some(staged) = &rewrite.staged {
+                    let _ = std::fs::remove_file(self.data_dir.join(staged));
+                }
+                errors.push(format!(
+                    "{}: another rewrite of it is under way or unfinished; a later run sees to it",
+                    rewrite.path
+                ));
+            }
+            done.add(self.finish(mine, errors)?);
             done.rows_left_out += left_out;
         }
         // Empty once every file is in place; one left holds what a rewrite still waits on.
@@ -122,19 +139,22 @@ impl Rewriting<'_> {
     /// longer running left in their directories (files staged, never journaled); answers what
     /// the rewrites did.
     pub fn recover(&self, errors: &mut Vec<String>) -> Result<Rewritten, ExportError> {
-        let journaled = journal::journaled(self.store)?;
+        let mut taken = Vec::new();
+        for mut rewrite in journal::journaled(self.store)? {
+            if journal::take_over(self.store, &rewrite, self.run_id)? {
+                rewrite.run_id = self.run_id;
+                taken.push(rewrite);
+            }
+        }
         let mut done = Rewritten::default();
-        if !journaled.is_empty() {
+        if !taken.is_empty() {
             log::warn!(
                 "export: finishing {} interrupted rewrites of export files",
-                journaled.len()
+                taken.len()
             );
-            done = self.finish(journaled, errors)?;
+            done = self.finish(taken, errors)?;
         }
-        let waiting: Vec<String> = journal::journaled(self.store)?
-            .into_iter()
-            .filter_map(|rewrite| rewrite.staged)
-            .collect();
+        let waiting = journal::staged_files(self.store)?;
         let root = self.data_dir.join(REWRITES_DIR);
         let Ok(entries) = std::fs::read_dir(&root) else {
             return Ok(done);
@@ -296,31 +316,42 @@ impl Rewriting<'_> {
                 undone.push(rewrite.file_id);
             }
         }
-        journal::forget(self.store, &undone)?;
+        journal::forget(self.store, self.run_id, &undone)?;
         let mut ready: Vec<(Rewrite, bool)> = applied
             .into_iter()
             .map(|rewrite| {
-                let replace = rewrite.replace_object;
-                (rewrite, replace)
+                let uploaded = rewrite.replace_object;
+                (rewrite, uploaded)
             })
             .collect();
         if !in_place.is_empty() {
             // Renames and removals are durable before the manifest follows them.
             sync_file_system(self.data_dir)?;
-            let replace = journal::apply(self.store, &in_place, self.now_text)?;
-            ready.extend(in_place.into_iter().zip(replace));
+            let uploaded = journal::apply(self.store, &in_place, self.now_text)?;
+            ready.extend(in_place.into_iter().zip(uploaded));
         }
         let mut done = Rewritten::default();
         let mut finished = Vec::new();
-        for (rewrite, replace_object) in ready {
+        let mut local_copies_to_remove = Vec::new();
+        for (rewrite, uploaded) in ready {
             let target = self.data_dir.join(&rewrite.path);
-            if replace_object && let Err(error) = self.follow_in_bucket(&rewrite, &target) {
+            // The bucket may hold the old content even when the manifest has no upload
+            // recorded (an upload whose record a killed run never wrote).
+            if let Some(storage) = self.storage
+                && let Err(error) = self.follow_in_bucket(storage, &rewrite, &target, uploaded)
+            {
                 errors.push(error.to_string());
                 continue;
             }
+            if uploaded && self.storage.is_none() {
+                errors.push(format!(
+                    "{}: its uploaded object still holds the old content, and S3 is not configured",
+                    rewrite.path
+                ));
+                continue;
+            }
             if rewrite.relocal && rewrite.staged.is_some() {
-                // Its local copy had been removed after the upload: so it is again.
-                remove_if_present(&target)?;
+                local_copies_to_remove.push(target);
             }
             match rewrite.staged {
                 Some(_) => done.rewritten += 1,
@@ -328,7 +359,12 @@ impl Rewriting<'_> {
             }
             finished.push(rewrite.file_id);
         }
-        journal::forget(self.store, &finished)?;
+        journal::forget(self.store, self.run_id, &finished)?;
+        // Their local copies had been removed after the upload: so they are again (after the
+        // journal let them go: a copy left by a killed run is only a copy).
+        for target in local_copies_to_remove {
+            remove_if_present(&target)?;
+        }
         Ok(done)
     }
 
@@ -354,22 +390,23 @@ impl Rewriting<'_> {
         Ok(target.exists() && rewrite.new_sha256.as_deref() == Some(sha256_of(target)?.as_str()))
     }
 
-    /// Step 4: the uploaded object replaced by the new file (or removed), if it is still the
-    /// old content; an object holding something else is left as it is, and reported.
-    fn follow_in_bucket(&self, rewrite: &Rewrite, target: &Path) -> Result<(), ExportError> {
-        let storage = self.storage.ok_or_else(|| {
-            ExportError::Storage(format!(
-                "{}: its uploaded object still holds the old content, and S3 is not configured",
-                rewrite.path
-            ))
-        })?;
+    /// Step 4: the object at the file's key replaced by the new file (or removed) if it is
+    /// the old content; a file recorded as uploaded whose object is gone goes up as it is now;
+    /// an object holding anything else is left as it is (reported when the manifest had the
+    /// file uploaded: it should have been the old content).
+    fn follow_in_bucket(
+        &self,
+        storage: &Storage,
+        rewrite: &Rewrite,
+        target: &Path,
+        uploaded: bool,
+    ) -> Result<(), ExportError> {
         let failed = |error: crate::export::storage::StorageError| {
             ExportError::Storage(format!("{}: {error}", rewrite.path))
         };
         let key = storage.key(&rewrite.path);
         let Some(etag) = storage.etag(&key).map_err(failed)? else {
-            // The object is gone: a rewritten file goes up as it is now.
-            if rewrite.staged.is_some() {
+            if uploaded && rewrite.staged.is_some() {
                 storage.upload(target, &key).map_err(failed)?;
             }
             return Ok(());
@@ -380,7 +417,8 @@ impl Rewriting<'_> {
                 storage.replace(target, &key, &etag).map_err(failed)?;
             }
             (None, true) => storage.delete(&key).map_err(failed)?,
-            (Some(_), false) => {
+            (Some(_), false) if uploaded => {
+                // Replaced already by the run that was killed, or someone else's object.
                 let new = LocalDigests::of(target).map_err(failed)?;
                 if !new.names(&etag) {
                     return Err(failed(crate::export::storage::StorageError::Conflict {
@@ -389,10 +427,10 @@ impl Rewriting<'_> {
                     }));
                 }
             }
-            // Not the old content: not edgecron's object to remove.
-            (None, false) => {
+            (None, false) if uploaded => {
                 log::warn!("export: {key} holds other content than the removed file; left as it is")
             }
+            _ => {}
         }
         Ok(())
     }
@@ -417,6 +455,7 @@ fn journaled(
         file_id: file.id,
         run_id,
         path: file.path.clone(),
+        old_sha256: file.sha256.clone(),
         staged,
         new_sha256: new.as_ref().map(|(sha256, _, _)| sha256.clone()),
         new_bytes: new.as_ref().map(|(_, bytes, _)| *bytes as i64),

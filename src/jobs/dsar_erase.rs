@@ -24,7 +24,7 @@ use crate::clock::{from_store_text, to_store_text};
 use crate::export::format::Subject;
 use crate::export::rewrite::{Change, Rewriting, Rewritten};
 use crate::store::Store;
-use crate::store::export_rewrite::files_of_days;
+use crate::store::export_rewrite::{files_before, files_of_days};
 
 /// One person: a customer of a tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +95,14 @@ impl Job for DsarErase {
         {
             errors.push(error.to_string());
         }
-        let held = held_tables(&retention(ctx, &subject.tenant_id)?);
+        let retention = retention(ctx, &subject.tenant_id)?;
+        let held = held_tables(&retention);
+        // Retention deletes rows before its cutoff but files only of the days before the
+        // cutoff's: the files of the cutoff's day (and of days a purge has yet to reach) may
+        // hold lines of theirs whose rows are gone, so those days are read too.
+        let purged_through = retention
+            .days
+            .map(|days| (ctx.now() - chrono::Duration::days(days)).date_naive());
         let erased: Vec<&str> = TABLES
             .iter()
             .map(|(table, _)| *table)
@@ -109,7 +116,7 @@ impl Job for DsarErase {
         let mut files = Rewritten::default();
         let mut finished = true;
         if !exports_held {
-            match files_of_subject(ctx, &rewriting, subject, &days, &mut errors) {
+            match files_of_subject(ctx, &rewriting, subject, &days, purged_through, &mut errors) {
                 Ok((done, all)) => {
                     files = done;
                     finished = all;
@@ -326,9 +333,10 @@ fn files_of_subject(
     rewriting: &Rewriting<'_>,
     subject: &DataSubject,
     days: &[String],
+    purged_through: Option<chrono::NaiveDate>,
     errors: &mut Vec<String>,
 ) -> Result<(Rewritten, bool), JobError> {
-    if days.is_empty() {
+    if days.is_empty() && purged_through.is_none() {
         return Ok((Rewritten::default(), true));
     }
     if !earlier_exports_ended(ctx)? {
@@ -338,7 +346,13 @@ fn files_of_subject(
         return Ok((Rewritten::default(), false));
     }
     let audit = json!({"action": "dsar.erase.file", "details": {"runId": ctx.run_id, "customerId": subject.customer_id}});
-    let files = files_of_days(ctx.store, &subject.tenant_id, days)?;
+    let mut files = files_of_days(ctx.store, &subject.tenant_id, days)?;
+    if let Some(day) = purged_through.and_then(|day| day.succ_opt()) {
+        let day = day.format("%Y-%m-%d").to_string();
+        files.extend(files_before(ctx.store, &subject.tenant_id, &day, i64::MAX)?);
+        files.sort_by_key(|file| file.id);
+        files.dedup_by_key(|file| file.id);
+    }
     let should_stop = || ctx.should_stop();
     let (done, all) = rewriting.rewrite_all(
         &files,

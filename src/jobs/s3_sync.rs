@@ -244,6 +244,11 @@ fn remove_local_copy(ctx: &JobCtx<'_>, file: &PendingUpload) -> Result<(), JobEr
     if !ctx.config.delete_local_after_upload {
         return Ok(());
     }
+    // An erasure or a retention rewriting it decides what stays on disk (the file in place
+    // may already be its new content).
+    if crate::store::export_rewrite::is_rewriting(ctx.store, file.id)? {
+        return Ok(());
+    }
     let local = ctx.data_dir().join(&file.path);
     match std::fs::remove_file(&local) {
         Ok(()) => {
