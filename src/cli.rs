@@ -269,7 +269,7 @@ fn backup(path: &std::path::Path) -> Result<ExitCode, CliError> {
 /// Loads configuration and opens the migrated store.
 fn open() -> Result<(Arc<Config>, Store), CliError> {
     let config = Config::from_env(&Registry::all().defaults())?;
-    let store = Store::open(&config.db_path)?;
+    let store = Store::open(&config.db_path, config.durability)?;
     store.migrate()?;
     Ok((Arc::new(config), store))
 }

@@ -118,6 +118,17 @@ pub enum Scheduler {
     Off,
 }
 
+/// `EDGECRON_DURABILITY`: when a commit of edgecron's own state is on disk (SPEC section 10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL` on edgecron's connections: each commit is on disk before edgecron
+    /// acts on it, so a power cut loses none.
+    Full,
+    /// `synchronous=NORMAL` (for slow flash): a power cut may roll back the last commits, and
+    /// later runs redo that work.
+    Normal,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
@@ -130,6 +141,7 @@ pub struct Config {
     pub cron_enabled: bool,
     /// `EDGECRON_SCHEDULER`: whether the built-in scheduler fires jobs.
     pub scheduler: Scheduler,
+    pub durability: Durability,
     /// `EDGECRON_SITE_ID`: this host's site in a fleet; unset, the store's own.
     pub site_id: Option<String>,
     /// Each job's schedule (parsed, in its zone) and scheduling policies.
@@ -279,6 +291,16 @@ impl Config {
             },
             Scheduler::On,
         );
+        let durability = problems.take(
+            match get("EDGECRON_DURABILITY") {
+                None | Some("full") => Ok(Durability::Full),
+                Some("normal") => Ok(Durability::Normal),
+                Some(other) => Err(ConfigError(format!(
+                    "EDGECRON_DURABILITY: expected full or normal, got {other:?}"
+                ))),
+            },
+            Durability::Full,
+        );
         let site_id = problems.take(
             get("EDGECRON_SITE_ID")
                 .map(|id| {
@@ -323,6 +345,7 @@ impl Config {
             cron_token: get("CRON_TOKEN").map(|value| Secret::new(value.to_string())),
             cron_enabled,
             scheduler,
+            durability,
             site_id,
             jobs,
             export_batch_size,

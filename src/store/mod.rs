@@ -23,6 +23,8 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::types::{FromSqlError, FromSqlResult, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
+use crate::config::Durability;
+
 pub use batch::{BatchOutcome, BatchedChange};
 pub use migrate::MIGRATIONS;
 pub use row_json::row_object;
@@ -127,7 +129,7 @@ impl Store {
     /// Opens (creating if needed) the database file and its directory, and checks it can be
     /// written, so an unusable store is reported at once with its path rather than after the
     /// pool's retries. Does not migrate.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path, durability: Durability) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.to_path_buf(),
@@ -138,13 +140,13 @@ impl Store {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
-        check_writable(path, flags).map_err(|error| StoreError::Unusable {
+        check_writable(path, flags, durability).map_err(|error| StoreError::Unusable {
             path: path.to_path_buf(),
             reason: error.to_string(),
         })?;
         let manager = SqliteConnectionManager::file(path)
             .with_flags(flags)
-            .with_init(configure_connection);
+            .with_init(move |conn| configure_connection(conn, durability));
         let pool = r2d2::Pool::builder()
             .max_size(16)
             .min_idle(Some(1))
@@ -179,9 +181,9 @@ impl Store {
 /// Opens one connection as the pool would and takes the write lock for a moment: fails at once
 /// on a read-only directory or file, or no space to create the store. A store another process
 /// is writing (busy) is writable.
-fn check_writable(path: &Path, flags: OpenFlags) -> rusqlite::Result<()> {
+fn check_writable(path: &Path, flags: OpenFlags, durability: Durability) -> rusqlite::Result<()> {
     let mut conn = Connection::open_with_flags(path, flags)?;
-    configure_connection(&mut conn)?;
+    configure_connection(&mut conn, durability)?;
     conn.busy_timeout(Duration::ZERO)?;
     match conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;") {
         Err(rusqlite::Error::SqliteFailure(failure, _))
@@ -193,12 +195,19 @@ fn check_writable(path: &Path, flags: OpenFlags) -> rusqlite::Result<()> {
     }
 }
 
-fn configure_connection(conn: &mut Connection) -> rusqlite::Result<()> {
+fn configure_connection(conn: &mut Connection, durability: Durability) -> rusqlite::Result<()> {
     wait_for_the_write_lock(conn)?;
-    // WAL lets the application's readers and writers go on while a job reads; NORMAL is
-    // durable across process crashes in WAL mode, which is what exactly-once relies on.
+    // WAL lets the application's readers and writers go on while a job reads. NORMAL is
+    // durable across process crashes in WAL mode; FULL also across power cuts: each commit's
+    // WAL frames are synced before the commit returns, so edgecron never acts on a commit of
+    // its own state (a manifest, the capture rows taken, an upload mark) that a power cut could
+    // roll back. The application's connections keep their own setting.
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let synchronous = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT_BYTES)?;
     // Statement journals (every batched DELETE ... WHERE rowid IN (...) writes one) stay in
@@ -210,13 +219,35 @@ fn configure_connection(conn: &mut Connection) -> rusqlite::Result<()> {
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::Store;
+    use crate::config::Durability;
 
     /// A migrated store on a temporary file (pooled `:memory:` connections would each see
     /// their own empty database).
     pub fn temp_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("edgecron.db")).expect("open store");
+        let store =
+            Store::open(&dir.path().join("edgecron.db"), Durability::Full).expect("open store");
         store.migrate().expect("migrate");
         (dir, store)
+    }
+}
+
+#[cfg(test)]
+mod durability_tests {
+    use super::Store;
+    use crate::config::Durability;
+
+    #[test]
+    fn edgecron_s_connections_commit_as_durability_says() {
+        for (durability, expected) in [(Durability::Full, 2), (Durability::Normal, 1)] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(&dir.path().join("edgecron.db"), durability).unwrap();
+            let synchronous: i64 = store
+                .conn()
+                .unwrap()
+                .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(synchronous, expected, "{durability:?}");
+        }
     }
 }
