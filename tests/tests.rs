@@ -7,6 +7,7 @@ mod capture;
 mod capture_gap;
 mod cli;
 mod dropin;
+mod durability;
 mod erasure;
 mod export;
 mod fleet;
