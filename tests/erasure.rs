@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::support::{
     Env, Moto, assert_exported_exactly_once, drain_exports, export_files, exported_rows,
+    python_json,
 };
 
 const TENANT: &str = "acme";
@@ -248,17 +249,7 @@ fn duckdb_counts(env: &Env) -> (i64, i64) {
         "import duckdb, json, sys
 print(json.dumps(duckdb.connect().execute(\"SELECT count(*), count(*) FILTER (WHERE customer_id = '{CUSTOMER}') FROM read_json_auto(?, format = 'newline_delimited', hive_partitioning = true)\", [sys.argv[1]]).fetchone()))"
     );
-    let output = std::process::Command::new("python3")
-        .args(["-c", &script, &pattern.to_string_lossy()])
-        .output()
-        .expect("python3");
-    assert!(
-        output.status.success(),
-        "duckdb: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let counts: (i64, i64) = serde_json::from_slice(&output.stdout).unwrap();
-    counts
+    python_json("duckdb", &script, &[&pattern.to_string_lossy()])
 }
 
 #[test]

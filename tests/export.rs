@@ -4,7 +4,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::{
-    Env, assert_exported_exactly_once, drain_exports, export_files, exported_rows, signal,
+    Env, assert_exported_exactly_once, drain_exports, export_files, exported_rows, python_json,
+    signal,
 };
 
 #[test]
@@ -336,16 +337,7 @@ codecs = {pq.ParquetFile(f).metadata.row_group(0).column(c).compression
 print(json.dumps({"types": {field.name: str(field.type) for field in schema},
                   "codecs": sorted(codecs), "rows": sum(pq.ParquetFile(f).metadata.num_rows for f in files)}))
 "#;
-    let output = std::process::Command::new("python3")
-        .args(["-c", script, &pattern.to_string_lossy()])
-        .output()
-        .expect("python3");
-    assert!(
-        output.status.success(),
-        "pyarrow (pip install pyarrow): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let read: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let read: serde_json::Value = python_json("pyarrow", script, &[&pattern.to_string_lossy()]);
     assert_eq!(
         read["types"]["created_at"], "timestamp[ms, tz=UTC]",
         "{read}"
@@ -382,16 +374,8 @@ rows = connection.execute(f"""
 """).fetchone()
 print(json.dumps(rows))
 "#;
-    let output = std::process::Command::new("python3")
-        .args(["-c", script, &pattern.to_string_lossy(), &env.site()])
-        .output()
-        .expect("python3");
-    assert!(
-        output.status.success(),
-        "duckdb (pip install duckdb): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let figures: Vec<i64> = serde_json::from_slice(&output.stdout).unwrap();
+    let figures: Vec<i64> =
+        python_json("duckdb", script, &[&pattern.to_string_lossy(), &env.site()]);
     let expected_rows = env.query_i64("SELECT COUNT(*) FROM interaction_history h JOIN tenants t ON t.id = h.tenant_id WHERE t.active = 1");
     let expected_partitions = env.query_i64(
         "SELECT COUNT(DISTINCT h.tenant_id || substr(h.created_at, 1, 10)) FROM interaction_history h JOIN tenants t ON t.id = h.tenant_id WHERE t.active = 1",

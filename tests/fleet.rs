@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::support::webhook::Receiver;
 use crate::support::{
-    Env, Moto, assert_exported_exactly_once, drain_exports, export_files, free_port, wait_until,
+    Env, Moto, assert_exported_exactly_once, drain_exports, export_files, free_port, python_json,
+    wait_until,
 };
 
 /// A box started from a copy of `image`'s store (its data dir's store files only, as an image
@@ -173,16 +174,7 @@ import duckdb
 rows = duckdb.connect().execute(sys.argv[1]).fetchall()
 print(json.dumps([[site, tenant, count, distinct] for site, tenant, count, distinct in rows]))
 "#;
-    let output = std::process::Command::new("python3")
-        .args(["-c", script, &query])
-        .output()
-        .expect("python3");
-    assert!(
-        output.status.success(),
-        "duckdb: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let rows: Vec<(String, String, i64, i64)> = serde_json::from_slice(&output.stdout).unwrap();
+    let rows: Vec<(String, String, i64, i64)> = python_json("duckdb", script, &[&query]);
     let mut read: BTreeMap<String, i64> = BTreeMap::new();
     for (site, _tenant, count, distinct) in rows {
         assert_eq!(count, distinct, "an id twice within {site}");

@@ -15,14 +15,12 @@
 //! and whose old file is still in place had changed nothing, and is dropped to be done again.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::batch::ExportError;
-use super::batch::publish::sync_file_system;
+use super::batch::publish::{remove_if_present, sync_file_system};
 use super::format::{FileFormat, Hashed, Subject};
 use super::storage::{LocalDigests, Storage};
 use crate::store::Store;
@@ -64,8 +62,8 @@ impl Rewritten {
 pub struct Rewriting<'a> {
     pub store: &'a Store,
     pub data_dir: &'a Path,
-    pub storage: Option<&'a Storage>,
-    pub now_text: &'a str,
+    pub storage: Option<Storage>,
+    pub now_text: String,
     /// The run rewriting: its files wait in a directory of its own.
     pub run_id: i64,
 }
@@ -109,7 +107,7 @@ impl Rewriting<'_> {
             }
             // The staged files are durable before the journal names them.
             sync_file_system(self.data_dir)?;
-            let claimed = journal::journal(self.store, &staged, self.now_text)?;
+            let claimed = journal::journal(self.store, &staged, &self.now_text)?;
             let mut mine = Vec::with_capacity(staged.len());
             let mut left_out = 0;
             for ((rewrite, claimed), rows) in staged.into_iter().zip(claimed).zip(rows_left_out) {
@@ -217,7 +215,7 @@ impl Rewriting<'_> {
                 downloaded: false,
             });
         }
-        let Some(storage) = self.storage.filter(|_| file.uploaded) else {
+        let Some(storage) = self.storage.as_ref().filter(|_| file.uploaded) else {
             return Err(ExportError::Storage(format!(
                 "{}: neither on disk nor in the bucket",
                 file.path
@@ -244,7 +242,7 @@ impl Rewriting<'_> {
                 .map_err(|error| ExportError::Storage(error.to_string()))?;
             format!("{} {}", old.whole, old.multipart)
         } else {
-            match self.storage.filter(|_| file.uploaded) {
+            match self.storage.as_ref().filter(|_| file.uploaded) {
                 Some(storage) => storage
                     .etag(&storage.key(&file.path))
                     .map_err(|error| ExportError::Storage(format!("{}: {error}", file.path)))?
@@ -327,7 +325,7 @@ impl Rewriting<'_> {
         if !in_place.is_empty() {
             // Renames and removals are durable before the manifest follows them.
             sync_file_system(self.data_dir)?;
-            let uploaded = journal::apply(self.store, &in_place, self.now_text)?;
+            let uploaded = journal::apply(self.store, &in_place, &self.now_text)?;
             ready.extend(in_place.into_iter().zip(uploaded));
         }
         let mut done = Rewritten::default();
@@ -337,7 +335,7 @@ impl Rewriting<'_> {
             let target = self.data_dir.join(&rewrite.path);
             // The bucket may hold the old content even when the manifest has no upload
             // recorded (an upload whose record a killed run never wrote).
-            if let Some(storage) = self.storage
+            if let Some(storage) = &self.storage
                 && let Err(error) = self.follow_in_bucket(storage, &rewrite, &target, uploaded)
             {
                 errors.push(error.to_string());
@@ -478,29 +476,7 @@ struct Source {
 
 fn sha256_of(path: &Path) -> Result<String, ExportError> {
     let reading = || ExportError::io(format!("reading {}", path.display()));
-    let mut file = File::open(path).map_err(reading())?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 16];
-    loop {
-        let read = file.read(&mut buffer).map_err(reading())?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect())
-}
-
-fn remove_if_present(path: &Path) -> Result<(), ExportError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(ExportError::io(format!("removing {}", path.display()))(
-            error,
-        )),
-    }
+    let mut hashed = Hashed::new(std::io::sink());
+    std::io::copy(&mut File::open(path).map_err(reading())?, &mut hashed).map_err(reading())?;
+    Ok(hashed.sha256())
 }

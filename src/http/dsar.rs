@@ -4,8 +4,7 @@
 
 use serde::Deserialize;
 
-use super::auth::Realm;
-use super::routes::{App, allow, query_params, refuse, run_error_status};
+use super::routes::{App, admit, read, run_error_status};
 use super::wire::{Reply, Request};
 use crate::jobs::DataSubject;
 use crate::runner::{RunStatus, Trigger};
@@ -21,13 +20,7 @@ struct EraseBody {
 }
 
 pub fn erase(app: &App, request: &Request) -> Reply {
-    if let Some(refusal) = allow(request, &["POST"]) {
-        return refusal;
-    }
-    if let Err(refused) = app.auth.check(request, Realm::Cron) {
-        return refuse(app, request, refused);
-    }
-    if let Err(reply) = query_params(&request.query, &[]) {
+    if let Err(reply) = admit(app, request, &["POST"], &[]) {
         return reply;
     }
     let body: EraseBody = match serde_json::from_slice(&request.body) {
@@ -50,25 +43,22 @@ pub fn erase(app: &App, request: &Request) -> Reply {
 }
 
 pub fn access(app: &App, request: &Request) -> Reply {
-    if let Some(refusal) = allow(request, &["GET"]) {
-        return refusal;
-    }
-    if let Err(refused) = app.auth.check(request, Realm::Cron) {
-        return refuse(app, request, refused);
-    }
-    let mut params = match query_params(&request.query, &["tenantId", "customerId"]) {
-        Ok(params) => params,
-        Err(reply) => return reply,
-    };
-    let tenant = params.remove("tenantId").unwrap_or_default();
-    let customer = params.remove("customerId").unwrap_or_default();
-    let Some(subject) = subject(tenant, customer) else {
-        return Reply::error(400, "tenantId and customerId are required");
-    };
-    match app.runner.access(&subject) {
-        Ok(document) => Reply::json(200, &document),
-        Err(error) => Reply::error(500, error),
-    }
+    read(
+        app,
+        request,
+        &["tenantId", "customerId"],
+        |app, mut params| {
+            let tenant = params.remove("tenantId").unwrap_or_default();
+            let customer = params.remove("customerId").unwrap_or_default();
+            let Some(subject) = subject(tenant, customer) else {
+                return Reply::error(400, "tenantId and customerId are required");
+            };
+            match app.runner.access(&subject) {
+                Ok(document) => Reply::json(200, &document),
+                Err(error) => Reply::error(500, error),
+            }
+        },
+    )
 }
 
 fn subject(tenant_id: String, customer_id: String) -> Option<DataSubject> {

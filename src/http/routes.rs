@@ -147,7 +147,7 @@ pub fn handle(app: &App, request: &Request) -> Reply {
 }
 
 /// `None` when the method is allowed; a 405 naming the allowed ones otherwise.
-pub(super) fn allow(request: &Request, methods: &[&str]) -> Option<Reply> {
+fn allow(request: &Request, methods: &[&str]) -> Option<Reply> {
     if methods.contains(&request.method.as_str()) {
         return None;
     }
@@ -158,7 +158,7 @@ pub(super) fn allow(request: &Request, methods: &[&str]) -> Option<Reply> {
 }
 
 /// A refused authentication: counted, logged, and answered 401 (400 for several secrets).
-pub(super) fn refuse(app: &App, request: &Request, refused: Refused) -> Reply {
+fn refuse(app: &App, request: &Request, refused: Refused) -> Reply {
     app.auth.note_refusal(request, refused);
     match refused {
         Refused::Several => Reply::error(
@@ -175,10 +175,7 @@ pub(super) fn refuse(app: &App, request: &Request, refused: Refused) -> Reply {
 
 /// The query's parameters, as strictly as a body's fields: each one `allowed`, at most once;
 /// a 400 naming any other, so a mistyped `dryrun` never starts a real run.
-pub(super) fn query_params(
-    query: &str,
-    allowed: &[&str],
-) -> Result<BTreeMap<String, String>, Reply> {
+fn query_params(query: &str, allowed: &[&str]) -> Result<BTreeMap<String, String>, Reply> {
     let mut params = BTreeMap::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         if !allowed.contains(&key.as_ref()) {
@@ -203,22 +200,33 @@ pub(super) fn query_params(
 }
 
 /// An authenticated read-only route taking the query parameters `allowed`.
-fn read(
+pub(super) fn read(
     app: &App,
     request: &Request,
     allowed: &[&str],
     answer: impl FnOnce(&App, BTreeMap<String, String>) -> Reply,
 ) -> Reply {
-    if let Some(refusal) = allow(request, READ_METHODS) {
-        return refusal;
-    }
-    if let Err(refused) = app.auth.check(request, Realm::Cron) {
-        return refuse(app, request, refused);
-    }
-    match query_params(&request.query, allowed) {
+    match admit(app, request, READ_METHODS, allowed) {
         Ok(params) => answer(app, params),
         Err(reply) => reply,
     }
+}
+
+/// Checks a route behind the trigger secret: its method, the secret, then its query
+/// parameters (only `allowed` ones); answers them, or the refusal.
+pub(super) fn admit(
+    app: &App,
+    request: &Request,
+    methods: &[&str],
+    allowed: &[&str],
+) -> Result<BTreeMap<String, String>, Reply> {
+    if let Some(refusal) = allow(request, methods) {
+        return Err(refusal);
+    }
+    if let Err(refused) = app.auth.check(request, Realm::Cron) {
+        return Err(refuse(app, request, refused));
+    }
+    query_params(&request.query, allowed)
 }
 
 /// What a trigger route's POST body is.
@@ -359,13 +367,7 @@ fn parse_body(bytes: &[u8], means: BodyMeans) -> Result<TriggerBody, Reply> {
 
 /// `POST /api/v1/export-metrics`: the application records one export's metric.
 fn record_export_metric(app: &App, request: &Request) -> Reply {
-    if let Some(refusal) = allow(request, &["POST"]) {
-        return refusal;
-    }
-    if let Err(refused) = app.auth.check(request, Realm::Cron) {
-        return refuse(app, request, refused);
-    }
-    if let Err(reply) = query_params(&request.query, &[]) {
+    if let Err(reply) = admit(app, request, &["POST"], &[]) {
         return reply;
     }
     match app.runner.record_export_metric(&request.body) {

@@ -80,15 +80,7 @@ impl Job for DsarErase {
 
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
         let subject = &self.subject;
-        let storage = ctx.storage()?;
-        let now_text = to_store_text(ctx.now());
-        let rewriting = Rewriting {
-            store: ctx.store,
-            data_dir: ctx.data_dir(),
-            storage: storage.as_ref(),
-            now_text: &now_text,
-            run_id: ctx.run_id,
-        };
+        let rewriting = ctx.rewriting()?;
         let mut errors = Vec::new();
         if !ctx.params.dry_run
             && let Err(error) = rewriting.recover(&mut errors)

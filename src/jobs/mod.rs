@@ -36,6 +36,7 @@ use serde_json::Value;
 
 use crate::clock::Clock;
 use crate::config::{Config, JobDefaults};
+use crate::export::rewrite::Rewriting;
 use crate::export::storage::Storage;
 use crate::io_error::IoError;
 use crate::shutdown::Shutdown;
@@ -154,6 +155,17 @@ impl JobCtx<'_> {
                 crate::site::SiteError::Store(error) => JobError::Store(error),
                 refused => JobError::Failed(refused.to_string()),
             }
+        })
+    }
+
+    /// What this run rewrites committed export files with (erasure, retention).
+    pub fn rewriting(&self) -> Result<Rewriting<'_>, JobError> {
+        Ok(Rewriting {
+            store: self.store,
+            data_dir: self.data_dir(),
+            storage: self.storage()?,
+            now_text: crate::clock::to_store_text(self.now()),
+            run_id: self.run_id,
         })
     }
 

@@ -84,13 +84,7 @@ impl Job for S3Sync {
                     }
                     Err(error @ StorageError::Conflict { .. }) => {
                         conflicts += 1;
-                        let next = next_attempt(ctx.now(), file.attempts + 1, &mut random);
-                        manifest::mark_upload_failed(
-                            ctx.store,
-                            file.id,
-                            &to_store_text(next),
-                            &error.to_string(),
-                        )?;
+                        retry_later(ctx, &file, &error, &mut random)?;
                         raise_conflict(ctx, &storage, &file, &error)?;
                         if errors.len() < 20 {
                             errors.push(json!({"path": file.path, "error": error.to_string()}));
@@ -109,13 +103,7 @@ impl Job for S3Sync {
                     }
                     Err(error) => {
                         failed += 1;
-                        let next = next_attempt(ctx.now(), file.attempts + 1, &mut random);
-                        manifest::mark_upload_failed(
-                            ctx.store,
-                            file.id,
-                            &to_store_text(next),
-                            &error.to_string(),
-                        )?;
+                        let next = retry_later(ctx, &file, &error, &mut random)?;
                         log::warn!(
                             "s3-sync: {} not uploaded ({error}); retrying from {next}",
                             file.path
@@ -260,6 +248,18 @@ fn remove_local_copy(ctx: &JobCtx<'_>, file: &PendingUpload) -> Result<(), JobEr
         ),
     }
     Ok(())
+}
+
+/// Puts a file that failed on its own backoff; answers when it is tried again.
+fn retry_later(
+    ctx: &JobCtx<'_>,
+    file: &PendingUpload,
+    error: &StorageError,
+    random: &mut fastrand::Rng,
+) -> Result<DateTime<Utc>, JobError> {
+    let next = next_attempt(ctx.now(), file.attempts + 1, random);
+    manifest::mark_upload_failed(ctx.store, file.id, &to_store_text(next), &error.to_string())?;
+    Ok(next)
 }
 
 /// When a file that failed `attempts` times is tried again: exponential, capped, jittered.

@@ -23,4 +23,4 @@ pub use exports::{
 };
 pub use moto::{BUCKET, Moto};
 pub use server::{Server, free_port, http, read_reply, wait_until};
-pub use tools::{available, python_has};
+pub use tools::{available, python_has, python_json};

@@ -29,3 +29,24 @@ pub fn python_has(module: &str) -> bool {
         .output()
         .is_ok_and(|output| output.status.success())
 }
+
+/// Runs a Python `script` with `args`; it prints one JSON value, which is answered. A failing
+/// script fails the test with what it said (`modules`, the packages it needs, name the fix).
+pub fn python_json<T: serde::de::DeserializeOwned>(
+    modules: &str,
+    script: &str,
+    args: &[&str],
+) -> T {
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "{modules} (pip install {modules}): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the script prints one JSON value")
+}

@@ -49,7 +49,7 @@ pub fn recover(store: &Store, data_dir: &Path) -> Result<(), ExportError> {
     Ok(())
 }
 
-fn remove_if_present(path: &Path) -> Result<(), ExportError> {
+pub(crate) fn remove_if_present(path: &Path) -> Result<(), ExportError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -22,7 +22,6 @@ use serde_json::{Value as Json, json};
 use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
 use crate::config::Config;
-use crate::export::rewrite::Rewriting;
 use crate::store::StoreError;
 use policy::{Class, retention};
 use purge::purge_tenant;
@@ -81,15 +80,7 @@ impl Job for DsarPurge {
 
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
         let now = ctx.now();
-        let storage = ctx.storage()?;
-        let now_text = to_store_text(now);
-        let rewriting = Rewriting {
-            store: ctx.store,
-            data_dir: ctx.data_dir(),
-            storage: storage.as_ref(),
-            now_text: &now_text,
-            run_id: ctx.run_id,
-        };
+        let rewriting = ctx.rewriting()?;
         let mut recovery_errors = Vec::new();
         if !ctx.params.dry_run {
             rewriting.recover(&mut recovery_errors)?;
