@@ -451,3 +451,48 @@ fn a_30_day_retention_removes_each_partition_past_it_in_every_format() {
         );
     }
 }
+
+#[test]
+fn an_erasure_waits_for_an_earlier_export_run_and_gives_up_at_its_deadline() {
+    // A live export run that began before the erasure holds the lease (a process on another
+    // host, heartbeating): the erasure takes the rows, waits for it, and at its deadline ends
+    // partial with the files left for the next run, never waiting for good.
+    let env = Env::new()
+        .with("EXPORT_BATCH_SIZE", "500")
+        .with("EDGECRON_JOB_DEADLINE_SECS", "2");
+    store_with_subject(&env, 30, 3);
+    let db = env.db();
+    let now = chrono::Utc::now();
+    let stamp = |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    db.execute(
+        "INSERT OR REPLACE INTO job_leases (job, run_id, holder, acquired_at, heartbeat_at)
+         VALUES ('export-interactions', 999999, 'another-host/space/1/1', ?1, ?2)",
+        rusqlite::params![
+            stamp(now - chrono::Duration::minutes(1)),
+            stamp(now + chrono::Duration::minutes(5))
+        ],
+    )
+    .unwrap();
+    let waited = erase(&env, 3);
+    assert_eq!(waited["tables"]["interaction_history"], 30, "{waited}");
+    assert!(
+        waited["errors"].to_string().contains("export run"),
+        "{waited}"
+    );
+    assert_eq!(
+        subject_lines_on_disk(&env),
+        30,
+        "no file read while the export ran"
+    );
+    assert_eq!(env.query_i64("SELECT COUNT(*) FROM erasure_requests"), 1);
+    // The export run ends: the next erasure finishes from the recorded days.
+    db.execute(
+        "DELETE FROM job_leases WHERE job = 'export-interactions'",
+        [],
+    )
+    .unwrap();
+    let finished = erase(&env, 0);
+    assert_eq!(finished["files"]["removedLines"], 30, "{finished}");
+    assert_eq!(subject_lines_on_disk(&env), 0);
+    assert_eq!(env.query_i64("SELECT COUNT(*) FROM erasure_requests"), 0);
+}
