@@ -36,8 +36,10 @@ pub fn is_alive(holder: &str, heartbeat: DateTime<Utc>, now: DateTime<Utc>) -> b
         return heartbeat_is_fresh(heartbeat, now);
     };
     match start_ticks(pid) {
-        // The pid now belongs to a process started at another time: the holder is gone.
-        Ok(current) => current == ticks,
+        // The pid now belongs to a process started at another time, or to one that has died
+        // and waits only to be reaped (a killed run whose parent died too, where nothing
+        // reaps orphans): the holder is gone.
+        Ok(current) => current == ticks && !is_zombie(pid),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
         Err(_) => heartbeat_is_fresh(heartbeat, now),
     }
@@ -70,6 +72,15 @@ fn process_space() -> String {
     format!("{boot}-{namespace}")
 }
 
+/// Whether `pid` has ended and only waits for its parent to collect its exit status.
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|end| stat[end + 1..].split_whitespace().next())
+            .is_some_and(|state| matches!(state, "Z" | "X"))
+    })
+}
+
 /// The process's start time in clock ticks since boot (field 22 of `/proc/PID/stat`), which
 /// tells a live process from a later one that reused its pid.
 fn start_ticks(pid: u32) -> std::io::Result<u64> {
@@ -98,6 +109,26 @@ mod tests {
         // Our pid, but started at another time: a reused pid, so the old holder is dead.
         let reused = format!("{here}/{}/1", std::process::id());
         assert!(!is_alive(&reused, long_ago, now));
+    }
+
+    #[test]
+    fn a_killed_holder_nobody_reaped_is_dead() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("sleep");
+        let ticks = start_ticks(child.id()).expect("its start");
+        let holder = format!("{}/{}/{}/{ticks}", host_name(), process_space(), child.id());
+        let now = Utc::now();
+        assert!(is_alive(&holder, now, now));
+        child.kill().expect("killed");
+        // Not reaped yet: a zombie, whose pid and start time still match.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !is_zombie(child.id()) && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert!(!is_alive(&holder, now, now));
+        child.wait().expect("reaped");
     }
 
     #[test]

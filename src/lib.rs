@@ -7,6 +7,7 @@ mod clock;
 mod config;
 mod cron;
 mod demo;
+mod durable;
 mod export;
 mod heartbeat;
 mod holder;

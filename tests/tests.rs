@@ -16,6 +16,7 @@ mod lake;
 mod listener;
 mod occurrences;
 mod operate;
+mod powercut;
 mod progress;
 mod rollups;
 mod row_input;

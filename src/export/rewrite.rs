@@ -20,9 +20,10 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use super::batch::ExportError;
-use super::batch::publish::{remove_if_present, sync_file_system};
+use super::batch::publish::remove_if_present;
 use super::format::{FileFormat, Hashed, Subject};
 use super::storage::{LocalDigests, Storage};
+use crate::durable;
 use crate::store::Store;
 use crate::store::export_rewrite::{self as journal, CommittedFile, Rewrite};
 
@@ -83,8 +84,7 @@ impl Rewriting<'_> {
         errors: &mut Vec<String>,
     ) -> Result<(Rewritten, bool), ExportError> {
         let dir = self.data_dir.join(self.run_dir());
-        std::fs::create_dir_all(&dir)
-            .map_err(ExportError::io(format!("creating {}", dir.display())))?;
+        durable::create_dir_all(&dir)?;
         let mut done = Rewritten::default();
         for batch in files.chunks(BATCH) {
             if should_stop() {
@@ -105,8 +105,8 @@ impl Rewriting<'_> {
             if staged.is_empty() {
                 continue;
             }
-            // The staged files are durable before the journal names them.
-            sync_file_system(self.data_dir)?;
+            // The staged files (each synced) are durably named before the journal names them.
+            durable::sync_dir(&dir)?;
             let claimed = journal::journal(self.store, &staged, &self.now_text)?;
             let mut mine = Vec::with_capacity(staged.len());
             let mut left_out = 0;
@@ -277,7 +277,11 @@ impl Rewriting<'_> {
         let filtered = format
             .without(File::open(&source.path).map_err(reading())?, out, subject)
             .map_err(reading())?;
-        // Made durable with the batch's other files, by one flush of the file system.
+        filtered
+            .file
+            .inner()
+            .sync_data()
+            .map_err(ExportError::io(format!("syncing {}", staged.display())))?;
         let bytes = filtered.file.written();
         let sha256 = filtered.file.sha256();
         if filtered.left_out == 0 || filtered.kept == 0 {
@@ -324,7 +328,11 @@ impl Rewriting<'_> {
             .collect();
         if !in_place.is_empty() {
             // Renames and removals are durable before the manifest follows them.
-            sync_file_system(self.data_dir)?;
+            let targets: Vec<_> = in_place
+                .iter()
+                .map(|rewrite| self.data_dir.join(&rewrite.path))
+                .collect();
+            durable::sync_parents(targets.iter().map(|target| target.as_path()))?;
             let uploaded = journal::apply(self.store, &in_place, &self.now_text)?;
             ready.extend(in_place.into_iter().zip(uploaded));
         }
@@ -377,8 +385,7 @@ impl Rewriting<'_> {
         let staged = self.data_dir.join(staged);
         if staged.exists() {
             if let Some(dir) = target.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(ExportError::io(format!("creating {}", dir.display())))?;
+                durable::create_dir_all(dir)?;
             }
             std::fs::rename(&staged, target)
                 .map_err(ExportError::io(format!("renaming {}", target.display())))?;

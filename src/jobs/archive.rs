@@ -62,7 +62,7 @@ pub fn stem(created_at: &str, id: &str) -> String {
 pub fn write(data_dir: &Path, relative: &str, lines: &[u8]) -> Result<(), JobError> {
     let path = data_dir.join(relative);
     let dir = path.parent().unwrap_or(data_dir);
-    std::fs::create_dir_all(dir).map_err(JobError::io(format!("creating {}", dir.display())))?;
+    crate::durable::create_dir_all(dir)?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let temporary = path.with_file_name(format!(".{name}.tmp"));
     let mut file = File::create(&temporary)
@@ -72,9 +72,7 @@ pub fn write(data_dir: &Path, relative: &str, lines: &[u8]) -> Result<(), JobErr
         .map_err(JobError::io(format!("writing {}", temporary.display())))?;
     std::fs::rename(&temporary, &path)
         .map_err(JobError::io(format!("renaming {}", path.display())))?;
-    File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .map_err(JobError::io(format!("fsync {}", dir.display())))
+    Ok(crate::durable::sync_dir(dir)?)
 }
 
 #[cfg(test)]

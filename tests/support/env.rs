@@ -37,12 +37,23 @@ impl Env {
         self
     }
 
+    /// The data dir: the test's own, unless `EDGECRON_DATA_DIR` was set elsewhere.
     pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+        self.var("EDGECRON_DATA_DIR")
+            .map_or(self.dir.path(), Path::new)
     }
 
+    /// The store: in the data dir, unless `EDGECRON_DB` names another path.
     pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("edgecron.db")
+        self.var("EDGECRON_DB")
+            .map_or_else(|| self.data_dir().join("edgecron.db"), PathBuf::from)
+    }
+
+    fn var(&self, name: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|(existing, _)| existing == name)
+            .map(|(_, value)| value.as_str())
     }
 
     /// `edgecron ARGS` with this environment and nothing inherited that could change it.

@@ -2,7 +2,7 @@
 //! real binary (`env`), SQL against its store (`store`), a real server and a raw HTTP client
 //! for it (`server`), export files on disk (`exports`), and fakes of what the binary talks to:
 //! S3 (`moto`), SIEM intakes (`intake`) and alert webhooks (`webhook`); outside tools a test
-//! drives (`tools`); `raw` sends bytes no
+//! drives (`tools`); disks that lose power (`powercut`, with `lazyfs.py`); `raw` sends bytes no
 //! well-behaved client would, `endless` answers as no well-behaved peer would.
 
 mod endless;
@@ -10,6 +10,7 @@ mod env;
 mod exports;
 pub mod intake;
 mod moto;
+pub mod powercut;
 pub mod raw;
 mod server;
 mod store;

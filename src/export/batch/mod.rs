@@ -263,13 +263,7 @@ fn write_batch(
         written.push((slot, output.error.map_or(Ok(output.files), Err)));
     }
     let tenant_ids: Vec<&str> = tenants.iter().map(|tenant| tenant.id).collect();
-    publish::publish(
-        settings.store,
-        settings.data_dir,
-        &tenant_ids,
-        settings.now_text,
-        &mut written,
-    )?;
+    publish::publish(settings.store, &tenant_ids, settings.now_text, &mut written)?;
     log::info!(
         "export: {} tenants read and written in {:.2}s, made durable and visible in {:.2}s",
         tenants.len(),

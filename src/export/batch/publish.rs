@@ -1,21 +1,22 @@
 //! Making a batch's files durable and visible, and removing what a crashed or failed batch
 //! left behind.
 //!
-//! Files are written in the staging directory (`.export-staging/` under the data dir), so
-//! until they are renamed into their partitions no reader sees them and a crash leaves them
-//! only there. Publishing is: one `syncfs` for all their data; their final paths recorded in
-//! `export_staged_files`; each renamed into place; one more `syncfs` for the renames. The
-//! commit that follows puts them in the manifest. Recovery (before every batch, and after a
+//! Files are written in the staging directory (`.export-staging/` under the data dir), each
+//! `fsync`ed by its writer, so until they are renamed into their partitions no reader sees
+//! them and a crash leaves them only there. Publishing is: their final paths recorded in
+//! `export_staged_files`; each renamed into place (new partition directories durable in their
+//! parents); each partition directory `fsync`ed. The commit that follows puts them in the
+//! manifest. Recovery (before every batch, and after a
 //! failed one) removes every recorded path the manifest does not list and empties staging.
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::path::Path;
 
 use chrono::NaiveDate;
 
 use super::ExportError;
 use super::staging::{FinishedFile, staging_dir};
+use crate::durable;
 use crate::export::partition::{TenantDir, tenant_root, unsited_partition_dir};
 use crate::store::Store;
 use crate::store::export as manifest;
@@ -63,11 +64,11 @@ pub(crate) fn remove_if_present(path: &Path) -> Result<(), ExportError> {
 /// for recovery to remove).
 pub type Written = Vec<(usize, Result<Vec<FinishedFile>, ExportError>)>;
 
-/// Makes every tenant's files durable, then visible. A tenant whose rename fails fails alone
-/// (its error replaces its files); a failed flush or record fails the whole batch.
+/// Makes every tenant's files (durable already) visible, durably. A tenant whose rename fails
+/// fails alone (its error replaces its files); a failed record or directory sync fails the
+/// whole batch.
 pub fn publish(
     store: &Store,
-    data_dir: &Path,
     tenant_ids: &[&str],
     now_text: &str,
     written: &mut Written,
@@ -84,7 +85,6 @@ pub fn publish(
     if files.is_empty() {
         return Ok(());
     }
-    sync_file_system(data_dir)?;
     manifest::record_staged(store, &files, now_text)?;
     for (_, files) in written.iter_mut() {
         let renamed = match files {
@@ -95,32 +95,20 @@ pub fn publish(
             *files = Err(error);
         }
     }
-    sync_file_system(data_dir)
+    let renamed = written
+        .iter()
+        .filter_map(|(_, files)| files.as_ref().ok())
+        .flatten()
+        .map(|file| file.path.as_path());
+    Ok(durable::sync_parents(renamed)?)
 }
 
 fn rename_into_place(file: &FinishedFile) -> Result<(), ExportError> {
-    if let Some(dir) = file.path.parent()
-        && !dir.is_dir()
-    {
-        std::fs::create_dir_all(dir)
-            .map_err(ExportError::io(format!("creating {}", dir.display())))?;
+    if let Some(dir) = file.path.parent() {
+        durable::create_dir_all(dir)?;
     }
     std::fs::rename(&file.staged, &file.path)
         .map_err(ExportError::io(format!("renaming {}", file.path.display())))
-}
-
-/// Flushes the file system holding `dir`: all of the batch's files, or renames and new
-/// directories, at once (a batch may span hundreds of day directories).
-pub(crate) fn sync_file_system(dir: &Path) -> Result<(), ExportError> {
-    use std::os::fd::AsRawFd;
-    let handle = File::open(dir).map_err(ExportError::io(format!("opening {}", dir.display())))?;
-    // SAFETY: syncfs only reads the descriptor, which `handle` keeps open for the call.
-    if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
-        return Err(ExportError::io(format!("syncfs {}", dir.display()))(
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
 }
 
 /// Earlier versions renamed a batch's files straight into the partitions, recording only the

@@ -335,20 +335,13 @@ fn finish(open: OpenFile) -> Result<FinishedFile, ExportError> {
     let file = encoder
         .finish()
         .map_err(ExportError::io(format!("writing {}", staged.display())))?;
-    start_writeback(file.inner());
+    // Durable before publishing renames it; here, so the writers' syncs overlap.
+    file.inner()
+        .sync_data()
+        .map_err(ExportError::io(format!("syncing {}", staged.display())))?;
     meta.bytes = file.written();
     meta.sha256 = file.sha256();
     Ok(FinishedFile { staged, path, meta })
-}
-
-/// Starts writing the file's data to disk without waiting for it, so the batch's final flush
-/// finds little left to do. Only a hint: the flush is what guarantees durability.
-fn start_writeback(file: &File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: sync_file_range only reads the descriptor, which `file` keeps open for the call.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-    }
 }
 
 fn ensure_dir(dir: &Path) -> Result<(), ExportError> {
