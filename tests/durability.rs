@@ -105,8 +105,7 @@ fn an_export_makes_each_file_durable_before_its_rename_and_the_manifest_after() 
         let target = calls[at]
             .args
             .split('"')
-            .filter(|part| part.contains("/exports/"))
-            .next_back()
+            .rfind(|part| part.contains("/exports/"))
             .expect("a target in exports/");
         let dir = format!("{}>", target.rsplit_once('/').expect("a directory").0);
         assert!(
