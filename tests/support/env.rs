@@ -63,7 +63,9 @@ impl Env {
 
     /// `WRAPPER... edgecron ARGS` (`prlimit --nofile=256:256 --`, say), with this environment.
     pub fn command_under(&self, wrapper: &[&str], args: &[&str]) -> Command {
-        let binary = env!("CARGO_BIN_EXE_edgecron");
+        // A benchmark may run the tests against another build (`bench/powercut`'s baseline).
+        let binary = std::env::var("EDGECRON_TEST_BINARY")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_edgecron").to_string());
         let mut command = match wrapper.split_first() {
             Some((program, rest)) => {
                 let mut command = Command::new(program);
