@@ -15,12 +15,13 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, parse_zone};
 use crate::cron::Schedule;
 use crate::jobs::{DataSubject, Registry, RunParams};
+use crate::restore::RestoreError;
 use crate::runner::{RunError, Runner};
 use crate::scheduler;
 use crate::serve::{self, ServeError};
 use crate::shutdown::Shutdown;
 use crate::site::SiteError;
-use crate::status::job_statuses;
+use crate::status::{JobStatus, job_statuses};
 use crate::store::backup::BackupError;
 use crate::store::runs::{RunStatus, Trigger};
 use crate::store::{Store, StoreError};
@@ -126,6 +127,12 @@ enum Command {
         /// Where the copy goes (must not exist)
         path: std::path::PathBuf,
     },
+    /// Put a copy made by `backup` in place of the store (serve stopped), keeping the replaced
+    /// one beside it, and take the export files written since into its manifest
+    Restore {
+        /// The copy `edgecron backup` made
+        backup: std::path::PathBuf,
+    },
     /// Print the shell completion script for SHELL
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff)
@@ -153,6 +160,8 @@ pub enum CliError {
     Serve(#[from] ServeError),
     #[error(transparent)]
     Site(#[from] SiteError),
+    #[error("restore: {0}")]
+    Restore(#[from] RestoreError),
 }
 
 impl CliError {
@@ -164,7 +173,9 @@ impl CliError {
             CliError::Serve(ServeError::Listen { .. }) => 2,
             // A store that belongs to another site is refused as bad configuration.
             CliError::Site(SiteError::Elsewhere { .. } | SiteError::Renamed { .. }) => 2,
+            CliError::Restore(RestoreError::Served(_) | RestoreError::NotABackup { .. }) => 2,
             CliError::Store(_) | CliError::Failed(_) | CliError::Serve(_) | CliError::Site(_) => 1,
+            CliError::Restore(_) => 1,
         }
     }
 }
@@ -227,6 +238,14 @@ pub fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Backup { path } => backup(&path),
+        Command::Restore { backup } => {
+            let config = Config::from_env(&Registry::all().defaults())?;
+            let now = crate::clock::to_store_text(SystemClock.now());
+            print_json(&serde_json::json!(crate::restore::restore(
+                &config, &backup, &now
+            )?));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Site { action } => site(action),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -375,30 +394,7 @@ fn jobs(json: bool) -> Result<ExitCode, CliError> {
         print_json(&serde_json::json!(statuses));
         return Ok(ExitCode::SUCCESS);
     }
-    let mut out = format!(
-        "{:<30} {:<16} {:<8} {:<48} {}\n",
-        "JOB", "SCHEDULE", "ENABLED", "LAST RUN", "NEXT RUN"
-    );
-    for status in statuses {
-        let last = status.last_run.map_or_else(
-            || "-".to_string(),
-            |run| {
-                let seconds = run
-                    .duration_ms
-                    .map_or(String::new(), |ms| format!(" ({:.2}s)", ms as f64 / 1000.0));
-                format!("{} {}{seconds}", run.status, run.started_at)
-            },
-        );
-        out.push_str(&format!(
-            "{:<30} {:<16} {:<8} {:<48} {}\n",
-            status.plan.name,
-            status.plan.schedule,
-            if status.plan.enabled { "yes" } else { "no" },
-            last,
-            status.plan.next_run.as_deref().unwrap_or("-"),
-        ));
-    }
-    print!("{out}");
+    print!("{}", JobStatus::table(&statuses));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -17,6 +17,7 @@ use crate::runner::Runner;
 use crate::scheduler::{self, PlannedJob};
 use crate::shutdown::Shutdown;
 use crate::store::StoreError;
+use crate::store::lock::{self, LockMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -46,6 +47,14 @@ impl ServeError {
 const LAST_RESPONSES: Duration = Duration::from_secs(1);
 
 pub fn run(runner: Arc<Runner>, shutdown: Arc<Shutdown>) -> Result<(), ServeError> {
+    // Held while serving, so `edgecron restore` never replaces the store under it.
+    let _served = lock::try_lock(&runner.config().db_path, LockMode::Shared)
+        .map_err(ServeError::start("locking the store"))?
+        .ok_or_else(|| {
+            ServeError::start("locking the store")(io::Error::other(
+                "`edgecron restore` is replacing it",
+            ))
+        })?;
     let planned = scheduler::plan(runner.jobs(), runner.config(), crate::site::current());
     close_orphaned_runs(&runner)?;
     crate::jobs::heal_capture(runner.store(), runner.config(), runner.clock())?;

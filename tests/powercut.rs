@@ -54,23 +54,37 @@ fn writer(env: &Env, prefix: &str, seed: u64) -> Child {
         .arg(seed.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    std::os::unix::process::CommandExt::process_group(&mut command, 0);
     command.spawn().expect("python3")
 }
 
-/// `edgecron run export-interactions`, then `run s3-sync`, as one victim.
-fn export_then_sync(env: &Env) -> Child {
-    let mut command = env.command_under(
-        &[
-            "sh",
-            "-c",
-            r#""$0" run export-interactions && "$0" run s3-sync"#,
-        ],
-        &[],
-    );
-    command.stdout(Stdio::null()).stderr(Stdio::null());
-    std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    command.spawn().expect("sh")
+/// The jobs of one cycle, run one after the other.
+const JOBS: [&str; 2] = ["export-interactions", "s3-sync"];
+
+/// Runs `JOBS` in turn until `until` (answers the job still running then, to die in the cut)
+/// or until they are done (answers `None`). Each is this test's own child, so it is reaped.
+fn run_jobs(env: &Env, until: Option<Instant>) -> Option<Child> {
+    for job in JOBS {
+        let mut child = env
+            .command(&["run", job])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("edgecron");
+        loop {
+            if until.is_some_and(|until| Instant::now() >= until) {
+                return Some(child);
+            }
+            if let Some(status) = child.try_wait().expect("the job") {
+                assert!(
+                    until.is_some() || status.success(),
+                    "{job} failed undisturbed: {status}"
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    None
 }
 
 #[test]
@@ -104,8 +118,7 @@ fn exports_and_uploads_keep_every_row_exactly_once_across_power_cuts() {
         let application = writer(&env, name, seed);
         std::thread::sleep(HEAD_START);
         let started = Instant::now();
-        let cycle = export_then_sync(&env).wait().expect("a cycle");
-        assert!(cycle.success(), "an undisturbed cycle failed");
+        run_jobs(&env, None);
         span = started.elapsed().as_millis() as u64 * 12 / 10;
         machine.cut(&mut [application]);
     }
@@ -115,10 +128,13 @@ fn exports_and_uploads_keep_every_row_exactly_once_across_power_cuts() {
     for cut in 0..cuts {
         let application = writer(&env, &format!("cut{cut}"), seed + cut);
         std::thread::sleep(HEAD_START);
-        let mut jobs = export_then_sync(&env);
-        std::thread::sleep(Duration::from_millis(rng.u64(0..=span)));
-        mid_run += u64::from(jobs.try_wait().expect("the jobs").is_none());
-        machine.cut(&mut [application, jobs]);
+        let cut_at = Instant::now() + Duration::from_millis(rng.u64(0..=span));
+        let mut victims = vec![application];
+        if let Some(running) = run_jobs(&env, Some(cut_at)) {
+            mid_run += 1;
+            victims.push(running);
+        }
+        machine.cut(&mut victims);
     }
     assert!(
         cuts < 4 || mid_run * 2 >= cuts,

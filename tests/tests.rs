@@ -18,6 +18,7 @@ mod occurrences;
 mod operate;
 mod powercut;
 mod progress;
+mod restore;
 mod rollups;
 mod row_input;
 mod s3;

@@ -435,7 +435,7 @@ const LAYERS: &[&[&str]] = &[
     &["jobs"],
     &["runner"],
     &["scheduler", "status", "check"],
-    &["demo", "http", "cli", "serve", "main", "lib"],
+    &["demo", "http", "cli", "serve", "restore", "main", "lib"],
 ];
 
 /// Uses of a higher layer allowed on purpose (at most 2), each explained in ARCHITECTURE.md

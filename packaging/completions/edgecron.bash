@@ -52,6 +52,9 @@ _edgecron() {
             edgecron,occurrences)
                 cmd="edgecron__subcmd__occurrences"
                 ;;
+            edgecron,restore)
+                cmd="edgecron__subcmd__restore"
+                ;;
             edgecron,run)
                 cmd="edgecron__subcmd__run"
                 ;;
@@ -100,6 +103,9 @@ _edgecron() {
             edgecron__subcmd__help,occurrences)
                 cmd="edgecron__subcmd__help__subcmd__occurrences"
                 ;;
+            edgecron__subcmd__help,restore)
+                cmd="edgecron__subcmd__help__subcmd__restore"
+                ;;
             edgecron__subcmd__help,run)
                 cmd="edgecron__subcmd__help__subcmd__run"
                 ;;
@@ -134,7 +140,7 @@ _edgecron() {
 
     case "${cmd}" in
         edgecron)
-            opts="-h -V --help --version serve run erase access jobs runs occurrences check calendar migrate demo site backup completions man help"
+            opts="-h -V --help --version serve run erase access jobs runs occurrences check calendar migrate demo site backup restore completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -282,7 +288,7 @@ _edgecron() {
             return 0
             ;;
         edgecron__subcmd__help)
-            opts="serve run erase access jobs runs occurrences check calendar migrate demo site backup completions man help"
+            opts="serve run erase access jobs runs occurrences check calendar migrate demo site backup restore completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -463,6 +469,20 @@ _edgecron() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        edgecron__subcmd__help__subcmd__restore)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         edgecron__subcmd__help__subcmd__run)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -586,6 +606,20 @@ _edgecron() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgecron__subcmd__restore)
+            opts="-h --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

@@ -5,6 +5,7 @@ pub mod exported_ids;
 pub mod format;
 pub mod metrics;
 pub mod partition;
+pub mod reconcile;
 pub mod rewrite;
 pub mod row;
 pub mod storage;

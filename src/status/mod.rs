@@ -83,6 +83,36 @@ pub struct JobStatus {
     pub capture_backlog: Option<CaptureBacklog>,
 }
 
+impl JobStatus {
+    /// `edgecron jobs` without `--json`: a line per job.
+    pub fn table(statuses: &[JobStatus]) -> String {
+        let mut out = format!(
+            "{:<30} {:<16} {:<8} {:<48} {}\n",
+            "JOB", "SCHEDULE", "ENABLED", "LAST RUN", "NEXT RUN"
+        );
+        for status in statuses {
+            let last = status.last_run.as_ref().map_or_else(
+                || "-".to_string(),
+                |run| {
+                    let seconds = run
+                        .duration_ms
+                        .map_or(String::new(), |ms| format!(" ({:.2}s)", ms as f64 / 1000.0));
+                    format!("{} {}{seconds}", run.status, run.started_at)
+                },
+            );
+            out.push_str(&format!(
+                "{:<30} {:<16} {:<8} {:<48} {}\n",
+                status.plan.name,
+                status.plan.schedule,
+                if status.plan.enabled { "yes" } else { "no" },
+                last,
+                status.plan.next_run.as_deref().unwrap_or("-"),
+            ));
+        }
+        out
+    }
+}
+
 /// What waits in a consumer's capture queue.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]

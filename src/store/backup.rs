@@ -108,6 +108,32 @@ impl Store {
     }
 }
 
+/// Why `path` is not a copy `edgecron backup` made: it must open, pass
+/// `PRAGMA integrity_check` and hold edgecron's export manifest.
+pub fn check_copy(path: &Path) -> Result<(), String> {
+    if !path.is_file() {
+        return Err("no such file".into());
+    }
+    let checked = || -> rusqlite::Result<Result<(), String>> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let integrity: String = conn.query_row("PRAGMA integrity_check", [], |row| row.get(0))?;
+        if integrity != "ok" {
+            return Ok(Err(format!("integrity check: {integrity}")));
+        }
+        let manifest: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'export_files'",
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(if manifest == 0 {
+            Err("it has no export manifest".into())
+        } else {
+            Ok(())
+        })
+    };
+    checked().map_err(|error| error.to_string())?
+}
+
 #[cfg(test)]
 mod tests {
     use crate::store::test_support::temp_store;

@@ -7,6 +7,8 @@ pub mod capture;
 pub mod export;
 pub mod export_metrics;
 pub mod export_rewrite;
+pub mod export_unlisted;
+pub mod lock;
 pub mod metrics;
 mod migrate;
 pub mod occurrences;

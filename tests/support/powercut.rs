@@ -82,16 +82,12 @@ impl Machine {
     }
 
     /// The power fails: every disk stops at the same instant, `victims` (every process using
-    /// the disks, each leading its process group) die, and the disks come back with what was
-    /// durable.
+    /// the disks) die, and the disks come back with what was durable.
     pub fn cut(&mut self, victims: &mut [Child]) {
         let group = self.file_systems[0].id() as i32;
         // SAFETY: plain signal sends to the disks' process group and to the victims.
         unsafe { libc::kill(-group, libc::SIGUSR1) };
         for victim in victims.iter_mut() {
-            // SAFETY: a plain signal send to the victim's process group (it leads one, so
-            // what it started dies with it).
-            unsafe { libc::kill(-(victim.id() as i32), libc::SIGKILL) };
             let _ = victim.kill();
             let _ = victim.wait();
         }

@@ -146,7 +146,7 @@ fn remove_legacy_batches(store: &Store, data_dir: &Path) -> Result<(), ExportErr
 }
 
 /// The days that have a partition directory under a tenant's root.
-fn partition_days(root: &Path) -> Result<Vec<NaiveDate>, ExportError> {
+pub(crate) fn partition_days(root: &Path) -> Result<Vec<NaiveDate>, ExportError> {
     let mut days = Vec::new();
     for year in subdirectories(root, "year=")? {
         for month in subdirectories(&root.join(format!("year={year}")), "month=")? {
@@ -164,7 +164,7 @@ fn partition_days(root: &Path) -> Result<Vec<NaiveDate>, ExportError> {
 }
 
 /// Names after `prefix` of the directories in `dir` named `{prefix}...`.
-fn subdirectories(dir: &Path, prefix: &str) -> Result<Vec<String>, ExportError> {
+pub(crate) fn subdirectories(dir: &Path, prefix: &str) -> Result<Vec<String>, ExportError> {
     Ok(entries(dir)?
         .into_iter()
         .filter(|(_, is_dir)| *is_dir)
@@ -173,7 +173,7 @@ fn subdirectories(dir: &Path, prefix: &str) -> Result<Vec<String>, ExportError> 
 }
 
 /// `(name, is_dir)` of each entry in `dir`; none if `dir` is not a directory.
-fn entries(dir: &Path) -> Result<Vec<(String, bool)>, ExportError> {
+pub(crate) fn entries(dir: &Path) -> Result<Vec<(String, bool)>, ExportError> {
     let listing = match std::fs::read_dir(dir) {
         Ok(listing) => listing,
         Err(error)

@@ -1,0 +1,130 @@
+//! `edgecron restore BACKUP` (SPEC sections 1 and 10): a backup put back after more rows were
+//! exported and uploaded since; the files written since are taken into the restored manifest,
+//! so every row is in exactly one file, locally and in the bucket, with no orphan and no `-2`.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::support::{BUCKET, Env, Moto, drain_exports, export_files, exported_rows};
+
+/// The application inserts `count` rows named `{prefix}-{n}` into the active tenants.
+fn insert_rows(env: &Env, prefix: &str, count: usize) {
+    let db = env.db();
+    let tenants = env.strings("SELECT id FROM tenants WHERE active = 1 ORDER BY id");
+    for n in 0..count {
+        db.execute(
+            "INSERT INTO interaction_history (id, tenant_id, customer_id, channel, outcome, payload, created_at)
+             VALUES (?1, ?2, 'c', 'email', 'opened', '{}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?3))",
+            rusqlite::params![
+                format!("{prefix}-{n}"),
+                tenants[n % tenants.len()],
+                format!("-{} hours", n % 50)
+            ],
+        )
+        .expect("insert");
+    }
+}
+
+#[test]
+fn a_restore_takes_the_files_written_since_and_every_row_stays_in_exactly_one_file() {
+    let moto = Moto::start();
+    let env = moto.configure(Env::new().with("EXPORT_BATCH_SIZE", "100"));
+    env.run_json(&["demo", "--tenants", "3", "--rows", "400"], 0);
+    drain_exports(&env);
+    env.run_json(&["run", "s3-sync"], 0);
+    // Rows still waiting in the capture queue when the backup is taken...
+    insert_rows(&env, "queued", 120);
+    let backup = env.data_dir().join("backups/before.db");
+    std::fs::create_dir_all(backup.parent().unwrap()).unwrap();
+    let output = env.run(&["backup", &backup.to_string_lossy()]);
+    assert!(output.status.success(), "{output:?}");
+    // ...exported and uploaded after it, with rows the restore will lose from the store.
+    insert_rows(&env, "after-backup", 150);
+    drain_exports(&env);
+    env.run_json(&["run", "s3-sync"], 0);
+    let files_before_restore = export_files(&env).len();
+
+    // Refused while serve runs, and for something that is no backup.
+    let mut server = env.serve();
+    let refused = env.run(&["restore", &backup.to_string_lossy()]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("serve is running"));
+    server.signal("TERM");
+    server.wait_exit(std::time::Duration::from_secs(20));
+    let not_a_backup = env.data_dir().join("not-a-backup.db");
+    std::fs::write(&not_a_backup, b"hello").unwrap();
+    let refused = env.run(&["restore", &not_a_backup.to_string_lossy()]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+
+    let restored = env.run_json(&["restore", &backup.to_string_lossy()], 0);
+    let reconciled = &restored["reconciled"];
+    assert!(reconciled["filesTaken"].as_u64().unwrap() > 0, "{restored}");
+    assert_eq!(reconciled["rowsTaken"], 270, "{restored}");
+    assert_eq!(reconciled["queueEntriesTaken"], 120, "{restored}");
+    // The replaced store is kept beside, with the rows the backup does not have.
+    let kept = restored["replacedStoreKeptAt"].as_str().expect("kept");
+    let kept_rows: i64 = rusqlite::Connection::open(kept)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM interaction_history WHERE id LIKE 'after-backup-%'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept_rows, 150);
+    assert_eq!(
+        env.query_i64("SELECT count(*) FROM interaction_history WHERE id LIKE 'after-backup-%'"),
+        0
+    );
+
+    // The application goes on; exports and uploads go on.
+    insert_rows(&env, "after-restore", 90);
+    drain_exports(&env);
+    env.run_json(&["run", "s3-sync"], 0);
+
+    let rows = exported_rows(&env);
+    let mut per_id: HashMap<&str, usize> = HashMap::new();
+    for row in &rows {
+        *per_id.entry(row.id.as_str()).or_default() += 1;
+    }
+    let twice: Vec<_> = per_id.iter().filter(|(_, count)| **count > 1).collect();
+    assert!(twice.is_empty(), "rows exported twice: {twice:?}");
+    let in_store: BTreeSet<String> = env
+        .strings("SELECT h.id FROM interaction_history h JOIN tenants t ON t.id = h.tenant_id WHERE t.active = 1")
+        .into_iter()
+        .collect();
+    let in_files: BTreeSet<String> = per_id.keys().map(|id| id.to_string()).collect();
+    let missing: Vec<_> = in_store.difference(&in_files).collect();
+    assert!(missing.is_empty(), "rows in no file: {missing:?}");
+    // The only rows in files but not in the store are those the restore took from it.
+    let only_in_files: Vec<_> = in_files.difference(&in_store).collect();
+    assert_eq!(only_in_files.len(), 150);
+    assert!(
+        only_in_files
+            .iter()
+            .all(|id| id.starts_with("after-backup-"))
+    );
+
+    // No orphan, no `-2` twin: the manifest lists exactly the files on disk, and the bucket
+    // holds exactly them.
+    let files: BTreeSet<String> = export_files(&env)
+        .into_iter()
+        .map(|path| path.to_string_lossy().into_owned())
+        .collect();
+    assert!(files.len() > files_before_restore);
+    let listed: BTreeSet<String> = env
+        .strings("SELECT path FROM export_files")
+        .into_iter()
+        .collect();
+    assert_eq!(files, listed, "files on disk and the manifest");
+    assert!(
+        files.iter().all(|path| !path.contains("-2.")),
+        "a -2 twin: {files:?}"
+    );
+    let keys: BTreeSet<String> = moto
+        .keys()
+        .into_iter()
+        .filter_map(|key| key.strip_prefix("backup/").map(str::to_string))
+        .filter(|key| key.starts_with("exports/"))
+        .collect();
+    assert_eq!(keys, files, "the bucket {BUCKET} and the files on disk");
+}
