@@ -3,18 +3,21 @@
 //! is reproduced by its seed), then the disks remounted and the jobs run again until done.
 //! `POWERCUT_CUTS` and `POWERCUT_SEED` choose how many and where; `bench/powercut` runs many.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::intake::{Intake, Kind};
 use crate::support::powercut::{Machine, power_cuts_available};
 use crate::support::{Env, Moto, assert_exported_exactly_once, drain_exports, export_files};
 
 /// The application: inserts rows into active tenants every 2 ms until it dies, committed out of
-/// timestamp order (backfills up to three days back) and in both time forms SQLite reads.
+/// timestamp order (backfills up to three days back) and in both time forms SQLite reads:
+/// interaction rows, or audit rows (`audit` as its fourth argument).
 const WRITER: &str = r#"
 import random, sqlite3, sys, time
 db, prefix, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+audit = sys.argv[4:] == ["audit"]
 tenants = [row[0] for row in sqlite3.connect(db).execute("SELECT id FROM tenants WHERE active = 1")]
 rng = random.Random(seed)
 conn = sqlite3.connect(db, timeout=30, isolation_level=None)
@@ -27,6 +30,14 @@ while True:
     text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + ".%03dZ" % int(at % 1 * 1000)
     if rng.random() < 0.2:
         text = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at))
+    if audit:
+        conn.execute(
+            "INSERT INTO audit_log (id, tenant_id, actor, action, target, details, created_at) "
+            "VALUES (?, ?, 'app', 'login', 'user', '{}', ?)",
+            (f"{prefix}-{n}", rng.choice(tenants), text),
+        )
+        time.sleep(0.002)
+        continue
     conn.execute(
         "INSERT INTO interaction_history (id, tenant_id, customer_id, channel, outcome, payload, created_at) "
         "VALUES (?, ?, 'c', 'email', 'opened', '{}', ?)",
@@ -46,24 +57,29 @@ fn setting(name: &str, default: u64) -> u64 {
 }
 
 fn writer(env: &Env, prefix: &str, seed: u64) -> Child {
+    writer_of(env, prefix, seed, &[])
+}
+
+fn writer_of(env: &Env, prefix: &str, seed: u64, table: &[&str]) -> Child {
     let mut command = std::process::Command::new("python3");
     command
         .args(["-c", WRITER])
         .arg(env.db_path())
         .arg(prefix)
         .arg(seed.to_string())
+        .args(table)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     command.spawn().expect("python3")
 }
 
-/// The jobs of one cycle, run one after the other.
-const JOBS: [&str; 2] = ["export-interactions", "s3-sync"];
+/// The jobs of an export cycle, run one after the other.
+const EXPORT_JOBS: &[&str] = &["export-interactions", "s3-sync"];
 
-/// Runs `JOBS` in turn until `until` (answers the job still running then, to die in the cut)
+/// Runs `jobs` in turn until `until` (answers the job still running then, to die in the cut)
 /// or until they are done (answers `None`). Each is this test's own child, so it is reaped.
-fn run_jobs(env: &Env, until: Option<Instant>) -> Option<Child> {
-    for job in JOBS {
+fn run_jobs(env: &Env, jobs: &[&str], until: Option<Instant>) -> Option<Child> {
+    for &job in jobs {
         let mut child = env
             .command(&["run", job])
             .stdout(Stdio::null())
@@ -115,12 +131,12 @@ fn exports_and_uploads_keep_every_row_exactly_once_across_power_cuts() {
     // The demo's rows exported, then how long a cycle takes, so the cuts fall across all of it.
     let mut span = 0;
     for name in ["settle", "calibration"] {
-        let application = writer(&env, name, seed);
+        let mut application = writer(&env, name, seed);
         std::thread::sleep(HEAD_START);
         let started = Instant::now();
-        run_jobs(&env, None);
+        run_jobs(&env, EXPORT_JOBS, None);
         span = started.elapsed().as_millis() as u64 * 12 / 10;
-        machine.cut(&mut [application]);
+        machine.cut([&mut application]);
     }
 
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -130,7 +146,7 @@ fn exports_and_uploads_keep_every_row_exactly_once_across_power_cuts() {
         std::thread::sleep(HEAD_START);
         let cut_at = Instant::now() + Duration::from_millis(rng.u64(0..=span));
         let mut victims = vec![application];
-        if let Some(running) = run_jobs(&env, Some(cut_at)) {
+        if let Some(running) = run_jobs(&env, EXPORT_JOBS, Some(cut_at)) {
             mid_run += 1;
             victims.push(running);
         }
@@ -171,4 +187,229 @@ fn assert_bucket_holds_the_local_files(env: &Env, moto: &Moto) {
     for (key, content) in &local {
         assert_eq!(&stored[key], content, "{key}");
     }
+}
+
+/// Per tenant: rows of the purged tables left, plus the rows the purge's audit rows say it
+/// deleted. A purge only moves rows from the first to the second.
+fn rows_and_audited(env: &Env) -> BTreeMap<String, i64> {
+    env.strings(
+        "SELECT t.id || ' ' || (
+             (SELECT count(*) FROM interaction_history WHERE tenant_id = t.id)
+           + (SELECT count(*) FROM decision_traces WHERE tenant_id = t.id)
+           + (SELECT count(*) FROM ai_attachments WHERE tenant_id = t.id)
+           + (SELECT coalesce(sum(json_extract(details, '$.interactionHistory'))
+                  + sum(json_extract(details, '$.decisionTraces'))
+                  + sum(json_extract(details, '$.aiAttachments')), 0)
+                FROM audit_log WHERE action = 'dsar.purge' AND tenant_id = t.id))
+         FROM tenants t ORDER BY t.id",
+    )
+    .into_iter()
+    .map(|line| {
+        let (tenant, total) = line.split_once(' ').expect("tenant and total");
+        (tenant.to_string(), total.parse().expect("a count"))
+    })
+    .collect()
+}
+
+/// The application backfills `count` rows already past the tenants' 30-day retention.
+fn backfill_expired(env: &Env, prefix: &str, count: usize) {
+    let db = env.db();
+    db.execute_batch("PRAGMA synchronous = FULL")
+        .expect("pragma");
+    let tenants = env.strings("SELECT id FROM tenants ORDER BY id");
+    for n in 0..count {
+        db.execute(
+            "INSERT INTO interaction_history (id, tenant_id, customer_id, channel, outcome, payload, created_at)
+             VALUES (?1, ?2, 'c', 'email', 'opened', '{}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?3))",
+            rusqlite::params![
+                format!("{prefix}-{n}"),
+                tenants[n % tenants.len()],
+                format!("-{} days", 31 + n % 60)
+            ],
+        )
+        .expect("insert");
+    }
+}
+
+#[test]
+fn a_purge_cut_anywhere_has_audited_exactly_the_rows_gone() {
+    if !power_cuts_available() {
+        return;
+    }
+    let cuts = setting("POWERCUT_CUTS", 12);
+    let seed = setting("POWERCUT_SEED", 29);
+    let mut machine = Machine::new(&["store"]);
+    let env = Env::new()
+        .with(
+            "EDGECRON_DB",
+            &machine.disk("store").join("edgecron.db").to_string_lossy(),
+        )
+        .with("RUST_LOG", "warn");
+    env.run_json(&["demo", "--tenants", "3", "--rows", "600"], 0);
+    env.db()
+        .execute_batch(
+            "DELETE FROM retention_policies;
+             INSERT INTO retention_policies (tenant_id, data_class, retention_days)
+                 SELECT id, 'all', 30 FROM tenants;",
+        )
+        .expect("policies");
+    machine.restart();
+
+    // How long a purge of one backfill takes, so the cuts fall across all of it.
+    backfill_expired(&env, "calibration", 400);
+    let started = Instant::now();
+    run_jobs(&env, &["dsar-purge"], None);
+    let span = started.elapsed().as_millis() as u64 * 12 / 10;
+    machine.restart();
+
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut expected = rows_and_audited(&env);
+    let mut mid_run = 0;
+    for cut in 0..cuts {
+        backfill_expired(&env, &format!("expired{cut}"), 400);
+        let inserted = rows_and_audited(&env);
+        for (tenant, total) in &inserted {
+            assert!(*total > expected[tenant], "the backfill is counted");
+        }
+        expected = inserted;
+        machine.restart();
+        let mut purge = env
+            .command(&["run", "dsar-purge"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("edgecron");
+        let cut_at = Instant::now() + Duration::from_millis(rng.u64(0..=span));
+        while Instant::now() < cut_at && purge.try_wait().expect("the purge").is_none() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        mid_run += u64::from(purge.try_wait().expect("the purge").is_none());
+        machine.cut([&mut purge]);
+        assert_eq!(rows_and_audited(&env), expected, "after cut {cut}");
+    }
+    let last = env.run_json(&["run", "dsar-purge"], 0);
+    assert_eq!(rows_and_audited(&env), expected, "{last}");
+    assert_eq!(
+        env.query_i64(
+            "SELECT count(*) FROM interaction_history
+              WHERE julianday(created_at) < julianday('now', '-30 days')"
+        ),
+        0,
+        "everything expired is purged in the end"
+    );
+    assert!(
+        cuts < 4 || mid_run * 2 >= cuts,
+        "only {mid_run} of {cuts} cuts fell in a run"
+    );
+    eprintln!(
+        "power cuts: {cuts} during dsar-purge ({mid_run} while it ran, seed {seed}), audit equals rows gone"
+    );
+}
+
+#[test]
+fn siem_shipping_cut_anywhere_skips_no_row() {
+    if !power_cuts_available() {
+        return;
+    }
+    let cuts = setting("POWERCUT_CUTS", 12);
+    let seed = setting("POWERCUT_SEED", 29);
+    let mut machine = Machine::new(&["store"]);
+    // Elastic: documents are created by `_id`, so a batch sent again after a cut is harmless.
+    let intake = Intake::start(Kind::Elastic, &[]);
+    let env = intake.configure(
+        Env::new()
+            .with(
+                "EDGECRON_DB",
+                &machine.disk("store").join("edgecron.db").to_string_lossy(),
+            )
+            .with("RUST_LOG", "warn"),
+    );
+    env.run_json(&["demo", "--tenants", "3", "--rows", "300"], 0);
+    machine.restart();
+    let mut span = 0;
+    for name in ["settle", "calibration"] {
+        let mut application = writer_of(&env, name, seed, &["audit"]);
+        std::thread::sleep(HEAD_START);
+        let started = Instant::now();
+        run_jobs(&env, &["siem-ship"], None);
+        span = started.elapsed().as_millis() as u64 * 12 / 10;
+        machine.cut([&mut application]);
+    }
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut mid_run = 0;
+    for cut in 0..cuts {
+        let application = writer_of(&env, &format!("audit{cut}"), seed + cut, &["audit"]);
+        std::thread::sleep(HEAD_START);
+        let cut_at = Instant::now() + Duration::from_millis(rng.u64(0..=span));
+        let mut victims = vec![application];
+        if let Some(running) = run_jobs(&env, &["siem-ship"], Some(cut_at)) {
+            mid_run += 1;
+            victims.push(running);
+        }
+        machine.cut(&mut victims);
+    }
+    let last = env.run_json(&["run", "siem-ship"], 0);
+    assert_eq!(last["backlog"], 0, "{last}");
+    let received: BTreeSet<String> = intake.received().into_iter().collect();
+    assert_eq!(
+        received.len(),
+        intake.received().len(),
+        "a document created twice"
+    );
+    let skipped: Vec<String> = env
+        .strings("SELECT id FROM audit_log ORDER BY id")
+        .into_iter()
+        .filter(|id| !received.contains(id))
+        .collect();
+    assert!(skipped.is_empty(), "rows never shipped: {skipped:?}");
+    assert!(intake.violations().is_empty(), "{:?}", intake.violations());
+    assert!(
+        cuts < 4 || mid_run * 2 >= cuts,
+        "only {mid_run} of {cuts} cuts fell in a run"
+    );
+    eprintln!(
+        "power cuts: {cuts} during siem-ship ({mid_run} while it ran, seed {seed}), {} rows, none skipped",
+        received.len()
+    );
+}
+
+#[test]
+fn the_scheduler_cut_anywhere_never_runs_a_fire_time_twice() {
+    if !power_cuts_available() {
+        return;
+    }
+    let cuts = setting("POWERCUT_CUTS", 12);
+    let seed = setting("POWERCUT_SEED", 29);
+    let mut machine = Machine::new(&["store"]);
+    let env = Env::new()
+        .with(
+            "EDGECRON_DB",
+            &machine.disk("store").join("edgecron.db").to_string_lossy(),
+        )
+        .with("EDGECRON_SCHEDULE_APPROVALS_EXPIRE", "* * * * * *")
+        .with("EDGECRON_CATCHUP_APPROVALS_EXPIRE", "all");
+    assert!(env.run(&["migrate"]).status.success());
+    machine.restart();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for _ in 0..cuts {
+        let mut server = env.serve();
+        std::thread::sleep(Duration::from_millis(rng.u64(0..=2500)));
+        machine.cut([&mut server.child]);
+    }
+    let ran = |outcome: &str| {
+        env.query_i64(&format!(
+            "SELECT count(*) FROM schedule_occurrences WHERE job = 'approvals-expire' AND outcome = '{outcome}'"
+        ))
+    };
+    assert!(ran("ran") > 0, "the scheduler ran between the cuts");
+    let twice = env.strings(
+        "SELECT scheduled_for || ' ' || count(*) FROM job_runs
+          WHERE job = 'approvals-expire' AND scheduled_for IS NOT NULL
+          GROUP BY scheduled_for HAVING count(*) > 1",
+    );
+    assert!(twice.is_empty(), "fire times run twice: {twice:?}");
+    eprintln!(
+        "power cuts: {cuts} of serve (seed {seed}), {} fire times ran, none twice",
+        ran("ran")
+    );
 }

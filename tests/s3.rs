@@ -398,3 +398,26 @@ fn each_format_is_uploaded_with_its_own_content_type() {
         }
     }
 }
+
+#[test]
+fn a_local_file_gone_is_reported_at_once_and_the_other_files_go_up() {
+    let moto = Moto::start();
+    let env = moto
+        .configure(Env::new())
+        .with("RUST_LOG", "edgecron=debug");
+    env.run_json(&["demo", "--rows", "300"], 0);
+    drain_exports(&env);
+    let gone = manifest_keys(&env)[0]
+        .trim_start_matches("backup/")
+        .to_string();
+    std::fs::remove_file(env.data_dir().join(&gone)).unwrap();
+    let output = env.run(&["run", "s3-sync"]);
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["failed"], 1, "{result}");
+    assert_eq!(result["errors"][0]["path"], gone.as_str(), "{result}");
+    assert_eq!(uploaded_keys(&env).len(), manifest_keys(&env).len() - 1);
+    // No attempt again within the run: a missing file does not come back in a second.
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!log.contains("attempt 1 failed"), "{log}");
+}

@@ -153,7 +153,11 @@ fn upload_with_retries(
     loop {
         match storage.upload(&local, &key) {
             Ok(uploaded) => return Ok(uploaded),
-            Err(error @ StorageError::Conflict { .. }) => return Err(error),
+            // Other content at the key, or the local file unreadable: a retry within the
+            // run finds the same.
+            Err(error @ (StorageError::Conflict { .. } | StorageError::Io(_))) => {
+                return Err(error);
+            }
             Err(error) if attempt < ATTEMPTS_PER_RUN && !ctx.should_stop() => {
                 log::debug!("s3-sync: {key} attempt {attempt} failed: {error}");
                 std::thread::sleep(delay + delay.mul_f64(random.f64() * 0.5));

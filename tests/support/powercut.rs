@@ -83,11 +83,11 @@ impl Machine {
 
     /// The power fails: every disk stops at the same instant, `victims` (every process using
     /// the disks) die, and the disks come back with what was durable.
-    pub fn cut(&mut self, victims: &mut [Child]) {
+    pub fn cut<'a>(&mut self, victims: impl IntoIterator<Item = &'a mut Child>) {
         let group = self.file_systems[0].id() as i32;
         // SAFETY: plain signal sends to the disks' process group and to the victims.
         unsafe { libc::kill(-group, libc::SIGUSR1) };
-        for victim in victims.iter_mut() {
+        for victim in victims {
             let _ = victim.kill();
             let _ = victim.wait();
         }
