@@ -10,7 +10,8 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::durable;
 use crate::export::batch::ExportError;
-use crate::export::reconcile::{self, Reconciled};
+use crate::export::reconcile::{self, Places, Reconciled};
+use crate::export::storage::Storage;
 use crate::io_error::IoError;
 use crate::store::export::Upload;
 use crate::store::lock::{self, LockMode};
@@ -90,8 +91,22 @@ pub fn restore(config: &Config, backup: &Path, now_text: &str) -> Result<Restore
         Some(_) => Upload::Queued,
         None => Upload::LocalOnly,
     };
+    let storage = config
+        .s3
+        .as_ref()
+        .map(Storage::new)
+        .transpose()
+        .map_err(|error| RestoreError::Export(ExportError::Storage(error.to_string())))?;
     let reconciled = match &site {
-        Some(site) => reconcile::reconcile(&store, &config.data_dir, site, upload, now_text)?,
+        Some(site) => {
+            let places = Places {
+                data_dir: &config.data_dir,
+                site,
+                storage: storage.as_ref(),
+                upload,
+            };
+            reconcile::reconcile(&store, &places, now_text)?
+        }
         // A store that never exported under a site partition has no such files to find.
         None => Reconciled::default(),
     };

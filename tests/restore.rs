@@ -26,8 +26,39 @@ fn insert_rows(env: &Env, prefix: &str, count: usize) {
 
 #[test]
 fn a_restore_takes_the_files_written_since_and_every_row_stays_in_exactly_one_file() {
+    restore_drill(LocalCopies::Kept);
+}
+
+#[test]
+fn a_restore_takes_the_objects_whose_local_copies_were_removed_after_upload() {
+    restore_drill(LocalCopies::RemovedAfterUpload);
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum LocalCopies {
+    Kept,
+    RemovedAfterUpload,
+}
+
+/// Every row id in the bucket's export objects (NDJSON), with how often it is there.
+fn bucket_ids(moto: &Moto) -> HashMap<String, usize> {
+    let mut ids = HashMap::new();
+    for content in moto.objects("backup/exports/").values() {
+        for line in content.lines() {
+            let row: serde_json::Value = serde_json::from_str(line).expect("an NDJSON line");
+            *ids.entry(row["id"].as_str().expect("an id").to_string())
+                .or_default() += 1;
+        }
+    }
+    ids
+}
+
+fn restore_drill(local: LocalCopies) {
     let moto = Moto::start();
-    let env = moto.configure(Env::new().with("EXPORT_BATCH_SIZE", "100"));
+    let mut env = moto.configure(Env::new().with("EXPORT_BATCH_SIZE", "100"));
+    if local == LocalCopies::RemovedAfterUpload {
+        env = env.with("EXPORT_DELETE_LOCAL_AFTER_UPLOAD", "true");
+    }
     env.run_json(&["demo", "--tenants", "3", "--rows", "400"], 0);
     drain_exports(&env);
     env.run_json(&["run", "s3-sync"], 0);
@@ -41,7 +72,7 @@ fn a_restore_takes_the_files_written_since_and_every_row_stays_in_exactly_one_fi
     insert_rows(&env, "after-backup", 150);
     drain_exports(&env);
     env.run_json(&["run", "s3-sync"], 0);
-    let files_before_restore = export_files(&env).len();
+    let objects_before_restore = moto.keys().len();
 
     // Refused while serve runs, and for something that is no backup.
     let mut server = env.serve();
@@ -57,7 +88,11 @@ fn a_restore_takes_the_files_written_since_and_every_row_stays_in_exactly_one_fi
 
     let restored = env.run_json(&["restore", &backup.to_string_lossy()], 0);
     let reconciled = &restored["reconciled"];
-    assert!(reconciled["filesTaken"].as_u64().unwrap() > 0, "{restored}");
+    let taken = match local {
+        LocalCopies::Kept => &reconciled["filesTaken"],
+        LocalCopies::RemovedAfterUpload => &reconciled["objectsTaken"],
+    };
+    assert!(taken.as_u64().unwrap() > 0, "{restored}");
     assert_eq!(reconciled["rowsTaken"], 270, "{restored}");
     assert_eq!(reconciled["queueEntriesTaken"], 120, "{restored}");
     // The replaced store is kept beside, with the rows the backup does not have.
@@ -81,18 +116,24 @@ fn a_restore_takes_the_files_written_since_and_every_row_stays_in_exactly_one_fi
     drain_exports(&env);
     env.run_json(&["run", "s3-sync"], 0);
 
-    let rows = exported_rows(&env);
-    let mut per_id: HashMap<&str, usize> = HashMap::new();
-    for row in &rows {
-        *per_id.entry(row.id.as_str()).or_default() += 1;
-    }
+    let per_id = bucket_ids(&moto);
     let twice: Vec<_> = per_id.iter().filter(|(_, count)| **count > 1).collect();
-    assert!(twice.is_empty(), "rows exported twice: {twice:?}");
+    assert!(twice.is_empty(), "rows uploaded twice: {twice:?}");
+    if local == LocalCopies::Kept {
+        let mut on_disk: HashMap<String, usize> = HashMap::new();
+        for row in exported_rows(&env) {
+            *on_disk.entry(row.id).or_default() += 1;
+        }
+        assert_eq!(
+            on_disk, per_id,
+            "the rows on disk are the rows in the bucket"
+        );
+    }
     let in_store: BTreeSet<String> = env
         .strings("SELECT h.id FROM interaction_history h JOIN tenants t ON t.id = h.tenant_id WHERE t.active = 1")
         .into_iter()
         .collect();
-    let in_files: BTreeSet<String> = per_id.keys().map(|id| id.to_string()).collect();
+    let in_files: BTreeSet<String> = per_id.keys().cloned().collect();
     let missing: Vec<_> = in_store.difference(&in_files).collect();
     assert!(missing.is_empty(), "rows in no file: {missing:?}");
     // The only rows in files but not in the store are those the restore took from it.
@@ -104,27 +145,30 @@ fn a_restore_takes_the_files_written_since_and_every_row_stays_in_exactly_one_fi
             .all(|id| id.starts_with("after-backup-"))
     );
 
-    // No orphan, no `-2` twin: the manifest lists exactly the files on disk, and the bucket
-    // holds exactly them.
-    let files: BTreeSet<String> = export_files(&env)
-        .into_iter()
-        .map(|path| path.to_string_lossy().into_owned())
-        .collect();
-    assert!(files.len() > files_before_restore);
-    let listed: BTreeSet<String> = env
-        .strings("SELECT path FROM export_files")
-        .into_iter()
-        .collect();
-    assert_eq!(files, listed, "files on disk and the manifest");
-    assert!(
-        files.iter().all(|path| !path.contains("-2.")),
-        "a -2 twin: {files:?}"
-    );
+    // No orphan, no `-2` twin: the manifest lists exactly the objects in the bucket (and the
+    // files on disk, when they are kept).
     let keys: BTreeSet<String> = moto
         .keys()
         .into_iter()
         .filter_map(|key| key.strip_prefix("backup/").map(str::to_string))
         .filter(|key| key.starts_with("exports/"))
         .collect();
-    assert_eq!(keys, files, "the bucket {BUCKET} and the files on disk");
+    assert!(keys.len() > objects_before_restore);
+    let listed: BTreeSet<String> = env
+        .strings("SELECT path FROM export_files")
+        .into_iter()
+        .collect();
+    assert_eq!(keys, listed, "the bucket {BUCKET} and the manifest");
+    assert!(
+        keys.iter().all(|key| !key.contains("-2.")),
+        "a -2 twin: {keys:?}"
+    );
+    let files: BTreeSet<String> = export_files(&env)
+        .into_iter()
+        .map(|path| path.to_string_lossy().into_owned())
+        .collect();
+    match local {
+        LocalCopies::Kept => assert_eq!(files, listed, "files on disk and the manifest"),
+        LocalCopies::RemovedAfterUpload => assert!(files.is_empty(), "{files:?}"),
+    }
 }

@@ -15,7 +15,27 @@ pub struct UnlistedFile<'a> {
     pub bytes: u64,
     pub sha256: &'a str,
     pub now_text: &'a str,
-    pub upload: Upload,
+    pub held: Held,
+}
+
+/// Where an unlisted file was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// On disk: to be uploaded as new files are (or kept local).
+    OnDisk(Upload),
+    /// Only in the bucket (its local copy was removed after upload).
+    InBucketOnly,
+}
+
+/// Every tenant the store knows, and every one the manifest names.
+pub fn tenant_ids(store: &Store) -> Result<Vec<String>, StoreError> {
+    let conn = store.conn()?;
+    let mut statement =
+        conn.prepare("SELECT id FROM tenants UNION SELECT tenant_id FROM export_files")?;
+    let ids = statement
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ids)
 }
 
 /// Takes an unlisted file into the manifest and its rows out of the capture queue, in one
@@ -38,14 +58,16 @@ pub fn take(store: &Store, file: &UnlistedFile<'_>) -> Result<u64, StoreError> {
     let first = file.ids.first().map_or("", String::as_str);
     let last = file.ids.last().map_or("", String::as_str);
     let (first_created_at, last_created_at) = (created_at(first)?, created_at(last)?);
-    let upload_status = match file.upload {
-        Upload::Queued => "pending",
-        Upload::LocalOnly => "local",
+    let (upload_status, uploaded_at) = match file.held {
+        Held::OnDisk(Upload::Queued) => ("pending", None),
+        Held::OnDisk(Upload::LocalOnly) => ("local", None),
+        Held::InBucketOnly => ("uploaded", Some(file.now_text)),
     };
     tx.execute(
         "INSERT INTO export_files (path, tenant_id, partition_day, row_count, first_created_at, first_id,
-             last_created_at, last_id, bytes, sha256, created_at, upload_status, raw_bytes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?9)",
+             last_created_at, last_id, bytes, sha256, created_at, upload_status, raw_bytes,
+             uploaded_at, local_deleted_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?9, ?13, ?13)",
         params![
             file.path,
             file.tenant_id,
@@ -59,6 +81,7 @@ pub fn take(store: &Store, file: &UnlistedFile<'_>) -> Result<u64, StoreError> {
             file.sha256,
             file.now_text,
             upload_status,
+            uploaded_at,
         ],
     )?;
     let ids = serde_json::Value::from(file.ids.to_vec()).to_string();

@@ -9,6 +9,7 @@ use std::time::Duration;
 use s3::command::Command;
 use s3::creds::Credentials;
 use s3::error::S3Error;
+use s3::serde_types::ListBucketResult;
 use s3::{Bucket, Region};
 
 use exchange::exchange;
@@ -20,6 +21,8 @@ use crate::io_error::IoError;
 
 /// Files larger than this go up in parts of this size (S3's minimum part is 5 MiB).
 pub const MULTIPART_THRESHOLD: usize = 8 * 1024 * 1024;
+/// Keys per listing request: about 40 KiB of XML, within the answer limit.
+const LIST_PAGE: usize = 100;
 /// What storage serves a file as: an export file its format's content type; an archive
 /// (`….ndjson`, compressed as export files are) by its last extension. The file itself, never
 /// a transfer encoding a client would undo.
@@ -152,6 +155,30 @@ impl Storage {
 
     pub fn bucket(&self) -> &str {
         &self.bucket.name
+    }
+
+    /// Every key under `prefix`, a page of `LIST_PAGE` keys per request (so each answer stays
+    /// within the answer limit).
+    pub fn keys(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let mut keys = Vec::new();
+        let mut continuation_token = None;
+        loop {
+            let command = Command::ListObjectsV2 {
+                prefix: prefix.to_string(),
+                delimiter: None,
+                continuation_token: continuation_token.take(),
+                start_after: None,
+                max_keys: Some(LIST_PAGE),
+            };
+            let answer = exchange(&self.bucket, "/", command, self.request_timeout)?;
+            let page: ListBucketResult = quick_xml::de::from_str(&answer.text())
+                .map_err(|error| StorageError::Unexpected(format!("a listing: {error}")))?;
+            keys.extend(page.contents.into_iter().map(|object| object.key));
+            match page.next_continuation_token {
+                Some(token) if page.is_truncated => continuation_token = Some(token),
+                _ => return Ok(keys),
+            }
+        }
     }
 
     /// The object key of a file at `relative` (to the data dir).
