@@ -238,6 +238,10 @@ pub fn record_staged(
     now_text: &str,
 ) -> Result<(), StoreError> {
     let mut conn = store.conn()?;
+    // Durable whatever EDGECRON_DURABILITY says: the renames that follow are, and a file in
+    // place that no record names would be a second copy of rows the next batch exports again.
+    let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
+    conn.execute_batch("PRAGMA synchronous = FULL")?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut insert = tx.prepare(
@@ -248,7 +252,9 @@ pub fn record_staged(
             insert.execute((path, tenant_id, now_text))?;
         }
     }
-    tx.commit()?;
+    let committed = tx.commit();
+    conn.execute_batch(&format!("PRAGMA synchronous = {synchronous}"))?;
+    committed?;
     Ok(())
 }
 
@@ -539,4 +545,27 @@ pub fn upload_backlog(store: &Store) -> Result<(u64, u64), StoreError> {
         |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
     Ok((files as u64, bytes as u64))
+}
+
+/// Whether the manifest lists a file at `path`.
+pub fn is_listed(store: &Store, path: &str) -> Result<bool, StoreError> {
+    Ok(store
+        .conn()?
+        .query_row("SELECT 1 FROM export_files WHERE path = ?1", [path], |_| {
+            Ok(())
+        })
+        .optional()?
+        .is_some())
+}
+
+/// Paths of the tenant's committed files of one partition day.
+pub fn paths_of_day(store: &Store, tenant_id: &str, day: &str) -> Result<Vec<String>, StoreError> {
+    let conn = store.conn()?;
+    let mut statement = conn.prepare_cached(
+        "SELECT path FROM export_files WHERE tenant_id = ?1 AND partition_day = ?2",
+    )?;
+    let paths = statement
+        .query_map([tenant_id, day], |row| row.get(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(paths)
 }

@@ -163,15 +163,22 @@ pub fn assert_exported_exactly_once(env: &Env) {
         .collect();
     let mut found = exported_rows(env);
     found.sort_by(|a, b| a.id.cmp(&b.id));
-    let duplicates: Vec<&String> = found
+    let duplicates: Vec<String> = found
         .windows(2)
         .filter(|pair| pair[0].id == pair[1].id)
-        .map(|pair| &pair[0].id)
+        .map(|pair| {
+            format!(
+                "{} in {} and {}",
+                pair[0].id,
+                pair[0].file.display(),
+                pair[1].file.display()
+            )
+        })
         .collect();
     assert!(
         duplicates.is_empty(),
         "rows exported twice: {:?}",
-        &duplicates[..duplicates.len().min(10)]
+        &duplicates[..duplicates.len().min(6)]
     );
     let found_ids: Vec<&str> = found.iter().map(|row| row.id.as_str()).collect();
     let expected_ids: Vec<&str> = expected.iter().map(|row| row.0.as_str()).collect();

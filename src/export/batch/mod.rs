@@ -225,6 +225,7 @@ fn write_batch(
             handles.push(scope.spawn(move || {
                 let _run = crate::logging::continue_run(run);
                 let destination = write::Destination {
+                    store: settings.store,
                     data_dir: settings.data_dir,
                     site: settings.site,
                     format: settings.format,

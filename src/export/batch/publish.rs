@@ -9,7 +9,7 @@
 //! manifest. Recovery (before every batch, and after a
 //! failed one) removes every recorded path the manifest does not list and empties staging.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use chrono::NaiveDate;
@@ -86,6 +86,12 @@ pub fn publish(
         return Ok(());
     }
     manifest::record_staged(store, &files, now_text)?;
+    let finished: Vec<(&str, &FinishedFile)> = written
+        .iter()
+        .filter_map(|(slot, files)| Some((tenant_ids[*slot], files.as_ref().ok()?)))
+        .flat_map(|(tenant, files)| files.iter().map(move |file| (tenant, file)))
+        .collect();
+    remove_unlisted(store, &finished)?;
     for (_, files) in written.iter_mut() {
         let renamed = match files {
             Ok(files) => files.iter().try_for_each(rename_into_place),
@@ -101,6 +107,51 @@ pub fn publish(
         .flatten()
         .map(|file| file.path.as_path());
     Ok(durable::sync_parents(renamed)?)
+}
+
+/// Removes the files in the batch's partition directories that the manifest does not list,
+/// but the batch's own: a batch whose commit a power cut took (`EDGECRON_DURABILITY=normal`)
+/// left them, or an older store put back by hand. Their rows are still queued (or were never
+/// committed at all), so they are exported once more, by this batch or a later one; each
+/// removal is durable with the renames (the same directories are synced).
+fn remove_unlisted(store: &Store, files: &[(&str, &FinishedFile)]) -> Result<(), ExportError> {
+    let mut dirs: BTreeMap<(&str, &str, &Path), (&Path, HashSet<&str>)> = BTreeMap::new();
+    for (tenant, file) in files {
+        let (Some(dir), Some(relative_dir)) =
+            (file.path.parent(), Path::new(&file.meta.path).parent())
+        else {
+            continue;
+        };
+        let key = (*tenant, file.meta.partition_day.as_str(), relative_dir);
+        dirs.entry(key)
+            .or_insert_with(|| (dir, HashSet::new()))
+            .1
+            .insert(file.meta.path.as_str());
+    }
+    let mut removed = 0;
+    for ((tenant, day, relative_dir), (dir, own)) in dirs {
+        let listed: HashSet<String> = manifest::paths_of_day(store, tenant, day)?
+            .into_iter()
+            .collect();
+        for (name, is_dir) in entries(dir)? {
+            let relative = relative_dir.join(&name).to_string_lossy().into_owned();
+            if is_dir
+                || name.starts_with('.')
+                || listed.contains(&relative)
+                || own.contains(relative.as_str())
+            {
+                continue;
+            }
+            remove_if_present(&dir.join(&name))?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        log::warn!(
+            "export: removed {removed} files the manifest does not list (a batch whose commit was lost); their rows are exported again"
+        );
+    }
+    Ok(())
 }
 
 fn rename_into_place(file: &FinishedFile) -> Result<(), ExportError> {

@@ -22,8 +22,8 @@ use super::{ExportError, ExportTenant};
 use crate::export::format::{Encoder, FileFormat, Hashed};
 use crate::export::partition::partition_dir;
 use crate::export::row::{Row, partition_day};
-use crate::store::Cursor;
-use crate::store::export::WrittenFile;
+use crate::store::export::{self as manifest, WrittenFile};
+use crate::store::{Cursor, Store};
 
 /// Files one writer keeps open at once (each holds a descriptor and its buffer).
 const MAX_OPEN_FILES: usize = 32;
@@ -60,6 +60,7 @@ struct OpenFile {
 /// Where the files go and what they are: the same for every tenant of a batch.
 #[derive(Clone, Copy)]
 pub struct Destination<'a> {
+    pub store: &'a Store,
     pub data_dir: &'a Path,
     pub site: &'a str,
     pub format: FileFormat,
@@ -274,16 +275,25 @@ fn open_file(
     origin: Origin,
 ) -> Result<OpenFile, ExportError> {
     let Destination {
+        store,
         data_dir,
         site,
         format,
     } = target.destination;
     let relative_dir = partition_dir(target.tenant.dir, site, day);
+    // A file there that the manifest does not list holds rows still queued (its batch's
+    // commit was lost, or an older store was put back by hand): the same batch's file, taken
+    // over by the rename, never a `-2` twin beside it.
+    let listed = |name: &str| {
+        let path = relative_dir.join(name).to_string_lossy().into_owned();
+        manifest::is_listed(store, &path).unwrap_or(true)
+    };
     let name = free_name(
         &data_dir.join(&relative_dir),
         first,
         origin,
         format.extension(),
+        listed,
     );
     let relative = relative_dir.join(&name);
     let staging = staging_dir(data_dir).join(target.tenant.dir.as_str());
@@ -352,13 +362,19 @@ fn ensure_dir(dir: &Path) -> Result<(), ExportError> {
 }
 
 /// `batch-{created_at}-{hash}.json` from the file's first row and where it came from, so a
-/// batch re-run after a crash writes the same names; a name a committed file already has
-/// (the same row inserted again after its export) gets a `-2`, `-3`, … suffix.
-fn free_name(dir: &Path, first: &Row<'_>, origin: Origin, extension: &str) -> String {
+/// batch re-run after a crash writes the same names; a name a committed (`listed`) file
+/// already has (the same row inserted again after its export) gets a `-2`, `-3`, … suffix.
+fn free_name(
+    dir: &Path,
+    first: &Row<'_>,
+    origin: Origin,
+    extension: &str,
+    listed: impl Fn(&str) -> bool,
+) -> String {
     let base = file_stem(first, origin);
     let mut name = format!("{base}.{extension}");
     let mut suffix = 1;
-    while dir.join(&name).exists() {
+    while dir.join(&name).exists() && listed(&name) {
         suffix += 1;
         name = format!("{base}-{suffix}.{extension}");
     }
@@ -414,11 +430,13 @@ mod tests {
     }
 
     #[test]
-    fn a_name_already_taken_gets_a_suffix() {
+    fn a_name_a_committed_file_has_gets_a_suffix_and_an_unlisted_one_is_taken_over() {
         let dir = tempfile::tempdir().unwrap();
-        let name = free_name(dir.path(), &row("a"), Origin::Walk, "json");
+        let name = free_name(dir.path(), &row("a"), Origin::Walk, "json", |_| true);
         std::fs::write(dir.path().join(&name), b"").unwrap();
-        let second = free_name(dir.path(), &row("a"), Origin::Walk, "json");
+        let second = free_name(dir.path(), &row("a"), Origin::Walk, "json", |_| true);
         assert_eq!(second, name.replace(".json", "-2.json"));
+        let again = free_name(dir.path(), &row("a"), Origin::Walk, "json", |_| false);
+        assert_eq!(again, name);
     }
 }
