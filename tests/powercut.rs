@@ -445,3 +445,50 @@ fn the_scheduler_cut_anywhere_never_runs_a_fire_time_twice() {
         ran("ran")
     );
 }
+
+/// The harness itself: after a cut, a disk holds exactly what was made durable.
+#[test]
+fn the_test_disk_keeps_only_what_was_made_durable() {
+    if !power_cuts_available() {
+        return;
+    }
+    use std::io::Write;
+    let mut machine = Machine::new(&["disk"]);
+    let disk = machine.disk("disk");
+    let names = |dir: &std::path::Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let sync_dir = |dir: &std::path::Path| std::fs::File::open(dir).unwrap().sync_all().unwrap();
+    std::fs::write(disk.join("old"), b"before").unwrap();
+    std::fs::write(disk.join("moved"), b"m").unwrap();
+    machine.restart();
+
+    // Synced, and its name (and its directory's) too: kept, as it was when synced.
+    std::fs::create_dir(disk.join("dir")).unwrap();
+    let mut kept = std::fs::File::create(disk.join("dir/kept")).unwrap();
+    kept.write_all(b"durable").unwrap();
+    kept.sync_all().unwrap();
+    kept.write_all(b" and more").unwrap();
+    sync_dir(&disk.join("dir"));
+    sync_dir(&disk);
+    // After the last syncs of the directories nothing else is durable.
+    std::fs::write(disk.join("unsynced"), b"x").unwrap();
+    std::fs::write(disk.join("old"), b"changed").unwrap();
+    std::fs::rename(disk.join("moved"), disk.join("dir/moved")).unwrap();
+    let mut unnamed = std::fs::File::create(disk.join("dir/synced-unnamed")).unwrap();
+    unnamed.write_all(b"data").unwrap();
+    unnamed.sync_all().unwrap();
+    drop((kept, unnamed));
+    machine.cut([]);
+
+    assert_eq!(names(&disk), ["dir", "moved", "old"]);
+    assert_eq!(names(&disk.join("dir")), ["kept"]);
+    assert_eq!(std::fs::read(disk.join("dir/kept")).unwrap(), b"durable");
+    assert_eq!(std::fs::read(disk.join("old")).unwrap(), b"before");
+    assert_eq!(std::fs::read(disk.join("moved")).unwrap(), b"m");
+}
