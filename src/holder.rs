@@ -15,7 +15,7 @@ pub const HEARTBEAT_STALE_AFTER: Duration = Duration::from_secs(30);
 
 pub fn this_process() -> String {
     let pid = std::process::id();
-    let ticks = start_ticks(pid).unwrap_or(0);
+    let ticks = process_stat(pid).map_or(0, |stat| stat.start_ticks);
     format!("{}/{}/{pid}/{ticks}", host_name(), process_space())
 }
 
@@ -35,11 +35,11 @@ pub fn is_alive(holder: &str, heartbeat: DateTime<Utc>, now: DateTime<Utc>) -> b
     let (Ok(pid), Ok(ticks)) = (pid.parse::<u32>(), ticks.parse::<u64>()) else {
         return heartbeat_is_fresh(heartbeat, now);
     };
-    match start_ticks(pid) {
+    match process_stat(pid) {
         // The pid now belongs to a process started at another time, or to one that has died
         // and waits only to be reaped (a killed run whose parent died too, where nothing
         // reaps orphans): the holder is gone.
-        Ok(current) => current == ticks && !is_zombie(pid),
+        Ok(stat) => stat.start_ticks == ticks && !stat.ended,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
         Err(_) => heartbeat_is_fresh(heartbeat, now),
     }
@@ -72,27 +72,26 @@ fn process_space() -> String {
     format!("{boot}-{namespace}")
 }
 
-/// Whether `pid` has ended and only waits for its parent to collect its exit status.
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rfind(')')
-            .and_then(|end| stat[end + 1..].split_whitespace().next())
-            .is_some_and(|state| matches!(state, "Z" | "X"))
-    })
+/// What `/proc/PID/stat` says of a process.
+struct ProcessStat {
+    /// Its start time in clock ticks since boot (field 22), which tells a live process from
+    /// a later one that reused its pid.
+    start_ticks: u64,
+    /// It has ended and only waits for its parent to collect its exit status (state Z or X).
+    ended: bool,
 }
 
-/// The process's start time in clock ticks since boot (field 22 of `/proc/PID/stat`), which
-/// tells a live process from a later one that reused its pid.
-fn start_ticks(pid: u32) -> std::io::Result<u64> {
+fn process_stat(pid: u32) -> std::io::Result<ProcessStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let malformed = || std::io::Error::other(format!("unexpected /proc/{pid}/stat"));
     // The command name (field 2) may hold spaces and parentheses; fields after it are plain.
-    let after_name = &stat[stat.rfind(')').ok_or_else(malformed)? + 1..];
-    after_name
-        .split_whitespace()
-        .nth(19)
+    let mut fields = stat[stat.rfind(')').ok_or_else(malformed)? + 1..].split_whitespace();
+    let ended = matches!(fields.next(), Some("Z" | "X"));
+    let start_ticks = fields
+        .nth(18)
         .and_then(|field| field.parse().ok())
-        .ok_or_else(malformed)
+        .ok_or_else(malformed)?;
+    Ok(ProcessStat { start_ticks, ended })
 }
 
 #[cfg(test)]
@@ -117,14 +116,16 @@ mod tests {
             .arg("60")
             .spawn()
             .expect("sleep");
-        let ticks = start_ticks(child.id()).expect("its start");
+        let ticks = process_stat(child.id()).expect("its start").start_ticks;
         let holder = format!("{}/{}/{}/{ticks}", host_name(), process_space(), child.id());
         let now = Utc::now();
         assert!(is_alive(&holder, now, now));
         child.kill().expect("killed");
         // Not reaped yet: a zombie, whose pid and start time still match.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !is_zombie(child.id()) && std::time::Instant::now() < deadline {
+        while !process_stat(child.id()).is_ok_and(|stat| stat.ended)
+            && std::time::Instant::now() < deadline
+        {
             std::thread::yield_now();
         }
         assert!(!is_alive(&holder, now, now));

@@ -50,11 +50,9 @@ fn add_from_storage(
     std::fs::create_dir_all(&staging)
         .map_err(ExportError::io(format!("creating {}", staging.display())))?;
     let copy = staging.join("downloaded-for-recovery");
-    let mut out = File::create(&copy).map_err(ExportError::io("creating a download file"))?;
     storage
-        .download(&storage.key(path), &mut out)
+        .download_to(&storage.key(path), &copy)
         .map_err(|error| ExportError::Storage(error.to_string()))?;
-    drop(out);
     let read = File::open(&copy)
         .map_err(ExportError::io(format!("opening the download of {path}")))
         .and_then(|file| add_lines(file, path, known));

@@ -10,12 +10,11 @@ use std::fs::File;
 use std::path::Path;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::batch::ExportError;
 use super::batch::publish::{entries, partition_days, subdirectories};
 use super::batch::staging_dir;
-use super::format::FileFormat;
+use super::format::{FileFormat, Hashed};
 use super::partition::{TenantDir, partition_dir, tenant_root};
 use super::storage::Storage;
 use crate::config::layout;
@@ -57,8 +56,9 @@ pub fn reconcile(
         .collect();
     let mut done = Reconciled::default();
     let data_dir = places.data_dir;
-    for tenant_id in subdirectories(&data_dir.join(layout::EXPORTS), "")? {
-        let Ok(tenant) = TenantDir::new(&tenant_id) else {
+    let tenant_dirs = subdirectories(&data_dir.join(layout::EXPORTS), "")?;
+    for tenant_id in &tenant_dirs {
+        let Ok(tenant) = TenantDir::new(tenant_id) else {
             continue;
         };
         let site_root = tenant_root(tenant).join(format!("site={}", places.site));
@@ -74,7 +74,7 @@ pub fn reconcile(
                         store,
                         &data_dir.join(&path),
                         &path,
-                        &tenant_id,
+                        tenant_id,
                         held,
                         now_text,
                         &mut done,
@@ -87,7 +87,7 @@ pub fn reconcile(
         return Ok(done);
     };
     let mut tenants = unlisted::tenant_ids(store)?;
-    tenants.extend(subdirectories(&data_dir.join(layout::EXPORTS), "")?);
+    tenants.extend(tenant_dirs);
     tenants.sort();
     tenants.dedup();
     let download = staging_dir(data_dir).join("reconcile-download");
@@ -130,10 +130,8 @@ fn fetch(storage: &Storage, key: &str, to: &Path) -> Result<(), ExportError> {
         std::fs::create_dir_all(dir)
             .map_err(ExportError::io(format!("creating {}", dir.display())))?;
     }
-    let mut out =
-        File::create(to).map_err(ExportError::io(format!("creating {}", to.display())))?;
     storage
-        .download(key, &mut out)
+        .download_to(key, to)
         .map_err(|error| ExportError::Storage(error.to_string()))
 }
 
@@ -194,9 +192,7 @@ struct Read {
 
 fn read(full: &Path, format: FileFormat) -> Result<Read, ExportError> {
     let reading = || ExportError::io(format!("reading {}", full.display()));
-    let mut hasher = Sha256::new();
-    let bytes =
-        std::io::copy(&mut File::open(full).map_err(reading())?, &mut hasher).map_err(reading())?;
+    let hashed = Hashed::of_file(full).map_err(reading())?;
     let ids = format
         .ids(File::open(full).map_err(reading())?)
         .map_err(reading())?
@@ -204,8 +200,8 @@ fn read(full: &Path, format: FileFormat) -> Result<Read, ExportError> {
         .map_err(reading())?;
     Ok(Read {
         ids,
-        bytes,
-        sha256: format!("{:x}", hasher.finalize()),
+        bytes: hashed.written(),
+        sha256: hashed.sha256(),
     })
 }
 

@@ -222,10 +222,8 @@ impl Rewriting<'_> {
             )));
         };
         let path = dir.join(format!("{}.source", file.id));
-        let mut out =
-            File::create(&path).map_err(ExportError::io(format!("creating {}", path.display())))?;
         storage
-            .download(&storage.key(&file.path), &mut out)
+            .download_to(&storage.key(&file.path), &path)
             .map_err(|error| ExportError::Storage(error.to_string()))?;
         Ok(Source {
             path,
@@ -482,8 +480,7 @@ struct Source {
 }
 
 fn sha256_of(path: &Path) -> Result<String, ExportError> {
-    let reading = || ExportError::io(format!("reading {}", path.display()));
-    let mut hashed = Hashed::new(std::io::sink());
-    std::io::copy(&mut File::open(path).map_err(reading())?, &mut hashed).map_err(reading())?;
+    let hashed =
+        Hashed::of_file(path).map_err(ExportError::io(format!("reading {}", path.display())))?;
     Ok(hashed.sha256())
 }

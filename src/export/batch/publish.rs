@@ -73,24 +73,19 @@ pub fn publish(
     now_text: &str,
     written: &mut Written,
 ) -> Result<(), ExportError> {
-    let files: Vec<(&str, &str)> = written
-        .iter()
-        .filter_map(|(slot, files)| Some((tenant_ids[*slot], files.as_ref().ok()?)))
-        .flat_map(|(tenant, files)| {
-            files
-                .iter()
-                .map(move |file| (tenant, file.meta.path.as_str()))
-        })
-        .collect();
-    if files.is_empty() {
-        return Ok(());
-    }
-    manifest::record_staged(store, &files, now_text)?;
     let finished: Vec<(&str, &FinishedFile)> = written
         .iter()
         .filter_map(|(slot, files)| Some((tenant_ids[*slot], files.as_ref().ok()?)))
         .flat_map(|(tenant, files)| files.iter().map(move |file| (tenant, file)))
         .collect();
+    if finished.is_empty() {
+        return Ok(());
+    }
+    let files: Vec<(&str, &str)> = finished
+        .iter()
+        .map(|(tenant, file)| (*tenant, file.meta.path.as_str()))
+        .collect();
+    manifest::record_staged(store, &files, now_text)?;
     remove_unlisted(store, &finished)?;
     for (_, files) in written.iter_mut() {
         let renamed = match files {

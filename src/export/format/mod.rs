@@ -193,6 +193,15 @@ impl<W> Hashed<W> {
     }
 }
 
+impl Hashed<std::io::Sink> {
+    /// The whole file at `path` read through: its SHA-256 and length.
+    pub fn of_file(path: &std::path::Path) -> std::io::Result<Hashed<std::io::Sink>> {
+        let mut hashed = Hashed::new(std::io::sink());
+        std::io::copy(&mut File::open(path)?, &mut hashed)?;
+        Ok(hashed)
+    }
+}
+
 impl<W: Write> Write for Hashed<W> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         let written = self.inner.write(bytes)?;

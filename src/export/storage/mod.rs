@@ -4,6 +4,7 @@
 mod exchange;
 mod upload;
 
+use std::path::Path;
 use std::time::Duration;
 
 use s3::command::Command;
@@ -151,6 +152,13 @@ impl Storage {
     ) -> Result<(), StorageError> {
         exchange::download(&self.bucket, key, self.request_timeout, u64::MAX, out)?;
         Ok(())
+    }
+
+    /// Writes the object at `key` into a new file at `path`.
+    pub fn download_to(&self, key: &str, path: &Path) -> Result<(), StorageError> {
+        let mut out = std::fs::File::create(path)
+            .map_err(IoError::during(format!("creating {}", path.display())))?;
+        self.download(key, &mut out)
     }
 
     pub fn bucket(&self) -> &str {
