@@ -49,6 +49,14 @@ while True:
 /// How long the application writes before each cycle's jobs start (about 100 rows).
 const HEAD_START: Duration = Duration::from_millis(300);
 
+/// An environment whose store is on `machine`'s disk `store`.
+fn store_on(machine: &Machine) -> Env {
+    Env::new().with(
+        "EDGECRON_DB",
+        &machine.disk("store").join("edgecron.db").to_string_lossy(),
+    )
+}
+
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -128,14 +136,10 @@ fn export_cuts(durability: Durability) {
     let mut machine = Machine::new(&["store", "exports"]);
     let moto = Moto::start();
     let env = moto.configure(
-        Env::new()
+        store_on(&machine)
             .with(
                 "EDGECRON_DATA_DIR",
                 &machine.disk("exports").to_string_lossy(),
-            )
-            .with(
-                "EDGECRON_DB",
-                &machine.disk("store").join("edgecron.db").to_string_lossy(),
             )
             .with("EXPORT_BATCH_SIZE", "150")
             .with("RUST_LOG", "warn"),
@@ -283,22 +287,10 @@ fn rows_and_audited(env: &Env) -> BTreeMap<String, i64> {
 
 /// The application backfills `count` rows already past the tenants' 30-day retention.
 fn backfill_expired(env: &Env, prefix: &str, count: usize) {
-    let db = env.db();
-    db.execute_batch("PRAGMA synchronous = FULL")
-        .expect("pragma");
     let tenants = env.strings("SELECT id FROM tenants ORDER BY id");
-    for n in 0..count {
-        db.execute(
-            "INSERT INTO interaction_history (id, tenant_id, customer_id, channel, outcome, payload, created_at)
-             VALUES (?1, ?2, 'c', 'email', 'opened', '{}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?3))",
-            rusqlite::params![
-                format!("{prefix}-{n}"),
-                tenants[n % tenants.len()],
-                format!("-{} days", 31 + n % 60)
-            ],
-        )
-        .expect("insert");
-    }
+    env.insert_interactions(prefix, count, &tenants, |n| {
+        format!("-{} days", 31 + n % 60)
+    });
 }
 
 #[test]
@@ -309,12 +301,7 @@ fn a_purge_cut_anywhere_has_audited_exactly_the_rows_gone() {
     let cuts = setting("POWERCUT_CUTS", 12);
     let seed = setting("POWERCUT_SEED", 29);
     let mut machine = Machine::new(&["store"]);
-    let env = Env::new()
-        .with(
-            "EDGECRON_DB",
-            &machine.disk("store").join("edgecron.db").to_string_lossy(),
-        )
-        .with("RUST_LOG", "warn");
+    let env = store_on(&machine).with("RUST_LOG", "warn");
     env.run_json(&["demo", "--tenants", "3", "--rows", "600"], 0);
     env.db()
         .execute_batch(
@@ -392,14 +379,7 @@ fn siem_shipping_cut_anywhere_skips_no_row() {
     let mut machine = Machine::new(&["store"]);
     // Elastic: documents are created by `_id`, so a batch sent again after a cut is harmless.
     let intake = Intake::start(Kind::Elastic, &[]);
-    let env = intake.configure(
-        Env::new()
-            .with(
-                "EDGECRON_DB",
-                &machine.disk("store").join("edgecron.db").to_string_lossy(),
-            )
-            .with("RUST_LOG", "warn"),
-    );
+    let env = intake.configure(store_on(&machine).with("RUST_LOG", "warn"));
     env.run_json(&["demo", "--tenants", "3", "--rows", "300"], 0);
     machine.restart();
     let mid_run = cut_cycles(&mut machine, &env, &["siem-ship"], &["audit"], cuts, seed);
@@ -433,11 +413,7 @@ fn the_scheduler_cut_anywhere_never_runs_a_fire_time_twice() {
     let cuts = setting("POWERCUT_CUTS", 12);
     let seed = setting("POWERCUT_SEED", 29);
     let mut machine = Machine::new(&["store"]);
-    let env = Env::new()
-        .with(
-            "EDGECRON_DB",
-            &machine.disk("store").join("edgecron.db").to_string_lossy(),
-        )
+    let env = store_on(&machine)
         .with("EDGECRON_SCHEDULE_APPROVALS_EXPIRE", "* * * * * *")
         .with("EDGECRON_CATCHUP_APPROVALS_EXPIRE", "all");
     assert!(env.run(&["migrate"]).status.success());

@@ -8,20 +8,8 @@ use crate::support::{BUCKET, Env, Moto, drain_exports, export_files, exported_ro
 
 /// The application inserts `count` rows named `{prefix}-{n}` into the active tenants.
 fn insert_rows(env: &Env, prefix: &str, count: usize) {
-    let db = env.db();
     let tenants = env.strings("SELECT id FROM tenants WHERE active = 1 ORDER BY id");
-    for n in 0..count {
-        db.execute(
-            "INSERT INTO interaction_history (id, tenant_id, customer_id, channel, outcome, payload, created_at)
-             VALUES (?1, ?2, 'c', 'email', 'opened', '{}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?3))",
-            rusqlite::params![
-                format!("{prefix}-{n}"),
-                tenants[n % tenants.len()],
-                format!("-{} hours", n % 50)
-            ],
-        )
-        .expect("insert");
-    }
+    env.insert_interactions(prefix, count, &tenants, |n| format!("-{} hours", n % 50));
 }
 
 #[test]

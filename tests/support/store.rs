@@ -40,6 +40,28 @@ impl Env {
     /// Adds `count` expired suppressions: enough work to keep `cleanup` busy for a while
     /// (about two seconds per million rows here), a real long run for overlap and shutdown
     /// tests.
+    /// The application inserts `count` rows named `{prefix}-{n}` into `tenants` in turn, the
+    /// n-th created `age(n)` from now (an SQLite modifier: `-3 hours`), each commit durable.
+    pub fn insert_interactions(
+        &self,
+        prefix: &str,
+        count: usize,
+        tenants: &[String],
+        age: impl Fn(usize) -> String,
+    ) {
+        let db = self.db();
+        db.execute_batch("PRAGMA synchronous = FULL")
+            .expect("pragma");
+        for n in 0..count {
+            db.execute(
+                "INSERT INTO interaction_history (id, tenant_id, customer_id, channel, outcome, payload, created_at)
+                 VALUES (?1, ?2, 'c', 'email', 'opened', '{}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?3))",
+                rusqlite::params![format!("{prefix}-{n}"), tenants[n % tenants.len()], age(n)],
+            )
+            .expect("insert");
+        }
+    }
+
     pub fn add_expired_suppressions(&self, count: i64) {
         self.db()
             .execute(
