@@ -160,3 +160,59 @@ fn restore_drill(local: LocalCopies) {
         LocalCopies::RemovedAfterUpload => assert!(files.is_empty(), "{files:?}"),
     }
 }
+
+/// A storage endpoint whose every listing page says more follow, and repeats itself.
+fn endless_listing() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                use std::io::{BufRead, Write};
+                let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult><Name>b</Name>\
+                    <Prefix></Prefix><KeyCount>1</KeyCount><MaxKeys>100</MaxKeys><IsTruncated>true</IsTruncated>\
+                    <NextContinuationToken>again</NextContinuationToken><Contents><Key>exports/x/a.json</Key>\
+                    <LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>\"e\"</ETag><Size>1</Size>\
+                    <StorageClass>STANDARD</StorageClass></Contents></ListBucketResult>";
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+#[test]
+fn a_bucket_that_lists_the_same_page_forever_fails_the_restore_instead_of_holding_it() {
+    let env = Env::new()
+        .with("S3_BUCKET", "b")
+        .with("S3_ENDPOINT", &endless_listing())
+        .with("S3_REGION", "eu-test-1")
+        .with("S3_ACCESS_KEY_ID", "test")
+        .with("S3_SECRET_ACCESS_KEY", "test")
+        .with("S3_PATH_STYLE", "true");
+    env.run_json(&["demo", "--tenants", "2", "--rows", "50"], 0);
+    // Its site recorded, as its first export records it.
+    env.run_json(&["run", "export-interactions"], 0);
+    let backup = env.data_dir().join("before.db");
+    assert!(
+        env.run(&["backup", &backup.to_string_lossy()])
+            .status
+            .success()
+    );
+    let restored = env.run(&["restore", &backup.to_string_lossy()]);
+    assert_eq!(restored.status.code(), Some(1), "{restored:?}");
+    let said = String::from_utf8_lossy(&restored.stderr);
+    assert!(said.contains("without going past the last key"), "{said}");
+}

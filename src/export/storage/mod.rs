@@ -24,6 +24,8 @@ use crate::io_error::IoError;
 pub const MULTIPART_THRESHOLD: usize = 8 * 1024 * 1024;
 /// Keys per listing request: about 40 KiB of XML, within the answer limit.
 const LIST_PAGE: usize = 100;
+/// The most keys one listing takes (a site's files of one tenant).
+const MAX_LISTED: usize = 1_000_000;
 /// What storage serves a file as: an export file its format's content type; an archive
 /// (`….ndjson`, compressed as export files are) by its last extension. The file itself, never
 /// a transfer encoding a client would undo.
@@ -166,7 +168,8 @@ impl Storage {
     }
 
     /// Every key under `prefix`, a page of `LIST_PAGE` keys per request (so each answer stays
-    /// within the answer limit).
+    /// within the answer limit). Each page must go on past the last (S3 lists keys in order),
+    /// and at most `MAX_LISTED` keys are taken: a peer that would page forever is refused.
     pub fn keys(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         let mut keys = Vec::new();
         let mut continuation_token = None;
@@ -181,7 +184,19 @@ impl Storage {
             let answer = exchange(&self.bucket, "/", command, self.request_timeout)?;
             let page: ListBucketResult = quick_xml::de::from_str(&answer.text())
                 .map_err(|error| StorageError::Unexpected(format!("a listing: {error}")))?;
+            let before = keys.last().cloned();
             keys.extend(page.contents.into_iter().map(|object| object.key));
+            let went_on = keys.last().is_some_and(|last| before.as_ref() < Some(last));
+            if page.is_truncated && !went_on {
+                return Err(StorageError::Unexpected(
+                    "a listing page that says more follow without going past the last key".into(),
+                ));
+            }
+            if keys.len() > MAX_LISTED {
+                return Err(StorageError::Unexpected(format!(
+                    "a listing of more than {MAX_LISTED} keys under {prefix}"
+                )));
+            }
             match page.next_continuation_token {
                 Some(token) if page.is_truncated => continuation_token = Some(token),
                 _ => return Ok(keys),
