@@ -10,7 +10,7 @@
 //! failed one) removes every recorded path the manifest does not list and empties staging.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
 
@@ -87,21 +87,34 @@ pub fn publish(
         .collect();
     manifest::record_staged(store, &files, now_text)?;
     remove_unlisted(store, &finished)?;
+    // Each file durable before its name appears; the writers leave these syncs to here, where
+    // they are made several at once.
+    let staged: Vec<&Path> = finished
+        .iter()
+        .map(|(_, file)| file.staged.as_path())
+        .collect();
+    durable::sync_files(&staged)?;
+    let mut created = Vec::new();
     for (_, files) in written.iter_mut() {
         let renamed = match files {
-            Ok(files) => files.iter().try_for_each(rename_into_place),
+            Ok(files) => files
+                .iter()
+                .try_for_each(|file| rename_into_place(file, &mut created)),
             Err(_) => Ok(()),
         };
         if let Err(error) = renamed {
             *files = Err(error);
         }
     }
+    // The directories created (in their parents) and the new names (in theirs), at once.
     let renamed = written
         .iter()
         .filter_map(|(_, files)| files.as_ref().ok())
         .flatten()
         .map(|file| file.path.as_path());
-    Ok(durable::sync_parents(renamed)?)
+    Ok(durable::sync_parents(
+        renamed.chain(created.iter().map(PathBuf::as_path)),
+    )?)
 }
 
 /// Removes the files in the batch's partition directories that the manifest does not list,
@@ -149,9 +162,11 @@ fn remove_unlisted(store: &Store, files: &[(&str, &FinishedFile)]) -> Result<(),
     Ok(())
 }
 
-fn rename_into_place(file: &FinishedFile) -> Result<(), ExportError> {
+/// Renames a file into its partition, creating the directories it needs (left for the
+/// caller to make durable with the rest).
+fn rename_into_place(file: &FinishedFile, created: &mut Vec<PathBuf>) -> Result<(), ExportError> {
     if let Some(dir) = file.path.parent() {
-        durable::create_dir_all(dir)?;
+        created.extend(durable::create_dir_all_unsynced(dir)?);
     }
     std::fs::rename(&file.staged, &file.path)
         .map_err(ExportError::io(format!("renaming {}", file.path.display())))

@@ -345,10 +345,6 @@ fn finish(open: OpenFile) -> Result<FinishedFile, ExportError> {
     let file = encoder
         .finish()
         .map_err(ExportError::io(format!("writing {}", staged.display())))?;
-    // Durable before publishing renames it; here, so the writers' syncs overlap.
-    file.inner()
-        .sync_data()
-        .map_err(ExportError::io(format!("syncing {}", staged.display())))?;
     meta.bytes = file.written();
     meta.sha256 = file.sha256();
     Ok(FinishedFile { staged, path, meta })
