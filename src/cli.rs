@@ -16,14 +16,15 @@ use crate::config::{Config, ConfigError, parse_zone};
 use crate::cron::Schedule;
 use crate::jobs::{DataSubject, Registry, RunParams};
 use crate::restore::RestoreError;
-use crate::runner::{RunError, Runner};
+use crate::runner::{Answer, EXIT_USAGE, RunError, Runner, answered};
 use crate::scheduler;
 use crate::serve::{self, ServeError};
 use crate::shutdown::Shutdown;
 use crate::site::SiteError;
+use crate::status::history::{self, HistoryError};
 use crate::status::{JobStatus, job_statuses};
 use crate::store::backup::BackupError;
-use crate::store::runs::{RunStatus, Trigger};
+use crate::store::runs::Trigger;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Parser)]
@@ -162,26 +163,36 @@ pub enum CliError {
     Site(#[from] SiteError),
     #[error("restore: {0}")]
     Restore(#[from] RestoreError),
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// A run refused before it started; its exit code is the runner's answer's.
+    #[error(transparent)]
+    Run(RunError),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Usage(_) | CliError::Config(_) => 2,
+            CliError::Usage(_) | CliError::Config(_) => EXIT_USAGE,
             // A store that cannot be opened or written is bad configuration too (SPEC §1).
-            CliError::Store(StoreError::Unusable { .. } | StoreError::CreateDir { .. }) => 2,
-            CliError::Serve(ServeError::Listen { .. }) => 2,
+            CliError::Store(StoreError::Unusable { .. } | StoreError::CreateDir { .. }) => {
+                EXIT_USAGE
+            }
+            CliError::Serve(ServeError::Listen { .. }) => EXIT_USAGE,
             // A store that belongs to another site is refused as bad configuration.
-            CliError::Site(SiteError::Elsewhere { .. } | SiteError::Renamed { .. }) => 2,
-            CliError::Restore(RestoreError::Served(_) | RestoreError::NotABackup { .. }) => 2,
+            CliError::Site(SiteError::Elsewhere { .. } | SiteError::Renamed { .. }) => EXIT_USAGE,
+            CliError::Restore(RestoreError::Served(_) | RestoreError::NotABackup { .. }) => {
+                EXIT_USAGE
+            }
+            CliError::Run(error) => Answer::of_error(error).exit_code(),
+            CliError::History(HistoryError::UnknownJob(_)) => EXIT_USAGE,
+            CliError::History(HistoryError::Store(_)) => 1,
             CliError::Store(_) | CliError::Failed(_) | CliError::Serve(_) | CliError::Site(_) => 1,
             CliError::Restore(_) => 1,
         }
     }
 }
 
-/// Exit code of `run` when the job was not run because it is already running (HTTP's 409).
-const EXIT_ALREADY_RUNNING: u8 = 4;
 /// The longest `run` waits at its end for the alert webhook.
 const ALERT_DELIVERY_AT_EXIT: Duration = Duration::from_secs(5);
 
@@ -365,23 +376,13 @@ fn finish_run(
     let outcome = start(&runner);
     // Alerts the run raised (and older ones still queued) go out before the process does.
     runner.alerts().deliver_now(ALERT_DELIVERY_AT_EXIT);
+    let (answer, body) = answered(&outcome);
     match outcome {
-        Ok(completed) => {
-            print_json(&completed.body);
-            Ok(ExitCode::from(match completed.status {
-                RunStatus::Ok | RunStatus::Running => 0,
-                RunStatus::Partial => 3,
-                RunStatus::Failed => 1,
-            }))
+        Ok(_) | Err(RunError::AlreadyRunning { .. }) => {
+            print_json(&body);
+            Ok(ExitCode::from(answer.exit_code()))
         }
-        Err(error @ RunError::AlreadyRunning { .. }) => {
-            print_json(&error.body());
-            Ok(ExitCode::from(EXIT_ALREADY_RUNNING))
-        }
-        Err(error @ (RunError::UnknownJob(_) | RunError::InvalidParams(_))) => {
-            Err(CliError::Usage(error.to_string()))
-        }
-        Err(error) => Err(CliError::Failed(error.to_string())),
+        Err(error) => Err(CliError::Run(error)),
     }
 }
 
@@ -404,14 +405,8 @@ fn runs(job: Option<&str>, limit: i64, json: bool) -> Result<ExitCode, CliError>
             "--limit must be at least 1, got {limit}"
         )));
     }
-    let (config, store) = open()?;
-    if let Some(name) = job
-        && Registry::all().get(name).is_none()
-    {
-        return Err(CliError::Usage(format!("no job named {name:?}")));
-    }
-    drop(config);
-    let runs = store.list_runs(job, limit)?;
+    let (_config, store) = open()?;
+    let runs = history::runs(&store, &Registry::all(), job, limit)?;
     if json {
         print_json(&serde_json::json!(runs));
         return Ok(ExitCode::SUCCESS);
@@ -446,13 +441,8 @@ fn occurrences(job: Option<&str>, limit: i64, json: bool) -> Result<ExitCode, Cl
             "--limit must be at least 1, got {limit}"
         )));
     }
-    if let Some(name) = job
-        && Registry::all().get(name).is_none()
-    {
-        return Err(CliError::Usage(format!("no job named {name:?}")));
-    }
     let (_config, store) = open()?;
-    let occurrences = store.list_occurrences(job, limit)?;
+    let occurrences = history::occurrences(&store, &Registry::all(), job, limit)?;
     if json {
         print_json(&serde_json::json!(occurrences));
         return Ok(ExitCode::SUCCESS);
@@ -498,7 +488,7 @@ fn check(json: bool) -> Result<ExitCode, CliError> {
             for problem in problems {
                 let _ = writeln!(stderr, "edgecron: {problem}");
             }
-            Ok(ExitCode::from(2))
+            Ok(ExitCode::from(EXIT_USAGE))
         }
     }
 }

@@ -32,7 +32,7 @@ pub use crate::export::metrics::ReportError;
 use crate::heartbeat;
 use crate::holder;
 pub use crate::jobs::RunParams;
-use crate::jobs::{CheckError, DataSubject, DsarErase, Job, JobCtx, JobError, JobOutput, Registry};
+use crate::jobs::{CheckError, DataSubject, DsarErase, Job, JobCtx, JobError, Registry};
 use crate::ping::RunPings;
 use crate::shutdown::Shutdown;
 pub use crate::store::export_metrics::Recorded;
@@ -84,7 +84,7 @@ impl RunError {
 /// A run that reached its end (successfully or not).
 #[derive(Debug)]
 pub struct Completed {
-    pub status: RunStatus,
+    pub status: Ended,
     pub body: Value,
 }
 
@@ -310,52 +310,33 @@ impl Runner {
         drop(heartbeat);
         let duration = started.elapsed();
 
-        let (status, body, error, rows) = match result {
-            Ok(Ok(JobOutput {
-                body,
-                item_errors,
-                rows_processed,
-            })) => {
-                // A job stopped by its deadline, a shutdown or a lost lease left work undone:
-                // never `ok`, whatever its own body says.
-                let unfinished = stopped.load(Ordering::SeqCst);
-                let status = if item_errors > 0 || unfinished {
-                    RunStatus::Partial
-                } else {
-                    RunStatus::Ok
-                };
-                let body = match (unfinished, body) {
-                    (true, Value::Object(mut fields)) => {
-                        fields.insert("ok".into(), json!(false));
-                        fields.insert("finished".into(), json!(false));
-                        Value::Object(fields)
-                    }
-                    (_, body) => body,
-                };
-                (status, body, None, rows_processed)
-            }
-            Ok(Err(error)) => (RunStatus::Failed, Value::Null, Some(error.to_string()), 0),
-            Err(panic) => (
-                RunStatus::Failed,
-                Value::Null,
-                Some(panic_message(panic.as_ref())),
-                0,
-            ),
+        let progress = if stopped.load(Ordering::SeqCst) {
+            Progress::Stopped
+        } else {
+            Progress::Finished
         };
-        let body = match &error {
-            Some(message) => json!({"ok": false, "error": message}),
-            None => body,
-        };
+        let result = result
+            .map_err(|panic| panic_message(panic.as_ref()))
+            .and_then(|ran| ran.map_err(|error| error.to_string()));
+        let Conclusion {
+            ended,
+            body,
+            error,
+            rows_processed,
+        } = answer::conclude(result, progress);
         let result_json = body.to_string();
         let end = RunEnd {
-            status,
+            status: ended.into(),
             result_json: Some(&result_json),
             error: error.as_deref(),
-            rows_processed: rows as i64,
+            rows_processed: rows_processed as i64,
             duration_ms: duration.as_millis() as i64,
         };
         self.finish(job_name, run_id, &end, pings.as_ref());
-        Ok(Completed { status, body })
+        Ok(Completed {
+            status: ended,
+            body,
+        })
     }
 
     /// Records a run's end with the alert conditions it opens or closes, retrying a busy
@@ -477,3 +458,8 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests;
+
+mod answer;
+
+pub use answer::{Answer, EXIT_USAGE, Ended, answered};
+use answer::{Conclusion, Progress};

@@ -4,10 +4,10 @@
 
 use serde::Deserialize;
 
-use super::routes::{App, admit, read, run_error_status};
+use super::admission::{App, admit, read, run_reply};
 use super::wire::{Reply, Request};
 use crate::jobs::DataSubject;
-use crate::runner::{RunStatus, Trigger};
+use crate::runner::Trigger;
 
 /// The erase route's body: `{"tenantId","customerId","dryRun"?}`, nothing else.
 #[derive(Debug, Deserialize)]
@@ -35,11 +35,7 @@ pub fn erase(app: &App, request: &Request) -> Reply {
     let Some(subject) = subject(body.tenant_id, body.customer_id) else {
         return Reply::error(400, "tenantId and customerId must not be empty");
     };
-    match app.runner.erase(subject, Trigger::Http, body.dry_run) {
-        Ok(completed) if completed.status == RunStatus::Failed => Reply::json(500, &completed.body),
-        Ok(completed) => Reply::json(200, &completed.body),
-        Err(error) => Reply::json(run_error_status(&error), &error.body()),
-    }
+    run_reply(&app.runner.erase(subject, Trigger::Http, body.dry_run))
 }
 
 pub fn access(app: &App, request: &Request) -> Reply {

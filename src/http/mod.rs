@@ -23,6 +23,7 @@
 //! - On shutdown the listener keeps answering, 503 to every new request, while running jobs
 //!   drain and their responses are delivered.
 
+mod admission;
 mod auth;
 mod dsar;
 mod html;
@@ -41,8 +42,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+pub use admission::App;
 pub use auth::{Auth, resolve_cron_secrets};
-pub use routes::App;
 
 use crate::shutdown::Shutdown;
 use wire::{HEAD_TIMEOUT, ReadError, Reply, Request};

@@ -2,30 +2,22 @@
 //! the store, then answers JSON. No SQL and no job internals here.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::{Auth, Realm, Refused, SESSION_COOKIE, SESSION_SECONDS};
+use super::admission::{App, READ_METHODS, admit, allow, query_params, read, refuse, run_reply};
+use super::auth::{Realm, SESSION_COOKIE, SESSION_SECONDS};
 use super::dsar;
 use super::html;
 use super::prometheus;
 use super::status_page;
 use super::strip;
 use super::wire::{Reply, Request};
-use crate::runner::{Recorded, ReportError, RunError, RunParams, RunStatus, Runner, Trigger};
-use crate::status::{self, PlannedJob, job_statuses};
-
-/// What the handlers share.
-pub struct App {
-    pub runner: Arc<Runner>,
-    pub auth: Auth,
-    pub planned: Vec<PlannedJob>,
-    /// The last `/metrics` exposition and when it was read from the store.
-    pub scrapes: Mutex<Option<(Instant, String)>>,
-}
+use crate::runner::{Recorded, ReportError, RunParams, Trigger};
+use crate::status::history::{self, HistoryError};
+use crate::status::{self, job_statuses};
 
 /// How long one reading of the store serves `/metrics`: scrapers at any rate cost the store one
 /// reading per this time, and never hold the workers `/healthz` and triggers need.
@@ -35,7 +27,6 @@ const DEFAULT_RUNS_LIMIT: i64 = 50;
 const MAX_RUNS_LIMIT: i64 = 1_000;
 
 const TRIGGER_METHODS: &[&str] = &["GET", "POST"];
-const READ_METHODS: &[&str] = &["GET"];
 
 /// The parameters a trigger takes, in the query or the JSON body.
 const TRIGGER_PARAMS: &[&str] = &["dryRun", "startDate", "endDate"];
@@ -146,89 +137,6 @@ pub fn handle(app: &App, request: &Request) -> Reply {
     }
 }
 
-/// `None` when the method is allowed; a 405 naming the allowed ones otherwise.
-fn allow(request: &Request, methods: &[&str]) -> Option<Reply> {
-    if methods.contains(&request.method.as_str()) {
-        return None;
-    }
-    Some(
-        Reply::error(405, format!("{} is not allowed here", request.method))
-            .with_header("Allow", methods.join(", ")),
-    )
-}
-
-/// A refused authentication: counted, logged, and answered 401 (400 for several secrets).
-fn refuse(app: &App, request: &Request, refused: Refused) -> Reply {
-    app.auth.note_refusal(request, refused);
-    match refused {
-        Refused::Several => Reply::error(
-            refused.status(),
-            "present one secret: several Authorization/X-Cron-Secret headers are refused",
-        ),
-        Refused::Missing | Refused::Wrong => Reply::error(
-            refused.status(),
-            "missing or wrong secret (Authorization: Bearer <secret> or X-Cron-Secret)",
-        )
-        .with_header("WWW-Authenticate", "Bearer"),
-    }
-}
-
-/// The query's parameters, as strictly as a body's fields: each one `allowed`, at most once;
-/// a 400 naming any other, so a mistyped `dryrun` never starts a real run.
-fn query_params(query: &str, allowed: &[&str]) -> Result<BTreeMap<String, String>, Reply> {
-    let mut params = BTreeMap::new();
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        if !allowed.contains(&key.as_ref()) {
-            let expected = if allowed.is_empty() {
-                "this route takes none".to_string()
-            } else {
-                format!("expected one of {}", allowed.join(", "))
-            };
-            return Err(Reply::error(
-                400,
-                format!("unknown query parameter {key:?} ({expected})"),
-            ));
-        }
-        if params.insert(key.to_string(), value.into_owned()).is_some() {
-            return Err(Reply::error(
-                400,
-                format!("query parameter {key:?} is given more than once"),
-            ));
-        }
-    }
-    Ok(params)
-}
-
-/// An authenticated read-only route taking the query parameters `allowed`.
-pub(super) fn read(
-    app: &App,
-    request: &Request,
-    allowed: &[&str],
-    answer: impl FnOnce(&App, BTreeMap<String, String>) -> Reply,
-) -> Reply {
-    match admit(app, request, READ_METHODS, allowed) {
-        Ok(params) => answer(app, params),
-        Err(reply) => reply,
-    }
-}
-
-/// Checks a route behind the trigger secret: its method, the secret, then its query
-/// parameters (only `allowed` ones); answers them, or the refusal.
-pub(super) fn admit(
-    app: &App,
-    request: &Request,
-    methods: &[&str],
-    allowed: &[&str],
-) -> Result<BTreeMap<String, String>, Reply> {
-    if let Some(refusal) = allow(request, methods) {
-        return Err(refusal);
-    }
-    if let Err(refused) = app.auth.check(request, Realm::Cron) {
-        return Err(refuse(app, request, refused));
-    }
-    query_params(&request.query, allowed)
-}
-
 /// What a trigger route's POST body is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BodyMeans {
@@ -272,21 +180,7 @@ fn trigger(app: &App, request: &Request, route: Route<'_>) -> Reply {
         Ok(params) => params,
         Err(reply) => return reply,
     };
-    match app.runner.run(route.job, Trigger::Http, params) {
-        Ok(completed) if completed.status == RunStatus::Failed => Reply::json(500, &completed.body),
-        Ok(completed) => Reply::json(200, &completed.body),
-        Err(error) => Reply::json(run_error_status(&error), &error.body()),
-    }
-}
-
-pub(super) fn run_error_status(error: &RunError) -> u16 {
-    match error {
-        RunError::UnknownJob(_) => 404,
-        RunError::InvalidParams(_) => 400,
-        RunError::AlreadyRunning { .. } | RunError::AlreadyServed { .. } => 409,
-        RunError::ShuttingDown => 503,
-        RunError::Store(_) => 500,
-    }
+    run_reply(&app.runner.run(route.job, Trigger::Http, params))
 }
 
 /// A trigger's JSON body: `{"startDate":"2024-01-01","endDate":"2024-01-31","dryRun":true}`.
@@ -501,10 +395,7 @@ fn jobs(app: &App) -> Reply {
 }
 
 /// `job` and `limit` of a history listing: a known job, a limit in range.
-fn list_params(
-    app: &App,
-    mut params: BTreeMap<String, String>,
-) -> Result<(Option<String>, i64), Reply> {
+fn list_params(mut params: BTreeMap<String, String>) -> Result<(Option<String>, i64), Reply> {
     let job = params.remove("job");
     let limit = match params.remove("limit") {
         None => DEFAULT_RUNS_LIMIT,
@@ -518,32 +409,32 @@ fn list_params(
             }
         },
     };
-    if let Some(name) = &job
-        && app.runner.jobs().get(name).is_none()
-    {
-        return Err(Reply::error(404, format!("no job named {name:?}")));
-    }
     Ok((job, limit))
 }
 
-fn runs(app: &App, params: BTreeMap<String, String>) -> Reply {
-    let (job, limit) = match list_params(app, params) {
-        Ok(params) => params,
-        Err(reply) => return reply,
-    };
-    match app.runner.store().list_runs(job.as_deref(), limit) {
-        Ok(runs) => Reply::json(200, &json!(runs)),
-        Err(error) => Reply::error(500, error),
+/// A history listing as a reply: 404 for a job edgecron does not have.
+fn history_reply<T: serde::Serialize>(listed: Result<T, HistoryError>) -> Reply {
+    match listed {
+        Ok(records) => Reply::json(200, &json!(records)),
+        Err(error @ HistoryError::UnknownJob(_)) => Reply::error(404, error),
+        Err(HistoryError::Store(error)) => Reply::error(500, error),
     }
 }
 
-fn occurrences(app: &App, params: BTreeMap<String, String>) -> Reply {
-    let (job, limit) = match list_params(app, params) {
+fn runs(app: &App, params: BTreeMap<String, String>) -> Reply {
+    let (job, limit) = match list_params(params) {
         Ok(params) => params,
         Err(reply) => return reply,
     };
-    match app.runner.store().list_occurrences(job.as_deref(), limit) {
-        Ok(occurrences) => Reply::json(200, &json!(occurrences)),
-        Err(error) => Reply::error(500, error),
-    }
+    let (store, jobs) = (app.runner.store(), app.runner.jobs());
+    history_reply(history::runs(store, jobs, job.as_deref(), limit))
+}
+
+fn occurrences(app: &App, params: BTreeMap<String, String>) -> Reply {
+    let (job, limit) = match list_params(params) {
+        Ok(params) => params,
+        Err(reply) => return reply,
+    };
+    let (store, jobs) = (app.runner.store(), app.runner.jobs());
+    history_reply(history::occurrences(store, jobs, job.as_deref(), limit))
 }

@@ -1,7 +1,7 @@
 //! `approvals-expire`: pending approvals past `expires_at` become `expired`.
 
 use rusqlite::types::Value;
-use serde_json::json;
+use serde::Serialize;
 
 use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
@@ -9,6 +9,14 @@ use crate::store::times;
 use crate::store::{BatchOutcome, BatchedChange};
 
 pub struct ApprovalsExpire;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    expired: u64,
+    finished: bool,
+    dry_run: bool,
+}
 
 impl Job for ApprovalsExpire {
     fn name(&self) -> &'static str {
@@ -36,16 +44,12 @@ impl Job for ApprovalsExpire {
         } else {
             change.run(ctx.store, || ctx.should_stop())?
         };
-        Ok(JobOutput {
-            body: json!({
-                "ok": true,
-                "expired": expired,
-                "finished": outcome == BatchOutcome::Finished,
-                "dryRun": ctx.params.dry_run,
-            }),
-            item_errors: 0,
-            rows_processed: expired,
-        })
+        let report = Report {
+            expired,
+            finished: outcome == BatchOutcome::Finished,
+            dry_run: ctx.params.dry_run,
+        };
+        JobOutput::new(&report, 0, expired)
     }
 }
 

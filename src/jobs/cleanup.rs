@@ -4,7 +4,7 @@
 //! fatal to the other steps), and keep the store in shape (WAL checkpoint, `PRAGMA optimize`).
 
 use chrono::{Duration, NaiveDate};
-use serde_json::json;
+use serde::Serialize;
 
 use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
@@ -54,16 +54,18 @@ impl Job for Cleanup {
         if ctx.params.dry_run {
             let expired = suppressions.count(ctx.store)?;
             let old = summaries.count(ctx.store)?;
-            return Ok(JobOutput {
-                body: json!({
-                    "status": "ok",
-                    "cleaned": {"expiredSuppressions": expired, "oldDailySummaries": old, "partitionsEnsured": 0},
-                    "timestamp": to_store_text(now),
-                    "dryRun": true,
-                }),
-                item_errors: 0,
-                rows_processed: 0,
-            });
+            let report = Report {
+                status: "ok",
+                cleaned: Cleaned {
+                    expired_suppressions: expired,
+                    old_daily_summaries: old,
+                    partitions_ensured: 0,
+                },
+                done: None,
+                timestamp: to_store_text(now),
+                dry_run: true,
+            };
+            return JobOutput::new(&report, 0, 0);
         }
 
         let (expired, expired_outcome) = suppressions.run(ctx.store, || ctx.should_stop())?;
@@ -74,25 +76,80 @@ impl Job for Cleanup {
         let upkeep = store_upkeep(ctx)?;
         let finished =
             expired_outcome == BatchOutcome::Finished && old_outcome == BatchOutcome::Finished;
-        Ok(JobOutput {
-            body: json!({
-                "status": "ok",
-                "cleaned": {
-                    "expiredSuppressions": expired,
-                    "oldDailySummaries": old,
-                    "partitionsEnsured": partitions,
-                },
-                "unreadableExpiries": unreadable,
-                "errors": errors,
-                "upkeep": upkeep,
-                "finished": finished,
-                "timestamp": to_store_text(now),
-                "dryRun": false,
+        let item_errors = errors.len() as u64;
+        let report = Report {
+            status: "ok",
+            cleaned: Cleaned {
+                expired_suppressions: expired,
+                old_daily_summaries: old,
+                partitions_ensured: partitions,
+            },
+            done: Some(Done {
+                unreadable_expiries: unreadable,
+                errors,
+                upkeep,
+                finished,
             }),
-            item_errors: errors.len() as u64,
-            rows_processed: expired + old,
-        })
+            timestamp: to_store_text(now),
+            dry_run: false,
+        };
+        JobOutput::new(&report, item_errors, expired + old)
     }
+}
+
+/// `{status: "ok", cleaned, timestamp}`, as the replaced handler answered (SPEC section 5), and
+/// what a run that changed something adds. `status` is that handler's constant: whether the
+/// run went well is in `ok`, which the runner adds.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    status: &'static str,
+    cleaned: Cleaned,
+    #[serde(flatten)]
+    done: Option<Done>,
+    timestamp: String,
+    dry_run: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Cleaned {
+    expired_suppressions: u64,
+    old_daily_summaries: u64,
+    partitions_ensured: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Done {
+    unreadable_expiries: u64,
+    errors: Vec<StepError>,
+    upkeep: Upkeep,
+    finished: bool,
+}
+
+/// A step that failed for one tenant while the others went on.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StepError {
+    step: &'static str,
+    tenant_id: String,
+    error: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Upkeep {
+    wal_checkpoint: Checkpoint,
+    optimized: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Checkpoint {
+    busy: bool,
+    log_frames: i64,
+    checkpointed_frames: i64,
 }
 
 /// Suppressions whose `expires_at` names no instant: they never expire, and are reported.
@@ -118,7 +175,7 @@ fn unreadable_expiries(ctx: &JobCtx<'_>) -> Result<u64, JobError> {
 fn ensure_partitions(
     ctx: &JobCtx<'_>,
     today: NaiveDate,
-    errors: &mut Vec<serde_json::Value>,
+    errors: &mut Vec<StepError>,
 ) -> Result<u64, JobError> {
     let tenant_ids: Vec<String> = {
         let conn = ctx.store.conn()?;
@@ -147,11 +204,11 @@ fn ensure_partitions(
                         "cleanup: partition maintenance: creating {}: {error}",
                         dir.display()
                     );
-                    errors.push(json!({
-                        "step": "partitionsEnsured",
-                        "tenantId": id,
-                        "error": format!("creating {}: {error}", dir.display()),
-                    }));
+                    errors.push(StepError {
+                        step: "partitionsEnsured",
+                        tenant_id: id.clone(),
+                        error: format!("creating {}: {error}", dir.display()),
+                    });
                 }
             }
         }
@@ -159,7 +216,7 @@ fn ensure_partitions(
     Ok(ensured)
 }
 
-fn store_upkeep(ctx: &JobCtx<'_>) -> Result<serde_json::Value, JobError> {
+fn store_upkeep(ctx: &JobCtx<'_>) -> Result<Upkeep, JobError> {
     let conn = ctx.store.conn()?;
     // A TRUNCATE checkpoint holds the write lock while it waits for readers, which would stall
     // the application's writers for the whole busy timeout. Without a busy timeout it never
@@ -175,10 +232,14 @@ fn store_upkeep(ctx: &JobCtx<'_>) -> Result<serde_json::Value, JobError> {
     crate::store::wait_for_the_write_lock(&conn)?;
     let (busy, log_frames, checkpointed) = checkpoint?;
     conn.execute_batch("PRAGMA optimize")?;
-    Ok(json!({
-        "walCheckpoint": {"busy": busy != 0, "logFrames": log_frames, "checkpointedFrames": checkpointed},
-        "optimized": true,
-    }))
+    Ok(Upkeep {
+        wal_checkpoint: Checkpoint {
+            busy: busy != 0,
+            log_frames,
+            checkpointed_frames: checkpointed,
+        },
+        optimized: true,
+    })
 }
 
 #[cfg(test)]

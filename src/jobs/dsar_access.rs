@@ -3,20 +3,16 @@
 //! only: the export files of the days their rows are on (the manifest says which), each read
 //! from disk, or from the bucket when its local copy was removed after the upload.
 
-use std::fs::File;
-use std::path::Path;
-
 use chrono::{DateTime, Utc};
 use rusqlite::params;
 use serde_json::{Map, Value, json};
 
 use super::JobError;
-use super::dsar_erase::{DataSubject, TABLES, subject_days};
+use super::dsar_erase::{DataSubject, TABLES, exported_lines, subject_days};
 use crate::clock::to_store_text;
 use crate::config::Config;
-use crate::export::format::FileFormat;
 use crate::export::storage::Storage;
-use crate::store::export_rewrite::{CommittedFile, files_of_days};
+use crate::store::export_rewrite::files_of_days;
 use crate::store::{Store, row_object};
 
 /// `{tenantId, customerId, generatedAt, tables:{name:[rows]}, exports:[{file, lines}]}`.
@@ -67,44 +63,4 @@ pub fn dsar_access(
         "tables": tables,
         "exports": exports,
     }))
-}
-
-/// The subject's lines in one export file, each as its object.
-pub fn exported_lines(
-    data_dir: &Path,
-    storage: Option<&Storage>,
-    file: &CommittedFile,
-    subject: &DataSubject,
-) -> Result<Vec<Value>, JobError> {
-    let Some(format) = FileFormat::of_path(&file.path) else {
-        return Ok(Vec::new());
-    };
-    let local = data_dir.join(&file.path);
-    let reading = || JobError::io(format!("reading {}", file.path));
-    if local.exists() {
-        let source = File::open(&local).map_err(reading())?;
-        return format.rows_of(source, subject.subject()).map_err(reading());
-    }
-    let Some(storage) = storage.filter(|_| file.uploaded) else {
-        return Err(JobError::Failed(format!(
-            "{}: neither on disk nor in the bucket",
-            file.path
-        )));
-    };
-    // Removed locally after its upload: read from the bucket, through a copy of our own.
-    let dir = data_dir
-        .join(crate::config::layout::REWRITES)
-        .join("access");
-    std::fs::create_dir_all(&dir).map_err(JobError::io(format!("creating {}", dir.display())))?;
-    let copy = dir.join(format!("access-{}-{}.copy", std::process::id(), file.id));
-    let read = (|| {
-        let mut out = File::create(&copy).map_err(reading())?;
-        storage
-            .download(&storage.key(&file.path), &mut out)
-            .map_err(|error| JobError::Failed(format!("{}: {error}", file.path)))?;
-        let source = File::open(&copy).map_err(reading())?;
-        format.rows_of(source, subject.subject()).map_err(reading())
-    })();
-    let _ = std::fs::remove_file(&copy);
-    read
 }

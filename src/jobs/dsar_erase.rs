@@ -13,18 +13,22 @@
 //! 4. The request is done. A run killed anywhere is finished by the next: the journaled
 //!    rewrites first, then the request's days again (files already rewritten hold no line).
 
+use std::fs::File;
+use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::dsar_purge::policy::{Class, Retention, retention};
 use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::{from_store_text, to_store_text};
-use crate::export::format::Subject;
+use crate::export::format::{FileFormat, Subject};
 use crate::export::rewrite::{Change, Rewriting, Rewritten};
+use crate::export::storage::Storage;
 use crate::store::Store;
-use crate::store::export_rewrite::{files_before, files_of_days};
+use crate::store::export_rewrite::{CommittedFile, files_before, files_of_days};
 
 /// One person: a customer of a tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,21 +124,52 @@ impl Job for DsarErase {
             forget_request(ctx, subject)?;
         }
         let rows: u64 = tables.values().filter_map(Value::as_u64).sum();
-        Ok(JobOutput {
-            body: json!({
-                "ok": errors.is_empty() && finished,
-                "tenantId": subject.tenant_id,
-                "customerId": subject.customer_id,
-                "dryRun": false,
-                "tables": tables,
-                "files": {"rewritten": files.rewritten, "removed": files.removed, "removedLines": files.rows_left_out},
-                "held": held,
-                "finished": finished,
-                "errors": errors,
-            }),
-            item_errors: errors.len() as u64,
-            rows_processed: rows + files.rows_left_out,
-        })
+        let item_errors = errors.len() as u64;
+        let report = Report {
+            tenant_id: &subject.tenant_id,
+            customer_id: &subject.customer_id,
+            dry_run: false,
+            tables,
+            files: Files::of(&files),
+            held,
+            finished: Some(finished),
+            errors,
+        };
+        JobOutput::new(&report, item_errors, rows + files.rows_left_out)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report<'a> {
+    tenant_id: &'a str,
+    customer_id: &'a str,
+    dry_run: bool,
+    /// Rows erased (or, in a dry run, to erase) per table.
+    tables: Map<String, Value>,
+    files: Files,
+    /// Tables a legal hold keeps.
+    held: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished: Option<bool>,
+    errors: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Files {
+    rewritten: u64,
+    removed: u64,
+    removed_lines: u64,
+}
+
+impl Files {
+    fn of(done: &Rewritten) -> Files {
+        Files {
+            rewritten: done.rewritten,
+            removed: done.removed,
+            removed_lines: done.rows_left_out,
+        }
     }
 }
 
@@ -153,7 +188,7 @@ fn dry_run(
     ctx: &JobCtx<'_>,
     subject: &DataSubject,
     erased: &[&str],
-    held: &[&str],
+    held: &[&'static str],
     exports_held: bool,
 ) -> Result<JobOutput, JobError> {
     let conn = ctx.store.conn()?;
@@ -172,28 +207,68 @@ fn dry_run(
         let days = subject_days(ctx.store, subject)?;
         for file in files_of_days(ctx.store, &subject.tenant_id, &days)? {
             let storage = ctx.storage()?;
-            let found = super::dsar_access::exported_lines(
-                ctx.data_dir(),
-                storage.as_ref(),
-                &file,
-                subject,
-            )?;
+            let found = exported_lines(ctx.data_dir(), storage.as_ref(), &file, subject)?;
             if !found.is_empty() {
                 files += 1;
                 lines += found.len() as u64;
             }
         }
     }
-    Ok(JobOutput {
-        body: json!({
-            "ok": true, "tenantId": subject.tenant_id, "customerId": subject.customer_id,
-            "dryRun": true, "tables": tables,
-            "files": {"rewritten": files, "removed": 0, "removedLines": lines},
-            "held": held, "errors": [],
-        }),
-        item_errors: 0,
-        rows_processed: 0,
-    })
+    let report = Report {
+        tenant_id: &subject.tenant_id,
+        customer_id: &subject.customer_id,
+        dry_run: true,
+        tables,
+        files: Files {
+            rewritten: files,
+            removed: 0,
+            removed_lines: lines,
+        },
+        held: held.to_vec(),
+        finished: None,
+        errors: Vec::new(),
+    };
+    JobOutput::new(&report, 0, 0)
+}
+
+/// The subject's lines in one export file, each as its object.
+pub fn exported_lines(
+    data_dir: &Path,
+    storage: Option<&Storage>,
+    file: &CommittedFile,
+    subject: &DataSubject,
+) -> Result<Vec<Value>, JobError> {
+    let Some(format) = FileFormat::of_path(&file.path) else {
+        return Ok(Vec::new());
+    };
+    let local = data_dir.join(&file.path);
+    let reading = || JobError::io(format!("reading {}", file.path));
+    if local.exists() {
+        let source = File::open(&local).map_err(reading())?;
+        return format.rows_of(source, subject.subject()).map_err(reading());
+    }
+    let Some(storage) = storage.filter(|_| file.uploaded) else {
+        return Err(JobError::Failed(format!(
+            "{}: neither on disk nor in the bucket",
+            file.path
+        )));
+    };
+    // Removed locally after its upload: read from the bucket, through a copy of our own.
+    let dir = data_dir
+        .join(crate::config::layout::REWRITES)
+        .join("access");
+    std::fs::create_dir_all(&dir).map_err(JobError::io(format!("creating {}", dir.display())))?;
+    let copy = dir.join(format!("access-{}-{}.copy", std::process::id(), file.id));
+    let read = (|| {
+        let mut out = File::create(&copy).map_err(reading())?;
+        storage
+            .download(&storage.key(&file.path), &mut out)
+            .map_err(|error| JobError::Failed(format!("{}: {error}", file.path)))?;
+        let source = File::open(&copy).map_err(reading())?;
+        format.rows_of(source, subject.subject()).map_err(reading())
+    })();
+    let _ = std::fs::remove_file(&copy);
+    read
 }
 
 /// The UTC days (`YYYY-MM-DD`) the subject's interaction rows are on, with those of an

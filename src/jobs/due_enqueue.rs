@@ -9,7 +9,8 @@
 
 use chrono::{DateTime, Utc};
 use rusqlite::TransactionBehavior;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 
 use super::{JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
@@ -27,14 +28,23 @@ pub struct DueTable {
     pub id_key: &'static str,
 }
 
-#[derive(Default)]
+/// The result of a run.
+#[derive(Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct DueOutcome {
-    pub enqueued: u64,
+    enqueued: u64,
     /// Rows seen for the first time, whose first run time was planned.
-    pub planned: u64,
-    /// Rows whose schedule or time zone cannot be read: `{id, error}`.
-    pub errors: Vec<Value>,
-    pub finished: bool,
+    planned: u64,
+    /// Rows whose schedule or time zone cannot be read.
+    errors: Vec<RowError>,
+    finished: bool,
+    dry_run: bool,
+}
+
+#[derive(Serialize)]
+struct RowError {
+    id: String,
+    error: String,
 }
 
 const BATCH: i64 = 500;
@@ -48,21 +58,10 @@ struct DueRow {
 }
 
 impl DueTable {
-    /// Enqueues what is due and answers the job's result: `{ok, enqueued, planned, errors}`.
+    /// Enqueues what is due and answers the job's result: `{enqueued, planned, errors}`.
     pub fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
         let outcome = self.enqueue_due(ctx)?;
-        Ok(JobOutput {
-            body: json!({
-                "ok": true,
-                "enqueued": outcome.enqueued,
-                "planned": outcome.planned,
-                "errors": outcome.errors,
-                "finished": outcome.finished,
-                "dryRun": ctx.params.dry_run,
-            }),
-            item_errors: outcome.errors.len() as u64,
-            rows_processed: outcome.enqueued,
-        })
+        JobOutput::new(&outcome, outcome.errors.len() as u64, outcome.enqueued)
     }
 
     fn enqueue_due(&self, ctx: &JobCtx<'_>) -> Result<DueOutcome, JobError> {
@@ -70,6 +69,7 @@ impl DueTable {
         let now_text = to_store_text(now);
         let mut outcome = DueOutcome {
             finished: true,
+            dry_run: ctx.params.dry_run,
             ..DueOutcome::default()
         };
         if ctx.params.dry_run {
@@ -103,8 +103,8 @@ impl DueTable {
                         Ok(next) => self.claim(ctx, &row, next, &now_text, &mut outcome)?,
                         Err(error) => {
                             self.record_error(ctx, &row.id, &error)?;
-                            outcome.errors.push(json!({"id": row.id, "error": error}));
-                            failed_ids.push(row.id);
+                            failed_ids.push(row.id.clone());
+                            outcome.errors.push(RowError { id: row.id, error });
                         }
                     }
                 }

@@ -16,12 +16,22 @@
 
 use chrono::{DateTime, Duration, Utc};
 use rusqlite::TransactionBehavior;
-use serde_json::json;
+use serde::Serialize;
 
 use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::{from_store_text, to_store_text};
 
 pub struct EngagementHealthRecompute;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    tenants: u64,
+    customers_scored: u64,
+    customers_decayed: u64,
+    finished: bool,
+    dry_run: bool,
+}
 
 const WINDOW_DAYS: i64 = 90;
 const RECENT_DAYS: i64 = 30;
@@ -97,18 +107,14 @@ impl Job for EngagementHealthRecompute {
             }
             done += 1;
         }
-        Ok(JobOutput {
-            body: json!({
-                "ok": true,
-                "tenants": done,
-                "customersScored": scored,
-                "customersDecayed": decayed_count,
-                "finished": done == tenants.len() as u64,
-                "dryRun": ctx.params.dry_run,
-            }),
-            item_errors: 0,
-            rows_processed: scored + decayed_count,
-        })
+        let report = Report {
+            tenants: done,
+            customers_scored: scored,
+            customers_decayed: decayed_count,
+            finished: done == tenants.len() as u64,
+            dry_run: ctx.params.dry_run,
+        };
+        JobOutput::new(&report, 0, scored + decayed_count)
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use rusqlite::TransactionBehavior;
 use rusqlite::types::Value;
+use serde::Serialize;
 use serde_json::json;
 
 use super::named_files::{FileRemoval, remove_stored_file};
@@ -53,7 +54,10 @@ impl Job for ExportFileCleanup {
             for log in expired {
                 if ctx.params.dry_run {
                     deleted += 1;
-                    files.push(json!({"id": log.id, "filePath": log.file_path}));
+                    files.push(Listed {
+                        id: log.id,
+                        file_path: log.file_path,
+                    });
                     continue;
                 }
                 let started = Instant::now();
@@ -100,7 +104,7 @@ impl Job for ExportFileCleanup {
                         export_metrics::insert(&conn, &metric)?;
                         failed += 1;
                         if errors.len() < 20 {
-                            errors.push(json!({"id": log.id, "error": error}));
+                            errors.push(FileError { id: log.id, error });
                         }
                     }
                 }
@@ -116,16 +120,42 @@ impl Job for ExportFileCleanup {
             });
             crate::logging::event(log::Level::Info, &complete);
         }
-        let mut body = json!({"ok": failed == 0, "deleted": deleted, "failed": failed, "errors": errors, "dryRun": ctx.params.dry_run});
-        if ctx.params.dry_run {
-            body["files"] = json!(files);
-        }
-        Ok(JobOutput {
-            body,
-            item_errors: failed,
-            rows_processed: if ctx.params.dry_run { 0 } else { deleted },
-        })
+        let dry_run = ctx.params.dry_run;
+        let report = Report {
+            deleted,
+            failed,
+            errors,
+            dry_run,
+            files: dry_run.then_some(files),
+        };
+        JobOutput::new(&report, failed, if dry_run { 0 } else { deleted })
     }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    deleted: u64,
+    failed: u64,
+    /// The first 20.
+    errors: Vec<FileError>,
+    dry_run: bool,
+    /// What a dry run would delete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    files: Option<Vec<Listed>>,
+}
+
+#[derive(Serialize)]
+struct FileError {
+    id: String,
+    error: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Listed {
+    id: String,
+    file_path: Option<String>,
 }
 
 /// A completed export past its expiry.

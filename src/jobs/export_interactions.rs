@@ -2,13 +2,14 @@
 //! the order they were committed, at most `EXPORT_BATCH_SIZE`, as Hive-partitioned NDJSON
 //! committed exactly once (`export::batch`). One tenant failing does not stop the others.
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::capture_gap::{self, GapCheck};
 use super::{Consuming, Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
 use crate::config::Config;
-use crate::export::batch::{BatchSettings, export_tenants};
+use crate::export::batch::{BatchReport, BatchSettings, InvalidRow, export_tenants};
 use crate::export::exported_ids::add_exported_ids;
 use crate::export::format::FileFormat;
 use crate::store::capture::{self, Source};
@@ -42,12 +43,15 @@ impl Job for ExportInteractions {
             GapCheck::Clear(report) => report,
             // Nothing is taken from the queue until every missed row is in it.
             GapCheck::Unfinished(report) => {
-                return Ok(JobOutput {
-                    body: json!({"ok": false, "totalExported": 0, "tenants": [], "finished": false,
-                                 "captureGap": report, "dryRun": false}),
-                    item_errors: 1,
-                    rows_processed: 0,
-                });
+                let report = Report {
+                    total_exported: 0,
+                    tenants: Vec::new(),
+                    finished: false,
+                    walking: None,
+                    capture_gap: Some(report),
+                    dry_run: false,
+                };
+                return JobOutput::new(&report, 1, 0);
             }
         };
         let tenants = active_tenants(ctx)?;
@@ -79,7 +83,7 @@ impl Job for ExportInteractions {
                     .unwrap_or(0)
                     .min(ctx.config.export_batch_size as u64);
                 total_exported += pending;
-                results.push(json!({"tenantId": tenant_id, "tenantName": tenant_name, "exported": pending, "filePath": null, "files": []}));
+                results.push(TenantResult::new(tenant_id, tenant_name, pending));
             }
         } else {
             let tenant_ids: Vec<&str> = tenants.iter().map(|(id, _)| id.as_str()).collect();
@@ -92,37 +96,16 @@ impl Job for ExportInteractions {
                 results.push(match outcome {
                     Ok(report) => {
                         total_exported += report.rows;
-                        let files: Vec<&str> =
-                            report.files.iter().map(|file| file.path.as_str()).collect();
-                        let mut body = json!({
-                            "tenantId": tenant_id,
-                            "tenantName": tenant_name,
-                            "exported": report.rows,
-                            "filePath": files.first(),
-                            "files": files,
-                            "bytes": report.bytes,
-                        });
-                        if report.payloads_kept_as_strings > 0 {
-                            body["payloadsKeptAsStrings"] = json!(report.payloads_kept_as_strings);
-                        }
-                        if report.invalid_count > 0 {
-                            body["invalid"] = json!(report.invalid);
-                            body["invalidCount"] = json!(report.invalid_count);
-                        }
-                        body
+                        TenantResult::exported(tenant_id, tenant_name, report)
                     }
                     Err(error) => {
                         failed += 1;
                         log::error!("export {tenant_id}: {error}");
-                        json!({
-                            "tenantId": tenant_id,
-                            "tenantName": tenant_name,
-                            "exported": 0,
-                            "filePath": null,
-                            "files": [],
-                            "error": error.to_string(),
-                            "errorKind": error.kind(),
-                        })
+                        TenantResult {
+                            error: Some(error.to_string()),
+                            error_kind: Some(error.kind()),
+                            ..TenantResult::new(tenant_id, tenant_name, 0)
+                        }
                     }
                 });
             }
@@ -141,26 +124,87 @@ impl Job for ExportInteractions {
         // Until the first walk over the table is done, a run may take rows without exporting
         // any (a stretch of inactive tenants' rows): more runs are needed however few it wrote.
         let walking = !capture::state(ctx.store, Source::Interactions)?.live;
-        let mut body = json!({
-            "ok": failed == 0,
-            "totalExported": total_exported,
-            "tenants": Value::Array(results),
-            "finished": finished,
-            "walking": walking,
-            "dryRun": ctx.params.dry_run,
-        });
-        if let Some(gap) = gap {
-            body["captureGap"] = gap;
+        let dry_run = ctx.params.dry_run;
+        let report = Report {
+            total_exported,
+            tenants: results,
+            finished,
+            walking: Some(walking),
+            capture_gap: gap,
+            dry_run,
+        };
+        JobOutput::new(&report, failed, if dry_run { 0 } else { total_exported })
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report<'a> {
+    total_exported: u64,
+    tenants: Vec<TenantResult<'a>>,
+    finished: bool,
+    /// Whether the first walk over the table is still going (absent when nothing was read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    walking: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capture_gap: Option<Value>,
+    dry_run: bool,
+}
+
+/// One tenant's part of a run.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TenantResult<'a> {
+    tenant_id: &'a str,
+    tenant_name: &'a str,
+    exported: u64,
+    /// The first of `files`, as the replaced handler's one file.
+    file_path: Option<String>,
+    files: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payloads_kept_as_strings: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invalid: Option<Vec<InvalidRow>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invalid_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_kind: Option<&'static str>,
+}
+
+impl<'a> TenantResult<'a> {
+    fn new(tenant_id: &'a str, tenant_name: &'a str, exported: u64) -> TenantResult<'a> {
+        TenantResult {
+            tenant_id,
+            tenant_name,
+            exported,
+            file_path: None,
+            files: Vec::new(),
+            bytes: None,
+            payloads_kept_as_strings: None,
+            invalid: None,
+            invalid_count: None,
+            error: None,
+            error_kind: None,
         }
-        Ok(JobOutput {
-            body,
-            item_errors: failed,
-            rows_processed: if ctx.params.dry_run {
-                0
-            } else {
-                total_exported
-            },
-        })
+    }
+
+    fn exported(tenant_id: &'a str, tenant_name: &'a str, report: BatchReport) -> TenantResult<'a> {
+        let files: Vec<String> = report.files.into_iter().map(|file| file.path).collect();
+        let with_invalid = report.invalid_count > 0;
+        TenantResult {
+            file_path: files.first().cloned(),
+            files,
+            bytes: Some(report.bytes),
+            payloads_kept_as_strings: Some(report.payloads_kept_as_strings)
+                .filter(|kept| *kept > 0),
+            invalid: with_invalid.then_some(report.invalid),
+            invalid_count: with_invalid.then_some(report.invalid_count),
+            ..TenantResult::new(tenant_id, tenant_name, report.rows)
+        }
     }
 }
 

@@ -5,7 +5,8 @@
 
 use chrono::Duration;
 use rusqlite::TransactionBehavior;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::{Job, JobCtx, JobError, JobOutput, archive};
 use crate::store::{row_object, times};
@@ -36,11 +37,14 @@ impl Job for ExportLogCleanup {
                 rusqlite::params_from_iter(&old.params),
                 |row| row.get(0),
             )?;
-            return Ok(JobOutput {
-                body: json!({"ok": true, "deleted": count, "archived": 0, "dryRun": true}),
-                item_errors: 0,
-                rows_processed: 0,
-            });
+            let report = Report {
+                deleted: count as u64,
+                archived: 0,
+                archives: None,
+                finished: None,
+                dry_run: true,
+            };
+            return JobOutput::new(&report, 0, 0);
         }
         // The replaced system's own archive bucket, when set; else the export files' bucket.
         let storage = match &ctx.config.export_archive {
@@ -99,12 +103,28 @@ impl Job for ExportLogCleanup {
             )? as u64;
             tx.commit()?;
         }
-        Ok(JobOutput {
-            body: json!({"ok": true, "deleted": deleted, "archived": archived, "archives": archives, "finished": finished, "dryRun": false}),
-            item_errors: 0,
-            rows_processed: deleted,
-        })
+        let report = Report {
+            deleted,
+            archived,
+            archives: Some(archives),
+            finished: Some(finished),
+            dry_run: false,
+        };
+        JobOutput::new(&report, 0, deleted)
     }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    deleted: u64,
+    archived: u64,
+    /// The archive files written (paths under the data dir), when not a dry run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    archives: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished: Option<bool>,
+    dry_run: bool,
 }
 
 /// A batch of rows to archive and delete.

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Days, Duration, DurationRound, Utc};
 use rusqlite::{Connection, TransactionBehavior};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{Job, JobCtx, JobError, JobOutput};
@@ -65,15 +66,67 @@ impl Summary {
         sorted.get(rank.max(1) - 1).copied()
     }
 
-    fn by_format_json(&self) -> Value {
+    fn by_format(&self) -> BTreeMap<&str, FormatTotals> {
         self.by_format
             .iter()
-            .map(|(format, (count, bytes))| {
-                (format.clone(), json!({"count": count, "bytes": bytes}))
-            })
-            .collect::<serde_json::Map<_, _>>()
-            .into()
+            .map(|(format, &(count, bytes))| (format.as_str(), FormatTotals { count, bytes }))
+            .collect()
     }
+}
+
+/// The run's result; its keys are snake_case as the replaced handler's were.
+#[derive(Serialize)]
+struct Report<'a> {
+    window: Window,
+    total_exports: u64,
+    successes: u64,
+    failures: u64,
+    success_rate: Option<f64>,
+    failure_rate: Option<f64>,
+    avg_duration_ms: Option<f64>,
+    p95_duration_ms: Option<i64>,
+    bytes: Bytes,
+    by_format: BTreeMap<&'a str, FormatTotals>,
+    hours: usize,
+    /// The export failure alert the window raised, if any.
+    alert: Option<Value>,
+    webhook: Option<Webhook>,
+    #[serde(rename = "dryRun")]
+    dry_run: bool,
+}
+
+#[derive(Serialize)]
+struct Window {
+    start: String,
+    end: String,
+}
+
+#[derive(Serialize)]
+struct Bytes {
+    total: i64,
+    avg: Option<f64>,
+    max: i64,
+}
+
+#[derive(Serialize)]
+struct FormatTotals {
+    count: u64,
+    bytes: i64,
+}
+
+/// What became of the alert's webhook POST.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Webhook {
+    Delivered {
+        delivered: bool,
+        status: u16,
+    },
+    Failed {
+        delivered: bool,
+        error: String,
+        queued: bool,
+    },
 }
 
 impl Job for ExportMetricsAggregate {
@@ -115,45 +168,50 @@ impl Job for ExportMetricsAggregate {
             &start_text,
             &end_text,
         );
-        let mut webhook = Value::Null;
+        let mut webhook = None;
         let mut item_errors = 0;
         if let Some(alert) = alert.as_ref().filter(|_| !ctx.params.dry_run) {
             webhook = match crate::alert::raise(ctx.store, ctx.config, ctx.clock, alert) {
-                Delivery::NoWebhook => Value::Null,
-                Delivery::Delivered { status } => json!({"delivered": true, "status": status}),
+                Delivery::NoWebhook => None,
+                Delivery::Delivered { status } => Some(Webhook::Delivered {
+                    delivered: true,
+                    status,
+                }),
                 Delivery::Failed { error } => {
                     log::warn!("export-metrics-aggregate: the alert webhook failed: {error}");
                     item_errors += 1;
-                    json!({"delivered": false, "error": error, "queued": true})
+                    Some(Webhook::Failed {
+                        delivered: false,
+                        error,
+                        queued: true,
+                    })
                 }
             };
         }
-        let (avg_duration, p95_duration) = (whole.avg_duration_ms(), whole.p95_duration_ms());
-        Ok(JobOutput {
-            body: json!({
-                "ok": item_errors == 0,
-                "window": {"start": start_text, "end": end_text},
-                "total_exports": whole.total,
-                "successes": whole.successes,
-                "failures": whole.failures(),
-                "success_rate": whole.ratio(whole.successes),
-                "failure_rate": whole.ratio(whole.failures()),
-                "avg_duration_ms": avg_duration,
-                "p95_duration_ms": p95_duration,
-                "bytes": {
-                    "total": whole.total_bytes,
-                    "avg": (whole.total > 0).then(|| whole.total_bytes as f64 / whole.total as f64),
-                    "max": whole.max_bytes,
-                },
-                "by_format": whole.by_format_json(),
-                "hours": hours.len(),
-                "alert": alert,
-                "webhook": webhook,
-                "dryRun": ctx.params.dry_run,
-            }),
-            item_errors,
-            rows_processed: whole.total,
-        })
+        let report = Report {
+            window: Window {
+                start: start_text,
+                end: end_text,
+            },
+            total_exports: whole.total,
+            successes: whole.successes,
+            failures: whole.failures(),
+            success_rate: whole.ratio(whole.successes),
+            failure_rate: whole.ratio(whole.failures()),
+            avg_duration_ms: whole.avg_duration_ms(),
+            p95_duration_ms: whole.p95_duration_ms(),
+            bytes: Bytes {
+                total: whole.total_bytes,
+                avg: (whole.total > 0).then(|| whole.total_bytes as f64 / whole.total as f64),
+                max: whole.max_bytes,
+            },
+            by_format: whole.by_format(),
+            hours: hours.len(),
+            alert,
+            webhook,
+            dry_run: ctx.params.dry_run,
+        };
+        JobOutput::new(&report, item_errors, whole.total)
     }
 }
 
@@ -238,7 +296,7 @@ fn store_hours(
                 summary.total_bytes,
                 avg_bytes,
                 summary.max_bytes,
-                summary.by_format_json().to_string(),
+                serde_json::to_string(&summary.by_format()).unwrap_or_default(),
                 now,
             ))?;
         }

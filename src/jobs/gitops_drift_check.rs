@@ -11,10 +11,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use rusqlite::TransactionBehavior;
+use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Job, JobCtx, JobError, JobOutput};
+use super::{Job, JobCtx, JobError, JobOutput, Skipped};
 use crate::clock::to_store_text;
 
 pub struct GitopsDriftCheck;
@@ -37,6 +38,39 @@ impl State {
             State::Missing => "missing",
             State::Extra => "extra",
             State::Invalid => "invalid",
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report<'a> {
+    checked: usize,
+    drifted: usize,
+    missing: usize,
+    extra: usize,
+    invalid: usize,
+    /// The first 200.
+    items: Vec<Listed<'a>>,
+    report_id: Option<i64>,
+    dry_run: bool,
+}
+
+#[derive(Serialize)]
+struct Listed<'a> {
+    kind: &'a str,
+    name: &'a str,
+    state: &'static str,
+    detail: Option<&'a str>,
+}
+
+impl Listed<'_> {
+    fn of(item: &Item) -> Listed<'_> {
+        Listed {
+            kind: &item.kind,
+            name: &item.name,
+            state: item.state.as_str(),
+            detail: item.detail.as_deref(),
         }
     }
 }
@@ -71,11 +105,10 @@ impl Job for GitopsDriftCheck {
 
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
         let Some(dir) = &ctx.config.gitops_dir else {
-            return Ok(JobOutput {
-                body: json!({"ok": true, "skipped": "GITOPS_DIR is not set"}),
-                item_errors: 0,
-                rows_processed: 0,
-            });
+            let skipped = Skipped {
+                skipped: "GITOPS_DIR is not set",
+            };
+            return JobOutput::new(&skipped, 0, 0);
         };
         let desired = read_desired(dir)?;
         let actual = read_actual(ctx, &desired.kinds)?;
@@ -103,26 +136,17 @@ impl Job for GitopsDriftCheck {
                 "gitops-drift-check: {drifted} drifted, {missing} missing, {extra} extra of {checked} desired objects"
             );
         }
-        let listed: Vec<Value> = items
-            .iter()
-            .take(200)
-            .map(|item| json!({"kind": item.kind, "name": item.name, "state": item.state.as_str(), "detail": item.detail}))
-            .collect();
-        Ok(JobOutput {
-            body: json!({
-                "ok": invalid == 0,
-                "checked": checked,
-                "drifted": drifted,
-                "missing": missing,
-                "extra": extra,
-                "invalid": invalid,
-                "items": listed,
-                "reportId": report_id,
-                "dryRun": ctx.params.dry_run,
-            }),
-            item_errors: invalid as u64,
-            rows_processed: checked as u64,
-        })
+        let report = Report {
+            checked,
+            drifted,
+            missing,
+            extra,
+            invalid,
+            items: items.iter().take(200).map(Listed::of).collect(),
+            report_id,
+            dry_run: ctx.params.dry_run,
+        };
+        JobOutput::new(&report, invalid as u64, checked as u64)
     }
 }
 

@@ -7,7 +7,7 @@
 use chrono::{DateTime, Duration, Utc};
 use rusqlite::TransactionBehavior;
 use rusqlite::types::Value;
-use serde_json::{Value as Json, json};
+use serde::Serialize;
 
 use super::named_files::{FileRemoval, remove_data_file};
 use super::{Job, JobCtx, JobError, JobOutput};
@@ -17,6 +17,28 @@ use crate::store::times;
 use crate::store::{BatchOutcome, BatchedChange};
 
 pub struct Maintenance;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    timestamp: String,
+    stuck_runs_marked: u64,
+    temp_uploads_purged: u64,
+    import_jobs_compacted: u64,
+    raw_items_purged: u64,
+    errors: Vec<StepError>,
+    finished: bool,
+    dry_run: bool,
+}
+
+/// A step that failed, or one row of it (`id`), while the others went on.
+#[derive(Serialize)]
+struct StepError {
+    step: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    error: String,
+}
 
 const BATCH_SIZE: usize = 1_000;
 const UPLOAD_BATCH: i64 = 200;
@@ -85,18 +107,23 @@ impl Job for Maintenance {
 
         let mut errors = Vec::new();
         let mut finished = true;
-        let mut step = |name: &str, result: Result<(u64, BatchOutcome), JobError>| match result {
-            Ok((count, outcome)) => {
-                finished &= outcome == BatchOutcome::Finished;
-                log::info!("maintenance: {name}: {count}");
-                count
-            }
-            Err(error) => {
-                log::error!("maintenance: {name}: {error}");
-                errors.push(json!({"step": name, "error": error.to_string()}));
-                0
-            }
-        };
+        let mut step =
+            |name: &'static str, result: Result<(u64, BatchOutcome), JobError>| match result {
+                Ok((count, outcome)) => {
+                    finished &= outcome == BatchOutcome::Finished;
+                    log::info!("maintenance: {name}: {count}");
+                    count
+                }
+                Err(error) => {
+                    log::error!("maintenance: {name}: {error}");
+                    errors.push(StepError {
+                        step: name,
+                        id: None,
+                        error: error.to_string(),
+                    });
+                    0
+                }
+            };
         let apply = |change: &BatchedChange<'_>| -> Result<(u64, BatchOutcome), JobError> {
             if ctx.params.dry_run {
                 return Ok((change.count(ctx.store)?, BatchOutcome::Finished));
@@ -114,23 +141,19 @@ impl Job for Maintenance {
         errors.extend(refused);
 
         let item_errors = errors.len() as u64;
-        Ok(JobOutput {
-            body: json!({
-                "timestamp": now_text,
-                "stuckRunsMarked": stuck_runs_marked,
-                "tempUploadsPurged": temp_uploads_purged,
-                "importJobsCompacted": import_jobs_compacted,
-                "rawItemsPurged": raw_items_purged,
-                "errors": errors,
-                "finished": finished,
-                "dryRun": ctx.params.dry_run,
-            }),
-            item_errors,
-            rows_processed: stuck_runs_marked
-                + temp_uploads_purged
-                + import_jobs_compacted
-                + raw_items_purged,
-        })
+        let report = Report {
+            timestamp: now_text,
+            stuck_runs_marked,
+            temp_uploads_purged,
+            import_jobs_compacted,
+            raw_items_purged,
+            errors,
+            finished,
+            dry_run: ctx.params.dry_run,
+        };
+        let rows =
+            stuck_runs_marked + temp_uploads_purged + import_jobs_compacted + raw_items_purged;
+        JobOutput::new(&report, item_errors, rows)
     }
 }
 
@@ -146,7 +169,7 @@ fn with(mut params: Vec<Value>, text: &str) -> Vec<Value> {
 fn purge_temp_uploads(
     ctx: &JobCtx<'_>,
     cutoff: DateTime<Utc>,
-    refused: &mut Vec<Json>,
+    refused: &mut Vec<StepError>,
 ) -> Result<(u64, BatchOutcome), JobError> {
     let old = times::before("created_at", cutoff, 1);
     if ctx.params.dry_run {
@@ -191,9 +214,11 @@ fn purge_temp_uploads(
                 Err(error) => {
                     log::warn!("maintenance: temp upload {id}: {error}; its row and file are kept");
                     kept.push(*rowid);
-                    refused.push(
-                        json!({"step": "tempUploadsPurged", "id": id, "error": error.to_string()}),
-                    );
+                    refused.push(StepError {
+                        step: "tempUploadsPurged",
+                        id: Some(id.clone()),
+                        error: error.to_string(),
+                    });
                 }
             }
         }
@@ -213,6 +238,7 @@ mod tests {
     use super::*;
     use crate::jobs::test_support::Harness;
     use chrono::{TimeZone, Utc};
+    use serde_json::json;
 
     fn harness() -> Harness {
         let harness = Harness::new(Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap());
@@ -256,7 +282,7 @@ mod tests {
             ("importJobsCompacted", 1),
             ("rawItemsPurged", 2),
         ] {
-            assert_eq!(output.body[key], expected, "{key}: {}", output.body);
+            assert_eq!(output.body[key], expected, "{key}: {:?}", output.body);
         }
         assert_eq!(output.body["errors"], json!([]));
         assert!(output.body["timestamp"].is_string());

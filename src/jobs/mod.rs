@@ -32,7 +32,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde_json::Value;
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use crate::clock::Clock;
 use crate::config::{Config, JobDefaults};
@@ -180,13 +181,42 @@ impl JobCtx<'_> {
     }
 }
 
-/// What a finished job reports.
+/// What a finished job reports: its own result, typed. Whether the run is `ok` is not the
+/// job's to say: the runner decides it once, from `item_errors` and whether the job was
+/// stopped, and adds it to the body.
 pub struct JobOutput {
-    /// The JSON result body that the route returns and `edgecron run` prints.
-    pub body: Value,
+    /// The fields of the JSON result body that the route returns and `edgecron run` prints.
+    pub body: Map<String, Value>,
     /// Items (tenants, flows) that failed while the rest went on; non-zero means `partial`.
     pub item_errors: u64,
     pub rows_processed: u64,
+}
+
+impl JobOutput {
+    /// A job's result, which serializes as a JSON object (a struct of its fields).
+    pub fn new(
+        result: &impl Serialize,
+        item_errors: u64,
+        rows_processed: u64,
+    ) -> Result<JobOutput, JobError> {
+        match serde_json::to_value(result) {
+            Ok(Value::Object(body)) => Ok(JobOutput {
+                body,
+                item_errors,
+                rows_processed,
+            }),
+            Ok(other) => Err(JobError::Failed(format!(
+                "a job's result must be a JSON object, not {other}"
+            ))),
+            Err(error) => Err(JobError::Failed(format!("a job's result: {error}"))),
+        }
+    }
+}
+
+/// The result of a job that had nothing to do as configured.
+#[derive(Serialize)]
+pub struct Skipped {
+    pub skipped: &'static str,
 }
 
 #[derive(Debug, thiserror::Error)]

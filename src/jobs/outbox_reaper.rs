@@ -2,7 +2,7 @@
 //! to `dead` once they have used up their attempts (workers count an attempt when they claim).
 
 use rusqlite::types::Value;
-use serde_json::json;
+use serde::Serialize;
 
 use super::{Job, JobCtx, JobError, JobOutput};
 use crate::clock::to_store_text;
@@ -10,6 +10,15 @@ use crate::store::times;
 use crate::store::{BatchOutcome, BatchedChange};
 
 pub struct OutboxReaper;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    reset: u64,
+    dead: u64,
+    finished: bool,
+    dry_run: bool,
+}
 
 impl Job for OutboxReaper {
     fn name(&self) -> &'static str {
@@ -70,17 +79,13 @@ impl Job for OutboxReaper {
         if dead > 0 {
             log::warn!("outbox-reaper: {dead} messages dead-lettered after their last attempt");
         }
-        Ok(JobOutput {
-            body: json!({
-                "ok": true,
-                "reset": reset,
-                "dead": dead,
-                "finished": finished,
-                "dryRun": ctx.params.dry_run,
-            }),
-            item_errors: 0,
-            rows_processed: reset + dead,
-        })
+        let report = Report {
+            reset,
+            dead,
+            finished,
+            dry_run: ctx.params.dry_run,
+        };
+        JobOutput::new(&report, 0, reset + dead)
     }
 }
 

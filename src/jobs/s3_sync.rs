@@ -11,9 +11,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::json;
 
-use super::{Job, JobCtx, JobError, JobOutput};
+use super::{Job, JobCtx, JobError, JobOutput, Skipped};
 use crate::alert;
 use crate::clock::to_store_text;
 use crate::config::Config;
@@ -45,11 +46,10 @@ impl Job for S3Sync {
 
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
         let Some(settings) = &ctx.config.s3 else {
-            return Ok(JobOutput {
-                body: json!({"ok": true, "skipped": "S3_BUCKET is not set; export files stay local"}),
-                item_errors: 0,
-                rows_processed: 0,
-            });
+            let skipped = Skipped {
+                skipped: "S3_BUCKET is not set; export files stay local",
+            };
+            return JobOutput::new(&skipped, 0, 0);
         };
         let storage =
             Storage::new(settings).map_err(|error| JobError::Failed(error.to_string()))?;
@@ -87,7 +87,7 @@ impl Job for S3Sync {
                         retry_later(ctx, &file, &error, &mut random)?;
                         raise_conflict(ctx, &storage, &file, &error)?;
                         if errors.len() < 20 {
-                            errors.push(json!({"path": file.path, "error": error.to_string()}));
+                            errors.push(FileError::of(&file, &error));
                         }
                     }
                     Err(error) if error.is_unreachable() => {
@@ -97,7 +97,7 @@ impl Job for S3Sync {
                             "s3-sync: storage unreachable at {} ({error}); the queue waits for the next run",
                             file.path
                         );
-                        errors.push(json!({"path": file.path, "error": error.to_string()}));
+                        errors.push(FileError::of(&file, &error));
                         unreachable = true;
                         break 'pages;
                     }
@@ -109,7 +109,7 @@ impl Job for S3Sync {
                             file.path
                         );
                         if errors.len() < 20 {
-                            errors.push(json!({"path": file.path, "error": error.to_string()}));
+                            errors.push(FileError::of(&file, &error));
                         }
                     }
                 }
@@ -119,22 +119,49 @@ impl Job for S3Sync {
         if unreachable {
             log::warn!("s3-sync: storage is unreachable; {pending} files stay queued");
         }
-        Ok(JobOutput {
-            body: json!({
-                "ok": failed == 0 && conflicts == 0,
-                "uploaded": uploaded,
-                "alreadyStored": already_stored,
-                "conflicts": conflicts,
-                "pending": pending,
-                "pendingBytes": pending_bytes,
-                "failed": failed,
-                "bytes": bytes,
-                "unreachable": unreachable,
-                "errors": errors,
-            }),
-            item_errors: failed + conflicts,
-            rows_processed: uploaded,
-        })
+        let report = Report {
+            uploaded,
+            already_stored,
+            conflicts,
+            pending,
+            pending_bytes,
+            failed,
+            bytes,
+            unreachable,
+            errors,
+        };
+        JobOutput::new(&report, failed + conflicts, uploaded)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    uploaded: u64,
+    /// Of those uploaded, files whose key already held the same bytes.
+    already_stored: u64,
+    conflicts: u64,
+    pending: u64,
+    pending_bytes: u64,
+    failed: u64,
+    bytes: u64,
+    unreachable: bool,
+    /// The first 20.
+    errors: Vec<FileError>,
+}
+
+#[derive(Serialize)]
+struct FileError {
+    path: String,
+    error: String,
+}
+
+impl FileError {
+    fn of(file: &PendingUpload, error: &StorageError) -> FileError {
+        FileError {
+            path: file.path.clone(),
+            error: error.to_string(),
+        }
     }
 }
 

@@ -10,7 +10,8 @@
 use std::sync::Once;
 use std::time::Instant;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::capture_gap::{self, GapCheck};
 use super::{Consuming, Job, JobCtx, JobError, JobOutput, archive};
@@ -73,15 +74,11 @@ impl Job for SiemShip {
                         "siem-ship: skipped: {reason}; {waiting} audit rows wait for a backend"
                     )
                 });
-                let mut body = json!({"ok": true, "skipped": reason});
-                if waiting > 0 {
-                    body["backlog"] = json!(waiting);
-                }
-                return Ok(JobOutput {
-                    body,
-                    item_errors: 0,
-                    rows_processed: 0,
-                });
+                let skipped = Off {
+                    skipped: reason,
+                    backlog: Some(waiting).filter(|waiting| *waiting > 0),
+                };
+                return JobOutput::new(&skipped, 0, 0);
             }
             Siem::On(settings) => settings,
         };
@@ -97,24 +94,31 @@ impl Job for SiemShip {
             GapCheck::Clear(report) => report,
             // Nothing is taken from the queue until every missed row is in it.
             GapCheck::Unfinished(report) => {
-                return Ok(JobOutput {
-                    body: json!({"ok": false, "backend": backend, "shipped": 0, "errors": 0,
-                                 "windowSeconds": 0, "rowsScanned": 0, "finished": false,
-                                 "captureGap": report}),
-                    item_errors: 1,
-                    rows_processed: 0,
-                });
+                let waiting = Recovering {
+                    backend,
+                    shipped: 0,
+                    errors: 0,
+                    window_seconds: 0,
+                    rows_scanned: 0,
+                    finished: false,
+                    capture_gap: report,
+                };
+                return JobOutput::new(&waiting, 1, 0);
             }
         };
         if ctx.params.dry_run {
             let backlog = capture::note_backlog(ctx.store, Source::Audit)?;
-            return Ok(JobOutput {
-                body: json!({"ok": true, "backend": backend, "shipped": 0, "errors": 0,
-                             "windowSeconds": 0, "rowsScanned": 0, "cursor": null,
-                             "backlog": backlog, "dryRun": true}),
-                item_errors: 0,
-                rows_processed: 0,
-            });
+            let dry_run = DryRun {
+                backend,
+                shipped: 0,
+                errors: 0,
+                window_seconds: 0,
+                rows_scanned: 0,
+                cursor: None,
+                backlog,
+                dry_run: true,
+            };
+            return JobOutput::new(&dry_run, 0, 0);
         }
         let intake = Intake::new(settings);
         let mut retry = Retry::new(ctx.deadline, ctx.shutdown);
@@ -236,35 +240,98 @@ impl Job for SiemShip {
         }
         // The span of `created_at` of the rows this run settled.
         let window_seconds = span.map_or(0, |(from, to)| (to - from).num_seconds().max(0));
-        let mut body = json!({
-                "ok": !intake_failed && totals.dead_lettered == 0,
-                "backend": backend,
-                "shipped": totals.shipped,
-                "errors": totals.dead_lettered,
-                "archived": totals.archived,
-                "archives": archives,
-                "skipped": totals.skipped,
-                "windowSeconds": window_seconds,
-                "rowsScanned": totals.scanned,
-                "cursor": last_shipped.as_ref().map(cursor_json),
-                "backlog": backlog,
-                "finished": finished && stopped.is_none(),
-                "stopped": stopped,
-        });
-        if let Some(gap) = gap {
-            body["captureGap"] = gap;
-        }
-        Ok(JobOutput {
-            body,
-            item_errors: totals.dead_lettered + u64::from(intake_failed),
-            rows_processed: settled,
-        })
+        let report = Report {
+            backend,
+            shipped: totals.shipped,
+            errors: totals.dead_lettered,
+            archived: totals.archived,
+            archives,
+            skipped: totals.skipped,
+            window_seconds,
+            rows_scanned: totals.scanned,
+            cursor: last_shipped.as_ref().map(Cursor::of),
+            backlog,
+            finished: finished && stopped.is_none(),
+            stopped,
+            capture_gap: gap,
+        };
+        let item_errors = totals.dead_lettered + u64::from(intake_failed);
+        JobOutput::new(&report, item_errors, settled)
     }
 }
 
+/// A run's result.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report<'a> {
+    backend: &'a str,
+    shipped: u64,
+    /// Rows the intake refused for good, dead-lettered.
+    errors: u64,
+    /// Rows too old for the intake, archived.
+    archived: u64,
+    archives: Vec<String>,
+    /// Rows in the store before a `SIEM_START=now` backend began: taken, not sent.
+    skipped: u64,
+    window_seconds: i64,
+    rows_scanned: u64,
+    cursor: Option<Cursor<'a>>,
+    backlog: u64,
+    finished: bool,
+    stopped: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capture_gap: Option<Value>,
+}
+
+/// No backend configured: what waits for one.
+#[derive(Serialize)]
+struct Off<'a> {
+    skipped: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backlog: Option<u64>,
+}
+
+/// A gap's recovery did not finish: nothing was shipped.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Recovering<'a> {
+    backend: &'a str,
+    shipped: u64,
+    errors: u64,
+    window_seconds: i64,
+    rows_scanned: u64,
+    finished: bool,
+    capture_gap: Value,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DryRun<'a> {
+    backend: &'a str,
+    shipped: u64,
+    errors: u64,
+    window_seconds: i64,
+    rows_scanned: u64,
+    cursor: Option<Cursor<'a>>,
+    backlog: u64,
+    dry_run: bool,
+}
+
 /// The last row this run settled, as the result names it.
-fn cursor_json(row: &AuditRow) -> Value {
-    json!({"createdAt": row.created_at, "id": row.id})
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Cursor<'a> {
+    created_at: &'a str,
+    id: &'a str,
+}
+
+impl Cursor<'_> {
+    fn of(row: &AuditRow) -> Cursor<'_> {
+        Cursor {
+            created_at: &row.created_at,
+            id: &row.id,
+        }
+    }
 }
 
 /// Archives rows too old for the intake as NDJSON under the data dir, or in the configured
@@ -325,14 +392,15 @@ mod tests {
     use super::*;
     use crate::jobs::test_support::Harness;
     use chrono::{TimeZone, Utc};
+    use serde_json::json;
 
     #[test]
     fn an_unset_backend_is_a_structured_no_op() {
         let harness = Harness::new(Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap());
         let output = SiemShip.run(&harness.ctx()).unwrap();
         assert_eq!(
-            output.body,
-            json!({"ok": true, "skipped": "SIEM_BACKEND is not set"})
+            Value::Object(output.body),
+            json!({"skipped": "SIEM_BACKEND is not set"})
         );
     }
 }

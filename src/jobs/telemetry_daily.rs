@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use chrono::{Days, NaiveDate};
 use rusqlite::{Connection, TransactionBehavior};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::{Job, JobCtx, JobError, JobOutput};
@@ -36,6 +37,33 @@ const PREVIEW_ROWS: usize = 1_000;
 /// One `telemetry_daily` row as computed.
 #[derive(Debug, Clone, PartialEq)]
 struct Rollup {
+    event: String,
+    count: i64,
+    unique_users: i64,
+    meta: Map<String, Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    dates: u64,
+    rows: u64,
+    dry_run: bool,
+    start_date: Option<String>,
+    end_date: Option<String>,
+    purged_dates: Vec<String>,
+    malformed_meta: i64,
+    meta_keys_dropped: u64,
+    finished: bool,
+    /// A dry run's rows, at most [`PREVIEW_ROWS`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preview: Option<Vec<Preview>>,
+}
+
+/// A row a dry run would write.
+#[derive(Serialize)]
+struct Preview {
+    date: String,
     event: String,
     count: i64,
     unique_users: i64,
@@ -98,36 +126,32 @@ impl Job for TelemetryDaily {
                     .iter()
                     .take(PREVIEW_ROWS.saturating_sub(preview.len()))
                 {
-                    preview.push(
-                        json!({"date": date.to_string(), "event": row.event, "count": row.count,
-                                        "unique_users": row.unique_users, "meta": row.meta}),
-                    );
+                    preview.push(Preview {
+                        date: date.to_string(),
+                        event: row.event.clone(),
+                        count: row.count,
+                        unique_users: row.unique_users,
+                        meta: row.meta.clone(),
+                    });
                 }
                 continue;
             }
             replace(&mut conn, *date, &rollup.rows, &to_store_text(ctx.now()))?;
         }
         let finished = done == dates.len() as u64;
-        let mut body = json!({
-            "ok": true,
-            "dates": done,
-            "rows": rows,
-            "dryRun": dry_run,
-            "startDate": dates.first().map(ToString::to_string),
-            "endDate": dates.last().map(ToString::to_string),
-            "purgedDates": purged,
-            "malformedMeta": malformed,
-            "metaKeysDropped": keys_dropped,
-            "finished": finished,
-        });
-        if dry_run {
-            body["preview"] = json!(preview);
-        }
-        Ok(JobOutput {
-            body,
-            item_errors: 0,
-            rows_processed: if dry_run { 0 } else { rows },
-        })
+        let report = Report {
+            dates: done,
+            rows,
+            dry_run,
+            start_date: dates.first().map(ToString::to_string),
+            end_date: dates.last().map(ToString::to_string),
+            purged_dates: purged,
+            malformed_meta: malformed,
+            meta_keys_dropped: keys_dropped,
+            finished,
+            preview: dry_run.then_some(preview),
+        };
+        JobOutput::new(&report, 0, if dry_run { 0 } else { rows })
     }
 }
 

@@ -49,11 +49,7 @@ fn runner(
 }
 
 fn output(body: Value) -> Result<JobOutput, JobError> {
-    Ok(JobOutput {
-        body,
-        item_errors: 0,
-        rows_processed: 0,
-    })
+    JobOutput::new(&body, 0, 0)
 }
 
 #[test]
@@ -62,7 +58,7 @@ fn a_panicking_job_is_a_failed_run_and_releases_its_lease() {
     let completed = runner
         .run("test-job", Trigger::Cli, RunParams::default())
         .unwrap();
-    assert_eq!(completed.status, RunStatus::Failed);
+    assert_eq!(completed.status, Ended::Failed);
     assert_eq!(completed.body["error"], "job panicked: boom");
     let runs = runner.store().list_runs(Some("test-job"), 5).unwrap();
     assert_eq!(
@@ -74,7 +70,7 @@ fn a_panicking_job_is_a_failed_run_and_releases_its_lease() {
             .run("test-job", Trigger::Cli, RunParams::default())
             .unwrap()
             .status,
-        RunStatus::Failed
+        Ended::Failed
     );
 }
 
@@ -86,7 +82,7 @@ fn a_job_past_its_deadline_is_told_to_stop_and_its_run_is_partial() {
             batches += 1;
             std::thread::sleep(Duration::from_millis(10));
         }
-        output(json!({"ok": true, "batches": batches}))
+        output(json!({"batches": batches}))
     }));
     let (_dir, runner, _) = runner(job, &[("EDGECRON_JOB_DEADLINE_SECS", "1")]);
     let started = Instant::now();
@@ -94,7 +90,7 @@ fn a_job_past_its_deadline_is_told_to_stop_and_its_run_is_partial() {
         .run("test-job", Trigger::Cli, RunParams::default())
         .unwrap();
     // It stopped with work left: never `ok`, whatever the job's own body said.
-    assert_eq!(completed.status, RunStatus::Partial);
+    assert_eq!(completed.status, Ended::Partial);
     assert_eq!(completed.body["ok"], false);
     assert_eq!(completed.body["finished"], false);
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -111,7 +107,7 @@ fn a_run_still_going_after_the_grace_period_is_recorded_as_failed() {
             .lock()
             .unwrap()
             .recv_timeout(Duration::from_secs(30));
-        output(json!({"ok": true}))
+        output(json!({}))
     }));
     let (_dir, runner, shutdown) = runner(job, &[]);
     let background = Arc::clone(&runner);
@@ -159,7 +155,7 @@ fn racing_runs_in_one_process_never_overlap() {
         most_job.fetch_max(now, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(30));
         inside_job.fetch_sub(1, Ordering::SeqCst);
-        output(json!({"ok": true}))
+        output(json!({}))
     }));
     let (_dir, runner, _) = runner(job, &[]);
     std::thread::scope(|scope| {
@@ -192,7 +188,7 @@ fn stuck_job() -> (mpsc::Sender<()>, TestJob) {
             .lock()
             .unwrap()
             .recv_timeout(Duration::from_secs(30));
-        output(json!({"ok": true}))
+        output(json!({}))
     }));
     (release, job)
 }

@@ -3,6 +3,7 @@
 //! the status page show it; the status page's other facts; and, in [`metrics`], what
 //! `/metrics` reports.
 
+pub mod history;
 pub mod metrics;
 
 use std::collections::BTreeMap;

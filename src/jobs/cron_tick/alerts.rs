@@ -7,7 +7,7 @@ use chrono::Duration;
 use rusqlite::{Connection, TransactionBehavior};
 use serde_json::{Value, json};
 
-use super::EXPORTS_ONLY;
+use super::{EXPORTS_ONLY, TickError};
 use crate::clock::to_store_text;
 use crate::jobs::{JobCtx, JobError};
 
@@ -34,7 +34,7 @@ struct Rule {
 
 pub(super) fn evaluate_rules(
     ctx: &JobCtx<'_>,
-    errors: &mut Vec<Value>,
+    errors: &mut Vec<TickError>,
 ) -> Result<AlertOutcome, JobError> {
     let rules: Vec<Rule> = {
         let conn = ctx.store.conn()?;
@@ -76,7 +76,7 @@ pub(super) fn evaluate_rules(
             Ok(value) => value,
             Err(unknown) => {
                 let error = unknown.to_string();
-                errors.push(json!({"ruleId": rule.id, "error": error}));
+                errors.push(TickError::of_rule(&rule.id, error.clone()));
                 ctx.store.conn()?.execute(
                     "UPDATE alert_rules SET last_error = ?2, last_evaluated_at = ?3 WHERE id = ?1",
                     (&rule.id, &error, &now_text),
@@ -153,7 +153,7 @@ const EVENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Posts alert events the webhook has not taken yet, oldest first. An event whose post fails
 /// stays pending for the next tick; events over a day old are no longer news and are left.
-fn notify_webhook(ctx: &JobCtx<'_>, errors: &mut Vec<Value>) -> Result<(), JobError> {
+fn notify_webhook(ctx: &JobCtx<'_>, errors: &mut Vec<TickError>) -> Result<(), JobError> {
     let Some(url) = &ctx.config.alerts.webhook else {
         return Ok(());
     };
@@ -196,8 +196,8 @@ fn notify_webhook(ctx: &JobCtx<'_>, errors: &mut Vec<Value>) -> Result<(), JobEr
                 )?;
             }
             Err(error) => {
-                errors
-                    .push(json!({"ruleId": event["ruleId"], "error": format!("webhook: {error}")}));
+                let rule_id = event["ruleId"].as_str().unwrap_or_default();
+                errors.push(TickError::of_rule(rule_id, format!("webhook: {error}")));
                 // The receiver is down: the rest waits for the next tick too.
                 break;
             }

@@ -8,7 +8,7 @@
 mod alerts;
 mod reports;
 
-use serde_json::json;
+use serde::Serialize;
 
 use super::{Job, JobCtx, JobError, JobOutput};
 use alerts::evaluate_rules;
@@ -36,20 +36,60 @@ impl Job for CronTick {
         let mut errors = Vec::new();
         let alerts = evaluate_rules(ctx, &mut errors)?;
         let reports = run_due_reports(ctx, &mut errors)?;
-        Ok(JobOutput {
-            body: json!({
-                "ok": errors.is_empty(),
-                "rulesEvaluated": alerts.evaluated,
-                "fired": alerts.fired,
-                "resolved": alerts.resolved,
-                "reportsRun": reports.run,
-                "reportsPlanned": reports.planned,
-                "reports": reports.paths,
-                "errors": errors,
-                "dryRun": ctx.params.dry_run,
-            }),
-            item_errors: errors.len() as u64,
-            rows_processed: alerts.evaluated + reports.run,
-        })
+        let item_errors = errors.len() as u64;
+        let report = Report {
+            rules_evaluated: alerts.evaluated,
+            fired: alerts.fired,
+            resolved: alerts.resolved,
+            reports_run: reports.run,
+            reports_planned: reports.planned,
+            reports: reports.paths,
+            errors,
+            dry_run: ctx.params.dry_run,
+        };
+        JobOutput::new(&report, item_errors, alerts.evaluated + reports.run)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    rules_evaluated: u64,
+    fired: u64,
+    resolved: u64,
+    reports_run: u64,
+    reports_planned: u64,
+    /// The report files written.
+    reports: Vec<String>,
+    errors: Vec<TickError>,
+    dry_run: bool,
+}
+
+/// An alert rule or a report schedule that failed while the others went on.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TickError {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule_id: Option<String>,
+    error: String,
+}
+
+impl TickError {
+    fn of_rule(rule_id: &str, error: String) -> TickError {
+        TickError {
+            rule_id: Some(rule_id.to_string()),
+            schedule_id: None,
+            error,
+        }
+    }
+
+    fn of_schedule(schedule_id: &str, error: String) -> TickError {
+        TickError {
+            rule_id: None,
+            schedule_id: Some(schedule_id.to_string()),
+            error,
+        }
     }
 }

@@ -6,9 +6,9 @@
 
 use chrono::{DateTime, Duration, Utc};
 use rusqlite::TransactionBehavior;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use super::EXPORTS_ONLY;
+use super::{EXPORTS_ONLY, TickError};
 use crate::clock::{from_store_text, to_store_text};
 use crate::config::layout::REPORTS;
 use crate::config::{ConfigError, parse_zone};
@@ -39,7 +39,7 @@ struct ReportSchedule {
 
 pub(super) fn run_due_reports(
     ctx: &JobCtx<'_>,
-    errors: &mut Vec<Value>,
+    errors: &mut Vec<TickError>,
 ) -> Result<ReportOutcome, JobError> {
     let now = ctx.now();
     let now_text = to_store_text(now);
@@ -170,7 +170,7 @@ fn pass_over(
     ctx: &JobCtx<'_>,
     id: String,
     fault: &ScheduleFault,
-    errors: &mut Vec<Value>,
+    errors: &mut Vec<TickError>,
     passed_over: &mut Vec<String>,
 ) -> Result<(), JobError> {
     let error = fault.to_string();
@@ -179,7 +179,7 @@ fn pass_over(
         "UPDATE report_schedules SET last_error = ?2 WHERE id = ?1",
         (&id, &error),
     )?;
-    errors.push(json!({"scheduleId": id, "error": error}));
+    errors.push(TickError::of_schedule(&id, error));
     passed_over.push(id);
     Ok(())
 }
@@ -323,6 +323,7 @@ mod tests {
     use crate::jobs::Job;
     use crate::jobs::test_support::Harness;
     use chrono::TimeZone;
+    use serde_json::json;
 
     #[test]
     fn csv_quotes_what_needs_quoting_and_defuses_formulas() {

@@ -17,6 +17,7 @@ pub(super) mod policy;
 mod purge;
 
 use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
 use serde_json::{Value as Json, json};
 
 use super::{Job, JobCtx, JobError, JobOutput};
@@ -108,10 +109,17 @@ impl Job for DsarPurge {
                 (None, Some(_)) => None,
             };
             let (Some(days), None) = (retention.days, &skipped) else {
-                per_tenant.push(json!({
-                    "tenantId": tenant_id, "retentionDays": retention.days, "heldClasses": held,
-                    "decisionTraces": 0, "interactionHistory": 0, "aiAttachments": 0,
-                    "blobsDeleted": 0, "blobsMissing": 0, "errors": [], "skipped": skipped,
+                per_tenant.push(TenantReport::Skipped(SkippedTenant {
+                    tenant_id,
+                    retention_days: retention.days,
+                    held_classes: held,
+                    decision_traces: 0,
+                    interaction_history: 0,
+                    ai_attachments: 0,
+                    blobs_deleted: 0,
+                    blobs_missing: 0,
+                    errors: Vec::new(),
+                    skipped,
                 }));
                 continue;
             };
@@ -139,36 +147,90 @@ impl Job for DsarPurge {
                     purge.unreadable_times
                 );
             }
-            per_tenant.push(json!({
-                "tenantId": tenant_id,
-                "retentionDays": days,
-                "cutoff": to_store_text(run.cutoff),
-                "heldClasses": held,
-                "decisionTraces": purge.counts[Class::DecisionTraces.index()],
-                "interactionHistory": purge.counts[Class::InteractionHistory.index()],
-                "aiAttachments": purge.counts[Class::AiAttachments.index()],
-                "blobsDeleted": purge.blobs_deleted,
-                "blobsMissing": purge.blobs_missing,
-                "unreadableTimes": purge.unreadable_times,
-                "exportFilesRemoved": purge.export_files_removed,
-                "errors": purge.errors,
-                "finished": purge.finished,
+            per_tenant.push(TenantReport::Purged(PurgedTenant {
+                tenant_id,
+                retention_days: days,
+                cutoff: to_store_text(run.cutoff),
+                held_classes: held,
+                decision_traces: purge.counts[Class::DecisionTraces.index()],
+                interaction_history: purge.counts[Class::InteractionHistory.index()],
+                ai_attachments: purge.counts[Class::AiAttachments.index()],
+                blobs_deleted: purge.blobs_deleted,
+                blobs_missing: purge.blobs_missing,
+                unreadable_times: purge.unreadable_times,
+                export_files_removed: purge.export_files_removed,
+                errors: purge.errors,
+                finished: purge.finished,
             }));
         }
-        Ok(JobOutput {
-            body: json!({
-                "ok": tenants_with_errors == 0 && recovery_errors.is_empty(),
-                "recoveryErrors": recovery_errors,
-                "tenantsScanned": per_tenant.len(),
-                "totalBlobsAttempted": blobs_attempted,
-                "perTenant": per_tenant,
-                "finished": finished,
-                "dryRun": ctx.params.dry_run,
-            }),
-            item_errors: tenants_with_errors + recovery_errors.len() as u64,
-            rows_processed: if ctx.params.dry_run { 0 } else { rows },
-        })
+        let item_errors = tenants_with_errors + recovery_errors.len() as u64;
+        let report = Report {
+            recovery_errors,
+            tenants_scanned: per_tenant.len(),
+            total_blobs_attempted: blobs_attempted,
+            per_tenant,
+            finished,
+            dry_run: ctx.params.dry_run,
+        };
+        JobOutput::new(
+            &report,
+            item_errors,
+            if ctx.params.dry_run { 0 } else { rows },
+        )
     }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report<'a> {
+    /// What the recovery of an earlier run's unfinished file rewrites could not do.
+    recovery_errors: Vec<String>,
+    tenants_scanned: usize,
+    total_blobs_attempted: u64,
+    per_tenant: Vec<TenantReport<'a>>,
+    finished: bool,
+    dry_run: bool,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum TenantReport<'a> {
+    Skipped(SkippedTenant<'a>),
+    Purged(PurgedTenant<'a>),
+}
+
+/// A tenant held as a whole, or without a retention policy to apply.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SkippedTenant<'a> {
+    tenant_id: &'a str,
+    retention_days: Option<i64>,
+    held_classes: Vec<&'static str>,
+    decision_traces: u64,
+    interaction_history: u64,
+    ai_attachments: u64,
+    blobs_deleted: u64,
+    blobs_missing: u64,
+    errors: Vec<String>,
+    skipped: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PurgedTenant<'a> {
+    tenant_id: &'a str,
+    retention_days: i64,
+    cutoff: String,
+    held_classes: Vec<&'static str>,
+    decision_traces: u64,
+    interaction_history: u64,
+    ai_attachments: u64,
+    blobs_deleted: u64,
+    blobs_missing: u64,
+    unreadable_times: u64,
+    export_files_removed: u64,
+    errors: Vec<String>,
+    finished: bool,
 }
 
 fn tenants(ctx: &JobCtx<'_>) -> Result<Vec<String>, JobError> {
