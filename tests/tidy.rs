@@ -638,6 +638,202 @@ fn check_allowed_upward(
     violations
 }
 
+/// A file's module path: `src/store/capture/gap.rs` → `store::capture::gap`,
+/// `src/store/mod.rs` → `store`, `src/lib.rs` and `src/main.rs` → the crate root.
+fn file_module(path: &str) -> Vec<String> {
+    let relative = path.strip_prefix("src/").unwrap_or(path);
+    let relative = relative.strip_suffix(".rs").unwrap_or(relative);
+    let mut segments: Vec<String> = relative.split('/').map(String::from).collect();
+    if matches!(
+        segments.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
+        segments.pop();
+    }
+    segments
+}
+
+/// Every module path a file's non-test code names from `crate::`, `edgecron::`, `super::` or
+/// `self::`, from the crate root, with its line; `{…}` groups are expanded.
+fn named_paths(path: &str, text: &str) -> Vec<(Vec<String>, usize)> {
+    let code = lex(non_test_code(path, text)).code;
+    // `self` is the file's module (a `mod.rs` is its directory's), `super` the one above.
+    let own = file_module(path);
+    let parent = |module: &[String]| module[..module.len().saturating_sub(1)].to_vec();
+    let mut named = Vec::new();
+    for root in ["crate::", "edgecron::", "super::", "self::"] {
+        // Not the second `super` of `super::super::`, which the first one reads.
+        let starts = word_positions(&code, root).filter(|&at| !code[..at].ends_with("::"));
+        for at in starts {
+            let mut base = match root {
+                "crate::" | "edgecron::" => Vec::new(),
+                "super::" => parent(&own),
+                _ => own.clone(),
+            };
+            let mut rest = &code[at + root.len()..];
+            while let Some(after) = rest.strip_prefix("super::") {
+                base = parent(&base);
+                rest = after;
+            }
+            let line = line_at(&code, at);
+            for path in expand(rest, base) {
+                named.push((path, line));
+            }
+        }
+    }
+    named
+}
+
+/// The paths `text` (what follows a root and its `::`) names, each appended to `base`: `a::b`,
+/// or a group `{a::{b, c}, d}` (`self` in a group is the path before it).
+fn expand(text: &str, base: Vec<String>) -> Vec<Vec<String>> {
+    let mut path = base;
+    let mut rest = text;
+    loop {
+        let name: String = rest
+            .chars()
+            .take_while(|&c| is_identifier_char(c))
+            .collect();
+        if name.is_empty() {
+            break;
+        }
+        if name != "self" {
+            path.push(name.clone());
+        }
+        rest = &rest[name.len()..];
+        match rest.strip_prefix("::") {
+            Some(after) => rest = after,
+            None => return vec![path],
+        }
+    }
+    let Some(group) = rest.strip_prefix('{') else {
+        return vec![path];
+    };
+    // Split the group's items at its top-level commas.
+    let (mut items, mut depth, mut start) = (Vec::new(), 0, 0);
+    for (offset, character) in group.char_indices() {
+        match character {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                items.push(&group[start..offset]);
+                break;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&group[start..offset]);
+                start = offset + 1;
+            }
+            _ => {}
+        }
+    }
+    items
+        .into_iter()
+        .flat_map(|item| expand(item.trim_start(), path.clone()))
+        .collect()
+}
+
+/// The file a module path leads to: its longest prefix that is a file of `modules`.
+fn file_of<'a>(path: &[String], modules: &BTreeMap<Vec<String>, &'a str>) -> Option<&'a str> {
+    (0..=path.len())
+        .rev()
+        .find_map(|length| modules.get(&path[..length]).copied())
+}
+
+/// Where each file uses another file: (from, to) → [(path, line)]. A module naming its own
+/// children is not an import (it declares them), so those edges are left out.
+fn file_graph(files: &[(&str, &str)]) -> Graph {
+    let modules: BTreeMap<Vec<String>, &str> = files
+        .iter()
+        .filter(|(path, _)| *path != "src/main.rs")
+        .map(|&(path, _)| (file_module(path), path))
+        .collect();
+    let mut graph = Graph::new();
+    for &(from, text) in files {
+        let from_module = file_module(from);
+        for (path, line) in named_paths(from, text) {
+            let Some(to) = file_of(&path, &modules) else {
+                continue;
+            };
+            if to == from || file_module(to).starts_with(&from_module) {
+                continue;
+            }
+            graph
+                .entry((from.to_string(), to.to_string()))
+                .or_default()
+                .push((from.to_string(), line));
+        }
+    }
+    graph
+}
+
+/// Import cycles among files (a module's own children left out, as above).
+fn check_file_cycles(files: &[(&str, &str)]) -> Vec<Violation> {
+    let graph = file_graph(files);
+    cycles(&graph)
+        .into_iter()
+        .map(|cycle| {
+            let first_use = |index: usize| {
+                let edge = (
+                    cycle[index].to_string(),
+                    cycle[(index + 1) % cycle.len()].to_string(),
+                );
+                graph[&edge][0].1
+            };
+            let steps: Vec<String> = (0..cycle.len())
+                .map(|index| format!("{}:{}", cycle[index], first_use(index)))
+                .collect();
+            let message = format!("file cycle: {} → back", steps.join(" → "));
+            Violation::new(cycle[0], first_use(0), message)
+        })
+        .collect()
+}
+
+/// Tests ARCHITECTURE.md names (`module::…::a_test_name`, or `tests/file.rs`) that do not exist:
+/// a name whose last part has two underscores or more is a test's, defined as a `fn` in the
+/// integration test file of its first part (`tests/listener.rs`) or under `src/` (`http::`
+/// is `tests/http.rs` or `src/http/`).
+fn check_named_tests(architecture: &str, files: &[(&str, &str)]) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    for (index, line) in architecture.lines().enumerate() {
+        for quoted in line.split('`').skip(1).step_by(2) {
+            let missing = if let Some(file) = quoted.strip_prefix("tests/") {
+                let exists = files.iter().any(|(path, _)| *path == quoted);
+                (file.ends_with(".rs") && !exists).then(|| format!("`{quoted}` does not exist"))
+            } else {
+                missing_test(quoted, files)
+            };
+            if let Some(message) = missing {
+                violations.push(Violation::new("ARCHITECTURE.md", index + 1, message));
+            }
+        }
+    }
+    violations
+}
+
+fn missing_test(quoted: &str, files: &[(&str, &str)]) -> Option<String> {
+    let parts: Vec<&str> = quoted.split("::").collect();
+    let name = parts.last()?;
+    let is_test_path = parts.len() >= 2
+        && name.matches('_').count() >= 2
+        && parts
+            .iter()
+            .all(|part| part.chars().all(is_identifier_char));
+    if !is_test_path {
+        return None;
+    }
+    // `http::…` may be the integration tests of `tests/http.rs` or the unit tests of `src/http/`.
+    let integration = format!("tests/{}.rs", parts[0]);
+    let under_src = format!("src/{}", parts[0]);
+    let defines = |(path, text): &&(&str, &str)| {
+        let place = *path == integration
+            || path.starts_with(&format!("{under_src}/"))
+            || *path == format!("{under_src}.rs");
+        place && word_positions(text, &format!("fn {name}")).next().is_some()
+    };
+    let found = files.iter().any(|file| defines(&file));
+    (!found).then(|| format!("`{quoted}`: no test `{name}` there"))
+}
+
 // --- The tree ---
 
 fn read(relative: &str) -> String {
@@ -747,6 +943,31 @@ fn modules_use_their_own_layer_and_lower_ones_without_cycles() {
         &tidy_rs,
     ));
     assert_tidy("module layers", &violations);
+}
+
+#[test]
+fn files_import_one_another_in_no_cycle() {
+    assert_tidy(
+        "file cycles",
+        &check_file_cycles(&borrowed(&source_files())),
+    );
+}
+
+#[test]
+fn every_test_architecture_md_names_exists() {
+    let mut files = source_files();
+    for name in entry_names("tests") {
+        if name.ends_with(".rs") {
+            let path = format!("tests/{name}");
+            let text = read(&path);
+            files.push((path, text));
+        }
+    }
+    let architecture = read("ARCHITECTURE.md");
+    assert_tidy(
+        "named tests",
+        &check_named_tests(&architecture, &borrowed(&files)),
+    );
 }
 
 // --- Each rule on small examples ---
@@ -981,6 +1202,50 @@ mod examples {
         assert_eq!(
             lines(check_allowed_upward(&too_many, architecture, tidy_rs)),
             [2]
+        );
+    }
+
+    #[test]
+    fn a_cycle_between_files_is_reported_but_a_module_naming_its_children_is_not() {
+        let parent = "//! Jobs.\nmod a;\nmod b;\npub use a::A;\npub trait Job {}\n";
+        let a = "//! A.\nuse super::Job;\nuse super::b::helper;\n";
+        let b = "//! B.\nuse crate::jobs::{Job, a::{self, A}};\n";
+        let broken = [
+            ("src/jobs/mod.rs", parent),
+            ("src/jobs/a.rs", a),
+            ("src/jobs/b.rs", b),
+        ];
+        assert_eq!(
+            shown(check_file_cycles(&broken)),
+            ["src/jobs/a.rs:3: file cycle: src/jobs/a.rs:3 → src/jobs/b.rs:2 → back"]
+        );
+        let b = "//! B.\nuse crate::jobs::Job;\n#[cfg(test)]\nmod tests {\n    use super::super::a::A;\n}\n";
+        let clean = [
+            ("src/jobs/mod.rs", parent),
+            ("src/jobs/a.rs", a),
+            ("src/jobs/b.rs", b),
+        ];
+        assert!(check_file_cycles(&clean).is_empty());
+    }
+
+    #[test]
+    fn a_test_architecture_md_names_that_does_not_exist_is_reported() {
+        let files = [
+            (
+                "tests/listener.rs",
+                "fn refuses_bodies_on_their_head() {}\n",
+            ),
+            ("src/http/tests.rs", "fn at_the_limit_it_makes_way() {}\n"),
+        ];
+        let architecture = "(`listener::refuses_bodies_on_their_head`, `http::tests::at_the_limit_it_makes_way`)\n\
+                            `routes::gate` and `tests/listener.rs`\n\
+                            (`listener::a_test_since_renamed`, `tests/gone.rs`, `http::at_the_limit_it_makes_way`)\n";
+        assert_eq!(
+            shown(check_named_tests(architecture, &files)),
+            [
+                "ARCHITECTURE.md:3: `listener::a_test_since_renamed`: no test `a_test_since_renamed` there",
+                "ARCHITECTURE.md:3: `tests/gone.rs` does not exist",
+            ]
         );
     }
 }
