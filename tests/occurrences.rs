@@ -38,11 +38,24 @@ fn alerts_of(receiver: &Receiver, kind: &str) -> Vec<Value> {
 fn downtime_is_coalesced_and_scheduled_runs_carry_their_fire_time_and_lag() {
     let env = every_second();
     let server = env.serve();
-    std::thread::sleep(Duration::from_secs(3));
+    let job = "approvals-expire";
+    wait_until(Duration::from_secs(15), || count(&env, job, "ran") >= 2);
     stop(server);
-    std::thread::sleep(Duration::from_secs(4));
+    // Down while at least 3 fire times pass.
+    let last = env.query_i64(&format!(
+        "SELECT CAST(strftime('%s', MAX(scheduled_for)) AS INTEGER) FROM schedule_occurrences WHERE job = '{job}'"
+    ));
+    wait_until(Duration::from_secs(15), || {
+        Utc::now().timestamp() >= last + 4
+    });
     let server = env.serve();
-    std::thread::sleep(Duration::from_millis(2500));
+    // The catch-up run, then a fire time run on time after it.
+    wait_until(Duration::from_secs(15), || {
+        count(&env, job, "coalesced") >= 3
+            && env.query_i64(&format!(
+                "SELECT COUNT(*) FROM schedule_occurrences WHERE job = '{job}' AND outcome = 'ran' AND run_id > (SELECT MAX(run_id) FROM schedule_occurrences WHERE job = '{job}' AND outcome = 'coalesced')"
+            )) >= 1
+    });
 
     // The ledger, over HTTP as strictly as the run history.
     let reply = server.trigger(
@@ -198,8 +211,11 @@ fn an_expected_trigger_that_never_comes_raises_one_overdue_and_a_run_recovers() 
     wait_until(Duration::from_secs(15), || {
         !alerts_of(&receiver, "job_overdue").is_empty()
     });
-    // The silence goes on: still one alert.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The silence goes on (two more fire times missed): still one alert.
+    let missed = count(&env, "cleanup", "missed");
+    wait_until(Duration::from_secs(15), || {
+        count(&env, "cleanup", "missed") >= missed + 2
+    });
     let overdue = alerts_of(&receiver, "job_overdue");
     assert_eq!(overdue.len(), 1, "{overdue:#?}");
     assert_eq!(overdue[0]["job"], "cleanup");
