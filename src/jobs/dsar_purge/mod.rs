@@ -109,18 +109,10 @@ impl Job for DsarPurge {
                 (None, Some(_)) => None,
             };
             let (Some(days), None) = (retention.days, &skipped) else {
-                per_tenant.push(TenantReport::Skipped(SkippedTenant {
-                    tenant_id,
-                    retention_days: retention.days,
-                    held_classes: held,
-                    decision_traces: 0,
-                    interaction_history: 0,
-                    ai_attachments: 0,
-                    blobs_deleted: 0,
-                    blobs_missing: 0,
-                    errors: Vec::new(),
+                per_tenant.push(TenantReport {
                     skipped,
-                }));
+                    ..TenantReport::new(tenant_id, retention.days, held, TenantPurge::default())
+                });
                 continue;
             };
             let run = TenantRun {
@@ -147,21 +139,13 @@ impl Job for DsarPurge {
                     purge.unreadable_times
                 );
             }
-            per_tenant.push(TenantReport::Purged(PurgedTenant {
-                tenant_id,
-                retention_days: days,
-                cutoff: to_store_text(run.cutoff),
-                held_classes: held,
-                decision_traces: purge.counts[Class::DecisionTraces.index()],
-                interaction_history: purge.counts[Class::InteractionHistory.index()],
-                ai_attachments: purge.counts[Class::AiAttachments.index()],
-                blobs_deleted: purge.blobs_deleted,
-                blobs_missing: purge.blobs_missing,
-                unreadable_times: purge.unreadable_times,
-                export_files_removed: purge.export_files_removed,
-                errors: purge.errors,
-                finished: purge.finished,
-            }));
+            per_tenant.push(TenantReport {
+                cutoff: Some(to_store_text(run.cutoff)),
+                unreadable_times: Some(purge.unreadable_times),
+                export_files_removed: Some(purge.export_files_removed),
+                finished: Some(purge.finished),
+                ..TenantReport::new(tenant_id, Some(days), held, purge)
+            });
         }
         let item_errors = tenants_with_errors + recovery_errors.len() as u64;
         let report = Report {
@@ -192,45 +176,56 @@ struct Report<'a> {
     dry_run: bool,
 }
 
-#[derive(Serialize)]
-#[serde(untagged)]
-enum TenantReport<'a> {
-    Skipped(SkippedTenant<'a>),
-    Purged(PurgedTenant<'a>),
-}
-
-/// A tenant held as a whole, or without a retention policy to apply.
+/// One tenant's part: what was purged, or why nothing was (`skipped`: held as a whole, or no
+/// retention policy to apply), which has no cutoff and no file or progress fields.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct SkippedTenant<'a> {
+struct TenantReport<'a> {
     tenant_id: &'a str,
     retention_days: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cutoff: Option<String>,
     held_classes: Vec<&'static str>,
     decision_traces: u64,
     interaction_history: u64,
     ai_attachments: u64,
     blobs_deleted: u64,
     blobs_missing: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unreadable_times: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    export_files_removed: Option<u64>,
     errors: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     skipped: Option<String>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PurgedTenant<'a> {
-    tenant_id: &'a str,
-    retention_days: i64,
-    cutoff: String,
-    held_classes: Vec<&'static str>,
-    decision_traces: u64,
-    interaction_history: u64,
-    ai_attachments: u64,
-    blobs_deleted: u64,
-    blobs_missing: u64,
-    unreadable_times: u64,
-    export_files_removed: u64,
-    errors: Vec<String>,
-    finished: bool,
+impl<'a> TenantReport<'a> {
+    fn new(
+        tenant_id: &'a str,
+        retention_days: Option<i64>,
+        held_classes: Vec<&'static str>,
+        purge: TenantPurge,
+    ) -> TenantReport<'a> {
+        TenantReport {
+            tenant_id,
+            retention_days,
+            cutoff: None,
+            held_classes,
+            decision_traces: purge.counts[Class::DecisionTraces.index()],
+            interaction_history: purge.counts[Class::InteractionHistory.index()],
+            ai_attachments: purge.counts[Class::AiAttachments.index()],
+            blobs_deleted: purge.blobs_deleted,
+            blobs_missing: purge.blobs_missing,
+            unreadable_times: None,
+            export_files_removed: None,
+            errors: purge.errors,
+            finished: None,
+            skipped: None,
+        }
+    }
 }
 
 fn tenants(ctx: &JobCtx<'_>) -> Result<Vec<String>, JobError> {
