@@ -453,48 +453,16 @@ fn top_level_module(path: &str) -> Option<&str> {
     Some(first.strip_suffix(".rs").unwrap_or(first))
 }
 
-/// Each use of a top-level module in a file's non-test code, with its line: `crate::a`,
-/// `crate::{a, b::c}` and (main.rs) `edgecron::a`. lib.rs only declares the modules.
+/// Each use of a top-level module in a file's non-test code, with its line: the first part of
+/// each path it names ([`named_paths`]). lib.rs only declares the modules.
 fn module_uses(path: &str, text: &str) -> Vec<(String, usize)> {
     if path == "src/lib.rs" {
         return Vec::new();
     }
-    let code = lex(non_test_code(path, text)).code;
-    let name_at = |at: usize| {
-        let name: String = code[at..]
-            .chars()
-            .take_while(|&c| is_identifier_char(c))
-            .collect();
-        (name, line_at(&code, at))
-    };
-    let mut uses = Vec::new();
-    for root in ["crate::", "edgecron::"] {
-        for start in word_positions(&code, root).map(|at| at + root.len()) {
-            if !code[start..].starts_with('{') {
-                uses.push(name_at(start));
-                continue;
-            }
-            // A group: the first name of each path at its top level.
-            let (mut depth, mut item_starts) = (0, false);
-            for (offset, character) in code[start..].char_indices() {
-                match character {
-                    '{' => (depth, item_starts) = (depth + 1, depth == 0),
-                    '}' if depth == 1 => break,
-                    '}' => depth -= 1,
-                    ',' => item_starts = depth == 1,
-                    c if c.is_whitespace() => {}
-                    c => {
-                        if item_starts && is_identifier_char(c) {
-                            uses.push(name_at(start + offset));
-                        }
-                        item_starts = false;
-                    }
-                }
-            }
-        }
-    }
-    uses.retain(|(name, _)| name != "self");
-    uses
+    named_paths(path, text)
+        .into_iter()
+        .filter_map(|(named, line)| Some((named.into_iter().next()?, line)))
+        .collect()
 }
 
 /// Where each top-level module uses another: (from, to) → [(path, line)].
@@ -583,7 +551,15 @@ fn check_layers(files: &[(&str, &str)], allowed_upward: &[(&str, &str)]) -> Vec<
             violations.push(Violation::new(path, *line, message));
         }
     }
-    for cycle in cycles(&graph) {
+    violations.extend(cycle_violations(&graph, "module"));
+    violations
+}
+
+/// Each cycle of `graph` (of modules or of files) as one violation at its first use, naming
+/// each step with where it is taken.
+fn cycle_violations(graph: &Graph, kind: &str) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    for cycle in cycles(graph) {
         let first_use = |index: usize| {
             let edge = (
                 cycle[index].to_string(),
@@ -596,7 +572,7 @@ fn check_layers(files: &[(&str, &str)], allowed_upward: &[(&str, &str)]) -> Vec<
             .map(|((path, line), (from, to))| format!("`{from}` → `{to}` at {path}:{line}"))
             .collect();
         let ((path, line), _) = first_use(0);
-        let message = format!("module cycle: {}", steps.join(", "));
+        let message = format!("{kind} cycle: {}", steps.join(", "));
         violations.push(Violation::new(path, *line, message));
     }
     violations
@@ -768,24 +744,7 @@ fn file_graph(files: &[(&str, &str)]) -> Graph {
 
 /// Import cycles among files (a module's own children left out, as above).
 fn check_file_cycles(files: &[(&str, &str)]) -> Vec<Violation> {
-    let graph = file_graph(files);
-    cycles(&graph)
-        .into_iter()
-        .map(|cycle| {
-            let first_use = |index: usize| {
-                let edge = (
-                    cycle[index].to_string(),
-                    cycle[(index + 1) % cycle.len()].to_string(),
-                );
-                graph[&edge][0].1
-            };
-            let steps: Vec<String> = (0..cycle.len())
-                .map(|index| format!("{}:{}", cycle[index], first_use(index)))
-                .collect();
-            let message = format!("file cycle: {} → back", steps.join(" → "));
-            Violation::new(cycle[0], first_use(0), message)
-        })
-        .collect()
+    cycle_violations(&file_graph(files), "file")
 }
 
 /// Tests ARCHITECTURE.md names (`module::…::a_test_name`, or `tests/file.rs`) that do not exist:
@@ -1217,7 +1176,10 @@ mod examples {
         ];
         assert_eq!(
             shown(check_file_cycles(&broken)),
-            ["src/jobs/a.rs:3: file cycle: src/jobs/a.rs:3 → src/jobs/b.rs:2 → back"]
+            [
+                "src/jobs/a.rs:3: file cycle: `src/jobs/a.rs` → `src/jobs/b.rs` at src/jobs/a.rs:3, \
+                 `src/jobs/b.rs` → `src/jobs/a.rs` at src/jobs/b.rs:2"
+            ]
         );
         let b = "//! B.\nuse crate::jobs::Job;\n#[cfg(test)]\nmod tests {\n    use super::super::a::A;\n}\n";
         let clean = [
