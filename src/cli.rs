@@ -376,9 +376,9 @@ fn finish_run(
     let outcome = start(&runner);
     // Alerts the run raised (and older ones still queued) go out before the process does.
     runner.alerts().deliver_now(ALERT_DELIVERY_AT_EXIT);
-    let (answer, body) = answered(&outcome);
     match outcome {
         Ok(_) | Err(RunError::AlreadyRunning { .. }) => {
+            let (answer, body) = answered(outcome);
             print_json(&body);
             Ok(ExitCode::from(answer.exit_code()))
         }

@@ -108,7 +108,7 @@ pub(super) fn admit(
 }
 
 /// A run request's answer as a reply: its status and body as the runner decided them.
-pub(super) fn run_reply(result: &Result<Completed, RunError>) -> Reply {
+pub(super) fn run_reply(result: Result<Completed, RunError>) -> Reply {
     let (answer, body) = answered(result);
     Reply::json(answer.http_status(), &body)
 }

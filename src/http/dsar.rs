@@ -35,7 +35,7 @@ pub fn erase(app: &App, request: &Request) -> Reply {
     let Some(subject) = subject(body.tenant_id, body.customer_id) else {
         return Reply::error(400, "tenantId and customerId must not be empty");
     };
-    run_reply(&app.runner.erase(subject, Trigger::Http, body.dry_run))
+    run_reply(app.runner.erase(subject, Trigger::Http, body.dry_run))
 }
 
 pub fn access(app: &App, request: &Request) -> Reply {

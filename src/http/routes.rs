@@ -180,7 +180,7 @@ fn trigger(app: &App, request: &Request, route: Route<'_>) -> Reply {
         Ok(params) => params,
         Err(reply) => return reply,
     };
-    run_reply(&app.runner.run(route.job, Trigger::Http, params))
+    run_reply(app.runner.run(route.job, Trigger::Http, params))
 }
 
 /// A trigger's JSON body: `{"startDate":"2024-01-01","endDate":"2024-01-31","dryRun":true}`.

@@ -161,12 +161,13 @@ impl Answer {
 }
 
 /// A run request's answer with the body it is given, on a route or on stdout.
-pub fn answered(result: &Result<Completed, RunError>) -> (Answer, Value) {
+pub fn answered(result: Result<Completed, RunError>) -> (Answer, Value) {
+    let answer = Answer::of(&result);
     let body = match result {
-        Ok(completed) => completed.body.clone(),
+        Ok(completed) => completed.body,
         Err(error) => error.body(),
     };
-    (Answer::of(result), body)
+    (answer, body)
 }
 
 #[cfg(test)]
