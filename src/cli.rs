@@ -163,8 +163,6 @@ pub enum CliError {
     Site(#[from] SiteError),
     #[error("restore: {0}")]
     Restore(#[from] RestoreError),
-    #[error(transparent)]
-    History(#[from] HistoryError),
     /// A run refused before it started; its exit code is the runner's answer's.
     #[error(transparent)]
     Run(RunError),
@@ -185,10 +183,18 @@ impl CliError {
                 EXIT_USAGE
             }
             CliError::Run(error) => Answer::of_error(error).exit_code(),
-            CliError::History(HistoryError::UnknownJob(_)) => EXIT_USAGE,
-            CliError::History(HistoryError::Store(_)) => 1,
             CliError::Store(_) | CliError::Failed(_) | CliError::Serve(_) | CliError::Site(_) => 1,
             CliError::Restore(_) => 1,
+        }
+    }
+}
+
+/// A job `runs` or `occurrences` does not know is bad usage; the store's errors are the store's.
+impl From<HistoryError> for CliError {
+    fn from(error: HistoryError) -> CliError {
+        match error {
+            HistoryError::UnknownJob(_) => CliError::Usage(error.to_string()),
+            HistoryError::Store(error) => CliError::Store(error),
         }
     }
 }

@@ -16,11 +16,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::io_error::IoError;
+
 /// Syncs in flight at once: enough for the file system to commit them together, few enough
 /// not to crowd the application's own I/O.
 const SYNCS_IN_FLIGHT: usize = 16;
-
-use crate::io_error::IoError;
 
 /// Makes `dir`'s entries durable: names created, renamed into it or removed from it.
 pub fn sync_dir(dir: &Path) -> Result<(), IoError> {
