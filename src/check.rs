@@ -2,8 +2,10 @@
 //! `nginx -t`), every problem found rather than the first, and each job's effective plan.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 use crate::config::Config;
+use crate::config::variables::{self, Variable};
 use crate::jobs::Registry;
 use crate::scheduler;
 use crate::status::JobPlan;
@@ -21,6 +23,56 @@ pub fn check(
         .iter()
         .map(|job| JobPlan::of(job, config.cron_enabled, now))
         .collect())
+}
+
+/// One declared variable, and whether the environment sets it.
+#[derive(Debug, Serialize)]
+pub struct Declared {
+    #[serde(flatten)]
+    pub variable: &'static Variable,
+    pub set: bool,
+}
+
+/// Every variable edgecron reads; `set` are the names the environment has.
+pub fn variables(set: &[String]) -> Vec<Declared> {
+    variables::ALL
+        .iter()
+        .map(|variable| Declared {
+            variable,
+            set: set.iter().any(|name| match variable.job_prefix() {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == variable.name,
+            }),
+        })
+        .collect()
+}
+
+/// The variables as `--help` lists options: the name (and whether it is set), what it does,
+/// what unset means and what it accepts.
+pub fn variables_table(rows: &[Declared]) -> String {
+    let mut out = String::new();
+    for row in rows {
+        let variable = row.variable;
+        let unset = match variable.unset {
+            variables::Unset::Is("") => "empty".to_string(),
+            variables::Unset::Is(value) => value.to_string(),
+            variables::Unset::Nothing => "unset".to_string(),
+            variables::Unset::Derived(description) => description.to_string(),
+        };
+        out.push_str(&format!(
+            "{}{}\n    {}\n    default: {unset}; accepts: {}\n",
+            variable.name,
+            if row.set { " (set)" } else { "" },
+            variable.about,
+            variable.accepts.describe(),
+        ));
+    }
+    out
+}
+
+/// Set variables in edgecron's namespaces that it does not read: likely typos.
+pub fn unknown_variables(names: &[String]) -> Vec<&str> {
+    variables::unknown(names.iter().map(String::as_str))
 }
 
 /// The plan as a table, one job a line.

@@ -72,30 +72,11 @@ pub fn enter_run(job: &'static str, run_id: i64) -> RunScope {
     continue_run(Some((job, run_id)))
 }
 
+/// `EDGECRON_LOG_FORMAT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// `EDGECRON_LOG_FORMAT` names no format.
-#[derive(Debug, thiserror::Error)]
-#[error("EDGECRON_LOG_FORMAT: expected text or json, got {0:?}")]
-pub struct UnknownLogFormat(String);
-
-impl LogFormat {
-    /// `EDGECRON_LOG_FORMAT`: `text` (the default) or `json`.
-    pub fn from_env() -> Result<LogFormat, UnknownLogFormat> {
-        match std::env::var("EDGECRON_LOG_FORMAT")
-            .ok()
-            .as_deref()
-            .map(str::trim)
-        {
-            None | Some("") | Some("text") => Ok(LogFormat::Text),
-            Some("json") => Ok(LogFormat::Json),
-            Some(other) => Err(UnknownLogFormat(other.to_string())),
-        }
-    }
 }
 
 /// Installs the logger; `RUST_LOG` filters as env_logger reads it (default `info`).

@@ -4,14 +4,10 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let format = match edgecron::logging::LogFormat::from_env() {
-        Ok(format) => format,
-        Err(message) => {
-            eprintln!("edgecron: {message}");
-            return ExitCode::from(2);
-        }
-    };
-    edgecron::logging::init(format);
+    if let Err(error) = edgecron::cli::start_logging() {
+        eprintln!("edgecron: {error}");
+        return ExitCode::from(error.exit_code());
+    }
     let cli = <edgecron::cli::Cli as clap::Parser>::parse();
     match edgecron::cli::execute(cli) {
         Ok(code) => code,

@@ -351,41 +351,6 @@ fn the_systemd_units_verify_clean() {
 }
 
 #[test]
-fn the_example_env_file_names_every_variable() {
-    let config_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");
-    let sources = std::fs::read_dir(&config_dir)
-        .expect("src/config is readable")
-        .map(|entry| std::fs::read_to_string(entry.expect("a directory entry").path()).unwrap())
-        .collect::<Vec<_>>()
-        .join("\n");
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/edgecron.env"))
-            .unwrap();
-    let mut names: Vec<&str> = sources
-        .split("get(\"")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next())
-        .collect();
-    names.extend([
-        "EDGECRON_LOG_FORMAT",
-        "RUST_LOG",
-        "EDGECRON_SCHEDULE_",
-        "EDGECRON_ENABLED_",
-        "EDGECRON_TZ_",
-        "EDGECRON_CATCHUP_",
-        "EDGECRON_EXPECT_",
-        "EDGECRON_GRACE_",
-    ]);
-    assert!(names.len() > 30, "{names:?}");
-    for name in names {
-        assert!(
-            example.contains(&format!("# {name}")),
-            "systemd/edgecron.env lacks {name}"
-        );
-    }
-}
-
-#[test]
 fn json_logs_carry_the_job_and_run_id_and_never_the_secret() {
     let env = Env::new().with("EDGECRON_LOG_FORMAT", "json");
     let output = env.run(&["run", "cleanup"]);

@@ -250,7 +250,7 @@ fn sql_texts(path: &str, text: &str) -> Vec<Violation> {
 }
 
 /// The edges: they parse, ask the runner or the store, and answer.
-const EDGES: &[&str] = &["src/http/", "src/cli.rs", "src/serve.rs", "src/main.rs"];
+const EDGES: &[&str] = &["src/http/", "src/cli/", "src/serve.rs", "src/main.rs"];
 
 /// Rule 1: an edge's code neither names rusqlite nor holds SQL text.
 fn check_edge_holds_no_sql(path: &str, text: &str) -> Vec<Violation> {
@@ -403,6 +403,148 @@ fn check_jobs_listed(files: &[(&str, &str)], readme: &str, env_file: &str) -> Ve
             }
             let message = format!("`{heading}` lists `{name}`, which no job under src/jobs/ is");
             violations.push(Violation::new(list, line, message));
+        }
+    }
+    violations
+}
+
+// --- Rule 5b: every variable declared once, and listed where operators read ---
+
+const VARIABLES_RS: &str = "src/config/variables.rs";
+const README_VARIABLES: &str = "| variable | default | meaning |";
+
+/// A declared variable: its name, its value when unset (`None`: nothing or worked out), and
+/// the line it is declared on.
+struct Declared<'text> {
+    name: &'text str,
+    unset_is: Option<&'text str>,
+    line: usize,
+}
+
+/// The variables `src/config/variables.rs` declares, read from its `Variable { .. }` items.
+fn declared_variables(text: &str) -> Vec<Declared<'_>> {
+    let quoted_after = |text: &'_ str, key: &str| -> Option<(usize, usize)> {
+        let start = text.find(key)? + key.len();
+        Some((start, start + text[start..].find('"')?))
+    };
+    let mut variables = Vec::new();
+    for (at, _) in text.match_indices(": Variable = Variable {") {
+        let item = &text[at..];
+        let item = &item[..item.find("};").unwrap_or(item.len())];
+        let Some((start, end)) = quoted_after(item, "name: \"") else {
+            continue;
+        };
+        let unset_is = quoted_after(item, "unset: Is(\"").map(|(from, to)| &item[from..to]);
+        variables.push(Declared {
+            name: &item[start..end],
+            unset_is,
+            line: line_at(text, at),
+        });
+    }
+    variables
+}
+
+/// `EDGECRON_GRACE_<JOB>` names `EDGECRON_GRACE_CLEANUP`; any other only itself.
+fn names_variable(declared: &str, name: &str) -> bool {
+    match declared.strip_suffix("<JOB>") {
+        Some(prefix) => name == declared || name.starts_with(prefix),
+        None => name == declared,
+    }
+}
+
+/// The env file's `# NAME=value` lines: name, value (before any `  # comment`) and line.
+fn env_file_settings(env_file: &str) -> Vec<(&str, &str, usize)> {
+    env_file
+        .lines()
+        .enumerate()
+        .filter_map(|(index, line)| {
+            let (name, value) = line.strip_prefix("# ")?.split_once('=')?;
+            let is_name = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            let value = value.split("  #").next().unwrap_or_default().trim_end();
+            is_name.then_some((name, value, index + 1))
+        })
+        .collect()
+}
+
+/// The backticked names in the first cell of each row of the README's variable table, with
+/// the row's second cell and line.
+fn readme_variable_rows(readme: &str) -> Vec<(Vec<&str>, &str, usize)> {
+    let mut lines = readme.lines().enumerate();
+    lines
+        .by_ref()
+        .find(|(_, line)| line.starts_with(README_VARIABLES));
+    lines
+        .skip(1)
+        .take_while(|(_, line)| line.starts_with('|'))
+        .filter_map(|(index, line)| {
+            let mut cells = line.split('|').skip(1);
+            let first = cells.next()?;
+            let names = first.split('`').skip(1).step_by(2).collect();
+            Some((names, cells.next()?.trim(), index + 1))
+        })
+        .collect()
+}
+
+/// Every declared variable is in the env file (with its value when unset) and in the README's
+/// table (with it, when alone on its row); neither lists a variable that is not declared.
+fn check_variables_listed(variables_rs: &str, readme: &str, env_file: &str) -> Vec<Violation> {
+    let declared = declared_variables(variables_rs);
+    let settings = env_file_settings(env_file);
+    let rows = readme_variable_rows(readme);
+    let env = "systemd/edgecron.env";
+    let mut violations = Vec::new();
+    if declared.is_empty() {
+        violations.push(Violation::new(VARIABLES_RS, 1, "no variable declared"));
+    }
+    for variable in &declared {
+        let at = |message: String| Violation::new(VARIABLES_RS, variable.line, message);
+        let name = variable.name;
+        let in_env = settings
+            .iter()
+            .filter(|(set, _, _)| names_variable(name, set))
+            .collect::<Vec<_>>();
+        match (in_env.first(), variable.unset_is) {
+            (None, _) => violations.push(at(format!("`{name}` is missing from {env}"))),
+            (Some((set, value, _)), Some(unset)) if *set == name && value != &unset => {
+                violations.push(at(format!(
+                    "{env} shows `{name}={value}`, but unset it is `{unset}`"
+                )));
+            }
+            _ => {}
+        }
+        let row = rows.iter().find(|(names, _, _)| names.contains(&name));
+        match (row, variable.unset_is) {
+            (None, _) => violations.push(at(format!(
+                "`{name}` is missing from README.md's variable table"
+            ))),
+            (Some((names, default, _)), Some(unset))
+                if names.len() == 1 && *default != format!("`{unset}`") =>
+            {
+                violations.push(at(format!(
+                    "README.md's table says `{name}` defaults to {default}, but unset it is `{unset}`"
+                )));
+            }
+            _ => {}
+        }
+    }
+    let is_declared = |name: &str| {
+        declared
+            .iter()
+            .any(|variable| names_variable(variable.name, name))
+    };
+    for (name, _, line) in &settings {
+        if !is_declared(name) {
+            let message = format!("`{name}` is not declared in {VARIABLES_RS}");
+            violations.push(Violation::new(env, *line, message));
+        }
+    }
+    for (names, _, line) in &rows {
+        for name in names.iter().filter(|name| !is_declared(name)) {
+            let message = format!("`{name}` is not declared in {VARIABLES_RS}");
+            violations.push(Violation::new("README.md", *line, message));
         }
     }
     violations
@@ -888,6 +1030,19 @@ fn every_job_is_listed_in_the_readme_and_the_env_file() {
 }
 
 #[test]
+fn every_variable_is_in_the_env_file_and_the_readme() {
+    let (variables, readme, env_file) = (
+        read(VARIABLES_RS),
+        read("README.md"),
+        read("systemd/edgecron.env"),
+    );
+    assert_tidy(
+        "variables listed",
+        &check_variables_listed(&variables, &readme, &env_file),
+    );
+}
+
+#[test]
 fn no_source_file_is_over_600_lines() {
     assert_tidy("file length", &each_source_file(check_length));
 }
@@ -992,7 +1147,7 @@ mod examples {
                 "src/http/routes.rs:4: SQL text (`DELETE FROM`) in a string literal",
             ]
         );
-        assert_eq!(lines(check_edge_holds_no_sql("src/cli.rs", broken)), [2, 4]);
+        assert_eq!(lines(check_edge_holds_no_sql("src/cli/mod.rs", broken)), [2, 4]);
         assert!(check_edge_holds_no_sql("src/runner.rs", broken).is_empty());
         let clean = "//! Routes: rusqlite stays in the store.\n/// Never `DELETE FROM` here.\n\
                      fn f() { say(\"select a job from the list\") }\n\
@@ -1094,6 +1249,56 @@ mod examples {
         );
         let only_in_a_test = format!("//! A job.\n#[cfg(test)]\nmod tests {{\n{}}}\n", &JOB[11..]);
         assert!(job_names(&[("src/jobs/cleanup.rs", &only_in_a_test)]).is_empty());
+    }
+
+    const VARIABLES: &str = "//! Variables.\npub const EXPORT_BATCH_SIZE: Variable = Variable {\n    name: \"EXPORT_BATCH_SIZE\",\n    unset: Is(\"10000\"),\n};\npub const EDGECRON_GRACE_JOB: Variable = Variable {\n    name: \"EDGECRON_GRACE_<JOB>\",\n    unset: Is(\"300\"),\n};\n";
+    const VARIABLE_TABLE: &str = "| variable | default | meaning |\n|---|---|---|\n| `EXPORT_BATCH_SIZE` | `10000` | rows |\n| `EDGECRON_GRACE_<JOB>` | `300` | late |\n\n";
+    const VARIABLE_ENV: &str =
+        "# EXPORT_BATCH_SIZE=10000\n# EDGECRON_GRACE_CLEANUP=120     # a job's\n";
+
+    #[test]
+    fn a_variable_missing_from_the_env_file_or_the_readme_or_not_declared_is_reported() {
+        assert!(check_variables_listed(VARIABLES, VARIABLE_TABLE, VARIABLE_ENV).is_empty());
+        let stale_default = VARIABLE_ENV.replace("=10000", "=5000");
+        let undeclared = format!("{VARIABLE_ENV}# EXPORT_BATCHSIZE=1\n");
+        assert_eq!(
+            shown(check_variables_listed(
+                VARIABLES,
+                VARIABLE_TABLE,
+                &stale_default
+            )),
+            [
+                "src/config/variables.rs:2: systemd/edgecron.env shows `EXPORT_BATCH_SIZE=5000`, but unset it is `10000`"
+            ]
+        );
+        assert_eq!(
+            shown(check_variables_listed(
+                VARIABLES,
+                VARIABLE_TABLE,
+                &undeclared
+            )),
+            [
+                "systemd/edgecron.env:3: `EXPORT_BATCHSIZE` is not declared in src/config/variables.rs"
+            ]
+        );
+        let no_grace = VARIABLE_TABLE.replace("| `EDGECRON_GRACE_<JOB>` | `300` | late |\n", "");
+        assert_eq!(
+            shown(check_variables_listed(VARIABLES, &no_grace, VARIABLE_ENV)),
+            [
+                "src/config/variables.rs:6: `EDGECRON_GRACE_<JOB>` is missing from README.md's variable table"
+            ]
+        );
+        let other_default = VARIABLE_TABLE.replace("`10000`", "`500`");
+        assert_eq!(
+            shown(check_variables_listed(
+                VARIABLES,
+                &other_default,
+                VARIABLE_ENV
+            )),
+            [
+                "src/config/variables.rs:2: README.md's table says `EXPORT_BATCH_SIZE` defaults to `500`, but unset it is `10000`"
+            ]
+        );
     }
 
     #[test]

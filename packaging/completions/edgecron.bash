@@ -216,7 +216,7 @@ _edgecron() {
             return 0
             ;;
         edgecron__subcmd__check)
-            opts="-h --json --help"
+            opts="-h --variables --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

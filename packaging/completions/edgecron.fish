@@ -63,6 +63,7 @@ complete -c edgecron -n "__fish_edgecron_using_subcommand runs" -s h -l help -d 
 complete -c edgecron -n "__fish_edgecron_using_subcommand occurrences" -l limit -r
 complete -c edgecron -n "__fish_edgecron_using_subcommand occurrences" -l json
 complete -c edgecron -n "__fish_edgecron_using_subcommand occurrences" -s h -l help -d 'Print help'
+complete -c edgecron -n "__fish_edgecron_using_subcommand check" -l variables -d 'List every environment variable edgecron reads instead: its default, the values it accepts, whether it is set here, and what it does'
 complete -c edgecron -n "__fish_edgecron_using_subcommand check" -l json
 complete -c edgecron -n "__fish_edgecron_using_subcommand check" -s h -l help -d 'Print help'
 complete -c edgecron -n "__fish_edgecron_using_subcommand calendar" -l tz -d 'Time zone the expression is read in (default: EDGECRON_TZ, else UTC)' -r

@@ -10,13 +10,13 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use super::{ConfigError, Problems, parse_bool, parse_number, parse_zone};
+use super::variables::{
+    EDGECRON_CATCHUP_JOB, EDGECRON_ENABLED_JOB, EDGECRON_EXPECT_JOB, EDGECRON_GRACE_JOB,
+    EDGECRON_SCHEDULE_JOB, EDGECRON_SPREAD_JOB, EDGECRON_TZ_JOB, Variable,
+};
+use super::{ConfigError, Environment, Problems, parse_zone};
 use crate::cron::Schedule;
 
-/// `EDGECRON_GRACE_<JOB>` when unset.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(300);
-/// The longest grace: a week.
-const MAX_GRACE_SECS: u64 = 7 * 24 * 3600;
 /// `all` runs at most this many passed fire times.
 pub const ALL_CAP: usize = 100;
 
@@ -41,17 +41,6 @@ pub enum CatchUp {
 }
 
 impl CatchUp {
-    pub fn parse(name: &str, text: &str) -> Result<CatchUp, ConfigError> {
-        match text.to_ascii_lowercase().as_str() {
-            "once" => Ok(CatchUp::Once),
-            "skip" => Ok(CatchUp::Skip),
-            "all" => Ok(CatchUp::All),
-            _ => Err(ConfigError(format!(
-                "{name}: expected once, skip or all, got {text:?}"
-            ))),
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             CatchUp::Once => "once",
@@ -81,30 +70,37 @@ pub struct JobSettings {
 /// Each job's settings, reading its variables out of `vars`; a variable naming no job, or a
 /// value that does not parse, is a problem.
 pub(super) fn parse_job_vars(
-    vars: &BTreeMap<String, String>,
+    env: &Environment,
     jobs: &[JobDefaults],
     global_zone: Tz,
     problems: &mut Problems,
 ) -> BTreeMap<&'static str, JobSettings> {
     let mut values: BTreeMap<(&str, &'static str), (&str, &str)> = BTreeMap::new();
-    for (name, value) in vars {
-        let Some((prefix, suffix)) = JOB_PREFIXES
-            .iter()
-            .find_map(|prefix| Some((*prefix, name.strip_prefix(prefix)?)))
-        else {
+    for (name, value) in env.names() {
+        let Some((prefix, suffix)) = PER_JOB.iter().find_map(|variable| {
+            let prefix = variable.job_prefix()?;
+            Some((prefix, name.strip_prefix(prefix)?))
+        }) else {
             continue;
         };
         match job_from_suffix(name, suffix, jobs) {
             Ok(job) => {
-                values.insert((job, prefix), (name.as_str(), value.trim()));
+                values.insert((job, prefix), (name, value));
             }
             Err(problem) => problems.0.push(problem),
         }
     }
     let mut settings = BTreeMap::new();
     for job in jobs {
-        let value = |prefix: &'static str| values.get(&(job.name, prefix)).copied();
-        let zone = value("EDGECRON_TZ_").map_or(global_zone, |(name, text)| {
+        // The variable's name and value for this job; `None` when unset (or empty).
+        let value = |variable: &Variable| {
+            let prefix = variable.job_prefix()?;
+            values
+                .get(&(job.name, prefix))
+                .copied()
+                .filter(|(_, text)| !text.is_empty())
+        };
+        let zone = value(&EDGECRON_TZ_JOB).map_or(global_zone, |(name, text)| {
             problems.take(parse_zone(name, text), global_zone)
         });
         let mut parse_schedule = |name: &str, text: &str| {
@@ -115,25 +111,31 @@ pub(super) fn parse_job_vars(
                 None,
             )
         };
-        let schedule = match value("EDGECRON_SCHEDULE_") {
+        let schedule = match value(&EDGECRON_SCHEDULE_JOB) {
             Some((name, text)) => parse_schedule(name, text),
             None => parse_schedule(job.name, job.schedule),
         };
         let expected =
-            value("EDGECRON_EXPECT_").and_then(|(name, text)| parse_schedule(name, text));
-        let enabled = value("EDGECRON_ENABLED_")
-            .and_then(|(name, text)| problems.take(parse_bool(name, text).map(Some), None));
-        let catch_up = value("EDGECRON_CATCHUP_").map_or(CatchUp::default(), |(name, text)| {
-            problems.take(CatchUp::parse(name, text), CatchUp::default())
+            value(&EDGECRON_EXPECT_JOB).and_then(|(name, text)| parse_schedule(name, text));
+        let enabled = value(&EDGECRON_ENABLED_JOB).and_then(|(name, text)| {
+            problems.take(EDGECRON_ENABLED_JOB.flag(name, Some(text)).map(Some), None)
         });
-        let grace = value("EDGECRON_GRACE_").map_or(DEFAULT_GRACE, |(name, text)| {
-            let seconds = parse_number(name, Some(text), 0, 1, MAX_GRACE_SECS);
-            Duration::from_secs(problems.take(seconds, DEFAULT_GRACE.as_secs()))
-        });
-        let spread = value("EDGECRON_SPREAD_").map_or(Duration::ZERO, |(name, text)| {
-            let seconds = parse_number(name, Some(text), 0, 0, MAX_GRACE_SECS);
+        let (name, text) = value(&EDGECRON_CATCHUP_JOB).unzip();
+        let catch_up = problems.take(
+            EDGECRON_CATCHUP_JOB.one_of(
+                name.unwrap_or(EDGECRON_CATCHUP_JOB.name),
+                text,
+                [CatchUp::Once, CatchUp::Skip, CatchUp::All],
+            ),
+            CatchUp::default(),
+        );
+        let mut seconds = |variable: &Variable| {
+            let (name, text) = value(variable).unzip();
+            let seconds = variable.number(name.unwrap_or(variable.name), text);
             Duration::from_secs(problems.take(seconds, 0))
-        });
+        };
+        let grace = seconds(&EDGECRON_GRACE_JOB);
+        let spread = seconds(&EDGECRON_SPREAD_JOB);
         // A schedule that does not parse is a problem already noted; the job is left out.
         if let Some(schedule) = schedule {
             settings.insert(
@@ -166,29 +168,12 @@ fn job_from_suffix(
 }
 
 /// The per-job variables, `<PREFIX><JOB>` with the job upper-case and `-` as `_`.
-const JOB_PREFIXES: [&str; 7] = [
-    "EDGECRON_SCHEDULE_",
-    "EDGECRON_ENABLED_",
-    "EDGECRON_TZ_",
-    "EDGECRON_CATCHUP_",
-    "EDGECRON_EXPECT_",
-    "EDGECRON_GRACE_",
-    "EDGECRON_SPREAD_",
+const PER_JOB: [&Variable; 7] = [
+    &EDGECRON_SCHEDULE_JOB,
+    &EDGECRON_ENABLED_JOB,
+    &EDGECRON_TZ_JOB,
+    &EDGECRON_CATCHUP_JOB,
+    &EDGECRON_EXPECT_JOB,
+    &EDGECRON_GRACE_JOB,
+    &EDGECRON_SPREAD_JOB,
 ];
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn catch_up_policies_parse_by_name() {
-        assert_eq!(CatchUp::parse("V", "ALL").unwrap(), CatchUp::All);
-        assert_eq!(CatchUp::parse("V", "skip").unwrap().as_str(), "skip");
-        let problem = CatchUp::parse("EDGECRON_CATCHUP_CLEANUP", "twice").unwrap_err();
-        assert!(
-            problem
-                .0
-                .contains("EDGECRON_CATCHUP_CLEANUP: expected once, skip or all")
-        );
-    }
-}

@@ -6,7 +6,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::ConfigError;
+use super::variables::{APP_EXPORTS_DIR, ATTACHMENTS_DIR, UPLOADS_DIR, Variable};
+use super::{ConfigError, Environment};
 
 /// Export files (`export-interactions`).
 pub const EXPORTS: &str = "exports";
@@ -44,20 +45,20 @@ pub enum NamedBy {
 impl NamedBy {
     const ALL: [NamedBy; 3] = [NamedBy::Attachments, NamedBy::Uploads, NamedBy::AppExports];
 
-    pub fn variable(self) -> &'static str {
+    fn declared(self) -> &'static Variable {
         match self {
-            NamedBy::Attachments => "ATTACHMENTS_DIR",
-            NamedBy::Uploads => "UPLOADS_DIR",
-            NamedBy::AppExports => "APP_EXPORTS_DIR",
+            NamedBy::Attachments => &ATTACHMENTS_DIR,
+            NamedBy::Uploads => &UPLOADS_DIR,
+            NamedBy::AppExports => &APP_EXPORTS_DIR,
         }
     }
 
+    pub fn variable(self) -> &'static str {
+        self.declared().name
+    }
+
     fn default_dir(self) -> &'static str {
-        match self {
-            NamedBy::Attachments => "blobs",
-            NamedBy::Uploads => "uploads",
-            NamedBy::AppExports => "downloads",
-        }
+        self.declared().unset_value().unwrap_or_default()
     }
 }
 
@@ -82,8 +83,8 @@ impl NamedFileDirs {
 
     /// Reads the three variables: each a directory relative to the data dir unless absolute,
     /// apart from edgecron's own files and trees and from `GITOPS_DIR`.
-    pub fn parse<'a>(
-        get: &impl Fn(&str) -> Option<&'a str>,
+    pub(super) fn parse(
+        env: &Environment,
         data_dir: &Path,
         db_path: &Path,
         gitops_dir: Option<&Path>,
@@ -102,7 +103,7 @@ impl NamedFileDirs {
         let data_dir = lexical(data_dir);
         let mut dirs = Vec::new();
         for owner in NamedBy::ALL {
-            let text = get(owner.variable()).unwrap_or(owner.default_dir());
+            let text = env.text_or_default(owner.declared());
             let given = Path::new(text);
             if given.components().any(|part| part == Component::ParentDir) {
                 return Err(ConfigError(format!(
@@ -145,13 +146,11 @@ mod tests {
     use super::*;
 
     fn parse(vars: &[(&str, &str)]) -> Result<NamedFileDirs, ConfigError> {
-        let get = |name: &str| {
-            vars.iter()
-                .find(|(variable, _)| *variable == name)
-                .map(|(_, value)| *value)
-        };
+        let vars = vars
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()));
         NamedFileDirs::parse(
-            &get,
+            &Environment::new(vars),
             Path::new("./data"),
             Path::new("./data/edgecron.db"),
             Some(Path::new("/etc/edgecron/gitops")),

@@ -9,16 +9,22 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 
+use crate::logging::LogFormat;
+
+mod environment;
 mod jobs;
 pub mod layout;
 pub mod siem;
 mod storage;
+pub mod variables;
 
+use environment::Environment;
 pub use jobs::{ALL_CAP, CatchUp, JobDefaults, JobSettings};
 use layout::NamedFileDirs;
 use siem::Siem;
 pub use storage::S3Settings;
 use storage::{parse_export_archive, parse_s3};
+use variables::*;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -47,15 +53,15 @@ impl fmt::Debug for Secret {
 /// When `export-metrics-aggregate` raises an export failure alert, and where it sends it.
 #[derive(Debug, Clone)]
 pub struct AlertSettings {
-    /// `EXPORT_ALERT_FAILURE_RATE`: alert above this share of failed exports (0.1).
+    /// `EXPORT_ALERT_FAILURE_RATE`: alert above this share of failed exports.
     pub failure_rate: f64,
-    /// `EXPORT_ALERT_MIN_EXPORTS`: fewer exports than this never alert on the rate (1: the
-    /// replaced system had no floor).
+    /// `EXPORT_ALERT_MIN_EXPORTS`: fewer exports than this never alert on the rate (by
+    /// default 1: the replaced system had no floor).
     pub min_exports: u64,
-    /// `EXPORT_ALERT_AVG_DURATION_MS`: alert above this average duration (5000).
+    /// `EXPORT_ALERT_AVG_DURATION_MS`: alert above this average duration.
     pub avg_duration_ms: u64,
-    /// `EXPORT_ALERT_MAX_VOLUME`: alert when an hour has more exports than this (1000, the
-    /// replaced system's threshold).
+    /// `EXPORT_ALERT_MAX_VOLUME`: alert when an hour has more exports than this (by default
+    /// the replaced system's threshold).
     pub max_volume: u64,
     /// `ALERT_WEBHOOK_URL`: alerts are also POSTed here as JSON.
     pub webhook: Option<String>,
@@ -64,15 +70,9 @@ pub struct AlertSettings {
 }
 
 impl Default for AlertSettings {
+    /// What an environment without the alert variables configures.
     fn default() -> AlertSettings {
-        AlertSettings {
-            failure_rate: 0.1,
-            min_exports: 1,
-            avg_duration_ms: 5_000,
-            max_volume: 1_000,
-            webhook: None,
-            ping: None,
-        }
+        parse_alerts(&Environment::new([])).expect("the declared defaults are accepted")
     }
 }
 
@@ -195,18 +195,14 @@ impl Config {
         vars: impl IntoIterator<Item = (String, String)>,
         jobs: &[JobDefaults],
     ) -> Result<Config, Vec<ConfigError>> {
-        let vars: BTreeMap<String, String> = vars.into_iter().collect();
-        let get = |name: &str| {
-            vars.get(name)
-                .map(|value| value.trim())
-                .filter(|value| !value.is_empty())
-        };
+        let env = Environment::new(vars);
         let mut problems = Problems::default();
 
-        let data_dir = PathBuf::from(get("EDGECRON_DATA_DIR").unwrap_or("./data"));
-        let db_path =
-            get("EDGECRON_DB").map_or_else(|| data_dir.join("edgecron.db"), PathBuf::from);
-        let listen_text = get("EDGECRON_LISTEN").unwrap_or("127.0.0.1:8787");
+        let data_dir = PathBuf::from(env.text_or_default(&EDGECRON_DATA_DIR));
+        let db_path = env
+            .text(&EDGECRON_DB)
+            .map_or_else(|| data_dir.join("edgecron.db"), PathBuf::from);
+        let listen_text = env.text_or_default(&EDGECRON_LISTEN);
         let listen = problems.take(
             listen_text.parse().map_err(|_| {
                 ConfigError(format!(
@@ -216,109 +212,66 @@ impl Config {
             SocketAddr::from(([127, 0, 0, 1], 8787)),
         );
         let zone = problems.take(
-            parse_zone("EDGECRON_TZ", get("EDGECRON_TZ").unwrap_or("UTC")),
+            parse_zone("EDGECRON_TZ", env.text_or_default(&EDGECRON_TZ)),
             chrono_tz::UTC,
         );
-        let jobs = jobs::parse_job_vars(&vars, jobs, zone, &mut problems);
+        let jobs = jobs::parse_job_vars(&env, jobs, zone, &mut problems);
 
-        let s3 = problems.take(parse_s3(&get), None);
-        let export_archive = problems.take(parse_export_archive(&get), None);
+        let s3 = problems.take(parse_s3(&env), None);
+        let export_archive = problems.take(parse_export_archive(&env), None);
         let export_compression = problems.take(
-            match get("EXPORT_COMPRESSION") {
-                None | Some("none") => Ok(Compression::None),
-                Some("gzip") => Ok(Compression::Gzip),
-                Some("zstd") => Ok(Compression::Zstd),
-                Some(other) => Err(ConfigError(format!(
-                    "EXPORT_COMPRESSION: expected none, gzip or zstd, got {other:?}"
-                ))),
-            },
+            env.one_of(
+                &EXPORT_COMPRESSION,
+                [Compression::None, Compression::Gzip, Compression::Zstd],
+            ),
             Compression::None,
         );
         let export_format = problems.take(
-            match (get("EXPORT_FORMAT"), export_compression) {
-                (None | Some("ndjson"), _) => Ok(ExportFormat::Ndjson),
-                (Some("parquet"), Compression::None) => Ok(ExportFormat::Parquet),
-                (Some("parquet"), _) => Err(ConfigError(
-                    "EXPORT_COMPRESSION: only none with EXPORT_FORMAT=parquet (Parquet compresses its columns with zstd itself)".into(),
-                )),
-                (Some(other), _) => Err(ConfigError(format!(
-                    "EXPORT_FORMAT: expected ndjson or parquet, got {other:?}"
-                ))),
-            },
+            env.one_of(&EXPORT_FORMAT, [ExportFormat::Ndjson, ExportFormat::Parquet])
+                .and_then(|format| match (format, export_compression) {
+                    (ExportFormat::Parquet, Compression::Gzip | Compression::Zstd) => Err(ConfigError(
+                        "EXPORT_COMPRESSION: only none with EXPORT_FORMAT=parquet (Parquet compresses its columns with zstd itself)".into(),
+                    )),
+                    _ => Ok(format),
+                }),
             ExportFormat::Ndjson,
         );
         let siem = problems.take(
-            siem::parse(&get),
+            siem::parse(&env),
             Siem::Off("SIEM_* is misconfigured".into()),
         );
-        let alerts = problems.take(parse_alerts(&get), AlertSettings::default());
-        let gitops_dir = get("GITOPS_DIR").map(PathBuf::from);
+        let alerts = problems.take(parse_alerts(&env), AlertSettings::default());
+        let gitops_dir = env.text(&GITOPS_DIR).map(PathBuf::from);
         let named_files = problems.take(
-            NamedFileDirs::parse(&get, &data_dir, &db_path, gitops_dir.as_deref()),
+            NamedFileDirs::parse(&env, &data_dir, &db_path, gitops_dir.as_deref()),
             NamedFileDirs::unchecked_defaults(&data_dir),
         );
         let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get().min(4));
-        let mut number = |name: &str, default: u64, minimum: u64, maximum: u64| {
-            problems.take(
-                parse_number(name, get(name), default, minimum, maximum),
-                default,
-            )
+        // A stand-in after a problem is never used: a configuration with a problem is refused.
+        let mut number = |variable: &Variable| problems.take(env.number(variable), 1);
+        let export_parallelism = match env.text(&EXPORT_PARALLELISM) {
+            None => cores,
+            Some(_) => number(&EXPORT_PARALLELISM) as usize,
         };
-        let export_parallelism = number("EXPORT_PARALLELISM", cores as u64, 1, 64) as usize;
-        let export_batch_size = number("EXPORT_BATCH_SIZE", 10_000, 1, 100_000_000) as usize;
-        let job_deadline = number("EDGECRON_JOB_DEADLINE_SECS", 600, 1, ONE_YEAR_SECS);
-        let shutdown_grace = number("EDGECRON_SHUTDOWN_GRACE_SECS", 30, 0, 24 * 3600);
-        let http_workers = number("EDGECRON_HTTP_WORKERS", 16, 1, 1_024) as usize;
-        let http_max_connections =
-            number("EDGECRON_HTTP_MAX_CONNECTIONS", 1_024, 1, 1_000_000) as usize;
-        let outbox_lease = number("OUTBOX_LEASE_SECS", 300, 1, ONE_YEAR_SECS);
-        let outbox_max_attempts = number("OUTBOX_MAX_ATTEMPTS", 5, 1, 1_000_000) as i64;
-        let mut flag = |name: &str, default: bool| {
-            problems.take(
-                get(name).map_or(Ok(default), |value| parse_bool(name, value)),
-                default,
-            )
-        };
-        let delete_local_after_upload = flag("EXPORT_DELETE_LOCAL_AFTER_UPLOAD", false);
-        let cron_enabled = flag("CRON_ENABLED", true);
+        let export_batch_size = number(&EXPORT_BATCH_SIZE) as usize;
+        let job_deadline = number(&EDGECRON_JOB_DEADLINE_SECS);
+        let shutdown_grace = number(&EDGECRON_SHUTDOWN_GRACE_SECS);
+        let http_workers = number(&EDGECRON_HTTP_WORKERS) as usize;
+        let http_max_connections = number(&EDGECRON_HTTP_MAX_CONNECTIONS) as usize;
+        let outbox_lease = number(&OUTBOX_LEASE_SECS);
+        let outbox_max_attempts = number(&OUTBOX_MAX_ATTEMPTS) as i64;
+        let delete_local_after_upload =
+            problems.take(env.flag(&EXPORT_DELETE_LOCAL_AFTER_UPLOAD), false);
+        let cron_enabled = problems.take(env.flag(&CRON_ENABLED), true);
         let scheduler = problems.take(
-            match get("EDGECRON_SCHEDULER") {
-                None | Some("on") => Ok(Scheduler::On),
-                Some("off") => Ok(Scheduler::Off),
-                Some(other) => Err(ConfigError(format!(
-                    "EDGECRON_SCHEDULER: expected on or off, got {other:?}"
-                ))),
-            },
+            env.one_of(&EDGECRON_SCHEDULER, [Scheduler::On, Scheduler::Off]),
             Scheduler::On,
         );
         let durability = problems.take(
-            match get("EDGECRON_DURABILITY") {
-                None | Some("full") => Ok(Durability::Full),
-                Some("normal") => Ok(Durability::Normal),
-                Some(other) => Err(ConfigError(format!(
-                    "EDGECRON_DURABILITY: expected full or normal, got {other:?}"
-                ))),
-            },
+            env.one_of(&EDGECRON_DURABILITY, [Durability::Full, Durability::Normal]),
             Durability::Full,
         );
-        let site_id = problems.take(
-            get("EDGECRON_SITE_ID")
-                .map(|id| {
-                    let valid = (1..=40).contains(&id.len())
-                        && id
-                            .bytes()
-                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-                    if valid {
-                        Ok(id.to_string())
-                    } else {
-                        Err(ConfigError(format!(
-                            "EDGECRON_SITE_ID: {id:?} must be 1 to 40 of a-z, 0-9 and -"
-                        )))
-                    }
-                })
-                .transpose(),
-            None,
-        );
+        let site_id = problems.take(parse_site_id(env.text(&EDGECRON_SITE_ID)), None);
         problems.finish()?;
         Ok(Config {
             s3,
@@ -331,7 +284,8 @@ impl Config {
             delete_local_after_upload,
             db_path,
             listen,
-            cron_secrets: get("CRON_SECRET")
+            cron_secrets: env
+                .text(&CRON_SECRET)
                 .map(|list| {
                     list.split(',')
                         .map(str::trim)
@@ -340,9 +294,12 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or_default(),
-            maintenance_secret: get("MAINTENANCE_CRON_SECRET")
+            maintenance_secret: env
+                .text(&MAINTENANCE_CRON_SECRET)
                 .map(|value| Secret::new(value.to_string())),
-            cron_token: get("CRON_TOKEN").map(|value| Secret::new(value.to_string())),
+            cron_token: env
+                .text(&CRON_TOKEN)
+                .map(|value| Secret::new(value.to_string())),
             cron_enabled,
             scheduler,
             durability,
@@ -367,6 +324,12 @@ impl Config {
     }
 }
 
+/// `EDGECRON_LOG_FORMAT`, read before anything else so the logger is set up first.
+pub fn log_format() -> Result<LogFormat, ConfigError> {
+    let env = Environment::new(std::env::vars());
+    env.one_of(&EDGECRON_LOG_FORMAT, [LogFormat::Text, LogFormat::Json])
+}
+
 /// Problems found while reading configuration, each with its variable's name.
 #[derive(Default)]
 struct Problems(Vec<ConfigError>);
@@ -389,9 +352,27 @@ impl Problems {
     }
 }
 
-fn parse_alerts<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<AlertSettings, ConfigError> {
-    let http_url = |name: &str| -> Result<Option<String>, ConfigError> {
-        let Some(url) = get(name) else {
+/// `EDGECRON_SITE_ID`: 1 to 40 of a-z, 0-9 and `-`, as partition values and keys take it.
+fn parse_site_id(id: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    let valid = (1..=40).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !valid {
+        return Err(ConfigError(format!(
+            "EDGECRON_SITE_ID: {id:?} must be 1 to 40 of a-z, 0-9 and -"
+        )));
+    }
+    Ok(Some(id.to_string()))
+}
+
+fn parse_alerts(env: &Environment) -> Result<AlertSettings, ConfigError> {
+    let http_url = |variable: &Variable| -> Result<Option<String>, ConfigError> {
+        let name = variable.name;
+        let Some(url) = env.text(variable) else {
             return Ok(None);
         };
         match url::Url::parse(url) {
@@ -403,38 +384,14 @@ fn parse_alerts<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<AlertSetti
             ))),
         }
     };
-    let webhook = http_url("ALERT_WEBHOOK_URL")?;
-    let ping = http_url("EDGECRON_PING_URL")?;
-    let failure_rate: f64 = parse_number(
-        "EXPORT_ALERT_FAILURE_RATE",
-        get("EXPORT_ALERT_FAILURE_RATE"),
-        0.1,
-        0.0,
-        1.0,
-    )?;
+    let webhook = http_url(&ALERT_WEBHOOK_URL)?;
+    let ping = http_url(&EDGECRON_PING_URL)?;
+    let rate = &EXPORT_ALERT_FAILURE_RATE;
     Ok(AlertSettings {
-        failure_rate,
-        min_exports: parse_number(
-            "EXPORT_ALERT_MIN_EXPORTS",
-            get("EXPORT_ALERT_MIN_EXPORTS"),
-            1,
-            1,
-            1_000_000_000,
-        )?,
-        avg_duration_ms: parse_number(
-            "EXPORT_ALERT_AVG_DURATION_MS",
-            get("EXPORT_ALERT_AVG_DURATION_MS"),
-            5_000,
-            1,
-            ONE_YEAR_SECS * 1000,
-        )?,
-        max_volume: parse_number(
-            "EXPORT_ALERT_MAX_VOLUME",
-            get("EXPORT_ALERT_MAX_VOLUME"),
-            1_000,
-            1,
-            u64::MAX / 2,
-        )?,
+        failure_rate: rate.fraction(rate.name, env.text(rate))?,
+        min_exports: env.number(&EXPORT_ALERT_MIN_EXPORTS)?,
+        avg_duration_ms: env.number(&EXPORT_ALERT_AVG_DURATION_MS)?,
+        max_volume: env.number(&EXPORT_ALERT_MAX_VOLUME)?,
         webhook,
         ping,
     })
@@ -450,44 +407,9 @@ pub fn parse_zone(name: &str, value: &str) -> Result<Tz, ConfigError> {
     })
 }
 
-fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(ConfigError(format!(
-            "{name}: expected true or false, got {value:?}"
-        ))),
-    }
-}
-
-/// A number in `minimum..=maximum` (bounded so no later arithmetic can overflow).
-fn parse_number<T>(
-    name: &str,
-    value: Option<&str>,
-    default: T,
-    minimum: T,
-    maximum: T,
-) -> Result<T, ConfigError>
-where
-    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
-{
-    let Some(value) = value else {
-        return Ok(default);
-    };
-    match value.parse::<T>() {
-        Ok(number) if number >= minimum && number <= maximum => Ok(number),
-        _ => Err(ConfigError(format!(
-            "{name}: expected a number from {minimum} to {maximum}, got {value:?}"
-        ))),
-    }
-}
-
-const ONE_YEAR_SECS: u64 = 366 * 24 * 3600;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jobs::DEFAULT_GRACE;
 
     const JOBS: &[JobDefaults] = &[
         JobDefaults {
@@ -519,7 +441,10 @@ mod tests {
         let cleanup = config.job("cleanup").unwrap();
         assert_eq!(cleanup.schedule.expression(), "30 4 * * *");
         assert_eq!(cleanup.schedule.zone(), chrono_tz::UTC);
-        assert_eq!((cleanup.enabled, cleanup.grace), (None, DEFAULT_GRACE));
+        assert_eq!(
+            (cleanup.enabled, cleanup.grace),
+            (None, Duration::from_secs(300))
+        );
     }
 
     #[test]

@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
-use super::{ConfigError, Secret};
+use super::variables::{
+    SIEM_API_KEY, SIEM_BACKEND, SIEM_ENDPOINT, SIEM_INDEX, SIEM_SOURCETYPE, SIEM_SPLUNK_ACK,
+    SIEM_START, SIEM_TIMEOUT_SECS,
+};
+use super::{ConfigError, Environment, Secret};
 
 /// The SIEM intakes edgecron can ship audit rows to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,11 +83,10 @@ impl SiemSettings {
 }
 
 pub const DEFAULT_ELASTIC_INDEX: &str = "edgecron-audit";
-const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 
-/// Reads the `SIEM_*` variables through `get` (trimmed, empty as unset).
-pub fn parse<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Siem, ConfigError> {
-    let Some(name) = get("SIEM_BACKEND") else {
+/// Reads the `SIEM_*` variables.
+pub(super) fn parse(env: &Environment) -> Result<Siem, ConfigError> {
+    let Some(name) = env.text(&SIEM_BACKEND) else {
         return Ok(Siem::Off("SIEM_BACKEND is not set".into()));
     };
     let Some(backend) = Backend::ALL
@@ -97,8 +100,8 @@ pub fn parse<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Siem, ConfigE
         );
         return Ok(Siem::Off(reason));
     };
-    let endpoint = parse_endpoint(backend, get("SIEM_ENDPOINT"))?;
-    let api_key = get("SIEM_API_KEY").ok_or_else(|| {
+    let endpoint = parse_endpoint(backend, env.text(&SIEM_ENDPOINT))?;
+    let api_key = env.text(&SIEM_API_KEY).ok_or_else(|| {
         ConfigError(format!(
             "SIEM_API_KEY: required with SIEM_BACKEND={}",
             backend.name()
@@ -109,11 +112,11 @@ pub fn parse<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Siem, ConfigE
             "SIEM_API_KEY: must be printable ASCII without spaces (it is sent as a header)".into(),
         ));
     }
-    let index = get("SIEM_INDEX").map(str::to_string);
+    let index = env.text(&SIEM_INDEX).map(str::to_string);
     if let Some(index) = &index {
         check_index(backend, index)?;
     }
-    let sourcetype = get("SIEM_SOURCETYPE").map(str::to_string);
+    let sourcetype = env.text(&SIEM_SOURCETYPE).map(str::to_string);
     if let Some(sourcetype) = &sourcetype
         && sourcetype.chars().any(char::is_control)
     {
@@ -121,41 +124,15 @@ pub fn parse<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Siem, ConfigE
             "SIEM_SOURCETYPE: must not contain control characters".into(),
         ));
     }
-    let timeout_text = get("SIEM_TIMEOUT_SECS");
-    let request_timeout = match timeout_text.map(str::parse::<u64>) {
-        None => DEFAULT_REQUEST_TIMEOUT_SECS,
-        Some(Ok(secs)) if (1..=600).contains(&secs) => secs,
-        Some(_) => {
-            return Err(ConfigError(format!(
-                "SIEM_TIMEOUT_SECS: expected a whole number from 1 to 600, got {:?}",
-                timeout_text.unwrap_or_default()
-            )));
-        }
-    };
-    let splunk_ack = match get("SIEM_SPLUNK_ACK") {
-        None | Some("false") => false,
-        Some("true") if backend == Backend::Splunk => true,
-        Some("true") => {
-            return Err(ConfigError(format!(
-                "SIEM_SPLUNK_ACK: Splunk's indexer acknowledgement, not for SIEM_BACKEND={}; unset it",
-                backend.name()
-            )));
-        }
-        Some(other) => {
-            return Err(ConfigError(format!(
-                "SIEM_SPLUNK_ACK: expected true or false, got {other:?}"
-            )));
-        }
-    };
-    let start = match get("SIEM_START") {
-        None | Some("beginning") => SiemStart::Beginning,
-        Some("now") => SiemStart::Now,
-        Some(other) => {
-            return Err(ConfigError(format!(
-                "SIEM_START: expected beginning or now, got {other:?}"
-            )));
-        }
-    };
+    let request_timeout = env.number(&SIEM_TIMEOUT_SECS)?;
+    let splunk_ack = env.flag(&SIEM_SPLUNK_ACK)?;
+    if splunk_ack && backend != Backend::Splunk {
+        return Err(ConfigError(format!(
+            "SIEM_SPLUNK_ACK: Splunk's indexer acknowledgement, not for SIEM_BACKEND={}; unset it",
+            backend.name()
+        )));
+    }
+    let start = env.one_of(&SIEM_START, [SiemStart::Beginning, SiemStart::Now])?;
     Ok(Siem::On(SiemSettings {
         start,
         backend,
@@ -244,13 +221,13 @@ fn check_index(backend: Backend, index: &str) -> Result<(), ConfigError> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
 
     fn parse_vars(vars: &[(&str, &str)]) -> Result<Siem, ConfigError> {
-        let vars: BTreeMap<&str, &str> = vars.iter().copied().collect();
-        parse(&|name: &str| vars.get(name).copied())
+        let vars = vars
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()));
+        parse(&Environment::new(vars))
     }
 
     #[test]
@@ -327,7 +304,7 @@ mod tests {
             (with("SIEM_INDEX", "_internal"), "SIEM_INDEX"),
             (with("SIEM_SOURCETYPE", "a\nb"), "SIEM_SOURCETYPE"),
             (with("SIEM_TIMEOUT_SECS", "0"), "SIEM_TIMEOUT_SECS"),
-            (with("SIEM_SPLUNK_ACK", "yes"), "SIEM_SPLUNK_ACK"),
+            (with("SIEM_SPLUNK_ACK", "maybe"), "SIEM_SPLUNK_ACK"),
         ] {
             let error = parse_vars(&vars).unwrap_err().to_string();
             assert!(error.starts_with(variable), "{vars:?}: {error}");

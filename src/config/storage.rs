@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
-use super::{ConfigError, Secret, parse_bool, parse_number};
-
-/// How long a request to storage may take, unless `S3_REQUEST_TIMEOUT_SECS` says otherwise.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+use super::variables::{
+    AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3, AWS_REGION, EXPORT_ARCHIVE_BUCKET,
+    EXPORT_ARCHIVE_REGION, S3_ACCESS_KEY_ID, S3_BUCKET, S3_ENDPOINT, S3_PATH_STYLE, S3_PREFIX,
+    S3_REGION, S3_REQUEST_TIMEOUT_SECS, S3_SECRET_ACCESS_KEY,
+};
+use super::{ConfigError, Environment, Secret};
 
 /// S3-compatible storage for export files, when `S3_BUCKET` is set.
 #[derive(Debug, Clone)]
@@ -48,48 +50,46 @@ fn parse_prefix(prefix: &str) -> Result<String, ConfigError> {
     Ok(prefix.to_string())
 }
 
-pub(super) fn parse_s3<'a>(
-    get: &impl Fn(&str) -> Option<&'a str>,
-) -> Result<Option<S3Settings>, ConfigError> {
-    let Some(bucket) = get("S3_BUCKET") else {
+pub(super) fn parse_s3(env: &Environment) -> Result<Option<S3Settings>, ConfigError> {
+    let Some(bucket) = env.text(&S3_BUCKET) else {
         return Ok(None);
     };
-    parse_storage(get, bucket, storage_region(get)).map(Some)
+    parse_storage(env, bucket, storage_region(env)).map(Some)
 }
 
 /// `S3_REGION`, else the AWS SDK's `AWS_REGION` or `AWS_DEFAULT_REGION`.
-fn storage_region<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Option<&'a str> {
-    get("S3_REGION")
-        .or_else(|| get("AWS_REGION"))
-        .or_else(|| get("AWS_DEFAULT_REGION"))
+fn storage_region(env: &Environment) -> Option<&str> {
+    env.text(&S3_REGION)
+        .or_else(|| env.text(&AWS_REGION))
+        .or_else(|| env.text(&AWS_DEFAULT_REGION))
 }
 
 /// `EXPORT_ARCHIVE_BUCKET` (and `EXPORT_ARCHIVE_REGION`), the replaced system's archive
 /// settings: where `export-log-cleanup` archives, on the storage `S3_*` describes.
-pub(super) fn parse_export_archive<'a>(
-    get: &impl Fn(&str) -> Option<&'a str>,
-) -> Result<Option<S3Settings>, ConfigError> {
-    let Some(bucket) = get("EXPORT_ARCHIVE_BUCKET") else {
-        if get("EXPORT_ARCHIVE_REGION").is_some() {
+pub(super) fn parse_export_archive(env: &Environment) -> Result<Option<S3Settings>, ConfigError> {
+    let Some(bucket) = env.text(&EXPORT_ARCHIVE_BUCKET) else {
+        if env.text(&EXPORT_ARCHIVE_REGION).is_some() {
             return Err(ConfigError(
                 "EXPORT_ARCHIVE_REGION: set without EXPORT_ARCHIVE_BUCKET".into(),
             ));
         }
         return Ok(None);
     };
-    let region = get("EXPORT_ARCHIVE_REGION").or_else(|| storage_region(get));
-    parse_storage(get, bucket, region).map(Some)
+    let region = env
+        .text(&EXPORT_ARCHIVE_REGION)
+        .or_else(|| storage_region(env));
+    parse_storage(env, bucket, region).map(Some)
 }
 
-fn parse_storage<'a>(
-    get: &impl Fn(&str) -> Option<&'a str>,
+fn parse_storage(
+    env: &Environment,
     bucket: &str,
     region: Option<&str>,
 ) -> Result<S3Settings, ConfigError> {
     // The AWS SDK's names for an S3-compatible endpoint, after edgecron's own.
-    let endpoint = ["S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+    let endpoint = [&S3_ENDPOINT, &AWS_ENDPOINT_URL_S3, &AWS_ENDPOINT_URL]
         .into_iter()
-        .find_map(|name| get(name).map(|endpoint| (name, endpoint)));
+        .find_map(|variable| env.text(variable).map(|endpoint| (variable.name, endpoint)));
     if let Some((name, endpoint)) = endpoint
         && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
     {
@@ -98,7 +98,7 @@ fn parse_storage<'a>(
         )));
     }
     let endpoint = endpoint.map(|(_, endpoint)| endpoint.trim_end_matches('/').to_string());
-    let credentials = match (get("S3_ACCESS_KEY_ID"), get("S3_SECRET_ACCESS_KEY")) {
+    let credentials = match (env.text(&S3_ACCESS_KEY_ID), env.text(&S3_SECRET_ACCESS_KEY)) {
         (Some(key), Some(secret)) => Some((key.to_string(), Secret::new(secret.to_string()))),
         (None, None) => None,
         _ => {
@@ -110,17 +110,13 @@ fn parse_storage<'a>(
     Ok(S3Settings {
         bucket: bucket.to_string(),
         endpoint,
-        region: region.unwrap_or("us-east-1").to_string(),
+        region: region
+            .or(S3_REGION.unset_value())
+            .unwrap_or_default()
+            .to_string(),
         credentials,
-        prefix: parse_prefix(get("S3_PREFIX").unwrap_or(""))?,
-        path_style: get("S3_PATH_STYLE")
-            .map_or(Ok(false), |value| parse_bool("S3_PATH_STYLE", value))?,
-        request_timeout: Duration::from_secs(parse_number(
-            "S3_REQUEST_TIMEOUT_SECS",
-            get("S3_REQUEST_TIMEOUT_SECS"),
-            DEFAULT_REQUEST_TIMEOUT.as_secs(),
-            1,
-            3600,
-        )?),
+        prefix: parse_prefix(env.text_or_default(&S3_PREFIX))?,
+        path_style: env.flag(&S3_PATH_STYLE)?,
+        request_timeout: Duration::from_secs(env.number(&S3_REQUEST_TIMEOUT_SECS)?),
     })
 }
