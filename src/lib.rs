@@ -16,6 +16,7 @@ mod io_error;
 mod jobs;
 pub mod logging;
 mod ping;
+mod process;
 mod restore;
 mod runner;
 mod scheduler;

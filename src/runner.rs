@@ -27,15 +27,12 @@ use chrono::{DateTime, Utc};
 use crate::alert::{self, Alerts};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::export::metrics;
-pub use crate::export::metrics::ReportError;
 use crate::heartbeat;
 use crate::holder;
 pub use crate::jobs::RunParams;
 use crate::jobs::{CheckError, DataSubject, DsarErase, Job, JobCtx, JobError, Registry};
 use crate::ping::RunPings;
 use crate::shutdown::Shutdown;
-pub use crate::store::export_metrics::Recorded;
 use crate::store::occurrences::OccurrenceBatch;
 use crate::store::runs::{LeaseAttempt, LeaseHolder, RunEnd};
 pub use crate::store::runs::{RunStatus, Trigger};
@@ -92,7 +89,7 @@ pub struct Runner {
     store: Store,
     config: Arc<Config>,
     clock: Arc<dyn Clock>,
-    jobs: Registry,
+    jobs: Arc<Registry>,
     holder: String,
     shutdown: Arc<Shutdown>,
     alerts: Alerts,
@@ -108,14 +105,15 @@ struct ActiveRuns {
 
 impl Runner {
     pub fn new(
-        jobs: Registry,
+        jobs: Arc<Registry>,
         store: Store,
         config: Arc<Config>,
         clock: Arc<dyn Clock>,
         shutdown: Arc<Shutdown>,
+        alerts: Alerts,
     ) -> Runner {
         Runner {
-            alerts: Alerts::new(store.clone(), &config, Arc::clone(&clock)),
+            alerts,
             store,
             config,
             clock,
@@ -125,31 +123,6 @@ impl Runner {
             active: Mutex::new(ActiveRuns::default()),
             idle: Condvar::new(),
         }
-    }
-
-    pub fn jobs(&self) -> &Registry {
-        &self.jobs
-    }
-
-    /// Validates and records an export metric the application reports.
-    pub fn record_export_metric(&self, body: &[u8]) -> Result<Recorded, ReportError> {
-        metrics::record_reported(&self.store, body, self.clock.as_ref())
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    pub fn clock(&self) -> &dyn Clock {
-        self.clock.as_ref()
-    }
-
-    pub fn alerts(&self) -> &Alerts {
-        &self.alerts
     }
 
     /// Checks a job's parameters without running it.

@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::http::{self, App, Auth};
+use crate::process::Process;
 use crate::runner::Runner;
 use crate::scheduler::{self, PlannedJob};
 use crate::shutdown::Shutdown;
@@ -46,24 +47,25 @@ impl ServeError {
 /// How long the listener may take, once runs have ended, to deliver their responses.
 const LAST_RESPONSES: Duration = Duration::from_secs(1);
 
-pub fn run(runner: Arc<Runner>, shutdown: Arc<Shutdown>) -> Result<(), ServeError> {
+pub fn run(process: &Process) -> Result<(), ServeError> {
+    let (runner, shutdown) = (&process.runner, &process.shutdown);
     // Held while serving, so `edgecron restore` never replaces the store under it.
-    let _served = lock::try_lock(&runner.config().db_path, LockMode::Shared)
+    let _served = lock::try_lock(&process.config.db_path, LockMode::Shared)
         .map_err(ServeError::start("locking the store"))?
         .ok_or_else(|| {
             ServeError::start("locking the store")(io::Error::other(
                 "`edgecron restore` is replacing it",
             ))
         })?;
-    let planned = scheduler::plan(runner.jobs(), runner.config(), crate::site::current());
-    close_orphaned_runs(&runner)?;
-    crate::jobs::heal_capture(runner.store(), runner.config(), runner.clock())?;
-    let listener = listen(&runner, &planned, &shutdown)?;
-    let _signals = forward_signals(&shutdown);
-    let watcher = start_watcher(&runner, &planned, &shutdown)?;
-    let scheduler = start_scheduler(&runner, planned, &shutdown)?;
+    let planned = scheduler::plan(&process.jobs, &process.config, crate::site::current());
+    close_orphaned_runs(runner)?;
+    crate::jobs::heal_capture(&process.store, &process.config, process.clock.as_ref())?;
+    let listener = listen(process, &planned)?;
+    let _signals = forward_signals(shutdown);
+    let watcher = start_watcher(process, &planned)?;
+    let scheduler = start_scheduler(process, planned)?;
     while !shutdown.wait(Duration::from_secs(3600)) {}
-    stop(&runner, scheduler, watcher, &listener);
+    stop(process, scheduler, watcher, &listener);
     Ok(())
 }
 
@@ -75,12 +77,8 @@ fn close_orphaned_runs(runner: &Runner) -> Result<(), ServeError> {
     Ok(())
 }
 
-fn listen(
-    runner: &Arc<Runner>,
-    planned: &[PlannedJob],
-    shutdown: &Arc<Shutdown>,
-) -> Result<http::Listener, ServeError> {
-    let config = runner.config();
+fn listen(process: &Process, planned: &[PlannedJob]) -> Result<http::Listener, ServeError> {
+    let config = &process.config;
     let secrets = http::resolve_cron_secrets(config)
         .map_err(ServeError::start("preparing the generated secret"))?;
     let address = config.listen;
@@ -90,51 +88,52 @@ fn listen(
         .local_addr()
         .map_err(ServeError::start("reading the listen address"))?;
     let app = Arc::new(App {
-        runner: Arc::clone(runner),
+        runner: Arc::clone(&process.runner),
+        store: process.store.clone(),
+        config: Arc::clone(&process.config),
+        clock: Arc::clone(&process.clock),
+        jobs: Arc::clone(&process.jobs),
         auth: Auth::new(secrets, config).map_err(ServeError::start("seeding session keys"))?,
         planned: planned.to_vec(),
         scrapes: std::sync::Mutex::new(None),
     });
-    let listener = http::start(socket, app, Arc::clone(shutdown))
+    let listener = http::start(socket, app, Arc::clone(&process.shutdown))
         .map_err(ServeError::start("starting the HTTP listener"))?;
     log::info!(
         "listening on http://{address} (store {})",
-        runner.store().path().display()
+        process.store.path().display()
     );
     Ok(listener)
 }
 
-fn start_watcher(
-    runner: &Arc<Runner>,
-    planned: &[PlannedJob],
-    shutdown: &Arc<Shutdown>,
-) -> Result<JoinHandle<()>, ServeError> {
-    let (runner, shutdown, planned) = (Arc::clone(runner), Arc::clone(shutdown), planned.to_vec());
+fn start_watcher(process: &Process, planned: &[PlannedJob]) -> Result<JoinHandle<()>, ServeError> {
+    let (scheduling, planned) = (process.scheduling(), planned.to_vec());
+    let shutdown = Arc::clone(&process.shutdown);
     std::thread::Builder::new()
         .name("watcher".into())
-        .spawn(move || scheduler::watch::watch(runner, planned, shutdown))
+        .spawn(move || scheduler::watch::watch(scheduling, planned, shutdown))
         .map_err(ServeError::start("starting the watcher"))
 }
 
 fn start_scheduler(
-    runner: &Arc<Runner>,
+    process: &Process,
     planned: Vec<PlannedJob>,
-    shutdown: &Arc<Shutdown>,
 ) -> Result<JoinHandle<Vec<JoinHandle<()>>>, ServeError> {
-    let (runner, shutdown) = (Arc::clone(runner), Arc::clone(shutdown));
+    let (scheduling, shutdown) = (process.scheduling(), Arc::clone(&process.shutdown));
     std::thread::Builder::new()
         .name("scheduler".into())
-        .spawn(move || scheduler::run(runner, planned, shutdown))
+        .spawn(move || scheduler::run(scheduling, planned, shutdown))
         .map_err(ServeError::start("starting the scheduler"))
 }
 
 fn stop(
-    runner: &Runner,
+    process: &Process,
     scheduler: JoinHandle<Vec<JoinHandle<()>>>,
     watcher: JoinHandle<()>,
     listener: &http::Listener,
 ) {
-    let grace = runner.config().shutdown_grace;
+    let runner = &process.runner;
+    let grace = process.config.shutdown_grace;
     log::info!(
         "stopping: no new runs; waiting up to {}s for running jobs",
         grace.as_secs()

@@ -14,10 +14,10 @@ use show::{calendar, check, jobs, occurrences, print_json, print_variables, runs
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
 use crate::jobs::{DataSubject, Registry, RunParams};
+use crate::process::Process;
 use crate::restore::RestoreError;
 use crate::runner::{Answer, EXIT_USAGE, RunError, Runner, answered};
 use crate::serve::{self, ServeError};
-use crate::shutdown::Shutdown;
 use crate::site::SiteError;
 use crate::status::history::HistoryError;
 use crate::store::backup::BackupError;
@@ -324,17 +324,10 @@ pub(super) fn open() -> Result<(Arc<Config>, Store), CliError> {
     Ok((Arc::new(config), store))
 }
 
-pub(super) fn runner() -> Result<(Arc<Runner>, Arc<Shutdown>), CliError> {
+/// This process's parts, on the migrated store.
+pub(super) fn process() -> Result<Process, CliError> {
     let (config, store) = open()?;
-    let shutdown = Arc::new(Shutdown::default());
-    let runner = Runner::new(
-        Registry::all(),
-        store,
-        config,
-        Arc::new(SystemClock),
-        Arc::clone(&shutdown),
-    );
-    Ok((Arc::new(runner), shutdown))
+    Ok(Process::new(config, store, Arc::new(SystemClock)))
 }
 
 /// `edgecron site`: the store's site id; `adopt`: make it this host's own.
@@ -352,12 +345,12 @@ fn site(action: Option<SiteAction>) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A runner for work: its store bound to this host's site first (SPEC section 9).
-fn working_runner() -> Result<(Arc<Runner>, Arc<Shutdown>), CliError> {
-    let (runner, shutdown) = runner()?;
+/// A process for work: its store bound to this host's site first (SPEC section 9).
+fn working_process() -> Result<Process, CliError> {
+    let process = process()?;
     let now = crate::clock::to_store_text(SystemClock.now());
-    crate::site::bind(runner.store(), runner.config().site_id.as_deref(), &now)?;
-    Ok((runner, shutdown))
+    crate::site::bind(&process.store, process.config.site_id.as_deref(), &now)?;
+    Ok(process)
 }
 
 fn run(job: &str, params: RunParams) -> Result<ExitCode, CliError> {
@@ -378,8 +371,9 @@ fn data_subject(tenant: String, customer: String) -> Result<DataSubject, CliErro
 }
 
 fn access(subject: DataSubject) -> Result<ExitCode, CliError> {
-    let (runner, _shutdown) = working_runner()?;
-    let document = runner
+    let process = working_process()?;
+    let document = process
+        .runner
         .access(&subject)
         .map_err(|error| CliError::Failed(error.to_string()))?;
     print_json(&document);
@@ -390,12 +384,12 @@ fn access(subject: DataSubject) -> Result<ExitCode, CliError> {
 fn finish_run(
     start: impl FnOnce(&Runner) -> Result<crate::runner::Completed, RunError>,
 ) -> Result<ExitCode, CliError> {
-    let (runner, shutdown) = working_runner()?;
+    let process = working_process()?;
     // SIGTERM/SIGINT ask the job to stop at its next safe point; its progress is kept.
-    let _signals = serve::forward_signals(&shutdown);
-    let outcome = start(&runner);
+    let _signals = serve::forward_signals(&process.shutdown);
+    let outcome = start(&process.runner);
     // Alerts the run raised (and older ones still queued) go out before the process does.
-    runner.alerts().deliver_now(ALERT_DELIVERY_AT_EXIT);
+    process.alerts.deliver_now(ALERT_DELIVERY_AT_EXIT);
     match outcome {
         Ok(_) | Err(RunError::AlreadyRunning { .. }) => {
             let (answer, body) = answered(outcome);
@@ -407,7 +401,6 @@ fn finish_run(
 }
 
 fn serve() -> Result<ExitCode, CliError> {
-    let (runner, shutdown) = working_runner()?;
-    serve::run(runner, shutdown)?;
+    serve::run(&working_process()?)?;
     Ok(ExitCode::SUCCESS)
 }

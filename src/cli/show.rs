@@ -8,7 +8,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde_json::Value;
 
-use super::{CliError, open, runner};
+use super::{CliError, open, process};
 use crate::clock::{Clock, SystemClock};
 use crate::config::parse_zone;
 use crate::cron::Schedule;
@@ -19,10 +19,10 @@ use crate::status::history;
 use crate::status::{JobStatus, job_statuses};
 
 pub(super) fn jobs(json: bool) -> Result<ExitCode, CliError> {
-    let (runner, _shutdown) = runner()?;
-    let site = crate::site::recorded(runner.store())?;
-    let planned = scheduler::plan(runner.jobs(), runner.config(), site.as_deref());
-    let statuses = job_statuses(&runner, &planned)?;
+    let process = process()?;
+    let site = crate::site::recorded(&process.store)?;
+    let planned = scheduler::plan(&process.jobs, &process.config, site.as_deref());
+    let statuses = job_statuses(process.sources(), &planned)?;
     if json {
         print_json(&serde_json::json!(statuses));
         return Ok(ExitCode::SUCCESS);

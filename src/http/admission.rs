@@ -7,16 +7,36 @@ use std::time::Instant;
 
 use super::auth::{Auth, Realm, Refused};
 use super::wire::{Reply, Request};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::jobs::Registry;
 use crate::runner::{Completed, RunError, Runner, answered};
-use crate::status::PlannedJob;
+use crate::status::{PlannedJob, Sources};
+use crate::store::Store;
 
-/// What the handlers share.
+/// What the handlers share: the runner that runs what a trigger asks for, and what the read
+/// model reads.
 pub struct App {
     pub runner: Arc<Runner>,
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub clock: Arc<dyn Clock>,
+    pub jobs: Arc<Registry>,
     pub auth: Auth,
     pub planned: Vec<PlannedJob>,
     /// The last `/metrics` exposition and when it was read from the store.
     pub scrapes: Mutex<Option<(Instant, String)>>,
+}
+
+impl App {
+    pub(super) fn sources(&self) -> Sources<'_> {
+        Sources {
+            store: &self.store,
+            jobs: &self.jobs,
+            config: &self.config,
+            clock: self.clock.as_ref(),
+        }
+    }
 }
 
 pub(super) const READ_METHODS: &[&str] = &["GET"];

@@ -90,9 +90,9 @@ pub fn start(
     app: Arc<App>,
     shutdown: Arc<Shutdown>,
 ) -> io::Result<Listener> {
-    let config = app.runner.config();
+    let config = &app.config;
     let capacity = Capacity {
-        workers: config.http_workers + app.runner.jobs().names().len(),
+        workers: config.http_workers + app.jobs.names().len(),
         max_connections: fit_to_open_file_limit(
             config.http_max_connections,
             descriptors_for_jobs(config.export_parallelism),

@@ -15,9 +15,11 @@ use super::prometheus;
 use super::status_page;
 use super::strip;
 use super::wire::{Reply, Request};
-use crate::runner::{Recorded, ReportError, RunParams, Trigger};
+use crate::export::metrics::{ReportError, record_reported};
+use crate::runner::{RunParams, Trigger};
 use crate::status::history::{self, HistoryError};
 use crate::status::{self, job_statuses};
+use crate::store::export_metrics::Recorded;
 
 /// How long one reading of the store serves `/metrics`: scrapers at any rate cost the store one
 /// reading per this time, and never hold the workers `/healthz` and triggers need.
@@ -59,8 +61,7 @@ fn realm_of(app: &App, path: &str) -> Option<Realm> {
         "/api/admin/maintenance" => Some(Realm::Maintenance),
         _ if path.starts_with("/api/v1/cron/") => Some(Realm::Cron),
         _ => app
-            .runner
-            .jobs()
+            .jobs
             .iter()
             .any(|job| job.legacy_routes().contains(&path))
             .then_some(Realm::Cron),
@@ -125,8 +126,7 @@ pub fn handle(app: &App, request: &Request) -> Reply {
             // The paths the systems edgecron replaces served a job at (their schedulers'
             // configurations call them), with the same secret, methods and parameters.
             None => match app
-                .runner
-                .jobs()
+                .jobs
                 .iter()
                 .find(|job| job.legacy_routes().contains(&path))
             {
@@ -170,7 +170,7 @@ fn trigger(app: &App, request: &Request, route: Route<'_>) -> Reply {
     if let Some(refusal) = allow(request, route.methods) {
         return refusal;
     }
-    if !app.runner.config().cron_enabled {
+    if !app.config.cron_enabled {
         return Reply::error(503, "CRON_ENABLED=false: triggers are switched off");
     }
     if let Err(refused) = app.auth.check(request, route.realm) {
@@ -264,7 +264,7 @@ fn record_export_metric(app: &App, request: &Request) -> Reply {
     if let Err(reply) = admit(app, request, &["POST"], &[]) {
         return reply;
     }
-    match app.runner.record_export_metric(&request.body) {
+    match record_reported(&app.store, &request.body, app.clock.as_ref()) {
         Ok(Recorded::New(id)) => Reply::json(201, &json!({"ok": true, "id": id})),
         // The same export reported again: recorded once, answered as the first time was.
         Ok(Recorded::Repeated(id)) => {
@@ -276,7 +276,7 @@ fn record_export_metric(app: &App, request: &Request) -> Reply {
 }
 
 fn health(app: &App) -> Reply {
-    match app.runner.store().ping() {
+    match app.store.ping() {
         Ok(()) => Reply::json(200, &json!({"status": "ok"})),
         Err(error) => Reply::json(
             503,
@@ -295,11 +295,11 @@ fn html(status: u16, body: String) -> Reply {
 
 /// The status page; without a session or secret, a redirect to the login form.
 fn status(app: &App, request: &Request) -> Reply {
-    if !app.auth.allows_page(request, app.runner.clock().now()) {
+    if !app.auth.allows_page(request, app.clock.now()) {
         return Reply::redirect("/login");
     }
-    let now = app.runner.clock().now();
-    let facts = match status::page_facts(&app.runner, &app.planned, now - strip::SPAN) {
+    let now = app.clock.now();
+    let facts = match status::page_facts(app.sources(), &app.planned, now - strip::SPAN) {
         Ok(facts) => facts,
         Err(error) => return Reply::error(500, error),
     };
@@ -319,7 +319,7 @@ fn login(app: &App, request: &Request) -> Reply {
         .find(|(key, _)| key == "secret")
         .map(|(_, value)| value.into_owned())
         .unwrap_or_default();
-    let Some(session) = app.auth.session_for(&secret, app.runner.clock().now()) else {
+    let Some(session) = app.auth.session_for(&secret, app.clock.now()) else {
         return html(
             401,
             status_page::login(Some("That secret is not accepted.")),
@@ -377,7 +377,7 @@ fn scrape(app: &App) -> Reply {
     {
         return Reply::text(200, text.clone(), prometheus::CONTENT_TYPE);
     }
-    match status::metrics::snapshot(&app.runner) {
+    match status::metrics::snapshot(app.sources()) {
         Ok(snapshot) => {
             let text = prometheus::render(&snapshot, app.auth.refusals());
             *last = Some((Instant::now(), text.clone()));
@@ -388,7 +388,7 @@ fn scrape(app: &App) -> Reply {
 }
 
 fn jobs(app: &App) -> Reply {
-    match job_statuses(&app.runner, &app.planned) {
+    match job_statuses(app.sources(), &app.planned) {
         Ok(statuses) => Reply::json(200, &json!(statuses)),
         Err(error) => Reply::error(500, error),
     }
@@ -426,8 +426,7 @@ fn runs(app: &App, params: BTreeMap<String, String>) -> Reply {
         Ok(params) => params,
         Err(reply) => return reply,
     };
-    let (store, jobs) = (app.runner.store(), app.runner.jobs());
-    history_reply(history::runs(store, jobs, job.as_deref(), limit))
+    history_reply(history::runs(&app.store, &app.jobs, job.as_deref(), limit))
 }
 
 fn occurrences(app: &App, params: BTreeMap<String, String>) -> Reply {
@@ -435,6 +434,10 @@ fn occurrences(app: &App, params: BTreeMap<String, String>) -> Reply {
         Ok(params) => params,
         Err(reply) => return reply,
     };
-    let (store, jobs) = (app.runner.store(), app.runner.jobs());
-    history_reply(history::occurrences(store, jobs, job.as_deref(), limit))
+    history_reply(history::occurrences(
+        &app.store,
+        &app.jobs,
+        job.as_deref(),
+        limit,
+    ))
 }

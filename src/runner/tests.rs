@@ -38,12 +38,15 @@ fn runner(
     let config = Config::from_vars(vars, &[]).unwrap();
     let shutdown = Arc::new(Shutdown::default());
     let jobs = Registry::from_jobs(vec![Box::new(job)]);
+    let (config, clock) = (Arc::new(config), Arc::new(SystemClock));
+    let alerts = crate::alert::Alerts::new(store.clone(), &config, clock.clone());
     let runner = Runner::new(
-        jobs,
+        Arc::new(jobs),
         store,
-        Arc::new(config),
-        Arc::new(SystemClock),
+        config,
+        clock,
         Arc::clone(&shutdown),
+        alerts,
     );
     (dir, Arc::new(runner), shutdown)
 }
@@ -60,7 +63,7 @@ fn a_panicking_job_is_a_failed_run_and_releases_its_lease() {
         .unwrap();
     assert_eq!(completed.status, Ended::Failed);
     assert_eq!(completed.body["error"], "job panicked: boom");
-    let runs = runner.store().list_runs(Some("test-job"), 5).unwrap();
+    let runs = runner.store.list_runs(Some("test-job"), 5).unwrap();
     assert_eq!(
         (runs[0].status.as_str(), runs[0].error.as_deref()),
         ("failed", Some("job panicked: boom"))
@@ -115,7 +118,7 @@ fn a_run_still_going_after_the_grace_period_is_recorded_as_failed() {
         background.run("test-job", Trigger::Schedule, RunParams::default())
     });
     while runner
-        .store()
+        .store
         .list_runs(Some("test-job"), 1)
         .unwrap()
         .is_empty()
@@ -129,7 +132,7 @@ fn a_run_still_going_after_the_grace_period_is_recorded_as_failed() {
     ));
     assert!(!runner.wait_idle(Duration::from_millis(200)));
     runner.abandon_active("interrupted: the shutdown grace period ran out");
-    let runs = runner.store().list_runs(Some("test-job"), 5).unwrap();
+    let runs = runner.store.list_runs(Some("test-job"), 5).unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].status, RunStatus::Failed);
     assert_eq!(
@@ -139,7 +142,7 @@ fn a_run_still_going_after_the_grace_period_is_recorded_as_failed() {
     release.send(()).unwrap();
     run.join().unwrap().unwrap();
     // The job finishing afterwards cannot turn the abandoned run back to ok.
-    let runs = runner.store().list_runs(Some("test-job"), 5).unwrap();
+    let runs = runner.store.list_runs(Some("test-job"), 5).unwrap();
     assert_eq!(runs[0].status, RunStatus::Failed);
 }
 
@@ -170,7 +173,7 @@ fn racing_runs_in_one_process_never_overlap() {
     assert_eq!(most.load(Ordering::SeqCst), 1);
     assert!(
         runner
-            .store()
+            .store
             .list_runs(Some("test-job"), 100)
             .unwrap()
             .iter()
@@ -202,7 +205,7 @@ fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 fn outbox(runner: &Runner) -> Vec<String> {
-    let conn = runner.store().conn().unwrap();
+    let conn = runner.store.conn().unwrap();
     let mut statement = conn
         .prepare("SELECT type FROM alert_outbox ORDER BY id")
         .unwrap();
@@ -229,7 +232,7 @@ fn a_run_going_past_its_deadline_raises_one_overrun_and_its_end_resolves_it() {
         std::thread::spawn(move || background.run("test-job", Trigger::Http, RunParams::default()));
     wait_for("the overrun condition opens", || {
         runner
-            .store()
+            .store
             .conditions()
             .unwrap()
             .iter()
@@ -238,7 +241,7 @@ fn a_run_going_past_its_deadline_raises_one_overrun_and_its_end_resolves_it() {
     assert_eq!(outbox(&runner), ["job_overrun"]);
     release.send(()).unwrap();
     run.join().unwrap().unwrap();
-    assert!(runner.store().conditions().unwrap().is_empty());
+    assert!(runner.store.conditions().unwrap().is_empty());
     assert_eq!(outbox(&runner), ["job_overrun", "job_overrun_resolved"]);
 }
 
@@ -252,7 +255,7 @@ fn a_fire_time_that_finds_the_job_running_is_recorded_as_refused() {
         std::thread::spawn(move || background.run("test-job", Trigger::Cli, RunParams::default()));
     wait_for("the run starts", || {
         !runner
-            .store()
+            .store
             .list_runs(Some("test-job"), 1)
             .unwrap()
             .is_empty()
@@ -271,16 +274,13 @@ fn a_fire_time_that_finds_the_job_running_is_recorded_as_refused() {
         runner.run_scheduled("test-job", fire, &batch),
         Err(RunError::AlreadyRunning { .. })
     ));
-    let ledger = runner
-        .store()
-        .list_occurrences(Some("test-job"), 5)
-        .unwrap();
+    let ledger = runner.store.list_occurrences(Some("test-job"), 5).unwrap();
     assert_eq!(ledger.len(), 1);
     assert_eq!(
         (ledger[0].outcome.as_str(), ledger[0].run_id),
         ("refused", None)
     );
-    assert_eq!(runner.store().last_fire("test-job").unwrap(), Some(fire));
+    assert_eq!(runner.store.last_fire("test-job").unwrap(), Some(fire));
     release.send(()).unwrap();
     run.join().unwrap().unwrap();
 }

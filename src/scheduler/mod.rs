@@ -28,14 +28,29 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::alert::Alerts;
+use crate::clock::Clock;
 use crate::config::CatchUp;
 use crate::config::{Config, Scheduler};
 use crate::cron::Schedule;
 use crate::jobs::Registry;
 use crate::runner::{RunError, Runner};
 use crate::shutdown::Shutdown;
+use crate::store::Store;
 use crate::store::occurrences::{NewOccurrence, OccurrenceBatch, Source};
 pub use decide::{Continuity, Decision, Pass, decide};
+
+/// What the scheduler loop and the watcher work with, handed in by `serve`: the runner that
+/// runs what falls due (the watcher runs nothing), the store they record fire times in, the
+/// configuration, the clock and the alerts the watcher raises.
+#[derive(Clone)]
+pub struct Scheduling {
+    pub runner: Arc<Runner>,
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub clock: Arc<dyn Clock>,
+    pub alerts: Alerts,
+}
 
 /// A job's effective schedule, zone, catch-up policy, expected outside schedule and whether
 /// the scheduler runs it.
@@ -112,28 +127,28 @@ struct Entry {
 
 /// Runs the scheduler loop until shutdown; returns the handles of runs it started.
 pub fn run(
-    runner: Arc<Runner>,
+    scheduling: Scheduling,
     planned: Vec<PlannedJob>,
     shutdown: Arc<Shutdown>,
 ) -> Vec<JoinHandle<()>> {
     let mut started_runs = Vec::new();
-    let paused = !runner.config().cron_enabled;
+    let paused = !scheduling.config.cron_enabled;
     if paused {
         log::warn!(
             "CRON_ENABLED=false: the scheduler fires nothing; fire times are recorded as paused"
         );
     }
-    if runner.config().scheduler == Scheduler::Off {
+    if scheduling.config.scheduler == Scheduler::Off {
         log::info!(
             "EDGECRON_SCHEDULER=off: the built-in scheduler fires nothing; routes, the CLI and expected schedules work"
         );
     }
-    let now = runner.clock().now();
+    let now = scheduling.clock.now();
     let mut entries: Vec<Entry> = planned
         .into_iter()
         .filter(|job| job.enabled)
         .map(|job| Entry {
-            last_handled: last_fire_or_now(&runner, job.name, now),
+            last_handled: last_fire_or_now(&scheduling.store, job.name, now),
             name: job.name,
             schedule: job.schedule,
             catch_up: job.catch_up,
@@ -148,7 +163,7 @@ pub fn run(
 
     let mut previous_pass: Option<(DateTime<Utc>, Instant)> = None;
     while !shutdown.is_requested() {
-        let now = runner.clock().now();
+        let now = scheduling.clock.now();
         let continuity = continuity(previous_pass, now);
         previous_pass = Some((now, Instant::now()));
         for entry in &mut entries {
@@ -166,7 +181,7 @@ pub fn run(
             };
             entry.last_handled = handled_through;
             started_runs.retain(|handle: &JoinHandle<()>| !handle.is_finished());
-            if let Some(handle) = carry_out(&runner, entry.name, entry.catch_up, decision) {
+            if let Some(handle) = carry_out(&scheduling, entry.name, entry.catch_up, decision) {
                 started_runs.push(handle);
             }
         }
@@ -175,7 +190,7 @@ pub fn run(
             .filter_map(|entry| Some(entry.schedule.next_after(entry.last_handled)? + entry.offset))
             .min();
         let sleep = match next_fire {
-            Some(next) => (next - runner.clock().now())
+            Some(next) => (next - scheduling.clock.now())
                 .to_std()
                 .unwrap_or(Duration::ZERO),
             None => MAX_SLEEP,
@@ -214,19 +229,19 @@ fn continuity(previous_pass: Option<(DateTime<Utc>, Instant)>, now: DateTime<Utc
 
 /// Records what no run serves, then starts the decision's runs, oldest first, on a thread.
 fn carry_out(
-    runner: &Arc<Runner>,
+    scheduling: &Scheduling,
     name: &'static str,
     catch_up: CatchUp,
     decision: Decision,
 ) -> Option<JoinHandle<()>> {
-    let now = runner.clock().now();
+    let now = scheduling.clock.now();
     if let Some(restart) = decision.restart_from {
         // As cron(8) does for changes over three hours: the clock was corrected backwards;
         // start again from the new time rather than wait for the old one.
         log::warn!(
             "{name}: the clock moved back before its last fire time; starting from {restart}"
         );
-        if let Err(error) = runner.store().set_last_fire(name, restart) {
+        if let Err(error) = scheduling.store.set_last_fire(name, restart) {
             log::error!("{name}: recording its fire time: {error}");
         }
     }
@@ -237,7 +252,7 @@ fn carry_out(
             .iter()
             .map(|&(time, outcome)| NewOccurrence::unserved(time, outcome))
             .collect();
-        if let Err(error) = runner.store().record_occurrences(
+        if let Err(error) = scheduling.store.record_occurrences(
             name,
             Source::Schedule,
             &rows,
@@ -263,7 +278,7 @@ fn carry_out(
             decision.runs.len()
         );
     }
-    dispatch(runner, name, decision.runs)
+    dispatch(&scheduling.runner, name, decision.runs)
 }
 
 fn log_unserved(name: &str, catch_up: CatchUp, batch: &OccurrenceBatch) {
@@ -286,11 +301,11 @@ fn log_unserved(name: &str, catch_up: CatchUp, batch: &OccurrenceBatch) {
     }
 }
 
-fn last_fire_or_now(runner: &Runner, name: &str, now: DateTime<Utc>) -> DateTime<Utc> {
-    match runner.store().last_fire(name) {
+fn last_fire_or_now(store: &Store, name: &str, now: DateTime<Utc>) -> DateTime<Utc> {
+    match store.last_fire(name) {
         Ok(Some(last)) => last,
         Ok(None) => {
-            if let Err(error) = runner.store().set_last_fire(name, now) {
+            if let Err(error) = store.set_last_fire(name, now) {
                 log::error!("{name}: recording its first fire time: {error}");
             }
             now

@@ -19,11 +19,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::PlannedJob;
 use super::decide::passed;
+use super::{PlannedJob, Scheduling};
 use crate::alert::{self, JOB_OVERDUE};
 use crate::cron::Schedule;
-use crate::runner::Runner;
 use crate::shutdown::Shutdown;
 use crate::store::alerts::{self as conditions, ConditionKind, Outbox};
 use crate::store::occurrences::{NewOccurrence, Outcome, Source, lag_ms};
@@ -87,9 +86,9 @@ struct Watched {
 
 /// Watches until shutdown. `started` is when this process started scheduling: fire times
 /// before it are the scheduler's catch-up business, never overdue.
-pub fn watch(runner: Arc<Runner>, planned: Vec<PlannedJob>, shutdown: Arc<Shutdown>) {
-    let started = runner.clock().now();
-    let scheduling = runner.config().cron_enabled;
+pub fn watch(scheduling: Scheduling, planned: Vec<PlannedJob>, shutdown: Arc<Shutdown>) {
+    let started = scheduling.clock.now();
+    let cron_enabled = scheduling.config.cron_enabled;
     let mut watched: Vec<Watched> = Vec::new();
     for job in planned {
         if let Some(expected) = job.expected.clone() {
@@ -101,7 +100,7 @@ pub fn watch(runner: Arc<Runner>, planned: Vec<PlannedJob>, shutdown: Arc<Shutdo
                 checked_through: None,
             });
         }
-        if job.enabled && scheduling {
+        if job.enabled && cron_enabled {
             watched.push(Watched {
                 job: job.name,
                 source: Source::Schedule,
@@ -114,9 +113,9 @@ pub fn watch(runner: Arc<Runner>, planned: Vec<PlannedJob>, shutdown: Arc<Shutdo
     }
     let mut last_delivery = Instant::now();
     while !shutdown.is_requested() {
-        let now = runner.clock().now();
+        let now = scheduling.clock.now();
         for entry in &mut watched {
-            if let Err(error) = check(&runner, entry, started, now) {
+            if let Err(error) = check(&scheduling, entry, started, now) {
                 log::warn!(
                     "{}: watching its {} schedule: {error}",
                     entry.job,
@@ -126,8 +125,8 @@ pub fn watch(runner: Arc<Runner>, planned: Vec<PlannedJob>, shutdown: Arc<Shutdo
         }
         if last_delivery.elapsed() >= MAX_SLEEP {
             last_delivery = Instant::now();
-            if runner.store().pending_alerts().unwrap_or(0) > 0 {
-                runner.alerts().deliver_in_background();
+            if scheduling.store.pending_alerts().unwrap_or(0) > 0 {
+                scheduling.alerts.deliver_in_background();
             }
         }
         let next = watched
@@ -138,7 +137,7 @@ pub fn watch(runner: Arc<Runner>, planned: Vec<PlannedJob>, shutdown: Arc<Shutdo
             })
             .min();
         let sleep = next
-            .and_then(|next| (next - runner.clock().now()).to_std().ok())
+            .and_then(|next| (next - scheduling.clock.now()).to_std().ok())
             .unwrap_or(MAX_SLEEP)
             .min(MAX_SLEEP);
         // Just past the due time's grace, so it is judged at once.
@@ -147,12 +146,12 @@ pub fn watch(runner: Arc<Runner>, planned: Vec<PlannedJob>, shutdown: Arc<Shutdo
 }
 
 fn check(
-    runner: &Runner,
+    scheduling: &Scheduling,
     entry: &mut Watched,
     started: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let store = runner.store();
+    let store = &scheduling.store;
     let checked_through = match entry.checked_through {
         Some(through) => through,
         None => match store.checked_through(entry.job, entry.source)? {
@@ -178,9 +177,11 @@ fn check(
         );
     }
     match entry.source {
-        Source::Expected => check_expected(runner, entry.job, &entry.schedule, grace, &due, now)?,
+        Source::Expected => {
+            check_expected(scheduling, entry.job, &entry.schedule, grace, &due, now)?
+        }
         Source::Schedule => {
-            check_scheduled(runner, entry.job, grace, &due, started, now)?;
+            check_scheduled(scheduling, entry.job, grace, &due, started, now)?;
             store.set_checked_through(entry.job, entry.source, last)?;
         }
     }
@@ -189,15 +190,15 @@ fn check(
 }
 
 fn check_expected(
-    runner: &Runner,
+    scheduling: &Scheduling,
     job: &'static str,
     schedule: &Schedule,
     grace: chrono::Duration,
     due: &[DateTime<Utc>],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let store = runner.store();
-    let paused = !runner.config().cron_enabled;
+    let store = &scheduling.store;
+    let paused = !scheduling.config.cron_enabled;
     let early = EARLY_TOLERANCE.min(grace);
     let mut rows = Vec::with_capacity(due.len());
     for &time in due {
@@ -230,7 +231,7 @@ fn check_expected(
             now,
         )
     });
-    let outbox = runner.alerts().outbox();
+    let outbox = scheduling.alerts.outbox();
     let opened = store.record_occurrences_then(
         job,
         Source::Expected,
@@ -253,20 +254,20 @@ fn check_expected(
         },
     )?;
     if opened && let Some(alert) = alert {
-        runner.alerts().announce(&[alert]);
+        scheduling.alerts.announce(&[alert]);
     }
     Ok(())
 }
 
 fn check_scheduled(
-    runner: &Runner,
+    scheduling: &Scheduling,
     job: &'static str,
     grace: chrono::Duration,
     due: &[DateTime<Utc>],
     started: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let store = runner.store();
+    let store = &scheduling.store;
     let handled_through = store.last_fire(job)?;
     for &time in due.iter().filter(|time| **time > started) {
         let recorded = store.occurrence_at(job, Source::Schedule, time)?;
@@ -280,8 +281,8 @@ fn check_scheduled(
             continue;
         };
         let alert = overdue_alert(job, Source::Schedule, time, grace, reason, json!({}), now);
-        if open_overdue(store, job, time, &alert, runner.alerts().outbox(), now)? {
-            runner.alerts().announce(&[alert]);
+        if open_overdue(store, job, time, &alert, scheduling.alerts.outbox(), now)? {
+            scheduling.alerts.announce(&[alert]);
         }
         // One condition at a time: the rest of this silence is part of it.
         break;

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use crate::runner::Runner;
+use super::Sources;
 use crate::siem::Siem;
 use crate::store::StoreError;
 use crate::store::capture::{self, Source};
@@ -47,10 +47,10 @@ pub struct Snapshot {
     pub site: Option<&'static str>,
 }
 
-pub fn snapshot(runner: &Runner) -> Result<Snapshot, StoreError> {
-    let store = runner.store();
-    let jobs = runner.jobs().names();
-    let siem = match &runner.config().siem {
+pub fn snapshot(from: Sources) -> Result<Snapshot, StoreError> {
+    let store = from.store;
+    let jobs = from.jobs.names();
+    let siem = match &from.config.siem {
         Siem::On(settings) => {
             let backend = settings.backend.name();
             let backlog = capture::noted_backlog(store, Source::Audit)?.rows;

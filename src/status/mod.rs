@@ -11,16 +11,26 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::jobs::Consuming;
-use crate::runner::Runner;
-use crate::store::StoreError;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::jobs::{Consuming, Registry};
 use crate::store::alerts::Condition;
 use crate::store::capture;
+use crate::store::{Store, StoreError};
 
 pub use crate::scheduler::PlannedJob;
 pub use crate::store::metrics::{OccurrenceCell, RunStart};
 pub use crate::store::occurrences::Outcome;
 pub use crate::store::runs::RunRecord;
+
+/// What the read model reads, named: the store, the jobs, the configuration and the clock.
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    pub store: &'a Store,
+    pub jobs: &'a Registry,
+    pub config: &'a Config,
+    pub clock: &'a dyn Clock,
+}
 
 /// A job's effective plan as the edges print it: all `edgecron check` shows, and the first
 /// part of each job's status.
@@ -131,15 +141,12 @@ pub struct CaptureBacklog {
     pub gap_found_at: Option<String>,
 }
 
-fn capture_backlog(runner: &Runner, job: &str) -> Result<Option<CaptureBacklog>, StoreError> {
-    let Some((source, consuming)) = runner
-        .jobs()
-        .get(job)
-        .and_then(|job| job.consumes(runner.config()))
+fn capture_backlog(from: Sources, job: &str) -> Result<Option<CaptureBacklog>, StoreError> {
+    let Some((source, consuming)) = from.jobs.get(job).and_then(|job| job.consumes(from.config))
     else {
         return Ok(None);
     };
-    let state = capture::backlog_state(runner.store(), source)?;
+    let state = capture::backlog_state(from.store, source)?;
     Ok(Some(CaptureBacklog {
         table: source.table(),
         rows: state.rows,
@@ -186,9 +193,9 @@ fn next_expected(job: &PlannedJob, now: DateTime<Utc>) -> Option<String> {
         .map(|next| zoned_text(job, next))
 }
 
-pub fn job_statuses(runner: &Runner, planned: &[PlannedJob]) -> Result<Vec<JobStatus>, StoreError> {
-    let now = runner.clock().now();
-    let conditions = runner.store().conditions()?;
+pub fn job_statuses(from: Sources, planned: &[PlannedJob]) -> Result<Vec<JobStatus>, StoreError> {
+    let now = from.clock.now();
+    let conditions = from.store.conditions()?;
     let since = |job: &str, kind: &str| {
         conditions
             .iter()
@@ -198,22 +205,22 @@ pub fn job_statuses(runner: &Runner, planned: &[PlannedJob]) -> Result<Vec<JobSt
     planned
         .iter()
         .map(|job| {
-            let (last_run, last_failure) = runner.store().latest_runs(job.name)?;
-            let legacy = runner
-                .jobs()
+            let (last_run, last_failure) = from.store.latest_runs(job.name)?;
+            let legacy = from
+                .jobs
                 .get(job.name)
                 .map_or(&[][..], |job| job.legacy_routes());
             let routes = std::iter::once(format!("/api/v1/cron/{}", job.name))
                 .chain(legacy.iter().map(|route| route.to_string()))
                 .collect();
             Ok(JobStatus {
-                plan: JobPlan::of(job, runner.config().cron_enabled, now),
+                plan: JobPlan::of(job, from.config.cron_enabled, now),
                 routes,
                 last_run,
                 last_failure,
                 overdue_since: since(job.name, "overdue"),
                 failing_since: since(job.name, "failing"),
-                capture_backlog: capture_backlog(runner, job.name)?,
+                capture_backlog: capture_backlog(from, job.name)?,
             })
         })
         .collect()
@@ -236,12 +243,12 @@ const RECENT_FAILURES: i64 = 10;
 
 /// The status page's facts, with occurrences and runs since `since`.
 pub fn page_facts(
-    runner: &Runner,
+    from: Sources,
     planned: &[PlannedJob],
     since: DateTime<Utc>,
 ) -> Result<PageFacts, StoreError> {
-    let store = runner.store();
-    let jobs = job_statuses(runner, planned)?;
+    let store = from.store;
+    let jobs = job_statuses(from, planned)?;
     let durations = jobs
         .iter()
         .map(|job| {
