@@ -1,7 +1,7 @@
 //! The one path every run takes, whoever triggered it: take the job's lease, record the run,
 //! keep the lease alive, run the job with its deadline, record how it ended, release.
 //!
-//! Steps of [`Runner::run`] (and [`Runner::run_scheduled`]):
+//! Steps of [`Runner::run_job`] (and [`Runner::run_scheduled`]):
 //! 1. find the job and check its parameters;
 //! 2. take the lease in the store (a live holder means `AlreadyRunning`, a dead one is
 //!    taken over), which also inserts the `running` history row; a scheduled run records
@@ -30,7 +30,9 @@ use crate::config::Config;
 use crate::heartbeat;
 use crate::holder;
 pub use crate::jobs::RunParams;
-use crate::jobs::{CheckError, DataSubject, DsarErase, Job, JobCtx, JobError, Registry};
+use crate::jobs::{
+    DataSubject, DsarErase, Job, JobCtx, JobError, JobOutput, Registry, ResolveError,
+};
 use crate::ping::RunPings;
 use crate::shutdown::Shutdown;
 use crate::store::occurrences::OccurrenceBatch;
@@ -125,21 +127,25 @@ impl Runner {
         }
     }
 
-    /// Checks a job's parameters without running it.
-    pub fn check(&self, name: &str, params: &RunParams) -> Result<&dyn Job, RunError> {
-        self.jobs.check(name, params).map_err(|error| match error {
-            CheckError::UnknownJob(name) => RunError::UnknownJob(name),
-            CheckError::InvalidParams(invalid) => RunError::InvalidParams(invalid.to_string()),
-        })
+    /// The job `name` names, with `params` checked against it, without running it.
+    pub fn resolve(&self, name: &str, params: &RunParams) -> Result<&dyn Job, RunError> {
+        self.jobs
+            .resolve(name, params)
+            .map_err(|error| match error {
+                ResolveError::UnknownJob(name) => RunError::UnknownJob(name),
+                ResolveError::InvalidParams(invalid) => {
+                    RunError::InvalidParams(invalid.to_string())
+                }
+            })
     }
 
-    pub fn run(
+    pub fn run_job(
         &self,
         name: &str,
         trigger: Trigger,
         params: RunParams,
     ) -> Result<Completed, RunError> {
-        let job = self.check(name, &params)?;
+        let job = self.resolve(name, &params)?;
         self.run_with(job, trigger, params, None)
     }
 
@@ -171,7 +177,7 @@ impl Runner {
         scheduled_for: DateTime<Utc>,
         batch: &OccurrenceBatch,
     ) -> Result<Completed, RunError> {
-        let job = self.check(name, &RunParams::default())?;
+        let job = self.resolve(name, &RunParams::default())?;
         self.run_with(
             job,
             Trigger::Schedule,
@@ -188,109 +194,13 @@ impl Runner {
         scheduled: Option<(DateTime<Utc>, &OccurrenceBatch)>,
     ) -> Result<Completed, RunError> {
         let job_name = job.name();
-        // Taking the lease and registering the run happen under one lock: the shutdown check
-        // and `wait_idle` see either the run or nothing, and a lease this process holds is
-        // judged against a set of runs no other start can be changing meanwhile.
-        let run_id = {
-            let mut active = self.lock_active();
-            if self.shutdown.is_requested() {
-                return Err(RunError::ShuttingDown);
-            }
-            let is_alive = |current: &LeaseHolder| {
-                if current.holder == self.holder {
-                    // Ours: alive exactly while the run is active here (a run whose end could
-                    // not be recorded must not lock the job out).
-                    return active.running.contains_key(&current.run_id);
-                }
-                holder::is_alive(&current.holder, current.heartbeat_at, self.clock.now())
-            };
-            let now = || self.clock.now();
-            let attempt = match scheduled {
-                Some((scheduled_for, batch)) => self.store.begin_scheduled_run(
-                    job_name,
-                    &self.holder,
-                    now,
-                    is_alive,
-                    scheduled_for,
-                    batch,
-                )?,
-                None => self
-                    .store
-                    .begin_run(job_name, trigger, &self.holder, now, is_alive)?,
-            };
-            match attempt {
-                LeaseAttempt::Acquired { run_id } => {
-                    active.running.insert(run_id, job_name);
-                    run_id
-                }
-                LeaseAttempt::Served => {
-                    let scheduled_for = scheduled.map_or_else(|| self.clock.now(), |(at, _)| at);
-                    return Err(RunError::AlreadyServed {
-                        job: job_name.to_string(),
-                        scheduled_for,
-                    });
-                }
-                LeaseAttempt::Busy(holder) => {
-                    if let Some((_, batch)) = scheduled {
-                        self.store
-                            .record_refused(job_name, batch, self.clock.now())?;
-                    }
-                    return Err(RunError::AlreadyRunning {
-                        job: job_name.to_string(),
-                        holder,
-                    });
-                }
-            }
-        };
+        let run_id = self.take_lease(job_name, trigger, scheduled)?;
         let _scope = crate::logging::enter_run(job_name, run_id);
         log::info!("{job_name}: run {run_id} started ({})", trigger.as_str());
-        let pings = RunPings::for_run(&self.config);
-        if let Some(pings) = &pings {
-            match pings.queue_start(&self.store, job_name, self.clock.now()) {
-                Ok(()) => self.alerts.deliver_in_background(),
-                Err(error) => log::warn!("{job_name}: queueing the start ping: {error}"),
-            }
-        }
-
+        let pings = self.ping_start(job_name);
         let started = Instant::now();
-        let deadline = started + self.config.job_deadline;
-        let lease_lost = Arc::new(AtomicBool::new(false));
-        let stopped = AtomicBool::new(false);
-        let heartbeat = heartbeat::start(
-            heartbeat::Beat {
-                store: self.store.clone(),
-                clock: Arc::clone(&self.clock),
-                alerts: self.alerts.clone(),
-                job_name,
-                run_id,
-                deadline,
-                job_deadline: self.config.job_deadline,
-            },
-            Arc::clone(&lease_lost),
-        );
-        let ctx = JobCtx {
-            store: &self.store,
-            config: &self.config,
-            clock: self.clock.as_ref(),
-            params: &params,
-            run_id,
-            deadline,
-            shutdown: &self.shutdown,
-            lease_lost: &lease_lost,
-            stopped: &stopped,
-        };
-        let result = catch_unwind(AssertUnwindSafe(|| job.run(&ctx)));
-        drop(heartbeat);
+        let (result, progress) = self.execute(job, &params, run_id, started);
         let duration = started.elapsed();
-
-        let progress = if stopped.load(Ordering::SeqCst) {
-            Progress::Stopped
-        } else {
-            Progress::Finished
-        };
-        let result = result
-            .map_err(|panic| panic_message(panic.as_ref()))
-            .and_then(|ran| ran.map_err(|error| error.to_string()));
         let Conclusion {
             ended,
             body,
@@ -310,6 +220,123 @@ impl Runner {
             status: ended,
             body,
         })
+    }
+
+    /// Step 2: the job's lease and its `running` row, with a scheduled run's fire times (or
+    /// those fire times recorded as refused).
+    fn take_lease(
+        &self,
+        job_name: &'static str,
+        trigger: Trigger,
+        scheduled: Option<(DateTime<Utc>, &OccurrenceBatch)>,
+    ) -> Result<i64, RunError> {
+        // Taking the lease and registering the run happen under one lock: the shutdown check
+        // and `wait_idle` see either the run or nothing, and a lease this process holds is
+        // judged against a set of runs no other start can be changing meanwhile.
+        let mut active = self.lock_active();
+        if self.shutdown.is_requested() {
+            return Err(RunError::ShuttingDown);
+        }
+        let is_alive = |current: &LeaseHolder| {
+            if current.holder == self.holder {
+                // Ours: alive exactly while the run is active here (a run whose end could
+                // not be recorded must not lock the job out).
+                return active.running.contains_key(&current.run_id);
+            }
+            holder::is_alive(&current.holder, current.heartbeat_at, self.clock.now())
+        };
+        let now = || self.clock.now();
+        let attempt = match scheduled {
+            Some((scheduled_for, batch)) => self.store.begin_scheduled_run(
+                job_name,
+                &self.holder,
+                now,
+                is_alive,
+                scheduled_for,
+                batch,
+            )?,
+            None => self
+                .store
+                .begin_run(job_name, trigger, &self.holder, now, is_alive)?,
+        };
+        match attempt {
+            LeaseAttempt::Acquired { run_id } => {
+                active.running.insert(run_id, job_name);
+                Ok(run_id)
+            }
+            LeaseAttempt::Served => Err(RunError::AlreadyServed {
+                job: job_name.to_string(),
+                scheduled_for: scheduled.map_or_else(|| self.clock.now(), |(at, _)| at),
+            }),
+            LeaseAttempt::Busy(holder) => {
+                if let Some((_, batch)) = scheduled {
+                    self.store
+                        .record_refused(job_name, batch, self.clock.now())?;
+                }
+                Err(RunError::AlreadyRunning {
+                    job: job_name.to_string(),
+                    holder,
+                })
+            }
+        }
+    }
+
+    /// The run's start ping, queued and sent in the background, when pings are configured.
+    fn ping_start(&self, job_name: &'static str) -> Option<RunPings> {
+        let pings = RunPings::for_run(&self.config)?;
+        match pings.queue_start(&self.store, job_name, self.clock.now()) {
+            Ok(()) => self.alerts.deliver_in_background(),
+            Err(error) => log::warn!("{job_name}: queueing the start ping: {error}"),
+        }
+        Some(pings)
+    }
+
+    /// Steps 3 and 4: the job run with its deadline, its lease kept alive meanwhile, a panic
+    /// turned into a failure; and whether it finished or stopped at a safe point.
+    fn execute(
+        &self,
+        job: &dyn Job,
+        params: &RunParams,
+        run_id: i64,
+        started: Instant,
+    ) -> (Result<JobOutput, String>, Progress) {
+        let deadline = started + self.config.job_deadline;
+        let lease_lost = Arc::new(AtomicBool::new(false));
+        let stopped = AtomicBool::new(false);
+        let heartbeat = heartbeat::start(
+            heartbeat::Beat {
+                store: self.store.clone(),
+                clock: Arc::clone(&self.clock),
+                alerts: self.alerts.clone(),
+                job_name: job.name(),
+                run_id,
+                deadline,
+                job_deadline: self.config.job_deadline,
+            },
+            Arc::clone(&lease_lost),
+        );
+        let ctx = JobCtx {
+            store: &self.store,
+            config: &self.config,
+            clock: self.clock.as_ref(),
+            params,
+            run_id,
+            deadline,
+            shutdown: &self.shutdown,
+            lease_lost: &lease_lost,
+            stopped: &stopped,
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| job.run(&ctx)));
+        drop(heartbeat);
+        let progress = if stopped.load(Ordering::SeqCst) {
+            Progress::Stopped
+        } else {
+            Progress::Finished
+        };
+        let result = result
+            .map_err(|panic| panic_message(panic.as_ref()))
+            .and_then(|ran| ran.map_err(|error| error.to_string()));
+        (result, progress)
     }
 
     /// Records a run's end with the alert conditions it opens or closes, retrying a busy

@@ -222,7 +222,7 @@ pub fn execute(cli: Cli) -> Result<ExitCode, CliError> {
                 .map_err(|error| CliError::Usage(error.to_string()))?;
             // Bad usage is refused before the store is touched.
             Registry::all()
-                .check(&job, &params)
+                .resolve(&job, &params)
                 .map_err(|error| CliError::Usage(error.to_string()))?;
             run(&job, params)
         }
@@ -354,7 +354,7 @@ fn working_process() -> Result<Process, CliError> {
 }
 
 fn run(job: &str, params: RunParams) -> Result<ExitCode, CliError> {
-    finish_run(|runner| runner.run(job, Trigger::Cli, params))
+    finish_run(|runner| runner.run_job(job, Trigger::Cli, params))
 }
 
 /// A data subject as the command line names it: both ids, neither empty.

@@ -121,7 +121,7 @@ pub(super) fn admit(
     if let Some(refusal) = allow(request, methods) {
         return Err(refusal);
     }
-    if let Err(refused) = app.auth.check(request, Realm::Cron) {
+    if let Err(refused) = app.auth.verify(request, Realm::Cron) {
         return Err(refuse(app, request, refused));
     }
     query_params(&request.query, allowed)

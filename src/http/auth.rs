@@ -49,7 +49,7 @@ impl Auth {
 
     /// Whether the request presents exactly one accepted secret. Several secret headers are
     /// refused, never tried one by one: a client must not test a list of guesses at once.
-    pub fn check(&self, request: &Request, realm: Realm) -> Result<(), Refused> {
+    pub fn verify(&self, request: &Request, realm: Realm) -> Result<(), Refused> {
         let mut accepted: Vec<&Secret> = self.cron_secrets.iter().collect();
         let mut names = vec!["authorization", "x-cron-secret"];
         match realm {
@@ -84,7 +84,7 @@ impl Auth {
     }
 
     pub fn allows(&self, request: &Request, realm: Realm) -> bool {
-        self.check(request, realm).is_ok()
+        self.verify(request, realm).is_ok()
     }
 
     /// Counts a refused authentication (for `/metrics`) and logs it with the client's address,
@@ -313,7 +313,7 @@ mod tests {
         assert!(allows(&[("x-cron-secret", "s3cret")], Realm::Cron));
         // Regression: one request could carry 99 candidates, any match passing.
         let several = |headers: &[(&str, &str)]| {
-            auth.check(&Request::for_test("GET", "/", headers), Realm::Cron)
+            auth.verify(&Request::for_test("GET", "/", headers), Realm::Cron)
         };
         assert_eq!(
             several(&[

@@ -27,6 +27,16 @@ pub fn render(snapshot: &Snapshot, auth_refusals: u64) -> String {
         "Requests to protected routes refused for a missing, wrong or repeated secret since start.",
     );
     let _ = writeln!(out, "edgecron_http_auth_refused_total {auth_refusals}");
+    render_runs(&mut out, snapshot);
+    render_scheduling(&mut out, snapshot);
+    render_exports(&mut out, snapshot);
+    render_siem_and_site(&mut out, snapshot);
+    render_store(&mut out, snapshot);
+    out
+}
+
+/// Runs by job and status, their durations, last success and failure, rows and those running.
+fn render_runs(out: &mut String, snapshot: &Snapshot) {
     let stat = |job: &str, status: RunStatus| {
         snapshot
             .stats
@@ -35,7 +45,7 @@ pub fn render(snapshot: &Snapshot, auth_refusals: u64) -> String {
     };
 
     family(
-        &mut out,
+        out,
         "edgecron_job_runs_total",
         "counter",
         "Runs that ended, by job and status.",
@@ -51,7 +61,7 @@ pub fn render(snapshot: &Snapshot, auth_refusals: u64) -> String {
     }
 
     family(
-        &mut out,
+        out,
         "edgecron_job_run_duration_seconds",
         "histogram",
         "How long runs took, by job.",
@@ -63,7 +73,7 @@ pub fn render(snapshot: &Snapshot, auth_refusals: u64) -> String {
             .map(|stat| stat.duration_seconds_sum)
             .sum();
         histogram_samples(
-            &mut out,
+            out,
             "edgecron_job_run_duration_seconds",
             &histogram.job,
             &histogram.buckets,
@@ -90,7 +100,7 @@ pub fn render(snapshot: &Snapshot, auth_refusals: u64) -> String {
             &[RunStatus::Failed][..],
         ),
     ] {
-        family(&mut out, name, "gauge", help);
+        family(out, name, "gauge", help);
         for job in &snapshot.jobs {
             if let Some(time) = last(statuses, job) {
                 let seconds = time.timestamp_millis() as f64 / 1000.0;
@@ -100,7 +110,7 @@ pub fn render(snapshot: &Snapshot, auth_refusals: u64) -> String {
     }
 
     family(
-        &mut out,
+        out,
         "edgecron_job_rows_processed_total",
         "counter",
         "Rows (files, items) runs processed, by job.",
@@ -118,7 +128,7 @@ pub fn render(snapshot: &Snapshot, auth_refusals: u64) -> String {
     }
 
     family(
-        &mut out,
+        out,
         "edgecron_job_running",
         "gauge",
         "Runs in progress, by job.",
@@ -131,30 +141,31 @@ pub fn render(snapshot: &Snapshot, auth_refusals: u64) -> String {
             .map_or(0, |(_, count)| *count);
         let _ = writeln!(out, "edgecron_job_running{{job_name=\"{job}\"}} {running}");
     }
+}
 
-    render_scheduling(&mut out, snapshot);
-
+/// The upload queue, the export and capture backlogs, and rows that could not be exported.
+fn render_exports(out: &mut String, snapshot: &Snapshot) {
     let (files, bytes) = snapshot.upload_queue;
     gauge(
-        &mut out,
+        out,
         "edgecron_export_upload_queue_files",
         "Export files waiting for upload to S3.",
         files,
     );
     gauge(
-        &mut out,
+        out,
         "edgecron_export_upload_queue_bytes",
         "Bytes of export files waiting for upload.",
         bytes,
     );
     gauge(
-        &mut out,
+        out,
         "edgecron_export_backlog_rows",
         "Interaction rows not yet exported, inactive tenants' included.",
         snapshot.export_backlog,
     );
     family(
-        &mut out,
+        out,
         "edgecron_export_tenant_backlog_rows",
         "gauge",
         "Interaction rows each tenant (as the row now names it) had waiting when the last export run ended.",
@@ -167,7 +178,7 @@ pub fn render(snapshot: &Snapshot, auth_refusals: u64) -> String {
         );
     }
     family(
-        &mut out,
+        out,
         "edgecron_capture_backlog_rows",
         "gauge",
         "Rows of each captured table its consumer has not yet taken (export-interactions, siem-ship), whether or not that consumer is configured.",
@@ -179,7 +190,7 @@ pub fn render(snapshot: &Snapshot, auth_refusals: u64) -> String {
         );
     }
     family(
-        &mut out,
+        out,
         "edgecron_capture_gap",
         "gauge",
         "1 while the capture triggers of a table were found gone and the rows missed are being recovered.",
@@ -192,14 +203,18 @@ pub fn render(snapshot: &Snapshot, auth_refusals: u64) -> String {
         );
     }
     gauge(
-        &mut out,
+        out,
         "edgecron_export_invalid_rows",
         "Interaction rows the last export runs could not export as they are (bad created_at or id).",
         snapshot.export_invalid_rows,
     );
+}
+
+/// The SIEM backlog and stalled runs, when a SIEM is configured, and this host's site.
+fn render_siem_and_site(out: &mut String, snapshot: &Snapshot) {
     if let Some((backend, rows, stalled)) = snapshot.siem {
         family(
-            &mut out,
+            out,
             "edgecron_siem_backlog_rows",
             "gauge",
             "Audit rows not yet shipped to the SIEM.",
@@ -209,7 +224,7 @@ pub fn render(snapshot: &Snapshot, auth_refusals: u64) -> String {
             "edgecron_siem_backlog_rows{{backend=\"{backend}\"}} {rows}"
         );
         family(
-            &mut out,
+            out,
             "edgecron_siem_stalled_runs",
             "gauge",
             "siem-ship runs in a row that delivered nothing because the intake failed.",
@@ -221,7 +236,7 @@ pub fn render(snapshot: &Snapshot, auth_refusals: u64) -> String {
     }
     if let Some(site) = snapshot.site {
         family(
-            &mut out,
+            out,
             "edgecron_site_info",
             "gauge",
             "This host's site in a fleet (section 9 of the contract); always 1.",
@@ -232,19 +247,22 @@ pub fn render(snapshot: &Snapshot, auth_refusals: u64) -> String {
             label_value(site)
         );
     }
+}
+
+/// The store's file and write-ahead log sizes.
+fn render_store(out: &mut String, snapshot: &Snapshot) {
     gauge(
-        &mut out,
+        out,
         "edgecron_store_size_bytes",
         "Size of the SQLite store file.",
         snapshot.store_bytes,
     );
     gauge(
-        &mut out,
+        out,
         "edgecron_store_wal_size_bytes",
         "Size of the store's write-ahead log.",
         snapshot.wal_bytes,
     );
-    out
 }
 
 /// Occurrences by job and outcome, schedule lag, and the overdue and failing gauges.

@@ -74,7 +74,7 @@ fn realm_of(app: &App, path: &str) -> Option<Realm> {
 pub fn gate(app: &App, head: &Request) -> Option<Reply> {
     let realm = realm_of(app, &head.path)?;
     app.auth
-        .check(head, realm)
+        .verify(head, realm)
         .err()
         .map(|refused| refuse(app, head, refused))
 }
@@ -173,14 +173,14 @@ fn trigger(app: &App, request: &Request, route: Route<'_>) -> Reply {
     if !app.config.cron_enabled {
         return Reply::error(503, "CRON_ENABLED=false: triggers are switched off");
     }
-    if let Err(refused) = app.auth.check(request, route.realm) {
+    if let Err(refused) = app.auth.verify(request, route.realm) {
         return refuse(app, request, refused);
     }
     let params = match trigger_params(request, route.body) {
         Ok(params) => params,
         Err(reply) => return reply,
     };
-    run_reply(app.runner.run(route.job, Trigger::Http, params))
+    run_reply(app.runner.run_job(route.job, Trigger::Http, params))
 }
 
 /// A trigger's JSON body: `{"startDate":"2024-01-01","endDate":"2024-01-31","dryRun":true}`.

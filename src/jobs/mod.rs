@@ -54,7 +54,7 @@ pub struct InvalidParams(String);
 
 /// Why a run is refused before anything runs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CheckError {
+pub enum ResolveError {
     #[error("no job named {0:?}")]
     UnknownJob(String),
     #[error(transparent)]
@@ -332,11 +332,11 @@ impl Registry {
     }
 
     /// Finds a job and checks the parameters it is given, before anything runs.
-    pub fn check(&self, name: &str, params: &RunParams) -> Result<&dyn Job, CheckError> {
+    pub fn resolve(&self, name: &str, params: &RunParams) -> Result<&dyn Job, ResolveError> {
         let job = self
             .get(name)
-            .ok_or_else(|| CheckError::UnknownJob(name.to_string()))?;
-        let invalid = |message| Err(CheckError::InvalidParams(InvalidParams(message)));
+            .ok_or_else(|| ResolveError::UnknownJob(name.to_string()))?;
+        let invalid = |message| Err(ResolveError::InvalidParams(InvalidParams(message)));
         if params.date_range().is_some() && !job.takes_date_range() {
             return invalid(format!("{name} takes no startDate/endDate"));
         }

@@ -10,13 +10,14 @@
 use std::sync::Once;
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::capture_gap::{self, GapCheck};
 use super::{Consuming, Job, JobCtx, JobError, JobOutput, archive};
 use crate::clock::to_store_text;
-use crate::config::siem::SiemStart;
+use crate::config::siem::{SiemSettings, SiemStart};
 use crate::export::storage::Storage;
 use crate::siem::intake::{Intake, Retry};
 use crate::siem::{self, AuditRow, Fate, Siem};
@@ -63,23 +64,7 @@ impl Job for SiemShip {
 
     fn run(&self, ctx: &JobCtx<'_>) -> Result<JobOutput, JobError> {
         let settings = match &ctx.config.siem {
-            Siem::Off(reason) => {
-                // What was captured for an earlier backend is kept for the next one (shown in
-                // /metrics and `edgecron jobs` as it grows), never dropped unseen.
-                let waiting = capture::note_backlog(ctx.store, Source::Audit)?;
-                // Every 5 minutes for the process's life would bury the logs; once tells.
-                static SKIP_LOGGED: Once = Once::new();
-                SKIP_LOGGED.call_once(|| {
-                    log::warn!(
-                        "siem-ship: skipped: {reason}; {waiting} audit rows wait for a backend"
-                    )
-                });
-                let skipped = Off {
-                    skipped: reason,
-                    backlog: Some(waiting).filter(|waiting| *waiting > 0),
-                };
-                return JobOutput::new(&skipped, 0, 0);
-            }
+            Siem::Off(reason) => return skip(ctx, reason),
             Siem::On(settings) => settings,
         };
         let backend = settings.backend.name();
@@ -120,144 +105,206 @@ impl Job for SiemShip {
             };
             return JobOutput::new(&dry_run, 0, 0);
         }
-        let intake = Intake::new(settings);
-        let mut retry = Retry::new(ctx.deadline, ctx.shutdown);
-        let storage = ctx.storage()?;
-        let mut last_shipped: Option<AuditRow> = None;
-        let mut span: Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = None;
-        let mut totals = Totals::default();
-        let mut archives = Vec::new();
-        let mut stopped = None;
-        let mut finished = true;
-        let mut last_log = Instant::now();
-        loop {
-            if ctx.should_stop() {
-                finished = false;
-                break;
-            }
-            let batch = ledger::next_batch(ctx.store, backend, BATCH)?;
-            if batch.is_empty() {
-                break;
-            }
-            let rows = &batch.rows;
-            totals.scanned += rows.len() as u64;
-            if batch.taken_unsent() {
-                let now = to_store_text(ctx.now());
-                ledger::record(ctx.store, backend, &batch, rows.len(), &[], &now)?;
-                totals.skipped += rows.len() as u64;
-                continue;
-            }
-            let shipment = siem::deliver(&intake, &mut retry, rows, ctx.now());
-            let fates = shipment.settled_prefix();
-            let settled = &rows[..fates.len()];
-            let stale: Vec<&AuditRow> = settled
-                .iter()
-                .zip(&fates)
-                .filter(|(_, fate)| matches!(fate, Fate::Archive))
-                .map(|(row, _)| row)
-                .collect();
-            if !stale.is_empty() {
-                archives.push(archive_stale(ctx, storage.as_ref(), backend, &stale)?);
-            }
-            let letters: Vec<DeadLetter<'_>> = settled
-                .iter()
-                .zip(&fates)
-                .filter_map(|(row, fate)| match fate {
-                    Fate::DeadLetter {
-                        status,
-                        reason,
-                        event,
-                    } => Some(DeadLetter {
-                        row,
-                        status: *status,
-                        reason,
-                        event,
-                    }),
-                    _ => None,
-                })
-                .collect();
-            for row in settled {
-                if let Some(time) = row.time() {
-                    span = Some(
-                        span.map_or((time, time), |(from, to)| (from.min(time), to.max(time))),
-                    );
-                }
-            }
-            for letter in &letters {
-                log::warn!(
-                    "siem-ship: audit row {} dead-lettered: {}",
-                    letter.row.id,
-                    letter.reason
-                );
-            }
-            ledger::record(
-                ctx.store,
-                backend,
-                &batch,
-                settled.len(),
-                &letters,
-                &to_store_text(ctx.now()),
-            )?;
-            if let Some(last) = settled.last() {
-                last_shipped = Some(last.clone());
-            }
-            totals.dead_lettered += letters.len() as u64;
-            totals.archived += stale.len() as u64;
-            totals.shipped += (fates.len() - letters.len() - stale.len()) as u64;
-            if let Some(why) = shipment.stopped {
-                stopped = Some(why);
-                break;
-            }
-            if last_log.elapsed() >= PROGRESS_EVERY {
-                log::info!(
-                    "siem-ship: {} rows shipped to {backend} so far",
-                    totals.shipped
-                );
-                last_log = Instant::now();
-            }
-        }
-        let backlog = capture::note_backlog(ctx.store, Source::Audit)?;
-        capture::record_backlog(ctx.store, Source::Audit, backlog)?;
-        let settled = totals.shipped + totals.dead_lettered + totals.archived;
-        // Stopping for the deadline or shutdown is not the intake failing.
-        let intake_failed = stopped.is_some() && !ctx.should_stop();
-        if let Some(why) = &stopped
-            && intake_failed
-            && settled == 0
-        {
-            let stalled = ledger::record_stall(ctx.store, backend, why, &to_store_text(ctx.now()))?;
-            if stalled >= STALLED_RUNS_WARNING {
-                log::error!(
-                    "siem-ship: {backend} has delivered nothing for {stalled} runs in a row; {backlog} audit rows wait"
-                );
-            }
-            return Err(JobError::Failed(format!(
-                "{backend} intake: {why}; nothing shipped ({stalled} runs in a row), {backlog} rows wait"
-            )));
-        }
-        if let Some(why) = &stopped {
-            log::warn!("siem-ship: {backend} stopped part-way ({why}); {backlog} rows wait");
-        }
-        // The span of `created_at` of the rows this run settled.
-        let window_seconds = span.map_or(0, |(from, to)| (to - from).num_seconds().max(0));
-        let report = Report {
-            backend,
-            shipped: totals.shipped,
-            errors: totals.dead_lettered,
-            archived: totals.archived,
-            archives,
-            skipped: totals.skipped,
-            window_seconds,
-            rows_scanned: totals.scanned,
-            cursor: last_shipped.as_ref().map(Cursor::of),
-            backlog,
-            finished: finished && stopped.is_none(),
-            stopped,
-            capture_gap: gap,
-        };
-        let item_errors = totals.dead_lettered + u64::from(intake_failed);
-        JobOutput::new(&report, item_errors, settled)
+        let walk = ship(ctx, settings)?;
+        conclude(ctx, backend, walk, gap)
     }
+}
+
+/// No backend: what waits is noted (kept for the next backend, never dropped unseen).
+fn skip(ctx: &JobCtx<'_>, reason: &str) -> Result<JobOutput, JobError> {
+    let waiting = capture::note_backlog(ctx.store, Source::Audit)?;
+    // Every 5 minutes for the process's life would bury the logs; once tells.
+    static SKIP_LOGGED: Once = Once::new();
+    SKIP_LOGGED.call_once(|| {
+        log::warn!("siem-ship: skipped: {reason}; {waiting} audit rows wait for a backend")
+    });
+    let skipped = Off {
+        skipped: reason,
+        backlog: Some(waiting).filter(|waiting| *waiting > 0),
+    };
+    JobOutput::new(&skipped, 0, 0)
+}
+
+/// What the shipping walk did.
+struct Walk {
+    totals: Totals,
+    last_shipped: Option<AuditRow>,
+    /// The span of `created_at` of the rows settled.
+    span: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    archives: Vec<String>,
+    /// Why the intake stopped the walk, if it did.
+    stopped: Option<String>,
+    finished: bool,
+}
+
+/// Ships batch after batch until the queue is empty, the intake stops the walk, or the run
+/// must stop; each batch's settled rows are recorded with the ledger's progress.
+fn ship(ctx: &JobCtx<'_>, settings: &SiemSettings) -> Result<Walk, JobError> {
+    let backend = settings.backend.name();
+    let intake = Intake::new(settings);
+    let mut retry = Retry::new(ctx.deadline, ctx.shutdown);
+    let storage = ctx.storage()?;
+    let mut walk = Walk {
+        totals: Totals::default(),
+        last_shipped: None,
+        span: None,
+        archives: Vec::new(),
+        stopped: None,
+        finished: true,
+    };
+    let mut last_log = Instant::now();
+    loop {
+        if ctx.should_stop() {
+            walk.finished = false;
+            break;
+        }
+        let batch = ledger::next_batch(ctx.store, backend, BATCH)?;
+        if batch.is_empty() {
+            break;
+        }
+        let rows = &batch.rows;
+        walk.totals.scanned += rows.len() as u64;
+        if batch.taken_unsent() {
+            let now = to_store_text(ctx.now());
+            ledger::record(ctx.store, backend, &batch, rows.len(), &[], &now)?;
+            walk.totals.skipped += rows.len() as u64;
+            continue;
+        }
+        let shipment = siem::deliver(&intake, &mut retry, rows, ctx.now());
+        let fates = shipment.settled_prefix();
+        let settled = &rows[..fates.len()];
+        let stale: Vec<&AuditRow> = settled
+            .iter()
+            .zip(&fates)
+            .filter(|(_, fate)| matches!(fate, Fate::Archive))
+            .map(|(row, _)| row)
+            .collect();
+        if !stale.is_empty() {
+            let archived = archive_stale(ctx, storage.as_ref(), backend, &stale)?;
+            walk.archives.push(archived);
+        }
+        let letters = dead_letters(settled, &fates);
+        for row in settled {
+            if let Some(time) = row.time() {
+                walk.span = Some(
+                    walk.span
+                        .map_or((time, time), |(from, to)| (from.min(time), to.max(time))),
+                );
+            }
+        }
+        ledger::record(
+            ctx.store,
+            backend,
+            &batch,
+            settled.len(),
+            &letters,
+            &to_store_text(ctx.now()),
+        )?;
+        if let Some(last) = settled.last() {
+            walk.last_shipped = Some(last.clone());
+        }
+        walk.totals.dead_lettered += letters.len() as u64;
+        walk.totals.archived += stale.len() as u64;
+        walk.totals.shipped += (fates.len() - letters.len() - stale.len()) as u64;
+        if let Some(why) = shipment.stopped {
+            walk.stopped = Some(why);
+            break;
+        }
+        if last_log.elapsed() >= PROGRESS_EVERY {
+            log::info!(
+                "siem-ship: {} rows shipped to {backend} so far",
+                walk.totals.shipped
+            );
+            last_log = Instant::now();
+        }
+    }
+    Ok(walk)
+}
+
+/// The settled rows the intake refused for good, each logged.
+fn dead_letters<'a>(settled: &'a [AuditRow], fates: &[&'a Fate]) -> Vec<DeadLetter<'a>> {
+    let letters: Vec<DeadLetter<'a>> = settled
+        .iter()
+        .zip(fates)
+        .filter_map(|(row, fate)| match fate {
+            Fate::DeadLetter {
+                status,
+                reason,
+                event,
+            } => Some(DeadLetter {
+                row,
+                status: *status,
+                reason,
+                event,
+            }),
+            _ => None,
+        })
+        .collect();
+    for letter in &letters {
+        log::warn!(
+            "siem-ship: audit row {} dead-lettered: {}",
+            letter.row.id,
+            letter.reason
+        );
+    }
+    letters
+}
+
+/// The run's result: a failure when the intake took nothing, else what was shipped.
+fn conclude(
+    ctx: &JobCtx<'_>,
+    backend: &'static str,
+    walk: Walk,
+    gap: Option<Value>,
+) -> Result<JobOutput, JobError> {
+    let Walk {
+        totals,
+        last_shipped,
+        span,
+        archives,
+        stopped,
+        finished,
+    } = walk;
+    let backlog = capture::note_backlog(ctx.store, Source::Audit)?;
+    capture::record_backlog(ctx.store, Source::Audit, backlog)?;
+    let settled = totals.shipped + totals.dead_lettered + totals.archived;
+    // Stopping for the deadline or shutdown is not the intake failing.
+    let intake_failed = stopped.is_some() && !ctx.should_stop();
+    if let Some(why) = &stopped
+        && intake_failed
+        && settled == 0
+    {
+        let stalled = ledger::record_stall(ctx.store, backend, why, &to_store_text(ctx.now()))?;
+        if stalled >= STALLED_RUNS_WARNING {
+            log::error!(
+                "siem-ship: {backend} has delivered nothing for {stalled} runs in a row; {backlog} audit rows wait"
+            );
+        }
+        return Err(JobError::Failed(format!(
+            "{backend} intake: {why}; nothing shipped ({stalled} runs in a row), {backlog} rows wait"
+        )));
+    }
+    if let Some(why) = &stopped {
+        log::warn!("siem-ship: {backend} stopped part-way ({why}); {backlog} rows wait");
+    }
+    let window_seconds = span.map_or(0, |(from, to)| (to - from).num_seconds().max(0));
+    let report = Report {
+        backend,
+        shipped: totals.shipped,
+        errors: totals.dead_lettered,
+        archived: totals.archived,
+        archives,
+        skipped: totals.skipped,
+        window_seconds,
+        rows_scanned: totals.scanned,
+        cursor: last_shipped.as_ref().map(Cursor::of),
+        backlog,
+        finished: finished && stopped.is_none(),
+        stopped,
+        capture_gap: gap,
+    };
+    let item_errors = totals.dead_lettered + u64::from(intake_failed);
+    JobOutput::new(&report, item_errors, settled)
 }
 
 /// A run's result.

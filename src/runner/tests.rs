@@ -59,7 +59,7 @@ fn output(body: Value) -> Result<JobOutput, JobError> {
 fn a_panicking_job_is_a_failed_run_and_releases_its_lease() {
     let (_dir, runner, _) = runner(TestJob(Box::new(|_| panic!("boom"))), &[]);
     let completed = runner
-        .run("test-job", Trigger::Cli, RunParams::default())
+        .run_job("test-job", Trigger::Cli, RunParams::default())
         .unwrap();
     assert_eq!(completed.status, Ended::Failed);
     assert_eq!(completed.body["error"], "job panicked: boom");
@@ -70,7 +70,7 @@ fn a_panicking_job_is_a_failed_run_and_releases_its_lease() {
     );
     assert_eq!(
         runner
-            .run("test-job", Trigger::Cli, RunParams::default())
+            .run_job("test-job", Trigger::Cli, RunParams::default())
             .unwrap()
             .status,
         Ended::Failed
@@ -90,7 +90,7 @@ fn a_job_past_its_deadline_is_told_to_stop_and_its_run_is_partial() {
     let (_dir, runner, _) = runner(job, &[("EDGECRON_JOB_DEADLINE_SECS", "1")]);
     let started = Instant::now();
     let completed = runner
-        .run("test-job", Trigger::Cli, RunParams::default())
+        .run_job("test-job", Trigger::Cli, RunParams::default())
         .unwrap();
     // It stopped with work left: never `ok`, whatever the job's own body said.
     assert_eq!(completed.status, Ended::Partial);
@@ -115,7 +115,7 @@ fn a_run_still_going_after_the_grace_period_is_recorded_as_failed() {
     let (_dir, runner, shutdown) = runner(job, &[]);
     let background = Arc::clone(&runner);
     let run = std::thread::spawn(move || {
-        background.run("test-job", Trigger::Schedule, RunParams::default())
+        background.run_job("test-job", Trigger::Schedule, RunParams::default())
     });
     while runner
         .store
@@ -127,7 +127,7 @@ fn a_run_still_going_after_the_grace_period_is_recorded_as_failed() {
     }
     shutdown.request();
     assert!(matches!(
-        runner.run("test-job", Trigger::Http, RunParams::default()),
+        runner.run_job("test-job", Trigger::Http, RunParams::default()),
         Err(RunError::ShuttingDown)
     ));
     assert!(!runner.wait_idle(Duration::from_millis(200)));
@@ -165,7 +165,7 @@ fn racing_runs_in_one_process_never_overlap() {
         for _ in 0..8 {
             scope.spawn(|| {
                 for _ in 0..5 {
-                    let _ = runner.run("test-job", Trigger::Http, RunParams::default());
+                    let _ = runner.run_job("test-job", Trigger::Http, RunParams::default());
                 }
             });
         }
@@ -228,8 +228,9 @@ fn a_run_going_past_its_deadline_raises_one_overrun_and_its_end_resolves_it() {
         ],
     );
     let background = Arc::clone(&runner);
-    let run =
-        std::thread::spawn(move || background.run("test-job", Trigger::Http, RunParams::default()));
+    let run = std::thread::spawn(move || {
+        background.run_job("test-job", Trigger::Http, RunParams::default())
+    });
     wait_for("the overrun condition opens", || {
         runner
             .store
@@ -251,8 +252,9 @@ fn a_fire_time_that_finds_the_job_running_is_recorded_as_refused() {
     let (release, job) = stuck_job();
     let (_dir, runner, _) = runner(job, &[]);
     let background = Arc::clone(&runner);
-    let run =
-        std::thread::spawn(move || background.run("test-job", Trigger::Cli, RunParams::default()));
+    let run = std::thread::spawn(move || {
+        background.run_job("test-job", Trigger::Cli, RunParams::default())
+    });
     wait_for("the run starts", || {
         !runner
             .store

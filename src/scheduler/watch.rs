@@ -115,7 +115,7 @@ pub fn watch(scheduling: Scheduling, planned: Vec<PlannedJob>, shutdown: Arc<Shu
     while !shutdown.is_requested() {
         let now = scheduling.clock.now();
         for entry in &mut watched {
-            if let Err(error) = check(&scheduling, entry, started, now) {
+            if let Err(error) = judge_due(&scheduling, entry, started, now) {
                 log::warn!(
                     "{}: watching its {} schedule: {error}",
                     entry.job,
@@ -145,7 +145,7 @@ pub fn watch(scheduling: Scheduling, planned: Vec<PlannedJob>, shutdown: Arc<Shu
     }
 }
 
-fn check(
+fn judge_due(
     scheduling: &Scheduling,
     entry: &mut Watched,
     started: DateTime<Utc>,
