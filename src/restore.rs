@@ -13,8 +13,8 @@ use crate::export::batch::ExportError;
 use crate::export::reconcile::{self, Places, Reconciled};
 use crate::export::storage::Storage;
 use crate::io_error::IoError;
-use crate::store::export::Upload;
 use crate::store::lock::{self, LockMode};
+use crate::store::manifest::Upload;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]

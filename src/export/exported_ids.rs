@@ -10,7 +10,7 @@ use super::format::FileFormat;
 use super::storage::Storage;
 use crate::store::Store;
 use crate::store::capture::KnownIds;
-use crate::store::export as manifest;
+use crate::store::manifest;
 
 /// Adds the id of every line of every committed file to `known`; answers how many files were
 /// read.

@@ -3,9 +3,9 @@
 pub mod batch;
 pub mod exported_ids;
 pub mod format;
-pub mod metrics;
 pub mod partition;
 pub mod reconcile;
+pub mod reported;
 pub mod rewrite;
 pub mod row;
 pub mod storage;

@@ -19,8 +19,8 @@ use super::partition::{TenantDir, partition_dir, tenant_root};
 use super::storage::Storage;
 use crate::config::layout;
 use crate::store::Store;
-use crate::store::export::{self as manifest, Upload};
 use crate::store::export_unlisted::{self as unlisted, Held, UnlistedFile};
+use crate::store::manifest::{self, Upload};
 
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -11,7 +11,7 @@ use std::fmt::Write;
 use crate::clock::from_store_text;
 use crate::runner::RunStatus;
 use crate::status::Outcome;
-use crate::status::metrics::Snapshot;
+use crate::status::scrape::Snapshot;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -366,7 +366,7 @@ fn histogram_samples(out: &mut String, name: &str, job: &str, buckets: &[(String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::metrics::{DurationHistogram, LagHistogram, RunStats};
+    use crate::status::scrape::{DurationHistogram, LagHistogram, RunStats};
 
     #[test]
     fn counters_histograms_and_gauges_in_exposition_format() {

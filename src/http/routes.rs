@@ -15,7 +15,7 @@ use super::prometheus;
 use super::status_page;
 use super::strip;
 use super::wire::{Reply, Request};
-use crate::export::metrics::{ReportError, record_reported};
+use crate::export::reported::{ReportError, record_reported};
 use crate::runner::{RunParams, Trigger};
 use crate::status::history::{self, HistoryError};
 use crate::status::{self, job_statuses};
@@ -377,7 +377,7 @@ fn scrape(app: &App) -> Reply {
     {
         return Reply::text(200, text.clone(), prometheus::CONTENT_TYPE);
     }
-    match status::metrics::snapshot(app.sources()) {
+    match status::scrape::snapshot(app.sources()) {
         Ok(snapshot) => {
             let text = prometheus::render(&snapshot, app.auth.refusals());
             *last = Some((Instant::now(), text.clone()));

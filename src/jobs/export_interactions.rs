@@ -13,7 +13,7 @@ use crate::export::batch::{BatchReport, BatchSettings, InvalidRow, export_tenant
 use crate::export::exported_ids::add_exported_ids;
 use crate::export::format::FileFormat;
 use crate::store::capture::{self, Source};
-use crate::store::export::Upload;
+use crate::store::manifest::Upload;
 
 pub struct ExportInteractions;
 
@@ -75,7 +75,7 @@ impl Job for ExportInteractions {
         let mut failed = 0;
         let mut results = Vec::with_capacity(tenants.len());
         if ctx.params.dry_run {
-            let waiting = crate::store::export::waiting_by_tenant(ctx.store)?;
+            let waiting = crate::store::manifest::waiting_by_tenant(ctx.store)?;
             for (tenant_id, tenant_name) in &tenants {
                 let pending = waiting
                     .get(tenant_id)
@@ -111,7 +111,7 @@ impl Job for ExportInteractions {
             }
         }
         if !ctx.params.dry_run {
-            let waiting = crate::store::export::record_backlog_by_tenant(ctx.store, &now_text)?;
+            let waiting = crate::store::manifest::record_backlog_by_tenant(ctx.store, &now_text)?;
             let takeable = tenants
                 .iter()
                 .filter_map(|(tenant_id, _)| waiting.get(tenant_id))

@@ -19,7 +19,7 @@ use crate::alert;
 use crate::clock::to_store_text;
 use crate::config::Config;
 use crate::export::storage::{Storage, StorageError, Stored, Uploaded};
-use crate::store::export::{self as manifest, PendingUpload};
+use crate::store::manifest::{self, PendingUpload};
 
 pub struct S3Sync;
 

@@ -1,5 +1,5 @@
 //! `siem-ship`: ship audit-log rows to the configured SIEM in the order they were committed
-//! (`store::siem`), in batches of at most 500, until caught up or the deadline.
+//! (`store::siem_ledger`), in batches of at most 500, until caught up or the deadline.
 //!
 //! A batch's rows are taken only once the intake acknowledged them, refused them for good
 //! (kept as dead letters) or they were archived (too old for Datadog), committed after each
@@ -22,7 +22,7 @@ use crate::export::storage::Storage;
 use crate::siem::intake::{Intake, Retry};
 use crate::siem::{self, AuditRow, Fate, Siem};
 use crate::store::capture::{self, FirstWalk, Source};
-use crate::store::siem::{self as ledger, DeadLetter};
+use crate::store::siem_ledger::{self, DeadLetter};
 
 pub struct SiemShip;
 
@@ -73,9 +73,9 @@ impl Job for SiemShip {
                 SiemStart::Beginning => FirstWalk::Delivers,
                 SiemStart::Now => FirstWalk::TakesUnsent,
             };
-            ledger::select_backend(ctx.store, backend, first_walk)?;
+            siem_ledger::select_backend(ctx.store, backend, first_walk)?;
         }
-        let gap = match capture_gap::check(ctx, Source::Audit, ledger::shipped_ids)? {
+        let gap = match capture_gap::check(ctx, Source::Audit, siem_ledger::shipped_ids)? {
             GapCheck::Clear(report) => report,
             // Nothing is taken from the queue until every missed row is in it.
             GapCheck::Unfinished(report) => {
@@ -158,7 +158,7 @@ fn ship(ctx: &JobCtx<'_>, settings: &SiemSettings) -> Result<Walk, JobError> {
             walk.finished = false;
             break;
         }
-        let batch = ledger::next_batch(ctx.store, backend, BATCH)?;
+        let batch = siem_ledger::next_batch(ctx.store, backend, BATCH)?;
         if batch.is_empty() {
             break;
         }
@@ -166,7 +166,7 @@ fn ship(ctx: &JobCtx<'_>, settings: &SiemSettings) -> Result<Walk, JobError> {
         walk.totals.scanned += rows.len() as u64;
         if batch.taken_unsent() {
             let now = to_store_text(ctx.now());
-            ledger::record(ctx.store, backend, &batch, rows.len(), &[], &now)?;
+            siem_ledger::record(ctx.store, backend, &batch, rows.len(), &[], &now)?;
             walk.totals.skipped += rows.len() as u64;
             continue;
         }
@@ -192,7 +192,7 @@ fn ship(ctx: &JobCtx<'_>, settings: &SiemSettings) -> Result<Walk, JobError> {
                 );
             }
         }
-        ledger::record(
+        siem_ledger::record(
             ctx.store,
             backend,
             &batch,
@@ -274,7 +274,8 @@ fn conclude(
         && intake_failed
         && settled == 0
     {
-        let stalled = ledger::record_stall(ctx.store, backend, why, &to_store_text(ctx.now()))?;
+        let stalled =
+            siem_ledger::record_stall(ctx.store, backend, why, &to_store_text(ctx.now()))?;
         if stalled >= STALLED_RUNS_WARNING {
             log::error!(
                 "siem-ship: {backend} has delivered nothing for {stalled} runs in a row; {backlog} audit rows wait"

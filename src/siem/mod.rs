@@ -15,7 +15,7 @@ mod splunk;
 use chrono::{DateTime, Utc};
 
 pub use crate::config::siem::{Backend, Siem};
-pub use crate::store::siem::AuditRow;
+pub use crate::store::siem_ledger::AuditRow;
 use intake::{Intake, Retry};
 
 /// What became of one row.

@@ -1,10 +1,10 @@
 //! The read model the edges show: the state of every job (schedule, zone, policies, enabled,
 //! last run, next run, alert conditions in force), as `edgecron jobs`, `/api/v1/jobs` and
-//! the status page show it; the status page's other facts; and, in [`metrics`], what
+//! the status page show it; the status page's other facts; and, in [`scrape`], what
 //! `/metrics` reports.
 
 pub mod history;
-pub mod metrics;
+pub mod scrape;
 
 use std::collections::BTreeMap;
 
@@ -19,9 +19,9 @@ use crate::store::capture;
 use crate::store::{Store, StoreError};
 
 pub use crate::scheduler::PlannedJob;
-pub use crate::store::metrics::{OccurrenceCell, RunStart};
 pub use crate::store::occurrences::Outcome;
 pub use crate::store::runs::RunRecord;
+pub use crate::store::stats::{OccurrenceCell, RunStart};
 
 /// What the read model reads, named: the store, the jobs, the configuration and the clock.
 #[derive(Clone, Copy)]

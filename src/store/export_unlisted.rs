@@ -2,7 +2,7 @@
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::export::Upload;
+use super::manifest::Upload;
 use super::{Store, StoreError};
 
 /// An export file on disk that the manifest does not list (a restore put an older store in

@@ -38,7 +38,7 @@ use super::partition::{TenantDir, UnsafeTenantId};
 use crate::export::format::FileFormat;
 use crate::io_error::IoError;
 use crate::store::capture::{self, Source};
-use crate::store::export::{
+use crate::store::manifest::{
     self as manifest, Metric, RunCommit, TenantCommit, TenantFailure, Upload, WrittenFile,
 };
 use crate::store::{Store, StoreError};

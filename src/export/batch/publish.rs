@@ -19,7 +19,7 @@ use super::staging::{FinishedFile, staging_dir};
 use crate::durable;
 use crate::export::partition::{TenantDir, tenant_root, unsited_partition_dir};
 use crate::store::Store;
-use crate::store::export as manifest;
+use crate::store::manifest;
 
 /// Removes every export file that is not committed: recorded before renaming but not in the
 /// manifest, anything left in staging, and the leftovers of a batch an earlier version of

@@ -17,7 +17,7 @@ use crate::clock::{canonical_time, from_store_value, to_store_text};
 use crate::export::row::Row;
 use crate::store::Store;
 use crate::store::capture::{self, Source, WalkProgress, WalkStep};
-use crate::store::export as manifest;
+use crate::store::manifest;
 
 /// Rows a chunk holds at most; a chunk also closes once its text passes [`CHUNK_BYTES`], so
 /// memory is bounded by bytes whatever the payload sizes (a row larger than that goes alone).

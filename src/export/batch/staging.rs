@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::layout::STAGING as STAGING_DIR;
-use crate::store::export::WrittenFile;
+use crate::store::manifest::WrittenFile;
 
 pub fn staging_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(STAGING_DIR)

@@ -22,7 +22,7 @@ use super::{ExportError, ExportTenant};
 use crate::export::format::{Encoder, FileFormat, Hashed};
 use crate::export::partition::partition_dir;
 use crate::export::row::{Row, partition_day};
-use crate::store::export::{self as manifest, WrittenFile};
+use crate::store::manifest::{self, WrittenFile};
 use crate::store::{Cursor, Store};
 
 /// Files one writer keeps open at once (each holds a descriptor and its buffer).

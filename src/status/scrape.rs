@@ -12,9 +12,9 @@ use super::Sources;
 use crate::siem::Siem;
 use crate::store::StoreError;
 use crate::store::capture::{self, Source};
-use crate::store::export as manifest;
-pub use crate::store::metrics::{DurationHistogram, LagHistogram, RunStats};
-use crate::store::siem as ledger;
+use crate::store::manifest;
+use crate::store::siem_ledger;
+pub use crate::store::stats::{DurationHistogram, LagHistogram, RunStats};
 
 /// Everything one scrape reports.
 pub struct Snapshot {
@@ -54,7 +54,7 @@ pub fn snapshot(from: Sources) -> Result<Snapshot, StoreError> {
         Siem::On(settings) => {
             let backend = settings.backend.name();
             let backlog = capture::noted_backlog(store, Source::Audit)?.rows;
-            Some((backend, backlog, ledger::stalled_runs(store, backend)?))
+            Some((backend, backlog, siem_ledger::stalled_runs(store, backend)?))
         }
         Siem::Off(_) => None,
     };
