@@ -722,6 +722,30 @@ fn cycle_violations(graph: &Graph, kind: &str) -> Vec<Violation> {
     violations
 }
 
+/// `src/lib.rs` declares the modules layer by layer, lowest first, as `LAYERS` orders them.
+fn check_lib_order(lib_rs: &str) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let mut highest = 0;
+    for (index, line) in lib_rs.lines().enumerate() {
+        let declared = line
+            .trim_start_matches("pub ")
+            .strip_prefix("mod ")
+            .and_then(|rest| rest.split(';').next());
+        let Some(module) = declared else { continue };
+        let Some(level) = layer(module) else {
+            let message = format!("`{module}` is in no layer of LAYERS");
+            violations.push(Violation::new("src/lib.rs", index + 1, message));
+            continue;
+        };
+        if level < highest {
+            let message = format!("`{module}` (layer {level}) is declared after layer {highest}");
+            violations.push(Violation::new("src/lib.rs", index + 1, message));
+        }
+        highest = highest.max(level);
+    }
+    violations
+}
+
 /// ALLOWED_UPWARD stays short and upward, and `architecture` (ARCHITECTURE.md) explains each
 /// entry. `tidy_rs`: this file, to point at the list.
 fn check_allowed_upward(
@@ -1058,6 +1082,7 @@ fn modules_use_their_own_layer_and_lower_ones_without_cycles() {
         &architecture,
         &tidy_rs,
     ));
+    violations.extend(check_lib_order(&read("src/lib.rs")));
     assert_tidy("module layers", &violations);
 }
 
@@ -1349,6 +1374,20 @@ mod examples {
             ]
         );
         assert!(check_layers(&broken[..1], &[("store", "jobs")]).is_empty());
+    }
+
+    #[test]
+    fn lib_rs_declaring_a_module_before_a_lower_layer_is_reported() {
+        let clean = "//! Lib.\n// 0.\nmod clock; // time\n// 1.\nmod config;\npub mod cli;\n";
+        assert!(check_lib_order(clean).is_empty());
+        let broken = "//! Lib.\npub mod cli;\nmod clock;\nmod nowhere;\n";
+        assert_eq!(
+            shown(check_lib_order(broken)),
+            [
+                "src/lib.rs:3: `clock` (layer 0) is declared after layer 7",
+                "src/lib.rs:4: `nowhere` is in no layer of LAYERS",
+            ]
+        );
     }
 
     #[test]
