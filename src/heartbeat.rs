@@ -11,6 +11,7 @@ use crate::alert::{self, Alerts};
 use crate::clock::Clock;
 use crate::holder;
 use crate::store::Store;
+use crate::store::runs;
 
 /// A run still going this long after its deadline did not reach a safe point: `job_overrun`.
 pub const OVERRUN_GRACE: Duration = Duration::from_secs(2);
@@ -86,7 +87,7 @@ fn run(beat: Beat, stopped: &mpsc::Receiver<()>, lease_lost: &AtomicBool) {
             continue;
         }
         next_beat = now + holder::HEARTBEAT_INTERVAL;
-        match store.heartbeat(job_name, run_id, clock.now()) {
+        match runs::heartbeat(&store, job_name, run_id, clock.now()) {
             Ok(true) => {}
             Ok(false) => {
                 log::error!("{job_name}: run {run_id} lost its lease; stopping it");

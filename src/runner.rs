@@ -35,8 +35,8 @@ use crate::jobs::{
 };
 use crate::ping::RunPings;
 use crate::shutdown::Shutdown;
-use crate::store::occurrences::OccurrenceBatch;
-use crate::store::runs::{LeaseAttempt, LeaseHolder, RunEnd};
+use crate::store::occurrences::{self, OccurrenceBatch};
+use crate::store::runs::{self, LeaseAttempt, LeaseHolder, RunEnd};
 pub use crate::store::runs::{RunStatus, Trigger};
 use crate::store::{Store, StoreError};
 
@@ -247,7 +247,8 @@ impl Runner {
         };
         let now = || self.clock.now();
         let attempt = match scheduled {
-            Some((scheduled_for, batch)) => self.store.begin_scheduled_run(
+            Some((scheduled_for, batch)) => runs::begin_scheduled_run(
+                &self.store,
                 job_name,
                 &self.holder,
                 now,
@@ -255,9 +256,7 @@ impl Runner {
                 scheduled_for,
                 batch,
             )?,
-            None => self
-                .store
-                .begin_run(job_name, trigger, &self.holder, now, is_alive)?,
+            None => runs::begin_run(&self.store, job_name, trigger, &self.holder, now, is_alive)?,
         };
         match attempt {
             LeaseAttempt::Acquired { run_id } => {
@@ -270,8 +269,7 @@ impl Runner {
             }),
             LeaseAttempt::Busy(holder) => {
                 if let Some((_, batch)) = scheduled {
-                    self.store
-                        .record_refused(job_name, batch, self.clock.now())?;
+                    occurrences::record_refused(&self.store, job_name, batch, self.clock.now())?;
                 }
                 Err(RunError::AlreadyRunning {
                     job: job_name.to_string(),
@@ -353,9 +351,8 @@ impl Runner {
         let mut raised = Vec::new();
         for attempt in 1..=FINISH_ATTEMPTS {
             let now = self.clock.now();
-            let ended = self
-                .store
-                .finish_run(job_name, run_id, end, now, |conn, recorded| {
+            let ended =
+                runs::finish_run(&self.store, job_name, run_id, end, now, |conn, recorded| {
                     if let Some(pings) = pings {
                         let result = end.result_json.unwrap_or("");
                         pings.queue_end_in(conn, job_name, status, result, now)?;
@@ -385,8 +382,7 @@ impl Runner {
             }
         }
         if let Err(store_error) =
-            self.store
-                .prune_runs(job_name, KEEP_SUCCEEDED_RUNS, KEEP_FAILED_RUNS)
+            runs::prune_runs(&self.store, job_name, KEEP_SUCCEEDED_RUNS, KEEP_FAILED_RUNS)
         {
             log::warn!("{job_name}: pruning run history: {store_error}");
         }
@@ -422,10 +418,7 @@ impl Runner {
     pub fn abandon_active(&self, reason: &str) {
         let active: Vec<(i64, &'static str)> = self.lock_active().running.drain().collect();
         for (run_id, job_name) in active {
-            match self
-                .store
-                .fail_running_run(run_id, reason, self.clock.now())
-            {
+            match runs::fail_running_run(&self.store, run_id, reason, self.clock.now()) {
                 Ok(()) => log::warn!("{job_name}: run {run_id} {reason}"),
                 Err(error) => log::error!("{job_name}: run {run_id} could not be closed: {error}"),
             }
@@ -435,7 +428,7 @@ impl Runner {
     /// Closes runs left `running` by processes that died.
     pub fn close_orphaned_runs(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
-        self.store.close_orphaned_runs(now, |holder, heartbeat| {
+        runs::close_orphaned_runs(&self.store, now, |holder, heartbeat| {
             holder::is_alive(holder, heartbeat, now)
         })
     }

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
-use crate::store::site::SiteRecord;
+use crate::store::site::{self, SiteRecord};
 use crate::store::{Store, StoreError};
 
 /// Where the host's machine id is read (systemd's, else D-Bus's copy of it).
@@ -48,14 +48,14 @@ pub fn bind(store: &Store, configured: Option<&str>, now: &str) -> Result<String
     let machine = machine_id();
     // Read first: once recorded, binding writes nothing (a run never waits for the write lock
     // on its account).
-    let recorded = match store.recorded_site()? {
+    let recorded = match site::recorded_site(store)? {
         Some(recorded) => recorded,
         None => {
             let wanted = SiteRecord {
                 site_id: configured.map_or_else(|| derived_id(machine.as_deref()), str::to_string),
                 machine_id: machine.clone(),
             };
-            store.record_first_site(&wanted, now)?
+            site::record_first_site(store, &wanted, now)?
         }
     };
     if let (Some(recorded_machine), Some(this_machine)) = (&recorded.machine_id, &machine)
@@ -81,7 +81,7 @@ pub fn bind(store: &Store, configured: Option<&str>, now: &str) -> Result<String
 
 /// The site the store records, without binding it (`edgecron site`).
 pub fn recorded(store: &Store) -> Result<Option<String>, StoreError> {
-    Ok(store.recorded_site()?.map(|site| site.site_id))
+    Ok(site::recorded_site(store)?.map(|site| site.site_id))
 }
 
 /// Makes the store this host's own site: `EDGECRON_SITE_ID`, else an id derived from this
@@ -100,7 +100,8 @@ pub fn adopt(store: &Store, configured: Option<&str>, now: &str) -> Result<Strin
             }
         }
     };
-    store.replace_site(
+    site::replace_site(
+        store,
         &SiteRecord {
             site_id: site_id.clone(),
             machine_id: machine,
@@ -171,15 +172,15 @@ mod tests {
     #[test]
     fn a_store_recorded_on_another_machine_is_refused_until_adopted() {
         let (_dir, store) = temp_store();
-        store
-            .replace_site(
-                &SiteRecord {
-                    site_id: "site-elsewhere".into(),
-                    machine_id: Some("another-machine".into()),
-                },
-                "t",
-            )
-            .unwrap();
+        site::replace_site(
+            &store,
+            &SiteRecord {
+                site_id: "site-elsewhere".into(),
+                machine_id: Some("another-machine".into()),
+            },
+            "t",
+        )
+        .unwrap();
         if machine_id().is_none() {
             return;
         }

@@ -722,6 +722,21 @@ fn cycle_violations(graph: &Graph, kind: &str) -> Vec<Violation> {
     violations
 }
 
+/// The store has one API style: a table module's functions take `&Store`; only the pool's own
+/// methods (`src/store/mod.rs`) are on `Store`.
+fn check_store_api_style(path: &str, text: &str) -> Vec<Violation> {
+    if path == "src/store/mod.rs" {
+        return Vec::new();
+    }
+    non_test_code(path, text)
+        .match_indices("impl Store {")
+        .map(|(at, _)| {
+            let message = "methods on Store: a table module's functions take `store: &Store`";
+            Violation::new(path, line_at(text, at), message)
+        })
+        .collect()
+}
+
 /// `src/lib.rs` declares the modules layer by layer, lowest first, as `LAYERS` orders them.
 fn check_lib_order(lib_rs: &str) -> Vec<Violation> {
     let mut violations = Vec::new();
@@ -1069,6 +1084,11 @@ fn every_variable_is_in_the_env_file_and_the_readme() {
 }
 
 #[test]
+fn the_store_has_one_api_style() {
+    assert_tidy("store API style", &each_source_file(check_store_api_style));
+}
+
+#[test]
 fn no_source_file_is_over_600_lines() {
     assert_tidy("file length", &each_source_file(check_length));
 }
@@ -1374,6 +1394,18 @@ mod examples {
             ]
         );
         assert!(check_layers(&broken[..1], &[("store", "jobs")]).is_empty());
+    }
+
+    #[test]
+    fn methods_on_store_outside_the_pool_are_reported() {
+        let broken = "//! Runs.\nimpl Store {\n    pub fn list(&self) {}\n}\n";
+        assert_eq!(
+            lines(check_store_api_style("src/store/runs/mod.rs", broken)),
+            [2]
+        );
+        assert!(check_store_api_style("src/store/mod.rs", broken).is_empty());
+        let clean = "//! Runs.\npub fn list(store: &Store) {}\n";
+        assert!(check_store_api_style("src/store/runs/mod.rs", clean).is_empty());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::runner::{Answer, EXIT_USAGE, RunError, Runner, answered};
 use crate::serve::{self, ServeError};
 use crate::site::SiteError;
 use crate::status::history::HistoryError;
-use crate::store::backup::BackupError;
+use crate::store::backup::{self, BackupError};
 use crate::store::runs::Trigger;
 use crate::store::{Store, StoreError};
 
@@ -302,7 +302,7 @@ pub fn execute(cli: Cli) -> Result<ExitCode, CliError> {
 /// `edgecron backup PATH`: the copy, its size and how long it took.
 fn backup(path: &std::path::Path) -> Result<ExitCode, CliError> {
     let (_config, store) = open()?;
-    let report = store.backup_to(path).map_err(|error| match error {
+    let report = backup::backup_to(&store, path).map_err(|error| match error {
         BackupError::Exists(_) => CliError::Usage(error.to_string()),
         other => CliError::Failed(format!("backup: {other}")),
     })?;

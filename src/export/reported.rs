@@ -6,7 +6,7 @@ use chrono::Duration;
 use serde::Deserialize;
 
 use crate::clock::{Clock, from_store_text, to_store_text};
-use crate::store::export_metrics::{ExportMetric, MetricSource, Outcome, Recorded};
+use crate::store::export_metrics::{self, ExportMetric, MetricSource, Outcome, Recorded};
 use crate::store::{Store, StoreError};
 
 /// Why a reported metric was refused; the message names the field.
@@ -30,7 +30,7 @@ pub fn record_reported(
     clock: &dyn Clock,
 ) -> Result<Recorded, ReportError> {
     let metric = parse_reported(body, clock)?;
-    Ok(store.record_export_metric(&metric)?)
+    Ok(export_metrics::record_export_metric(store, &metric)?)
 }
 
 /// `POST /api/v1/export-metrics`'s body in edgecron's own field names.

@@ -29,6 +29,7 @@ use crate::export::rewrite::{Change, Rewriting, Rewritten};
 use crate::export::storage::Storage;
 use crate::store::Store;
 use crate::store::export_rewrite::{CommittedFile, files_before, files_of_days};
+use crate::store::runs;
 
 /// One person: a customer of a tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -447,7 +448,7 @@ fn earlier_exports_ended(ctx: &JobCtx<'_>) -> Result<bool, JobError> {
     let began = ctx.now();
     let mut said = false;
     loop {
-        let Some(lease) = ctx.store.lease("export-interactions")? else {
+        let Some(lease) = runs::lease(ctx.store, "export-interactions")? else {
             return Ok(true);
         };
         let lease_began = from_store_text(&lease.started_at).unwrap_or(began);

@@ -8,6 +8,9 @@ use std::time::Duration;
 use super::*;
 use crate::clock::SystemClock;
 use crate::jobs::{JobError, JobOutput};
+use crate::store::alerts;
+use crate::store::occurrences;
+use crate::store::runs;
 
 /// Does what its closure says, so each test can give the runner a job of its own.
 type JobBody = Box<dyn Fn(&JobCtx<'_>) -> Result<JobOutput, JobError> + Send + Sync>;
@@ -63,7 +66,7 @@ fn a_panicking_job_is_a_failed_run_and_releases_its_lease() {
         .unwrap();
     assert_eq!(completed.status, Ended::Failed);
     assert_eq!(completed.body["error"], "job panicked: boom");
-    let runs = runner.store.list_runs(Some("test-job"), 5).unwrap();
+    let runs = runs::list_runs(&runner.store, Some("test-job"), 5).unwrap();
     assert_eq!(
         (runs[0].status.as_str(), runs[0].error.as_deref()),
         ("failed", Some("job panicked: boom"))
@@ -117,9 +120,7 @@ fn a_run_still_going_after_the_grace_period_is_recorded_as_failed() {
     let run = std::thread::spawn(move || {
         background.run_job("test-job", Trigger::Schedule, RunParams::default())
     });
-    while runner
-        .store
-        .list_runs(Some("test-job"), 1)
+    while runs::list_runs(&runner.store, Some("test-job"), 1)
         .unwrap()
         .is_empty()
     {
@@ -132,7 +133,7 @@ fn a_run_still_going_after_the_grace_period_is_recorded_as_failed() {
     ));
     assert!(!runner.wait_idle(Duration::from_millis(200)));
     runner.abandon_active("interrupted: the shutdown grace period ran out");
-    let runs = runner.store.list_runs(Some("test-job"), 5).unwrap();
+    let runs = runs::list_runs(&runner.store, Some("test-job"), 5).unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].status, RunStatus::Failed);
     assert_eq!(
@@ -142,7 +143,7 @@ fn a_run_still_going_after_the_grace_period_is_recorded_as_failed() {
     release.send(()).unwrap();
     run.join().unwrap().unwrap();
     // The job finishing afterwards cannot turn the abandoned run back to ok.
-    let runs = runner.store.list_runs(Some("test-job"), 5).unwrap();
+    let runs = runs::list_runs(&runner.store, Some("test-job"), 5).unwrap();
     assert_eq!(runs[0].status, RunStatus::Failed);
 }
 
@@ -172,9 +173,7 @@ fn racing_runs_in_one_process_never_overlap() {
     });
     assert_eq!(most.load(Ordering::SeqCst), 1);
     assert!(
-        runner
-            .store
-            .list_runs(Some("test-job"), 100)
+        runs::list_runs(&runner.store, Some("test-job"), 100)
             .unwrap()
             .iter()
             .all(|run| run.status == RunStatus::Ok)
@@ -232,9 +231,7 @@ fn a_run_going_past_its_deadline_raises_one_overrun_and_its_end_resolves_it() {
         background.run_job("test-job", Trigger::Http, RunParams::default())
     });
     wait_for("the overrun condition opens", || {
-        runner
-            .store
-            .conditions()
+        alerts::conditions(&runner.store)
             .unwrap()
             .iter()
             .any(|condition| condition.kind == "overrun")
@@ -242,7 +239,7 @@ fn a_run_going_past_its_deadline_raises_one_overrun_and_its_end_resolves_it() {
     assert_eq!(outbox(&runner), ["job_overrun"]);
     release.send(()).unwrap();
     run.join().unwrap().unwrap();
-    assert!(runner.store.conditions().unwrap().is_empty());
+    assert!(alerts::conditions(&runner.store).unwrap().is_empty());
     assert_eq!(outbox(&runner), ["job_overrun", "job_overrun_resolved"]);
 }
 
@@ -256,9 +253,7 @@ fn a_fire_time_that_finds_the_job_running_is_recorded_as_refused() {
         background.run_job("test-job", Trigger::Cli, RunParams::default())
     });
     wait_for("the run starts", || {
-        !runner
-            .store
-            .list_runs(Some("test-job"), 1)
+        !runs::list_runs(&runner.store, Some("test-job"), 1)
             .unwrap()
             .is_empty()
     });
@@ -276,13 +271,16 @@ fn a_fire_time_that_finds_the_job_running_is_recorded_as_refused() {
         runner.run_scheduled("test-job", fire, &batch),
         Err(RunError::AlreadyRunning { .. })
     ));
-    let ledger = runner.store.list_occurrences(Some("test-job"), 5).unwrap();
+    let ledger = occurrences::list_occurrences(&runner.store, Some("test-job"), 5).unwrap();
     assert_eq!(ledger.len(), 1);
     assert_eq!(
         (ledger[0].outcome.as_str(), ledger[0].run_id),
         ("refused", None)
     );
-    assert_eq!(runner.store.last_fire("test-job").unwrap(), Some(fire));
+    assert_eq!(
+        occurrences::last_fire(&runner.store, "test-job").unwrap(),
+        Some(fire)
+    );
     release.send(()).unwrap();
     run.join().unwrap().unwrap();
 }

@@ -37,7 +37,7 @@ use crate::jobs::Registry;
 use crate::runner::{RunError, Runner};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
-use crate::store::occurrences::{NewOccurrence, OccurrenceBatch, Source};
+use crate::store::occurrences::{self, NewOccurrence, OccurrenceBatch, Source};
 pub use decide::{Continuity, Decision, Pass, decide};
 
 /// What the scheduler loop and the watcher work with, handed in by `serve`: the runner that
@@ -241,7 +241,7 @@ fn carry_out(
         log::warn!(
             "{name}: the clock moved back before its last fire time; starting from {restart}"
         );
-        if let Err(error) = scheduling.store.set_last_fire(name, restart) {
+        if let Err(error) = occurrences::set_last_fire(&scheduling.store, name, restart) {
             log::error!("{name}: recording its fire time: {error}");
         }
     }
@@ -252,7 +252,8 @@ fn carry_out(
             .iter()
             .map(|&(time, outcome)| NewOccurrence::unserved(time, outcome))
             .collect();
-        if let Err(error) = scheduling.store.record_occurrences(
+        if let Err(error) = occurrences::record_occurrences(
+            &scheduling.store,
             name,
             Source::Schedule,
             &rows,
@@ -302,10 +303,10 @@ fn log_unserved(name: &str, catch_up: CatchUp, batch: &OccurrenceBatch) {
 }
 
 fn last_fire_or_now(store: &Store, name: &str, now: DateTime<Utc>) -> DateTime<Utc> {
-    match store.last_fire(name) {
+    match occurrences::last_fire(store, name) {
         Ok(Some(last)) => last,
         Ok(None) => {
-            if let Err(error) = store.set_last_fire(name, now) {
+            if let Err(error) = occurrences::set_last_fire(store, name, now) {
                 log::error!("{name}: recording its first fire time: {error}");
             }
             now

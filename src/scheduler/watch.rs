@@ -24,8 +24,8 @@ use super::{PlannedJob, Scheduling};
 use crate::alert::{self, JOB_OVERDUE};
 use crate::cron::Schedule;
 use crate::shutdown::Shutdown;
-use crate::store::alerts::{self as conditions, ConditionKind, Outbox};
-use crate::store::occurrences::{NewOccurrence, Outcome, Source, lag_ms};
+use crate::store::alerts::{self, ConditionKind, Outbox};
+use crate::store::occurrences::{self, NewOccurrence, Outcome, Source, lag_ms};
 use crate::store::{Store, StoreError};
 
 /// The longest sleep between passes, and how often queued alerts are delivered.
@@ -125,7 +125,7 @@ pub fn watch(scheduling: Scheduling, planned: Vec<PlannedJob>, shutdown: Arc<Shu
         }
         if last_delivery.elapsed() >= MAX_SLEEP {
             last_delivery = Instant::now();
-            if scheduling.store.pending_alerts().unwrap_or(0) > 0 {
+            if alerts::pending_alerts(&scheduling.store).unwrap_or(0) > 0 {
                 scheduling.alerts.deliver_in_background();
             }
         }
@@ -154,10 +154,10 @@ fn judge_due(
     let store = &scheduling.store;
     let checked_through = match entry.checked_through {
         Some(through) => through,
-        None => match store.checked_through(entry.job, entry.source)? {
+        None => match occurrences::checked_through(store, entry.job, entry.source)? {
             Some(through) => through,
             None => {
-                store.set_checked_through(entry.job, entry.source, now)?;
+                occurrences::set_checked_through(store, entry.job, entry.source, now)?;
                 now
             }
         },
@@ -182,7 +182,7 @@ fn judge_due(
         }
         Source::Schedule => {
             check_scheduled(scheduling, entry.job, grace, &due, started, now)?;
-            store.set_checked_through(entry.job, entry.source, last)?;
+            occurrences::set_checked_through(store, entry.job, entry.source, last)?;
         }
     }
     entry.checked_through = Some(last);
@@ -202,8 +202,10 @@ fn check_expected(
     let early = EARLY_TOLERANCE.min(grace);
     let mut rows = Vec::with_capacity(due.len());
     for &time in due {
-        let started = store.first_run_started_between(job, time - early, time + grace)?;
-        let in_progress = started.is_none() && store.run_in_progress_at(job, time)?.is_some();
+        let started =
+            occurrences::first_run_started_between(store, job, time - early, time + grace)?;
+        let in_progress =
+            started.is_none() && occurrences::run_in_progress_at(store, job, time)?.is_some();
         let outcome = judge_expected(Evidence {
             started,
             in_progress,
@@ -232,7 +234,8 @@ fn check_expected(
         )
     });
     let outbox = scheduling.alerts.outbox();
-    let opened = store.record_occurrences_then(
+    let opened = occurrences::record_occurrences_then(
+        store,
         job,
         Source::Expected,
         &rows,
@@ -240,7 +243,7 @@ fn check_expected(
         due.last().copied(),
         now,
         |conn| match (&alert, first_missed) {
-            (Some(alert), Some(since)) => Ok(conditions::open_in(
+            (Some(alert), Some(since)) => Ok(alerts::open_in(
                 conn,
                 job,
                 ConditionKind::Overdue,
@@ -268,15 +271,13 @@ fn check_scheduled(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let store = &scheduling.store;
-    let handled_through = store.last_fire(job)?;
+    let handled_through = occurrences::last_fire(store, job)?;
     for &time in due.iter().filter(|time| **time > started) {
-        let recorded = store.occurrence_at(job, Source::Schedule, time)?;
+        let recorded = occurrences::occurrence_at(store, job, Source::Schedule, time)?;
         let recorded = recorded.as_ref().map(|(outcome, _)| outcome.as_str());
         let handled = handled_through.is_some_and(|through| through >= time);
         let served = recorded == Some("refused")
-            && store
-                .first_run_started_between(job, time, time + grace)?
-                .is_some();
+            && occurrences::first_run_started_between(store, job, time, time + grace)?.is_some();
         let Some(reason) = judge_scheduled(recorded, handled, served) else {
             continue;
         };
@@ -298,7 +299,16 @@ fn open_overdue(
     outbox: Outbox,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    store.open_condition(job, ConditionKind::Overdue, since, None, alert, outbox, now)
+    alerts::open_condition(
+        store,
+        job,
+        ConditionKind::Overdue,
+        since,
+        None,
+        alert,
+        outbox,
+        now,
+    )
 }
 
 fn overdue_alert(

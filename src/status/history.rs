@@ -2,8 +2,8 @@
 //! `/api/v1/runs`, and their occurrence twins): newest first, one job or all.
 
 use crate::jobs::Registry;
-use crate::store::occurrences::OccurrenceRecord;
-use crate::store::runs::RunRecord;
+use crate::store::occurrences::{self, OccurrenceRecord};
+use crate::store::runs::{self, RunRecord};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +22,7 @@ pub fn runs(
     limit: i64,
 ) -> Result<Vec<RunRecord>, HistoryError> {
     known(jobs, job)?;
-    Ok(store.list_runs(job, limit)?)
+    Ok(runs::list_runs(store, job, limit)?)
 }
 
 /// The last `limit` fire times recorded, of `job` or of every job.
@@ -33,7 +33,7 @@ pub fn occurrences(
     limit: i64,
 ) -> Result<Vec<OccurrenceRecord>, HistoryError> {
     known(jobs, job)?;
-    Ok(store.list_occurrences(job, limit)?)
+    Ok(occurrences::list_occurrences(store, job, limit)?)
 }
 
 fn known(jobs: &Registry, job: Option<&str>) -> Result<(), HistoryError> {

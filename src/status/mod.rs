@@ -14,8 +14,10 @@ use serde::Serialize;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::jobs::{Consuming, Registry};
-use crate::store::alerts::Condition;
+use crate::store::alerts::{self, Condition};
 use crate::store::capture;
+use crate::store::runs;
+use crate::store::stats;
 use crate::store::{Store, StoreError};
 
 pub use crate::scheduler::PlannedJob;
@@ -195,7 +197,7 @@ fn next_expected(job: &PlannedJob, now: DateTime<Utc>) -> Option<String> {
 
 pub fn job_statuses(from: Sources, planned: &[PlannedJob]) -> Result<Vec<JobStatus>, StoreError> {
     let now = from.clock.now();
-    let conditions = from.store.conditions()?;
+    let conditions = alerts::conditions(from.store)?;
     let since = |job: &str, kind: &str| {
         conditions
             .iter()
@@ -205,7 +207,7 @@ pub fn job_statuses(from: Sources, planned: &[PlannedJob]) -> Result<Vec<JobStat
     planned
         .iter()
         .map(|job| {
-            let (last_run, last_failure) = from.store.latest_runs(job.name)?;
+            let (last_run, last_failure) = runs::latest_runs(from.store, job.name)?;
             let legacy = from
                 .jobs
                 .get(job.name)
@@ -254,15 +256,15 @@ pub fn page_facts(
         .map(|job| {
             Ok((
                 job.plan.name,
-                store.recent_durations(job.plan.name, RECENT_DURATIONS)?,
+                runs::recent_durations(store, job.plan.name, RECENT_DURATIONS)?,
             ))
         })
         .collect::<Result<_, StoreError>>()?;
     Ok(PageFacts {
         durations,
-        occurrences: store.occurrence_cells(since)?,
-        runs: store.runs_since(since)?,
-        failures: store.recent_failures(RECENT_FAILURES)?,
+        occurrences: stats::occurrence_cells(store, since)?,
+        runs: stats::runs_since(store, since)?,
+        failures: runs::recent_failures(store, RECENT_FAILURES)?,
         jobs,
     })
 }

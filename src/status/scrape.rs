@@ -11,9 +11,11 @@ use std::path::Path;
 use super::Sources;
 use crate::siem::Siem;
 use crate::store::StoreError;
+use crate::store::alerts;
 use crate::store::capture::{self, Source};
 use crate::store::manifest;
 use crate::store::siem_ledger;
+use crate::store::stats;
 pub use crate::store::stats::{DurationHistogram, LagHistogram, RunStats};
 
 /// Everything one scrape reports.
@@ -61,10 +63,9 @@ pub fn snapshot(from: Sources) -> Result<Snapshot, StoreError> {
     let file_size = |path: &Path| std::fs::metadata(path).map_or(0, |meta| meta.len());
     let mut wal = store.path().as_os_str().to_owned();
     wal.push("-wal");
-    let runs = store.run_metrics(&jobs)?;
-    let occurrences = store.occurrence_metrics(&jobs)?;
-    let conditions = store
-        .conditions()?
+    let runs = stats::run_metrics(store, &jobs)?;
+    let occurrences = stats::occurrence_metrics(store, &jobs)?;
+    let conditions = alerts::conditions(store)?
         .into_iter()
         .map(|condition| (condition.job, condition.kind))
         .collect();
@@ -72,7 +73,7 @@ pub fn snapshot(from: Sources) -> Result<Snapshot, StoreError> {
         occurrences: occurrences.counts,
         lag: occurrences.lag,
         conditions,
-        alerts_pending: store.pending_alerts()?,
+        alerts_pending: alerts::pending_alerts(store)?,
         stats: runs.stats,
         histograms: runs.histograms,
         running: runs.running,

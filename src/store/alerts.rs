@@ -203,126 +203,124 @@ pub fn recent_statuses_in(
 /// Delivered and abandoned alerts are kept this long, for an operator to look at.
 const KEEP_SENT_ALERTS_DAYS: i64 = 7;
 
-impl Store {
-    /// [`open_in`] in a transaction of its own.
-    #[allow(clippy::too_many_arguments)]
-    pub fn open_condition(
-        &self,
-        job: &str,
-        kind: ConditionKind,
-        since: DateTime<Utc>,
-        run_id: Option<i64>,
-        alert: &Value,
-        outbox: Outbox,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let opened = open_in(&tx, job, kind, since, run_id, alert, outbox, now)?;
-        tx.commit()?;
-        Ok(opened)
-    }
+/// [`open_in`] in a transaction of its own.
+#[allow(clippy::too_many_arguments)]
+pub fn open_condition(
+    store: &Store,
+    job: &str,
+    kind: ConditionKind,
+    since: DateTime<Utc>,
+    run_id: Option<i64>,
+    alert: &Value,
+    outbox: Outbox,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let mut conn = store.conn()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let opened = open_in(&tx, job, kind, since, run_id, alert, outbox, now)?;
+    tx.commit()?;
+    Ok(opened)
+}
 
-    /// Every condition in force, oldest first.
-    pub fn conditions(&self) -> Result<Vec<Condition>, StoreError> {
-        let conn = self.conn()?;
-        let mut statement = conn.prepare(
-            "SELECT job, kind, since, run_id, detail FROM job_alert_conditions ORDER BY since",
-        )?;
-        let conditions = statement
-            .query_map([], condition_from_row)?
-            .collect::<Result<_, _>>()?;
-        Ok(conditions)
-    }
+/// Every condition in force, oldest first.
+pub fn conditions(store: &Store) -> Result<Vec<Condition>, StoreError> {
+    let conn = store.conn()?;
+    let mut statement = conn.prepare(
+        "SELECT job, kind, since, run_id, detail FROM job_alert_conditions ORDER BY since",
+    )?;
+    let conditions = statement
+        .query_map([], condition_from_row)?
+        .collect::<Result<_, _>>()?;
+    Ok(conditions)
+}
 
-    /// Queues `alert` for the webhook; answers its outbox id.
-    pub fn enqueue_alert(&self, alert: &Value, now: DateTime<Utc>) -> Result<i64, StoreError> {
-        Ok(enqueue_in(&*self.conn()?, alert, now)?)
-    }
+/// Queues `alert` for the webhook; answers its outbox id.
+pub fn enqueue_alert(store: &Store, alert: &Value, now: DateTime<Utc>) -> Result<i64, StoreError> {
+    Ok(enqueue_in(&*store.conn()?, alert, now)?)
+}
 
-    /// Takes the oldest entry after `after` that no deliverer holds, holding it for `hold` (a
-    /// deliverer that dies lets it go after that). A delivery walks the outbox forward, so each
-    /// entry is tried at most once per delivery.
-    pub fn claim_alert(
-        &self,
-        now: DateTime<Utc>,
-        hold: Duration,
-        after: i64,
-    ) -> Result<Option<PendingAlert>, StoreError> {
-        let until = now + chrono::Duration::from_std(hold).unwrap_or_default();
-        Ok(self
-            .conn()?
-            .query_row(
-                "UPDATE alert_outbox SET claimed_until = ?2, attempts = attempts + 1
-                  WHERE id = (SELECT id FROM alert_outbox
-                               WHERE delivered_at IS NULL AND abandoned_at IS NULL
-                                 AND (claimed_until IS NULL OR claimed_until < ?1) AND id > ?3
-                               ORDER BY id LIMIT 1)
-              RETURNING id, body, created_at, url",
-                (to_store_text(now), to_store_text(until), after),
-                |row| {
-                    Ok(PendingAlert {
-                        id: row.get(0)?,
-                        body: row.get(1)?,
-                        created_at: row.get(2)?,
-                        url: row.get(3)?,
-                    })
-                },
-            )
-            .optional()?)
-    }
+/// Takes the oldest entry after `after` that no deliverer holds, holding it for `hold` (a
+/// deliverer that dies lets it go after that). A delivery walks the outbox forward, so each
+/// entry is tried at most once per delivery.
+pub fn claim_alert(
+    store: &Store,
+    now: DateTime<Utc>,
+    hold: Duration,
+    after: i64,
+) -> Result<Option<PendingAlert>, StoreError> {
+    let until = now + chrono::Duration::from_std(hold).unwrap_or_default();
+    Ok(store
+        .conn()?
+        .query_row(
+            "UPDATE alert_outbox SET claimed_until = ?2, attempts = attempts + 1
+              WHERE id = (SELECT id FROM alert_outbox
+                           WHERE delivered_at IS NULL AND abandoned_at IS NULL
+                             AND (claimed_until IS NULL OR claimed_until < ?1) AND id > ?3
+                           ORDER BY id LIMIT 1)
+          RETURNING id, body, created_at, url",
+            (to_store_text(now), to_store_text(until), after),
+            |row| {
+                Ok(PendingAlert {
+                    id: row.get(0)?,
+                    body: row.get(1)?,
+                    created_at: row.get(2)?,
+                    url: row.get(3)?,
+                })
+            },
+        )
+        .optional()?)
+}
 
-    pub fn alert_delivered(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.conn()?.execute(
-            "UPDATE alert_outbox SET delivered_at = ?2, claimed_until = NULL, last_error = NULL
-              WHERE id = ?1",
-            (id, to_store_text(now)),
-        )?;
-        Ok(())
-    }
+pub fn alert_delivered(store: &Store, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
+    store.conn()?.execute(
+        "UPDATE alert_outbox SET delivered_at = ?2, claimed_until = NULL, last_error = NULL
+          WHERE id = ?1",
+        (id, to_store_text(now)),
+    )?;
+    Ok(())
+}
 
-    /// Releases a claimed alert after a failed post; a later delivery tries it again.
-    pub fn alert_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
-        self.conn()?.execute(
-            "UPDATE alert_outbox SET claimed_until = NULL, last_error = ?2 WHERE id = ?1",
-            (id, error),
-        )?;
-        Ok(())
-    }
+/// Releases a claimed alert after a failed post; a later delivery tries it again.
+pub fn alert_failed(store: &Store, id: i64, error: &str) -> Result<(), StoreError> {
+    store.conn()?.execute(
+        "UPDATE alert_outbox SET claimed_until = NULL, last_error = ?2 WHERE id = ?1",
+        (id, error),
+    )?;
+    Ok(())
+}
 
-    /// Gives up on an alert (refused by the webhook, or no longer news).
-    pub fn alert_abandoned(
-        &self,
-        id: i64,
-        error: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.conn()?.execute(
-            "UPDATE alert_outbox SET abandoned_at = ?2, claimed_until = NULL, last_error = ?3
-              WHERE id = ?1",
-            (id, to_store_text(now), error),
-        )?;
-        Ok(())
-    }
+/// Gives up on an alert (refused by the webhook, or no longer news).
+pub fn alert_abandoned(
+    store: &Store,
+    id: i64,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    store.conn()?.execute(
+        "UPDATE alert_outbox SET abandoned_at = ?2, claimed_until = NULL, last_error = ?3
+          WHERE id = ?1",
+        (id, to_store_text(now), error),
+    )?;
+    Ok(())
+}
 
-    /// Removes delivered and abandoned alerts older than a week.
-    pub fn prune_alerts(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let before = to_store_text(now - chrono::Duration::days(KEEP_SENT_ALERTS_DAYS));
-        Ok(self.conn()?.execute(
-            "DELETE FROM alert_outbox
-              WHERE (delivered_at IS NOT NULL OR abandoned_at IS NOT NULL) AND created_at < ?1",
-            [before],
-        )?)
-    }
+/// Removes delivered and abandoned alerts older than a week.
+pub fn prune_alerts(store: &Store, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    let before = to_store_text(now - chrono::Duration::days(KEEP_SENT_ALERTS_DAYS));
+    Ok(store.conn()?.execute(
+        "DELETE FROM alert_outbox
+          WHERE (delivered_at IS NOT NULL OR abandoned_at IS NOT NULL) AND created_at < ?1",
+        [before],
+    )?)
+}
 
-    /// Alerts not yet delivered (nor given up).
-    pub fn pending_alerts(&self) -> Result<i64, StoreError> {
-        Ok(self.conn()?.query_row(
-            "SELECT COUNT(*) FROM alert_outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL",
-            [],
-            |row| row.get(0),
-        )?)
-    }
+/// Alerts not yet delivered (nor given up).
+pub fn pending_alerts(store: &Store) -> Result<i64, StoreError> {
+    Ok(store.conn()?.query_row(
+        "SELECT COUNT(*) FROM alert_outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL",
+        [],
+        |row| row.get(0),
+    )?)
 }
 
 #[cfg(test)]
@@ -341,17 +339,17 @@ mod tests {
         let (_dir, store) = temp_store();
         let overdue = json!({"type": "job_overdue", "job": "cleanup"});
         let open = || {
-            store
-                .open_condition(
-                    "cleanup",
-                    ConditionKind::Overdue,
-                    at(0),
-                    None,
-                    &overdue,
-                    Outbox::Queue,
-                    at(1),
-                )
-                .unwrap()
+            open_condition(
+                &store,
+                "cleanup",
+                ConditionKind::Overdue,
+                at(0),
+                None,
+                &overdue,
+                Outbox::Queue,
+                at(1),
+            )
+            .unwrap()
         };
         assert!(open());
         assert!(!open(), "already in force");
@@ -373,33 +371,28 @@ mod tests {
         };
         assert_eq!(close().unwrap()["since"], json!("2026-01-01T00:00:00.000Z"));
         assert_eq!(close(), None);
-        assert_eq!(store.pending_alerts().unwrap(), 2);
+        assert_eq!(pending_alerts(&store).unwrap(), 2);
 
         // Deliverers take alerts oldest first, one each, and a failed one comes back.
-        let first = store
-            .claim_alert(at(3), Duration::from_secs(30), 0)
+        let first = claim_alert(&store, at(3), Duration::from_secs(30), 0)
             .unwrap()
             .unwrap();
-        let second = store
-            .claim_alert(at(3), Duration::from_secs(30), 0)
+        let second = claim_alert(&store, at(3), Duration::from_secs(30), 0)
             .unwrap()
             .unwrap();
         assert!(first.id < second.id);
         assert!(first.body.contains("job_overdue"));
         assert_eq!(
-            store
-                .claim_alert(at(3), Duration::from_secs(30), 0)
-                .unwrap(),
+            claim_alert(&store, at(3), Duration::from_secs(30), 0).unwrap(),
             None
         );
-        store.alert_failed(first.id, "HTTP 503").unwrap();
-        store.alert_delivered(second.id, at(4)).unwrap();
-        let again = store
-            .claim_alert(at(5), Duration::from_secs(30), 0)
+        alert_failed(&store, first.id, "HTTP 503").unwrap();
+        alert_delivered(&store, second.id, at(4)).unwrap();
+        let again = claim_alert(&store, at(5), Duration::from_secs(30), 0)
             .unwrap()
             .unwrap();
         assert_eq!(again.id, first.id);
-        store.alert_delivered(again.id, at(6)).unwrap();
-        assert_eq!(store.pending_alerts().unwrap(), 0);
+        alert_delivered(&store, again.id, at(6)).unwrap();
+        assert_eq!(pending_alerts(&store).unwrap(), 0);
     }
 }

@@ -37,75 +37,72 @@ pub enum BackupError {
     },
 }
 
-impl Store {
-    /// Copies the store to `target`, a file that must not exist yet.
-    pub fn backup_to(&self, target: &Path) -> Result<BackupReport, BackupError> {
-        if target.symlink_metadata().is_ok() {
+/// Copies the store to `target`, a file that must not exist yet.
+pub fn backup_to(store: &Store, target: &Path) -> Result<BackupReport, BackupError> {
+    if target.symlink_metadata().is_ok() {
+        return Err(BackupError::Exists(target.to_path_buf()));
+    }
+    let started = Instant::now();
+    let name = target
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "backup".into());
+    let partial = target.with_file_name(format!(".{name}.partial"));
+    let io = |context: String| move |source| BackupError::Io { context, source };
+    let _ = std::fs::remove_file(&partial);
+    let copied = copy_into(store, &partial);
+    if let Err(error) = copied {
+        let _ = std::fs::remove_file(&partial);
+        return Err(error);
+    }
+    std::fs::File::open(&partial)
+        .and_then(|file| file.sync_all())
+        .map_err(io(format!("syncing {}", partial.display())))?;
+    let linked = std::fs::hard_link(&partial, target);
+    let _ = std::fs::remove_file(&partial);
+    if let Err(error) = linked {
+        if error.kind() == std::io::ErrorKind::AlreadyExists {
             return Err(BackupError::Exists(target.to_path_buf()));
         }
-        let started = Instant::now();
-        let name = target
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "backup".into());
-        let partial = target.with_file_name(format!(".{name}.partial"));
-        let io = |context: String| move |source| BackupError::Io { context, source };
-        let _ = std::fs::remove_file(&partial);
-        let copied = self.copy_into(&partial);
-        if let Err(error) = copied {
-            let _ = std::fs::remove_file(&partial);
-            return Err(error);
-        }
-        std::fs::File::open(&partial)
-            .and_then(|file| file.sync_all())
-            .map_err(io(format!("syncing {}", partial.display())))?;
-        let linked = std::fs::hard_link(&partial, target);
-        let _ = std::fs::remove_file(&partial);
-        if let Err(error) = linked {
-            if error.kind() == std::io::ErrorKind::AlreadyExists {
-                return Err(BackupError::Exists(target.to_path_buf()));
-            }
-            return Err(io(format!("naming {}", target.display()))(error));
-        }
-        if let Some(dir) = target.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::File::open(dir)
-                .and_then(|handle| handle.sync_all())
-                .map_err(io(format!("syncing {}", dir.display())))?;
-        }
-        let bytes = std::fs::metadata(target)
-            .map_err(io(format!("reading {}", target.display())))?
-            .len();
-        Ok(BackupReport {
-            path: target.to_path_buf(),
-            bytes,
-            took: started.elapsed(),
-        })
+        return Err(io(format!("naming {}", target.display()))(error));
     }
+    if let Some(dir) = target.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|handle| handle.sync_all())
+            .map_err(io(format!("syncing {}", dir.display())))?;
+    }
+    let bytes = std::fs::metadata(target)
+        .map_err(io(format!("reading {}", target.display())))?
+        .len();
+    Ok(BackupReport {
+        path: target.to_path_buf(),
+        bytes,
+        took: started.elapsed(),
+    })
+}
 
-    fn copy_into(&self, partial: &Path) -> Result<(), BackupError> {
-        let source = self.conn()?;
-        let mut copy = Connection::open_with_flags(
-            partial,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
-        )
-        .map_err(StoreError::from)?;
-        {
-            let backup =
-                rusqlite::backup::Backup::new(&source, &mut copy).map_err(StoreError::from)?;
-            // Every page in one step: one snapshot, never restarted by the writers.
-            backup.step(-1).map_err(StoreError::from)?;
-        }
-        // A copy on its own is better as one file: no WAL beside it.
-        copy.pragma_update(None, "journal_mode", "DELETE")
-            .map_err(StoreError::from)?;
-        let verdict: String = copy
-            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-            .map_err(StoreError::from)?;
-        if verdict != "ok" {
-            return Err(BackupError::Corrupt(verdict));
-        }
-        Ok(())
+fn copy_into(store: &Store, partial: &Path) -> Result<(), BackupError> {
+    let source = store.conn()?;
+    let mut copy = Connection::open_with_flags(
+        partial,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+    )
+    .map_err(StoreError::from)?;
+    {
+        let backup = rusqlite::backup::Backup::new(&source, &mut copy).map_err(StoreError::from)?;
+        // Every page in one step: one snapshot, never restarted by the writers.
+        backup.step(-1).map_err(StoreError::from)?;
     }
+    // A copy on its own is better as one file: no WAL beside it.
+    copy.pragma_update(None, "journal_mode", "DELETE")
+        .map_err(StoreError::from)?;
+    let verdict: String = copy
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .map_err(StoreError::from)?;
+    if verdict != "ok" {
+        return Err(BackupError::Corrupt(verdict));
+    }
+    Ok(())
 }
 
 /// Why `path` is not a copy `edgecron backup` made: it must open, pass
@@ -136,6 +133,7 @@ pub fn check_copy(path: &Path) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use super::backup_to;
     use crate::store::test_support::temp_store;
 
     #[test]
@@ -147,14 +145,14 @@ mod tests {
             .execute("INSERT INTO tenants (id) VALUES ('acme')", [])
             .unwrap();
         let target = dir.path().join("copy.db");
-        let report = store.backup_to(&target).unwrap();
+        let report = backup_to(&store, &target).unwrap();
         assert!(report.bytes > 0);
         let copy = rusqlite::Connection::open(&target).unwrap();
         let tenants: i64 = copy
             .query_row("SELECT COUNT(*) FROM tenants", [], |row| row.get(0))
             .unwrap();
         assert_eq!(tenants, 1);
-        let again = store.backup_to(&target).unwrap_err();
+        let again = backup_to(&store, &target).unwrap_err();
         assert!(again.to_string().contains("already exists"), "{again}");
         let names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()

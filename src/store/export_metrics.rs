@@ -123,9 +123,7 @@ fn log_event(metric: &ExportMetric) {
     crate::logging::event(log::Level::Info, &event);
 }
 
-impl Store {
-    /// Records a metric the application sent.
-    pub fn record_export_metric(&self, metric: &ExportMetric) -> Result<Recorded, StoreError> {
-        insert(&*self.conn()?, metric)
-    }
+/// Records a metric the application sent.
+pub fn record_export_metric(store: &Store, metric: &ExportMetric) -> Result<Recorded, StoreError> {
+    insert(&*store.conn()?, metric)
 }

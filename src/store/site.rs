@@ -12,47 +12,45 @@ pub struct SiteRecord {
     pub machine_id: Option<String>,
 }
 
-impl Store {
-    /// The site recorded in this store, if any yet.
-    pub fn recorded_site(&self) -> Result<Option<SiteRecord>, StoreError> {
-        Ok(self
-            .conn()?
-            .query_row(
-                "SELECT site_id, machine_id FROM site WHERE singleton = 1",
-                [],
-                |row| {
-                    Ok(SiteRecord {
-                        site_id: row.get(0)?,
-                        machine_id: row.get(1)?,
-                    })
-                },
-            )
-            .optional()?)
-    }
+/// The site recorded in this store, if any yet.
+pub fn recorded_site(store: &Store) -> Result<Option<SiteRecord>, StoreError> {
+    Ok(store
+        .conn()?
+        .query_row(
+            "SELECT site_id, machine_id FROM site WHERE singleton = 1",
+            [],
+            |row| {
+                Ok(SiteRecord {
+                    site_id: row.get(0)?,
+                    machine_id: row.get(1)?,
+                })
+            },
+        )
+        .optional()?)
+}
 
-    /// Records `site` unless one is recorded already (two processes starting at once agree);
-    /// answers the site the store has.
-    pub fn record_first_site(
-        &self,
-        site: &SiteRecord,
-        now: &str,
-    ) -> Result<SiteRecord, StoreError> {
-        self.conn()?.execute(
-            "INSERT INTO site (singleton, site_id, machine_id, recorded_at) VALUES (1, ?1, ?2, ?3)
-             ON CONFLICT (singleton) DO NOTHING",
-            (&site.site_id, &site.machine_id, now),
-        )?;
-        Ok(self.recorded_site()?.unwrap_or_else(|| site.clone()))
-    }
+/// Records `site` unless one is recorded already (two processes starting at once agree);
+/// answers the site the store has.
+pub fn record_first_site(
+    store: &Store,
+    site: &SiteRecord,
+    now: &str,
+) -> Result<SiteRecord, StoreError> {
+    store.conn()?.execute(
+        "INSERT INTO site (singleton, site_id, machine_id, recorded_at) VALUES (1, ?1, ?2, ?3)
+         ON CONFLICT (singleton) DO NOTHING",
+        (&site.site_id, &site.machine_id, now),
+    )?;
+    Ok(recorded_site(store)?.unwrap_or_else(|| site.clone()))
+}
 
-    /// Makes `site` the store's, replacing what was recorded (`edgecron site adopt`).
-    pub fn replace_site(&self, site: &SiteRecord, now: &str) -> Result<(), StoreError> {
-        self.conn()?.execute(
-            "INSERT INTO site (singleton, site_id, machine_id, recorded_at) VALUES (1, ?1, ?2, ?3)
-             ON CONFLICT (singleton) DO UPDATE SET site_id = excluded.site_id,
-                 machine_id = excluded.machine_id, recorded_at = excluded.recorded_at",
-            (&site.site_id, &site.machine_id, now),
-        )?;
-        Ok(())
-    }
+/// Makes `site` the store's, replacing what was recorded (`edgecron site adopt`).
+pub fn replace_site(store: &Store, site: &SiteRecord, now: &str) -> Result<(), StoreError> {
+    store.conn()?.execute(
+        "INSERT INTO site (singleton, site_id, machine_id, recorded_at) VALUES (1, ?1, ?2, ?3)
+         ON CONFLICT (singleton) DO UPDATE SET site_id = excluded.site_id,
+             machine_id = excluded.machine_id, recorded_at = excluded.recorded_at",
+        (&site.site_id, &site.machine_id, now),
+    )?;
+    Ok(())
 }

@@ -155,77 +155,75 @@ fn lag_histograms(conn: &Connection, jobs: &[&str]) -> rusqlite::Result<Vec<LagH
         .collect()
 }
 
-impl Store {
-    /// Run counters, histograms and runs in progress, read in one transaction so a run that
-    /// ends meanwhile is in all of them or in none (a histogram's sum and count agree).
-    pub fn run_metrics(&self, jobs: &[&str]) -> Result<RunMetrics, StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
-        let metrics = RunMetrics {
-            stats: run_stats(&tx)?,
-            histograms: duration_histograms(&tx, jobs)?,
-            running: running_counts(&tx)?,
-        };
-        tx.commit()?;
-        Ok(metrics)
-    }
+/// Run counters, histograms and runs in progress, read in one transaction so a run that
+/// ends meanwhile is in all of them or in none (a histogram's sum and count agree).
+pub fn run_metrics(store: &Store, jobs: &[&str]) -> Result<RunMetrics, StoreError> {
+    let mut conn = store.conn()?;
+    let tx = conn.transaction()?;
+    let metrics = RunMetrics {
+        stats: run_stats(&tx)?,
+        histograms: duration_histograms(&tx, jobs)?,
+        running: running_counts(&tx)?,
+    };
+    tx.commit()?;
+    Ok(metrics)
+}
 
-    /// Occurrence counts and lag histograms, read in one transaction.
-    pub fn occurrence_metrics(&self, jobs: &[&str]) -> Result<OccurrenceMetrics, StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
-        let metrics = OccurrenceMetrics {
-            counts: occurrence_counts(&tx)?,
-            lag: lag_histograms(&tx, jobs)?,
-        };
-        tx.commit()?;
-        Ok(metrics)
-    }
+/// Occurrence counts and lag histograms, read in one transaction.
+pub fn occurrence_metrics(store: &Store, jobs: &[&str]) -> Result<OccurrenceMetrics, StoreError> {
+    let mut conn = store.conn()?;
+    let tx = conn.transaction()?;
+    let metrics = OccurrenceMetrics {
+        counts: occurrence_counts(&tx)?,
+        lag: lag_histograms(&tx, jobs)?,
+    };
+    tx.commit()?;
+    Ok(metrics)
+}
 
-    /// Every occurrence since `since`, oldest first, with the status of the run that served it.
-    pub fn occurrence_cells(
-        &self,
-        since: DateTime<Utc>,
-    ) -> Result<Vec<OccurrenceCell>, StoreError> {
-        let conn = self.conn()?;
-        let mut statement = conn.prepare(
-            "SELECT o.job, o.scheduled_for, o.outcome, o.run_id, r.status
-               FROM schedule_occurrences o LEFT JOIN job_runs r ON r.id = o.run_id
-              WHERE o.scheduled_for >= ?1 ORDER BY o.scheduled_for",
-        )?;
-        let cells = statement
-            .query_map([to_store_text(since)], |row| {
-                let time: String = row.get(1)?;
-                Ok(OccurrenceCell {
-                    job: row.get(0)?,
-                    // The scheduler writes canonical times; an unreadable one sorts first.
-                    scheduled_for: from_store_text(&time).unwrap_or_default(),
-                    outcome: row.get(2)?,
-                    run_id: row.get(3)?,
-                    run_status: row.get(4)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(cells)
-    }
+/// Every occurrence since `since`, oldest first, with the status of the run that served it.
+pub fn occurrence_cells(
+    store: &Store,
+    since: DateTime<Utc>,
+) -> Result<Vec<OccurrenceCell>, StoreError> {
+    let conn = store.conn()?;
+    let mut statement = conn.prepare(
+        "SELECT o.job, o.scheduled_for, o.outcome, o.run_id, r.status
+           FROM schedule_occurrences o LEFT JOIN job_runs r ON r.id = o.run_id
+          WHERE o.scheduled_for >= ?1 ORDER BY o.scheduled_for",
+    )?;
+    let cells = statement
+        .query_map([to_store_text(since)], |row| {
+            let time: String = row.get(1)?;
+            Ok(OccurrenceCell {
+                job: row.get(0)?,
+                // The scheduler writes canonical times; an unreadable one sorts first.
+                scheduled_for: from_store_text(&time).unwrap_or_default(),
+                outcome: row.get(2)?,
+                run_id: row.get(3)?,
+                run_status: row.get(4)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(cells)
+}
 
-    /// Every run started since `since`, oldest first.
-    pub fn runs_since(&self, since: DateTime<Utc>) -> Result<Vec<RunStart>, StoreError> {
-        let conn = self.conn()?;
-        let mut statement = conn.prepare(
-            "SELECT id, job, started_at, status FROM job_runs WHERE started_at >= ?1 ORDER BY id",
-        )?;
-        let runs = statement
-            .query_map([to_store_text(since)], |row| {
-                let started: String = row.get(2)?;
-                Ok(RunStart {
-                    id: row.get(0)?,
-                    job: row.get(1)?,
-                    started_at: from_store_text(&started).unwrap_or_default(),
-                    status: row.get(3)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(runs)
-    }
+/// Every run started since `since`, oldest first.
+pub fn runs_since(store: &Store, since: DateTime<Utc>) -> Result<Vec<RunStart>, StoreError> {
+    let conn = store.conn()?;
+    let mut statement = conn.prepare(
+        "SELECT id, job, started_at, status FROM job_runs WHERE started_at >= ?1 ORDER BY id",
+    )?;
+    let runs = statement
+        .query_map([to_store_text(since)], |row| {
+            let started: String = row.get(2)?;
+            Ok(RunStart {
+                id: row.get(0)?,
+                job: row.get(1)?,
+                started_at: from_store_text(&started).unwrap_or_default(),
+                status: row.get(3)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(runs)
 }

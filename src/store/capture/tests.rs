@@ -178,7 +178,7 @@ mod gap {
     use super::super::Source;
     use super::super::gap::*;
     use super::{captured, insert};
-    use crate::store::alerts::Outbox;
+    use crate::store::alerts::{self, Outbox};
     use crate::store::capture::{WalkProgress, begin_walk, finish_walk, state};
     use crate::store::test_support::temp_store;
     use crate::store::{Store, StoreError};
@@ -253,7 +253,11 @@ mod gap {
         insert(&store, &["d", "aa"]);
         let raised = heal(&store, Source::Interactions, &alerts(Outbox::Queue)).unwrap();
         assert_eq!(raised.unwrap()["type"], "capture_gap");
-        assert_eq!(store.pending_alerts().unwrap(), 1, "committed with the gap");
+        assert_eq!(
+            alerts::pending_alerts(&store).unwrap(),
+            1,
+            "committed with the gap"
+        );
         // Healed: caught by the triggers again, and left to the queue.
         insert(&store, &["e"]);
         assert_eq!(queued(&store), ["c", "e"]);
@@ -277,7 +281,7 @@ mod gap {
         );
         assert_eq!(queued(&store), ["aa", "c", "d", "e"]);
         assert_eq!(state(&store, Source::Interactions).unwrap().gap, None);
-        assert_eq!(store.pending_alerts().unwrap(), 2);
+        assert_eq!(alerts::pending_alerts(&store).unwrap(), 2);
         let again = recover_gap(
             &store,
             Source::Interactions,

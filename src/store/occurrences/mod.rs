@@ -278,205 +278,204 @@ fn occurrence_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<OccurrenceRe
     })
 }
 
-impl Store {
-    /// Records fire times no run serves (skipped, paused, refused, missed) and the progress
-    /// they stand for, in one transaction.
-    pub fn record_occurrences(
-        &self,
-        job: &str,
-        source: Source,
-        rows: &[NewOccurrence],
-        uncounted: (Outcome, u64),
-        progress: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.record_occurrences_then(job, source, rows, uncounted, progress, now, |_| Ok(()))
-    }
-
-    /// As [`Store::record_occurrences`], with `then` run in the same transaction (the
-    /// condition a missed occurrence opens is committed with it). For `Source::Expected` the
-    /// progress is the watcher's.
-    #[allow(clippy::too_many_arguments)]
-    pub fn record_occurrences_then<T>(
-        &self,
-        job: &str,
-        source: Source,
-        rows: &[NewOccurrence],
-        uncounted: (Outcome, u64),
-        progress: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-        then: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        record_in(&tx, job, source, rows, uncounted, now)?;
-        if let Some(progress) = progress {
-            match source {
-                Source::Schedule => advance_in(&tx, job, progress)?,
-                Source::Expected => set_checked_in(&tx, job, source, progress)?,
-            }
-        }
-        let value = then(&tx)?;
-        tx.commit()?;
-        Ok(value)
-    }
-
-    /// The ledger, newest fire time first.
-    pub fn list_occurrences(
-        &self,
-        job: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<OccurrenceRecord>, StoreError> {
-        let conn = self.conn()?;
-        let mut statement = conn.prepare(
-            "SELECT job, scheduled_for, outcome, run_id, lag_ms, source FROM schedule_occurrences
-              WHERE ?1 IS NULL OR job = ?1 ORDER BY scheduled_for DESC, id DESC LIMIT ?2",
-        )?;
-        let rows = statement
-            .query_map((job, limit), occurrence_from_row)?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
-    }
-
-    /// The last fire time the scheduler handled for `job`.
-    pub fn last_fire(&self, job: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let text: Option<String> = self
-            .conn()?
-            .query_row(
-                "SELECT last_fire_at FROM schedule_state WHERE job = ?1",
-                [job],
-                |row| row.get(0),
-            )
-            .optional()?;
-        Ok(text.as_deref().and_then(from_store_text))
-    }
-
-    /// Sets the scheduler's progress to `fire`, even backwards (a first start, a clock that
-    /// was set back).
-    pub fn set_last_fire(&self, job: &str, fire: DateTime<Utc>) -> Result<(), StoreError> {
-        self.conn()?.execute(
-            "INSERT INTO schedule_state (job, last_fire_at) VALUES (?1, ?2)
-             ON CONFLICT (job) DO UPDATE SET last_fire_at = excluded.last_fire_at",
-            (job, to_store_text(fire)),
-        )?;
+/// Records fire times no run serves (skipped, paused, refused, missed) and the progress
+/// they stand for, in one transaction.
+pub fn record_occurrences(
+    store: &Store,
+    job: &str,
+    source: Source,
+    rows: &[NewOccurrence],
+    uncounted: (Outcome, u64),
+    progress: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    record_occurrences_then(store, job, source, rows, uncounted, progress, now, |_| {
         Ok(())
-    }
-
-    /// Records the fire times a scheduled run would have served when the job was still
-    /// running: its own as `refused`, those it would have caught up as `coalesced`.
-    pub fn record_refused(
-        &self,
-        job: &str,
-        batch: &OccurrenceBatch,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let rows: Vec<NewOccurrence> = batch
-            .occurrences
-            .iter()
-            .map(|&(time, outcome)| {
-                let outcome = match outcome {
-                    Outcome::Ran => Outcome::Refused,
-                    other => other,
-                };
-                NewOccurrence::unserved(time, outcome)
-            })
-            .collect();
-        self.record_occurrences(
-            job,
-            Source::Schedule,
-            &rows,
-            (batch.uncounted_outcome, batch.uncounted),
-            Some(batch.handled_through),
-            now,
-        )
-    }
-
-    /// How far the watcher has judged `job`'s due times from `source`.
-    pub fn checked_through(
-        &self,
-        job: &str,
-        source: Source,
-    ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let text: Option<String> = self
-            .conn()?
-            .query_row(
-                "SELECT checked_through FROM schedule_watch WHERE job = ?1 AND source = ?2",
-                (job, source.as_str()),
-                |row| row.get(0),
-            )
-            .optional()?;
-        Ok(text.as_deref().and_then(from_store_text))
-    }
-
-    pub fn set_checked_through(
-        &self,
-        job: &str,
-        source: Source,
-        through: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        set_checked_in(&*self.conn()?, job, source, through)?;
-        Ok(())
-    }
-
-    /// The occurrence recorded for one of `job`'s fire times, if any: `(outcome, lag_ms)`.
-    pub fn occurrence_at(
-        &self,
-        job: &str,
-        source: Source,
-        scheduled_for: DateTime<Utc>,
-    ) -> Result<Option<(String, Option<i64>)>, StoreError> {
-        Ok(self
-            .conn()?
-            .query_row(
-                "SELECT outcome, lag_ms FROM schedule_occurrences
-                  WHERE job = ?1 AND source = ?2 AND scheduled_for = ?3",
-                (job, source.as_str(), to_store_text(scheduled_for)),
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()?)
-    }
+    })
 }
 
-impl Store {
-    /// The first run of `job` (any trigger) that started within `[from, to]`:
-    /// `(run id, start)`.
-    pub fn first_run_started_between(
-        &self,
-        job: &str,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Option<(i64, DateTime<Utc>)>, StoreError> {
-        let found: Option<(i64, String)> = self
-            .conn()?
-            .query_row(
-                "SELECT id, started_at FROM job_runs
-                  WHERE job = ?1 AND started_at >= ?2 AND started_at <= ?3
-                  ORDER BY started_at LIMIT 1",
-                (job, to_store_text(from), to_store_text(to)),
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()?;
-        Ok(found.and_then(|(id, started)| Some((id, from_store_text(&started)?))))
+/// As [`Store::record_occurrences`], with `then` run in the same transaction (the
+/// condition a missed occurrence opens is committed with it). For `Source::Expected` the
+/// progress is the watcher's.
+#[allow(clippy::too_many_arguments)]
+pub fn record_occurrences_then<T>(
+    store: &Store,
+    job: &str,
+    source: Source,
+    rows: &[NewOccurrence],
+    uncounted: (Outcome, u64),
+    progress: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    then: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut conn = store.conn()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    record_in(&tx, job, source, rows, uncounted, now)?;
+    if let Some(progress) = progress {
+        match source {
+            Source::Schedule => advance_in(&tx, job, progress)?,
+            Source::Expected => set_checked_in(&tx, job, source, progress)?,
+        }
     }
+    let value = then(&tx)?;
+    tx.commit()?;
+    Ok(value)
+}
 
-    /// A run of `job` that was in progress at `at`: started before it, not ended by then.
-    pub fn run_in_progress_at(
-        &self,
-        job: &str,
-        at: DateTime<Utc>,
-    ) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .conn()?
-            .query_row(
-                "SELECT id FROM job_runs
-                  WHERE job = ?1 AND started_at < ?2
-                    AND (status = 'running' OR finished_at > ?2)
-                  ORDER BY started_at DESC LIMIT 1",
-                (job, to_store_text(at)),
-                |row| row.get(0),
-            )
-            .optional()?)
-    }
+/// The ledger, newest fire time first.
+pub fn list_occurrences(
+    store: &Store,
+    job: Option<&str>,
+    limit: i64,
+) -> Result<Vec<OccurrenceRecord>, StoreError> {
+    let conn = store.conn()?;
+    let mut statement = conn.prepare(
+        "SELECT job, scheduled_for, outcome, run_id, lag_ms, source FROM schedule_occurrences
+          WHERE ?1 IS NULL OR job = ?1 ORDER BY scheduled_for DESC, id DESC LIMIT ?2",
+    )?;
+    let rows = statement
+        .query_map((job, limit), occurrence_from_row)?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// The last fire time the scheduler handled for `job`.
+pub fn last_fire(store: &Store, job: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let text: Option<String> = store
+        .conn()?
+        .query_row(
+            "SELECT last_fire_at FROM schedule_state WHERE job = ?1",
+            [job],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(text.as_deref().and_then(from_store_text))
+}
+
+/// Sets the scheduler's progress to `fire`, even backwards (a first start, a clock that
+/// was set back).
+pub fn set_last_fire(store: &Store, job: &str, fire: DateTime<Utc>) -> Result<(), StoreError> {
+    store.conn()?.execute(
+        "INSERT INTO schedule_state (job, last_fire_at) VALUES (?1, ?2)
+         ON CONFLICT (job) DO UPDATE SET last_fire_at = excluded.last_fire_at",
+        (job, to_store_text(fire)),
+    )?;
+    Ok(())
+}
+
+/// Records the fire times a scheduled run would have served when the job was still
+/// running: its own as `refused`, those it would have caught up as `coalesced`.
+pub fn record_refused(
+    store: &Store,
+    job: &str,
+    batch: &OccurrenceBatch,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let rows: Vec<NewOccurrence> = batch
+        .occurrences
+        .iter()
+        .map(|&(time, outcome)| {
+            let outcome = match outcome {
+                Outcome::Ran => Outcome::Refused,
+                other => other,
+            };
+            NewOccurrence::unserved(time, outcome)
+        })
+        .collect();
+    record_occurrences(
+        store,
+        job,
+        Source::Schedule,
+        &rows,
+        (batch.uncounted_outcome, batch.uncounted),
+        Some(batch.handled_through),
+        now,
+    )
+}
+
+/// How far the watcher has judged `job`'s due times from `source`.
+pub fn checked_through(
+    store: &Store,
+    job: &str,
+    source: Source,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let text: Option<String> = store
+        .conn()?
+        .query_row(
+            "SELECT checked_through FROM schedule_watch WHERE job = ?1 AND source = ?2",
+            (job, source.as_str()),
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(text.as_deref().and_then(from_store_text))
+}
+
+pub fn set_checked_through(
+    store: &Store,
+    job: &str,
+    source: Source,
+    through: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    set_checked_in(&*store.conn()?, job, source, through)?;
+    Ok(())
+}
+
+/// The occurrence recorded for one of `job`'s fire times, if any: `(outcome, lag_ms)`.
+pub fn occurrence_at(
+    store: &Store,
+    job: &str,
+    source: Source,
+    scheduled_for: DateTime<Utc>,
+) -> Result<Option<(String, Option<i64>)>, StoreError> {
+    Ok(store
+        .conn()?
+        .query_row(
+            "SELECT outcome, lag_ms FROM schedule_occurrences
+              WHERE job = ?1 AND source = ?2 AND scheduled_for = ?3",
+            (job, source.as_str(), to_store_text(scheduled_for)),
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// The first run of `job` (any trigger) that started within `[from, to]`:
+/// `(run id, start)`.
+pub fn first_run_started_between(
+    store: &Store,
+    job: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Option<(i64, DateTime<Utc>)>, StoreError> {
+    let found: Option<(i64, String)> = store
+        .conn()?
+        .query_row(
+            "SELECT id, started_at FROM job_runs
+              WHERE job = ?1 AND started_at >= ?2 AND started_at <= ?3
+              ORDER BY started_at LIMIT 1",
+            (job, to_store_text(from), to_store_text(to)),
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    Ok(found.and_then(|(id, started)| Some((id, from_store_text(&started)?))))
+}
+
+/// A run of `job` that was in progress at `at`: started before it, not ended by then.
+pub fn run_in_progress_at(
+    store: &Store,
+    job: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<i64>, StoreError> {
+    Ok(store
+        .conn()?
+        .query_row(
+            "SELECT id FROM job_runs
+              WHERE job = ?1 AND started_at < ?2
+                AND (status = 'running' OR finished_at > ?2)
+              ORDER BY started_at DESC LIMIT 1",
+            (job, to_store_text(at)),
+            |row| row.get(0),
+        )
+        .optional()?)
 }
 
 fn set_checked_in(

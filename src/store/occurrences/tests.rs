@@ -1,7 +1,9 @@
 //! Tests of the occurrence ledger and the scheduler's progress.
 
 use super::*;
-use crate::store::runs::{LeaseAttempt, Trigger};
+use crate::store::occurrences;
+use crate::store::runs::{self, LeaseAttempt, Trigger};
+use crate::store::stats;
 use crate::store::test_support::temp_store;
 use chrono::TimeZone;
 
@@ -19,20 +21,26 @@ fn a_scheduled_start_records_its_run_fire_times_and_progress_together() {
         handled_through: at(2),
         offset: chrono::Duration::zero(),
     };
-    let LeaseAttempt::Acquired { run_id } = store
-        .begin_scheduled_run("cleanup", "h/1/1", || at(3), |_| true, at(2), &batch)
-        .unwrap()
-    else {
+    let LeaseAttempt::Acquired { run_id } = runs::begin_scheduled_run(
+        &store,
+        "cleanup",
+        "h/1/1",
+        || at(3),
+        |_| true,
+        at(2),
+        &batch,
+    )
+    .unwrap() else {
         panic!("the lease is free");
     };
-    let runs = store.list_runs(Some("cleanup"), 1).unwrap();
+    let runs = runs::list_runs(&store, Some("cleanup"), 1).unwrap();
     assert_eq!(runs[0].trigger, Trigger::Schedule);
     assert_eq!(
         runs[0].scheduled_for.as_deref(),
         Some("2026-01-01T00:00:02.000Z")
     );
     assert_eq!(runs[0].lag_ms, Some(1000));
-    let ledger = store.list_occurrences(Some("cleanup"), 10).unwrap();
+    let ledger = occurrences::list_occurrences(&store, Some("cleanup"), 10).unwrap();
     let rows: Vec<(&str, &str, Option<i64>, Option<i64>)> = ledger
         .iter()
         .map(|row| {
@@ -61,8 +69,11 @@ fn a_scheduled_start_records_its_run_fire_times_and_progress_together() {
             ),
         ]
     );
-    assert_eq!(store.last_fire("cleanup").unwrap(), Some(at(2)));
-    let metrics = store.occurrence_metrics(&["cleanup"]).unwrap();
+    assert_eq!(
+        occurrences::last_fire(&store, "cleanup").unwrap(),
+        Some(at(2))
+    );
+    let metrics = stats::occurrence_metrics(&store, &["cleanup"]).unwrap();
     assert_eq!(
         metrics.counts,
         [("cleanup".to_string(), "coalesced".to_string(), 9)]
@@ -70,18 +81,26 @@ fn a_scheduled_start_records_its_run_fire_times_and_progress_together() {
 
     // The same fire times again (a pass repeated after a crash) are not listed twice, and
     // progress never goes back.
-    store.record_refused("cleanup", &batch, at(4)).unwrap();
-    assert_eq!(store.list_occurrences(None, 10).unwrap().len(), 2);
-    store.set_last_fire("cleanup", at(9)).unwrap();
-    store
-        .record_occurrences(
-            "cleanup",
-            Source::Schedule,
-            &[],
-            (Outcome::Ran, 0),
-            Some(at(5)),
-            at(9),
-        )
-        .unwrap();
-    assert_eq!(store.last_fire("cleanup").unwrap(), Some(at(9)));
+    occurrences::record_refused(&store, "cleanup", &batch, at(4)).unwrap();
+    assert_eq!(
+        occurrences::list_occurrences(&store, None, 10)
+            .unwrap()
+            .len(),
+        2
+    );
+    occurrences::set_last_fire(&store, "cleanup", at(9)).unwrap();
+    occurrences::record_occurrences(
+        &store,
+        "cleanup",
+        Source::Schedule,
+        &[],
+        (Outcome::Ran, 0),
+        Some(at(5)),
+        at(9),
+    )
+    .unwrap();
+    assert_eq!(
+        occurrences::last_fire(&store, "cleanup").unwrap(),
+        Some(at(9))
+    );
 }
