@@ -111,7 +111,7 @@ pub fn queue(
 ) -> Result<(), StoreError> {
     log(alert);
     if config.alerts.webhook.is_some() {
-        alerts::enqueue_alert(store, alert, clock.now())?;
+        alerts::enqueue(store, alert, clock.now())?;
     }
     Ok(())
 }
@@ -123,7 +123,7 @@ pub fn raise(store: &Store, config: &Config, clock: &dyn Clock, alert: &Value) -
     let Some(url) = &config.alerts.webhook else {
         return Delivery::NoWebhook;
     };
-    let id = match alerts::enqueue_alert(store, alert, clock.now()) {
+    let id = match alerts::enqueue(store, alert, clock.now()) {
         Ok(id) => id,
         Err(error) => {
             // The outbox is out of reach; the alert is still worth a direct attempt.
@@ -190,7 +190,7 @@ pub fn deliver_pending(
         .collect();
     let mut unavailable: HashSet<String> = HashSet::new();
     let mut after = 0;
-    if let Err(error) = alerts::prune_alerts(store, clock.now()) {
+    if let Err(error) = alerts::prune(store, clock.now()) {
         log::warn!("alert outbox: pruning: {error}");
     }
     // Every destination failed: the rest waits for a later delivery.
@@ -198,7 +198,7 @@ pub fn deliver_pending(
         |unavailable: &HashSet<String>| !configured.is_empty() && configured.is_subset(unavailable);
     while started.elapsed() < budget && !all_failed(&unavailable) {
         let now = clock.now();
-        let pending = match alerts::claim_alert(store, now, CLAIM_HOLD, after) {
+        let pending = match alerts::claim(store, now, CLAIM_HOLD, after) {
             Ok(Some(pending)) => pending,
             Ok(None) => break,
             Err(error) => {
@@ -216,16 +216,14 @@ pub fn deliver_pending(
         };
         if let Some(reason) = given_up {
             log::warn!("alert {}: {reason}; giving up", pending.id);
-            let _ = alerts::alert_abandoned(store, pending.id, reason, now);
+            let _ = alerts::abandoned(store, pending.id, reason, now);
             continue;
         }
         let Some(destination) = destination else {
             continue;
         };
         if unavailable.contains(&server(destination)) {
-            if let Err(error) =
-                alerts::alert_failed(store, pending.id, "its destination failed; later")
-            {
+            if let Err(error) = alerts::failed(store, pending.id, "its destination failed; later") {
                 log::warn!("alert {}: releasing it: {error}", pending.id);
             }
             continue;
@@ -247,13 +245,13 @@ pub fn deliver_pending(
             "the webhook"
         };
         let recorded = match &result {
-            Ok(_) => alerts::alert_delivered(store, pending.id, clock.now()),
+            Ok(_) => alerts::delivered(store, pending.id, clock.now()),
             Err(error @ PostError::Refused(_)) => {
                 log::warn!(
                     "alert {}: {peer} refused it ({error}); giving up",
                     pending.id
                 );
-                alerts::alert_abandoned(store, pending.id, &error.to_string(), clock.now())
+                alerts::abandoned(store, pending.id, &error.to_string(), clock.now())
             }
             Err(error) => {
                 log::warn!(
@@ -261,7 +259,7 @@ pub fn deliver_pending(
                     pending.id
                 );
                 unavailable.insert(server(destination));
-                alerts::alert_failed(store, pending.id, &error.to_string())
+                alerts::failed(store, pending.id, &error.to_string())
             }
         };
         if let Err(error) = recorded {
@@ -306,7 +304,7 @@ impl Alerts {
     /// run queued (its ping, an alert it raised itself).
     pub fn announce(&self, raised: &[Value]) {
         raised.iter().for_each(log);
-        let queued = || alerts::pending_alerts(&self.store).unwrap_or(0) > 0;
+        let queued = || alerts::pending(&self.store).unwrap_or(0) > 0;
         if !raised.is_empty() || self.ping.is_some() || (self.webhook.is_some() && queued()) {
             self.deliver_in_background();
         }
@@ -574,7 +572,7 @@ mod tests {
         end(&store, RunStatus::Partial, 8);
         end(&store, RunStatus::Failed, 9);
         assert!(end(&store, RunStatus::Failed, 10).is_empty());
-        assert_eq!(alerts::pending_alerts(&store).unwrap(), 2);
+        assert_eq!(alerts::pending(&store).unwrap(), 2);
     }
 
     #[test]
@@ -597,10 +595,6 @@ mod tests {
         let ended = end(&store, RunStatus::Failed, 5);
         assert_eq!(ended[0]["type"], JOB_OVERRUN_RESOLVED);
         assert_eq!(ended[0]["runId"], 41);
-        assert_eq!(
-            alerts::pending_alerts(&store).unwrap(),
-            1,
-            "only the queued ones"
-        );
+        assert_eq!(alerts::pending(&store).unwrap(), 1, "only the queued ones");
     }
 }

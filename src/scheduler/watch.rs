@@ -125,7 +125,7 @@ pub fn watch(scheduling: Scheduling, planned: Vec<PlannedJob>, shutdown: Arc<Shu
         }
         if last_delivery.elapsed() >= MAX_SLEEP {
             last_delivery = Instant::now();
-            if alerts::pending_alerts(&scheduling.store).unwrap_or(0) > 0 {
+            if alerts::pending(&scheduling.store).unwrap_or(0) > 0 {
                 scheduling.alerts.deliver_in_background();
             }
         }

@@ -73,7 +73,7 @@ pub fn snapshot(from: Sources) -> Result<Snapshot, StoreError> {
         occurrences: occurrences.counts,
         lag: occurrences.lag,
         conditions,
-        alerts_pending: alerts::pending_alerts(store)?,
+        alerts_pending: alerts::pending(store)?,
         stats: runs.stats,
         histograms: runs.histograms,
         running: runs.running,

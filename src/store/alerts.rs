@@ -235,14 +235,14 @@ pub fn conditions(store: &Store) -> Result<Vec<Condition>, StoreError> {
 }
 
 /// Queues `alert` for the webhook; answers its outbox id.
-pub fn enqueue_alert(store: &Store, alert: &Value, now: DateTime<Utc>) -> Result<i64, StoreError> {
+pub fn enqueue(store: &Store, alert: &Value, now: DateTime<Utc>) -> Result<i64, StoreError> {
     Ok(enqueue_in(&*store.conn()?, alert, now)?)
 }
 
 /// Takes the oldest entry after `after` that no deliverer holds, holding it for `hold` (a
 /// deliverer that dies lets it go after that). A delivery walks the outbox forward, so each
 /// entry is tried at most once per delivery.
-pub fn claim_alert(
+pub fn claim(
     store: &Store,
     now: DateTime<Utc>,
     hold: Duration,
@@ -271,7 +271,7 @@ pub fn claim_alert(
         .optional()?)
 }
 
-pub fn alert_delivered(store: &Store, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
+pub fn delivered(store: &Store, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
     store.conn()?.execute(
         "UPDATE alert_outbox SET delivered_at = ?2, claimed_until = NULL, last_error = NULL
           WHERE id = ?1",
@@ -281,7 +281,7 @@ pub fn alert_delivered(store: &Store, id: i64, now: DateTime<Utc>) -> Result<(),
 }
 
 /// Releases a claimed alert after a failed post; a later delivery tries it again.
-pub fn alert_failed(store: &Store, id: i64, error: &str) -> Result<(), StoreError> {
+pub fn failed(store: &Store, id: i64, error: &str) -> Result<(), StoreError> {
     store.conn()?.execute(
         "UPDATE alert_outbox SET claimed_until = NULL, last_error = ?2 WHERE id = ?1",
         (id, error),
@@ -290,7 +290,7 @@ pub fn alert_failed(store: &Store, id: i64, error: &str) -> Result<(), StoreErro
 }
 
 /// Gives up on an alert (refused by the webhook, or no longer news).
-pub fn alert_abandoned(
+pub fn abandoned(
     store: &Store,
     id: i64,
     error: &str,
@@ -305,7 +305,7 @@ pub fn alert_abandoned(
 }
 
 /// Removes delivered and abandoned alerts older than a week.
-pub fn prune_alerts(store: &Store, now: DateTime<Utc>) -> Result<usize, StoreError> {
+pub fn prune(store: &Store, now: DateTime<Utc>) -> Result<usize, StoreError> {
     let before = to_store_text(now - chrono::Duration::days(KEEP_SENT_ALERTS_DAYS));
     Ok(store.conn()?.execute(
         "DELETE FROM alert_outbox
@@ -315,7 +315,7 @@ pub fn prune_alerts(store: &Store, now: DateTime<Utc>) -> Result<usize, StoreErr
 }
 
 /// Alerts not yet delivered (nor given up).
-pub fn pending_alerts(store: &Store) -> Result<i64, StoreError> {
+pub fn pending(store: &Store) -> Result<i64, StoreError> {
     Ok(store.conn()?.query_row(
         "SELECT COUNT(*) FROM alert_outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL",
         [],
@@ -371,28 +371,28 @@ mod tests {
         };
         assert_eq!(close().unwrap()["since"], json!("2026-01-01T00:00:00.000Z"));
         assert_eq!(close(), None);
-        assert_eq!(pending_alerts(&store).unwrap(), 2);
+        assert_eq!(pending(&store).unwrap(), 2);
 
         // Deliverers take alerts oldest first, one each, and a failed one comes back.
-        let first = claim_alert(&store, at(3), Duration::from_secs(30), 0)
+        let first = claim(&store, at(3), Duration::from_secs(30), 0)
             .unwrap()
             .unwrap();
-        let second = claim_alert(&store, at(3), Duration::from_secs(30), 0)
+        let second = claim(&store, at(3), Duration::from_secs(30), 0)
             .unwrap()
             .unwrap();
         assert!(first.id < second.id);
         assert!(first.body.contains("job_overdue"));
         assert_eq!(
-            claim_alert(&store, at(3), Duration::from_secs(30), 0).unwrap(),
+            claim(&store, at(3), Duration::from_secs(30), 0).unwrap(),
             None
         );
-        alert_failed(&store, first.id, "HTTP 503").unwrap();
-        alert_delivered(&store, second.id, at(4)).unwrap();
-        let again = claim_alert(&store, at(5), Duration::from_secs(30), 0)
+        failed(&store, first.id, "HTTP 503").unwrap();
+        delivered(&store, second.id, at(4)).unwrap();
+        let again = claim(&store, at(5), Duration::from_secs(30), 0)
             .unwrap()
             .unwrap();
         assert_eq!(again.id, first.id);
-        alert_delivered(&store, again.id, at(6)).unwrap();
-        assert_eq!(pending_alerts(&store).unwrap(), 0);
+        delivered(&store, again.id, at(6)).unwrap();
+        assert_eq!(pending(&store).unwrap(), 0);
     }
 }

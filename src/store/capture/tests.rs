@@ -254,7 +254,7 @@ mod gap {
         let raised = heal(&store, Source::Interactions, &alerts(Outbox::Queue)).unwrap();
         assert_eq!(raised.unwrap()["type"], "capture_gap");
         assert_eq!(
-            alerts::pending_alerts(&store).unwrap(),
+            alerts::pending(&store).unwrap(),
             1,
             "committed with the gap"
         );
@@ -281,7 +281,7 @@ mod gap {
         );
         assert_eq!(queued(&store), ["aa", "c", "d", "e"]);
         assert_eq!(state(&store, Source::Interactions).unwrap().gap, None);
-        assert_eq!(alerts::pending_alerts(&store).unwrap(), 2);
+        assert_eq!(alerts::pending(&store).unwrap(), 2);
         let again = recover_gap(
             &store,
             Source::Interactions,
