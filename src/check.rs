@@ -39,10 +39,7 @@ pub fn variables(set: &[String]) -> Vec<Declared> {
         .iter()
         .map(|variable| Declared {
             variable,
-            set: set.iter().any(|name| match variable.job_prefix() {
-                Some(prefix) => name.starts_with(prefix),
-                None => name == variable.name,
-            }),
+            set: set.iter().any(|name| variable.names(name)),
         })
         .collect()
 }

@@ -65,41 +65,31 @@ impl Variable {
         self.name.strip_suffix("<JOB>")
     }
 
+    /// Whether `name` is this variable, or one job's of a per-job variable.
+    pub fn names(&self, name: &str) -> bool {
+        match self.job_prefix() {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == self.name,
+        }
+    }
+
     /// The value of `name` (this variable, or one job's), or what unset means.
     pub fn number(&self, name: &str, text: Option<&str>) -> Result<u64, ConfigError> {
         let Number { min, max } = self.accepts else {
             return Err(self.misdeclared());
         };
-        let Some(text) = text.or(self.unset_value()) else {
-            return Err(self.misdeclared());
-        };
-        match text.parse::<u64>() {
-            Ok(number) if (min..=max).contains(&number) => Ok(number),
-            _ => Err(ConfigError(format!(
-                "{name}: expected a number from {min} to {max}, got {text:?}"
-            ))),
-        }
+        in_range(name, self.given_or_unset(text)?, min, max)
     }
 
     pub fn fraction(&self, name: &str, text: Option<&str>) -> Result<f64, ConfigError> {
         let Fraction { min, max } = self.accepts else {
             return Err(self.misdeclared());
         };
-        let Some(text) = text.or(self.unset_value()) else {
-            return Err(self.misdeclared());
-        };
-        match text.parse::<f64>() {
-            Ok(number) if (min..=max).contains(&number) => Ok(number),
-            _ => Err(ConfigError(format!(
-                "{name}: expected a number from {min} to {max}, got {text:?}"
-            ))),
-        }
+        in_range(name, self.given_or_unset(text)?, min, max)
     }
 
     pub fn flag(&self, name: &str, text: Option<&str>) -> Result<bool, ConfigError> {
-        let Some(text) = text.or(self.unset_value()) else {
-            return Err(self.misdeclared());
-        };
+        let text = self.given_or_unset(text)?;
         match text.to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => Ok(true),
             "false" | "0" | "no" | "off" => Ok(false),
@@ -119,9 +109,7 @@ impl Variable {
         let OneOf { values: names } = self.accepts else {
             return Err(self.misdeclared());
         };
-        let Some(text) = text.or(self.unset_value()) else {
-            return Err(self.misdeclared());
-        };
+        let text = self.given_or_unset(text)?;
         let position = names
             .iter()
             .position(|known| known.eq_ignore_ascii_case(text));
@@ -139,6 +127,12 @@ impl Variable {
             Is(value) => Some(value),
             Nothing | Derived(_) => None,
         }
+    }
+
+    /// The text given, else the declared value for unset.
+    fn given_or_unset<'a>(&self, text: Option<&'a str>) -> Result<&'a str, ConfigError> {
+        text.or(self.unset_value())
+            .ok_or_else(|| self.misdeclared())
     }
 
     /// A declaration that does not fit how it is read: caught by the tests over every variable.
@@ -166,6 +160,19 @@ impl Accepts {
             Fraction { min, max } => format!("{min} to {max}"),
             OneOf { values } => either(values),
         }
+    }
+}
+
+/// A number in `min..=max`; the problem names the variable and the range.
+fn in_range<T>(name: &str, text: &str, min: T, max: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    match text.parse::<T>() {
+        Ok(number) if number >= min && number <= max => Ok(number),
+        _ => Err(ConfigError(format!(
+            "{name}: expected a number from {min} to {max}, got {text:?}"
+        ))),
     }
 }
 

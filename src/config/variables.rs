@@ -15,12 +15,7 @@ pub fn unknown<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
     names
         .into_iter()
         .filter(|name| NAMESPACES.iter().any(|prefix| name.starts_with(prefix)))
-        .filter(|name| {
-            !ALL.iter().any(|variable| match variable.job_prefix() {
-                Some(prefix) => name.starts_with(prefix),
-                None => variable.name == *name,
-            })
-        })
+        .filter(|name| !ALL.iter().any(|variable| variable.names(name)))
         .collect()
 }
 
